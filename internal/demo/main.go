@@ -51,9 +51,14 @@ func run(ctx context.Context) error {
 			return err
 		}
 	}
-	step("building Pebble and pebble-challtestsrv (pinned in go.mod)")
-	for _, tool := range []string{"pebble", "pebble-challtestsrv"} {
-		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(runDir, "bin", tool), "github.com/letsencrypt/pebble/v2/cmd/"+tool)
+	step("building Pebble and pebble-challtestsrv (pinned in go.mod) and the demo's DNS program")
+	for _, pkg := range []string{
+		"github.com/letsencrypt/pebble/v2/cmd/pebble",
+		"github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv",
+		"./internal/demo/challtestsrv-dns",
+	} {
+		tool := filepath.Base(pkg)
+		cmd := exec.CommandContext(ctx, "go", "build", "-o", filepath.Join(runDir, "bin", tool), pkg)
 		cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 		if err := cmd.Run(); err != nil {
 			return fmt.Errorf("building %s: %w", tool, err)
