@@ -1,0 +1,172 @@
+package acme
+
+import (
+	"context"
+	"crypto"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+)
+
+// ErrAccountDoesNotExist is returned by FindAccount when the server knows
+// no account for the key (RFC 8555 §7.3.1). The server's *Problem is
+// wrapped too.
+var ErrAccountDoesNotExist = errors.New("acme: account does not exist")
+
+// ExternalAccountBinding binds a new account to an account the CA knows
+// by other means, RFC 8555 §7.3.4. Key is the raw MAC key (CAs usually
+// hand it out base64url-encoded: decode it first).
+type ExternalAccountBinding struct {
+	KeyID string
+	Key   []byte
+	// Algorithm is HS256 (the default when empty), HS384 or HS512.
+	Algorithm string
+}
+
+// String redacts the MAC key.
+func (e ExternalAccountBinding) String() string {
+	return fmt.Sprintf("EAB{KeyID: %s, Algorithm: %s, Key: REDACTED}", e.KeyID, e.Algorithm)
+}
+
+// LogValue redacts the MAC key.
+func (e ExternalAccountBinding) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("key_id", e.KeyID), slog.String("algorithm", e.Algorithm))
+}
+
+// NewAccount creates an account for acct.Key with acct.Contact and
+// acct.TermsOfServiceAgreed, RFC 8555 §7.3, bound to eab when it is not
+// nil (§7.3.4). If the key already has an account the server returns it.
+// The returned account carries the key and its URL.
+func (c *Client) NewAccount(ctx context.Context, acct Account, eab *ExternalAccountBinding) (Account, error) {
+	if acct.Key == nil {
+		return Account{}, ErrNoAccount
+	}
+	dir, err := c.Directory(ctx)
+	if err != nil {
+		return Account{}, err
+	}
+	req := struct {
+		Contact                []string        `json:"contact,omitempty"`
+		TermsOfServiceAgreed   bool            `json:"termsOfServiceAgreed,omitempty"`
+		ExternalAccountBinding json.RawMessage `json:"externalAccountBinding,omitempty"`
+	}{Contact: acct.Contact, TermsOfServiceAgreed: acct.TermsOfServiceAgreed}
+	if eab != nil {
+		if req.ExternalAccountBinding, err = signEAB(eab, acct.Key, dir.NewAccount); err != nil {
+			return Account{}, fmt.Errorf("creating account: %w", err)
+		}
+	}
+	return c.accountRequest(ctx, "creating account", signer{key: acct.Key}, dir.NewAccount, req, acct.Key)
+}
+
+// FindAccount looks up the account of key without creating one
+// (onlyReturnExisting, RFC 8555 §7.3.1). It returns an error wrapping
+// ErrAccountDoesNotExist when there is none.
+func (c *Client) FindAccount(ctx context.Context, key crypto.Signer) (Account, error) {
+	dir, err := c.Directory(ctx)
+	if err != nil {
+		return Account{}, err
+	}
+	req := struct {
+		OnlyReturnExisting bool `json:"onlyReturnExisting"`
+	}{true}
+	a, err := c.accountRequest(ctx, "finding account", signer{key: key}, dir.NewAccount, req, key)
+	var p *Problem
+	if errors.As(err, &p) && p.Type == ProblemAccountDoesNotExist {
+		return Account{}, fmt.Errorf("finding account: %w: %w", ErrAccountDoesNotExist, p)
+	}
+	return a, err
+}
+
+// GetAccount fetches the account's current state (POST-as-GET, RFC 8555
+// §7.3.3).
+func (c *Client) GetAccount(ctx context.Context, acct Account) (Account, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Account{}, err
+	}
+	return c.accountRequest(ctx, "fetching account", s, acct.URL, nil, acct.Key)
+}
+
+// UpdateAccount replaces the account's contacts with acct.Contact, RFC
+// 8555 §7.3.2. An empty list removes them all.
+func (c *Client) UpdateAccount(ctx context.Context, acct Account) (Account, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Account{}, err
+	}
+	contact := acct.Contact
+	if contact == nil {
+		contact = []string{}
+	}
+	req := struct {
+		Contact []string `json:"contact"`
+	}{contact}
+	return c.accountRequest(ctx, "updating account", s, acct.URL, req, acct.Key)
+}
+
+// DeactivateAccount deactivates the account, RFC 8555 §7.3.6. The server
+// refuses every later request signed by it.
+func (c *Client) DeactivateAccount(ctx context.Context, acct Account) (Account, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Account{}, err
+	}
+	req := struct {
+		Status string `json:"status"`
+	}{StatusDeactivated}
+	return c.accountRequest(ctx, "deactivating account", s, acct.URL, req, acct.Key)
+}
+
+// ChangeAccountKey replaces the account's key with newKey (key rollover,
+// RFC 8555 §7.3.5) and returns the account with the new key.
+func (c *Client) ChangeAccountKey(ctx context.Context, acct Account, newKey crypto.Signer) (Account, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Account{}, err
+	}
+	if newKey == nil {
+		return Account{}, errors.New("acme: changing account key: no new key")
+	}
+	dir, err := c.Directory(ctx)
+	if err != nil {
+		return Account{}, err
+	}
+	if dir.KeyChange == "" {
+		return Account{}, fmt.Errorf("changing account key: %w: no keyChange", ErrNotSupported)
+	}
+	oldJWK := publicJWK(acct.Key)
+	inner, err := json.Marshal(struct {
+		Account string `json:"account"`
+		OldKey  any    `json:"oldKey"`
+	}{acct.URL, &oldJWK})
+	if err != nil {
+		return Account{}, fmt.Errorf("encoding key change: %w", err)
+	}
+	innerJWS, err := signJWS(newKey, "", "", dir.KeyChange, inner)
+	if err != nil {
+		return Account{}, fmt.Errorf("changing account key: %w", err)
+	}
+	if _, err := c.post(ctx, s, dir.KeyChange, json.RawMessage(innerJWS), ""); err != nil {
+		return Account{}, fmt.Errorf("changing account key: %w", err)
+	}
+	acct.Key = newKey
+	return acct, nil
+}
+
+func (c *Client) accountRequest(ctx context.Context, doing string, s signer, u string, req any, key crypto.Signer) (Account, error) {
+	var a Account
+	r, err := c.postJSON(ctx, s, u, req, &a)
+	if err != nil {
+		return Account{}, fmt.Errorf("%s: %w", doing, err)
+	}
+	a.Key = key
+	a.URL = r.location
+	if a.URL == "" {
+		a.URL = s.kid
+	}
+	if a.URL == "" {
+		return Account{}, fmt.Errorf("%s: %w: no account Location", doing, ErrMalformedResponse)
+	}
+	return a, nil
+}

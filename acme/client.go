@@ -1,0 +1,106 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"sync"
+	"time"
+)
+
+// ErrNoAccount is returned when a method needs an account with a key and a
+// URL and gets one without.
+var ErrNoAccount = errors.New("acme: account has no key or no URL")
+
+// ErrNotSupported is returned when the directory lacks the resource an
+// operation needs (newAuthz, renewalInfo).
+var ErrNotSupported = errors.New("acme: not supported by the server")
+
+// Client talks to one ACME server (RFC 8555). Set the exported fields and
+// use it; the zero values are sensible defaults except DirectoryURL. A
+// Client does no network I/O until a method is called, fetches the
+// directory once and caches it, and is safe for concurrent use. Do not
+// change its fields after first use.
+//
+//	c := &acme.Client{DirectoryURL: u, HTTPClient: hc, Logger: log}
+type Client struct {
+	// DirectoryURL is the server's directory, https.
+	DirectoryURL string
+	// HTTPClient sends the requests; nil means http.DefaultClient.
+	HTTPClient *http.Client
+	// Logger receives Debug records of each request; nil discards.
+	Logger *slog.Logger
+	// UserAgent is prepended to the User-Agent header.
+	UserAgent string
+	// AllowInsecureHTTP lets the client follow http URLs. For tests
+	// against local servers only; RFC 8555 §6.1 requires https.
+	AllowInsecureHTTP bool
+	// RequestTimeout bounds each HTTP request within the caller's
+	// context; zero means DefaultRequestTimeout.
+	RequestTimeout time.Duration
+	// MaxRetries bounds the retries of one request after badNonce or a
+	// 5xx; zero means DefaultMaxRetries.
+	MaxRetries int
+	// PollInterval is the first wait when polling an order or an
+	// authorization that is still pending or processing; it doubles up
+	// to MaxPollInterval. A Retry-After from the server takes precedence.
+	// Zero means DefaultPollInterval.
+	PollInterval time.Duration
+	// MaxPollInterval caps the polling backoff; zero means
+	// DefaultMaxPollInterval.
+	MaxPollInterval time.Duration
+
+	initOnce sync.Once
+	hc       *http.Client
+
+	mu     sync.Mutex
+	nonces []string
+	dirMu  sync.Mutex
+	dir    *Directory
+}
+
+// Polling defaults.
+const (
+	DefaultPollInterval    = 75 * time.Millisecond
+	DefaultMaxPollInterval = 3 * time.Second
+)
+
+// Directory returns the server's directory (RFC 8555 §7.1.1), fetching it
+// on the first call and caching it. Every URL in it must be https unless
+// AllowInsecureHTTP is set.
+func (c *Client) Directory(ctx context.Context) (Directory, error) {
+	c.dirMu.Lock()
+	defer c.dirMu.Unlock()
+	if c.dir != nil {
+		return *c.dir, nil
+	}
+	if c.DirectoryURL == "" {
+		return Directory{}, errors.New("acme: client has no DirectoryURL")
+	}
+	r, err := c.get(ctx, c.DirectoryURL)
+	if err != nil {
+		return Directory{}, fmt.Errorf("fetching directory: %w", err)
+	}
+	var d Directory
+	if err := decode(r.body, &d); err != nil {
+		return Directory{}, fmt.Errorf("decoding directory: %w", err)
+	}
+	for name, u := range map[string]string{"newNonce": d.NewNonce, "newAccount": d.NewAccount, "newOrder": d.NewOrder} {
+		if u == "" {
+			return Directory{}, fmt.Errorf("decoding directory: %w: no %s URL", ErrMalformedResponse, name)
+		}
+	}
+	for _, u := range []string{d.NewNonce, d.NewAccount, d.NewOrder, d.NewAuthz, d.RevokeCert, d.KeyChange, d.RenewalInfo} {
+		if u == "" {
+			continue
+		}
+		if err := c.checkURL(u); err != nil {
+			return Directory{}, fmt.Errorf("decoding directory: %w", err)
+		}
+	}
+	d.URL = c.DirectoryURL
+	c.dir = &d
+	return d, nil
+}
