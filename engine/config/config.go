@@ -1,0 +1,489 @@
+// Package config loads and checks acmehook.toml, the file that describes the
+// CA account, the solver plugins and the certificates acmehook manages.
+//
+// Load decodes strictly (unknown keys and wrong types are errors with
+// file:line), fills in defaults in one place, resolves relative paths
+// against the file's directory, reads secrets from files or environment
+// variables, and runs Validate. Checks that need a plugin's capabilities
+// run later, in CheckSolverCapabilities.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"time"
+
+	"github.com/BurntSushi/toml"
+)
+
+// Directory URLs for the short names accepted in ca.directory.
+const (
+	LetsEncrypt        = "https://acme-v02.api.letsencrypt.org/directory"
+	LetsEncryptStaging = "https://acme-staging-v02.api.letsencrypt.org/directory"
+)
+
+// Defaults applied by Load for keys the file leaves out.
+const (
+	DefaultStorage        = "acmehook-data" // relative to the config file
+	DefaultConcurrency    = 4
+	DefaultAccountKeyType = EC256
+	DefaultKeyType        = EC256
+	DefaultHTTPTimeout    = 30 * time.Second
+	DefaultStartTimeout   = 10 * time.Second
+	DefaultCallTimeout    = 5 * time.Minute
+	DefaultScriptTimeout  = 30 * time.Second
+)
+
+// ErrInvalid is wrapped by every error Load and Validate return for a
+// file that is readable but not acceptable.
+var ErrInvalid = errors.New("config: invalid configuration")
+
+// Config is a decoded acmehook.toml. All paths in it are absolute (or as
+// absolute as the path given to Load).
+type Config struct {
+	// Storage is the directory that holds accounts and certificates.
+	Storage string `toml:"storage"`
+	// Concurrency bounds how many certificates are processed at once.
+	Concurrency int `toml:"concurrency"`
+
+	CA           CA                 `toml:"ca"`
+	Plugins      map[string]*Plugin `toml:"plugins"`
+	Certificates []*Certificate     `toml:"certificate"`
+
+	file string     // path given to Load, for messages
+	pos  *positions // key -> line
+}
+
+// CA describes the ACME server and the account on it.
+type CA struct {
+	// Directory is the ACME directory URL (RFC 8555 §7.1.1). Load replaces
+	// the short names "letsencrypt" and "letsencrypt-staging".
+	Directory string `toml:"directory"`
+	// Email lists contact addresses (RFC 8555 §7.3), without "mailto:".
+	Email []string `toml:"email"`
+	// AgreeTOS records that the user agrees to the CA's terms of service
+	// (RFC 8555 §7.3, termsOfServiceAgreed).
+	AgreeTOS bool `toml:"agree_tos"`
+	// AccountKeyType is the account key algorithm. Let's Encrypt and
+	// Pebble refuse Ed25519 account keys, so it is not offered.
+	AccountKeyType KeyType `toml:"account_key_type"`
+	// EABKeyID and EABHMACKey bind the account to an external account
+	// (RFC 8555 §7.3.4). The key is base64url as CAs hand it out; it may
+	// come from EABHMACKeyFile or the variable named by EABHMACKeyEnv.
+	EABKeyID       string `toml:"eab_kid"`
+	EABHMACKey     Secret `toml:"eab_hmac_key"`
+	EABHMACKeyFile string `toml:"eab_hmac_key_file"`
+	EABHMACKeyEnv  string `toml:"eab_hmac_key_env"`
+	// CABundle is a PEM file of the roots to trust for the ACME server's
+	// TLS certificate instead of the system roots (private CAs, Pebble).
+	CABundle string `toml:"ca_bundle"`
+	// HTTPTimeout bounds each request to the CA.
+	HTTPTimeout Duration `toml:"http_timeout"`
+}
+
+// Plugin describes a solver plugin binary, keyed by its name in
+// [plugins.NAME].
+type Plugin struct {
+	// Name is the table key; set by Load.
+	Name string `toml:"-"`
+	// Path is the plugin binary.
+	Path string `toml:"path"`
+	// SHA256 is the expected hex SHA-256 of the binary, checked before
+	// launch when set.
+	SHA256 string `toml:"sha256"`
+	// Env names host environment variables passed through to the plugin;
+	// nothing else of the host environment is.
+	Env []string `toml:"env"`
+	// StartTimeout bounds launch and handshake; CallTimeout each call.
+	StartTimeout Duration `toml:"start_timeout"`
+	CallTimeout  Duration `toml:"call_timeout"`
+	// Config is passed to the plugin as is, except that a table of the
+	// form { secret = "..." }, { secret_file = "path" } or
+	// { secret_env = "NAME" } becomes a Secret with the value resolved.
+	Config map[string]any `toml:"config"`
+}
+
+// Certificate is one [[certificate]] entry.
+type Certificate struct {
+	// Name identifies the certificate in storage and on the command line.
+	Name string `toml:"name"`
+	// Domains lists DNS names, wildcards ("*.example.com") and IP
+	// addresses, as written; Identifiers holds them parsed, in order.
+	Domains     []string     `toml:"domains"`
+	Identifiers []Identifier `toml:"-"`
+	// KeyType is the certificate key algorithm.
+	KeyType KeyType `toml:"key_type"`
+	// ReuseKey keeps the private key across renewals (never after a
+	// keyCompromise revocation).
+	ReuseKey bool `toml:"reuse_key"`
+	// Solver is the default plugin for every identifier; Solvers overrides
+	// it per domain, keyed by the domain as written in Domains.
+	Solver  string            `toml:"solver"`
+	Solvers map[string]string `toml:"solvers"`
+	// Challenge, when set, is the challenge type to use if the solver
+	// offers several ("http-01", "dns-01", "tls-alpn-01").
+	Challenge string `toml:"challenge"`
+	// Profile is the ACME profile to request, PreferredChain the issuer
+	// common name of the chain to prefer.
+	Profile        string `toml:"profile"`
+	PreferredChain string `toml:"preferred_chain"`
+	// Scripts are Lua scripts run on this certificate's events.
+	Scripts       []string `toml:"scripts"`
+	ScriptTimeout Duration `toml:"script_timeout"`
+	// Output lists optional copies written after issuance.
+	Output Output `toml:"output"`
+}
+
+// Output holds optional paths where the certificate is copied after
+// issuance. Empty paths are not written.
+type Output struct {
+	Cert      string `toml:"cert"`
+	Key       string `toml:"key"`
+	Chain     string `toml:"chain"`
+	Fullchain string `toml:"fullchain"`
+}
+
+// Load reads, decodes, completes and validates the file at path. On error
+// the returned error joins every problem found, each an *Error naming
+// file:line where known, and wraps ErrInvalid.
+func Load(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading config: %w", err)
+	}
+	cfg := &Config{file: path, pos: scanPositions(string(data))}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
+	}
+	var errs []error
+	for _, k := range undecoded(md.Undecoded()) {
+		errs = append(errs, cfg.unknownKey(k))
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
+	}
+	base, err := filepath.Abs(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("resolving config directory: %w", err)
+	}
+	cfg.complete(base)
+	errs = append(errs, cfg.resolveSecrets()...)
+	if err := cfg.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if len(errs) > 0 {
+		return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
+	}
+	return cfg, nil
+}
+
+// undecodedKey is an unknown key and its occurrence number.
+type undecodedKey struct {
+	key toml.Key
+	n   int
+}
+
+// undecoded keeps only the outermost unknown keys (an unknown table's
+// children are not reported again) and numbers repeated ones.
+func undecoded(keys []toml.Key) []undecodedKey {
+	var out []undecodedKey
+	seen := map[string]int{}
+outer:
+	for _, k := range keys {
+		// Plugin config tables are free-form: decoded into map[string]any,
+		// which BurntSushi/toml does not mark as decoded.
+		if len(k) > 3 && k[0] == "plugins" && k[2] == "config" {
+			continue
+		}
+		for _, o := range out {
+			if len(o.key) < len(k) && equalSegs(o.key, k[:len(o.key)]) {
+				continue outer
+			}
+		}
+		s := k.String()
+		out = append(out, undecodedKey{key: k, n: seen[s]})
+		seen[s]++
+	}
+	return out
+}
+
+func (c *Config) unknownKey(u undecodedKey) error {
+	e := &Error{File: c.file, Key: u.key.String(), Message: "unknown key"}
+	if kp, ok := c.pos.nth(u.key, u.n); ok {
+		e.Line, e.Key = kp.line, kp.path
+	}
+	return e
+}
+
+// lineRE matches the position the decoder puts in its type errors.
+var lineRE = regexp.MustCompile(`^toml: line (\d+) \(last key "([^"]*)"\): (.*)$`)
+
+func (c *Config) decodeError(err error) error {
+	var pe toml.ParseError
+	if errors.As(err, &pe) {
+		return &Error{File: c.file, Line: pe.Position.Line, Key: pe.LastKey, Message: pe.Message}
+	}
+	if m := lineRE.FindStringSubmatch(err.Error()); m != nil {
+		line, _ := strconv.Atoi(m[1])
+		return &Error{File: c.file, Line: line, Key: m[2], Message: m[3]}
+	}
+	return &Error{File: c.file, Message: err.Error()}
+}
+
+// complete fills in defaults and makes paths absolute. It is the only place
+// defaults are set.
+func (c *Config) complete(base string) {
+	abs := func(p *string) {
+		if *p != "" && !filepath.IsAbs(*p) {
+			*p = filepath.Join(base, *p)
+		}
+	}
+	setDur := func(d *Duration, v time.Duration) {
+		if d.Duration == 0 {
+			d.Duration = v
+		}
+	}
+	if c.Storage == "" {
+		c.Storage = DefaultStorage
+	}
+	abs(&c.Storage)
+	if c.Concurrency == 0 {
+		c.Concurrency = DefaultConcurrency
+	}
+	switch c.CA.Directory {
+	case "letsencrypt":
+		c.CA.Directory = LetsEncrypt
+	case "letsencrypt-staging":
+		c.CA.Directory = LetsEncryptStaging
+	}
+	if c.CA.AccountKeyType == "" {
+		c.CA.AccountKeyType = DefaultAccountKeyType
+	}
+	abs(&c.CA.CABundle)
+	abs(&c.CA.EABHMACKeyFile)
+	setDur(&c.CA.HTTPTimeout, DefaultHTTPTimeout)
+	for name, p := range c.Plugins {
+		if p == nil {
+			p = &Plugin{}
+			c.Plugins[name] = p
+		}
+		p.Name = name
+		abs(&p.Path)
+		setDur(&p.StartTimeout, DefaultStartTimeout)
+		setDur(&p.CallTimeout, DefaultCallTimeout)
+		if p.Config == nil {
+			p.Config = map[string]any{}
+		}
+	}
+	for _, cert := range c.Certificates {
+		if cert.KeyType == "" {
+			cert.KeyType = DefaultKeyType
+		}
+		setDur(&cert.ScriptTimeout, DefaultScriptTimeout)
+		for i := range cert.Scripts {
+			abs(&cert.Scripts[i])
+		}
+		abs(&cert.Output.Cert)
+		abs(&cert.Output.Key)
+		abs(&cert.Output.Chain)
+		abs(&cert.Output.Fullchain)
+	}
+}
+
+// resolveSecrets reads secrets given by file or environment variable.
+func (c *Config) resolveSecrets() []error {
+	var errs []error
+	ca := &c.CA
+	sources := 0
+	for _, set := range []bool{!ca.EABHMACKey.IsZero(), ca.EABHMACKeyFile != "", ca.EABHMACKeyEnv != ""} {
+		if set {
+			sources++
+		}
+	}
+	if sources > 1 {
+		errs = append(errs, c.errorf("ca.eab_hmac_key", "set only one of eab_hmac_key, eab_hmac_key_file and eab_hmac_key_env"))
+	} else if v, err := readSecret(ca.EABHMACKeyFile, c.shown(ca.EABHMACKeyFile), ca.EABHMACKeyEnv); err != nil {
+		key := "ca.eab_hmac_key_file"
+		if ca.EABHMACKeyEnv != "" {
+			key = "ca.eab_hmac_key_env"
+		}
+		errs = append(errs, c.errorf(key, "%v", err))
+	} else if v != "" {
+		ca.EABHMACKey = NewSecret(v)
+	}
+	for _, name := range sortedKeys(c.Plugins) {
+		p := c.Plugins[name]
+		errs = append(errs, c.resolveMap(p.Config, "plugins."+quoteSeg(name)+".config")...)
+	}
+	return errs
+}
+
+func (c *Config) resolveMap(m map[string]any, path string) []error {
+	var errs []error
+	for _, k := range sortedKeys(m) {
+		sub, ok := m[k].(map[string]any)
+		if !ok {
+			continue
+		}
+		kpath := path + "." + quoteSeg(k)
+		if !isSecretTable(sub) {
+			errs = append(errs, c.resolveMap(sub, kpath)...)
+			continue
+		}
+		if len(sub) != 1 {
+			errs = append(errs, c.errorf(kpath, "a secret table takes exactly one of secret, secret_file and secret_env"))
+			continue
+		}
+		var file, env string
+		var lit any
+		for sk, sv := range sub {
+			switch sk {
+			case "secret":
+				lit = sv
+			case "secret_file":
+				file, _ = sv.(string)
+			case "secret_env":
+				env, _ = sv.(string)
+			}
+		}
+		if lit != nil {
+			s, ok := lit.(string)
+			if !ok {
+				errs = append(errs, c.errorf(kpath, "secret must be a string"))
+				continue
+			}
+			m[k] = NewSecret(s)
+			continue
+		}
+		shown := file
+		if file != "" && !filepath.IsAbs(file) {
+			file = filepath.Join(filepath.Dir(c.abspath()), file)
+		}
+		v, err := readSecret(file, shown, env)
+		if err == nil && v == "" {
+			err = errors.New("secret_file or secret_env must be a non-empty string")
+		}
+		if err != nil {
+			errs = append(errs, c.errorf(kpath, "%v", err))
+			continue
+		}
+		m[k] = NewSecret(v)
+	}
+	return errs
+}
+
+// shown returns p relative to the config file's directory when it is
+// inside it, for messages that must not depend on where the file lives.
+func (c *Config) shown(p string) string {
+	if rel, err := filepath.Rel(filepath.Dir(c.abspath()), p); err == nil && filepath.IsLocal(rel) {
+		return rel
+	}
+	return p
+}
+
+func (c *Config) abspath() string {
+	p, err := filepath.Abs(c.file)
+	if err != nil {
+		return c.file
+	}
+	return p
+}
+
+func isSecretTable(m map[string]any) bool {
+	for _, k := range []string{"secret", "secret_file", "secret_env"} {
+		if _, ok := m[k]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+// readSecret returns the content of file (trailing newlines trimmed) or
+// the value of the environment variable env; "" if both are empty. shown
+// is the file name as the user wrote it, for messages.
+func readSecret(file, shown, env string) (string, error) {
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			return "", fmt.Errorf("reading secret file %s: %w", shown, err)
+		}
+		v := string(bytes.TrimRight(b, "\r\n"))
+		if v == "" {
+			return "", fmt.Errorf("secret file %s is empty", shown)
+		}
+		return v, nil
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok || v == "" {
+			return "", fmt.Errorf("environment variable %s is not set or empty", env)
+		}
+		return v, nil
+	}
+	return "", nil
+}
+
+// errorf makes an *Error for the key at path.
+func (c *Config) errorf(path, format string, args ...any) error {
+	return &Error{File: c.file, Line: c.pos.line(path), Key: path, Message: fmt.Sprintf(format, args...)}
+}
+
+// File returns the path the configuration was loaded from.
+func (c *Config) File() string { return c.file }
+
+// Certificate returns the certificate called name, or nil.
+func (c *Config) Certificate(name string) *Certificate {
+	for _, cert := range c.Certificates {
+		if cert.Name == name {
+			return cert
+		}
+	}
+	return nil
+}
+
+// RevealedConfig returns a deep copy of the plugin's Config with every
+// Secret replaced by its value, for sending to the plugin. Never log it.
+func (p *Plugin) RevealedConfig() map[string]any {
+	return revealMap(p.Config)
+}
+
+func revealMap(m map[string]any) map[string]any {
+	out := make(map[string]any, len(m))
+	for k, v := range m {
+		out[k] = reveal(v)
+	}
+	return out
+}
+
+func reveal(v any) any {
+	switch v := v.(type) {
+	case Secret:
+		return v.Reveal()
+	case map[string]any:
+		return revealMap(v)
+	case []any:
+		s := make([]any, len(v))
+		for i, e := range v {
+			s[i] = reveal(e)
+		}
+		return s
+	case []map[string]any:
+		s := make([]any, len(v))
+		for i, e := range v {
+			s[i] = revealMap(e)
+		}
+		return s
+	}
+	return v
+}

@@ -1,0 +1,348 @@
+package config
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/bad/*.golden")
+
+// TestLoadBad loads each testdata/bad/*.toml and compares the error with
+// the .golden file beside it (regenerate with go test -update).
+func TestLoadBad(t *testing.T) {
+	t.Setenv("ACMEHOOK_TEST_EAB", "c2VjcmV0")
+	files, err := filepath.Glob("testdata/bad/*.toml")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no test files: %v", err)
+	}
+	for _, f := range files {
+		t.Run(strings.TrimSuffix(filepath.Base(f), ".toml"), func(t *testing.T) {
+			cfg, err := Load(f)
+			if err == nil {
+				t.Fatalf("Load(%s) = %+v, nil; want an error", f, cfg)
+			}
+			if !errors.Is(err, ErrInvalid) {
+				t.Errorf("Load(%s) error does not wrap ErrInvalid: %v", f, err)
+			}
+			if cfg != nil {
+				t.Errorf("Load(%s) returned a config with its error", f)
+			}
+			got := err.Error() + "\n"
+			golden := strings.TrimSuffix(f, ".toml") + ".golden"
+			if *update {
+				if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(golden)
+			if err != nil {
+				t.Fatalf("reading golden file (run go test -update): %v", err)
+			}
+			if diff := cmp.Diff(string(want), got); diff != "" {
+				t.Errorf("Load(%s) error mismatch (-want +got):\n%s", f, diff)
+			}
+		})
+	}
+}
+
+// TestLoadExample loads the repository's acmehook.toml, the demo config.
+func TestLoadExample(t *testing.T) {
+	cfg, err := Load("../../acmehook.toml")
+	if err != nil {
+		t.Fatalf("Load(acmehook.toml) = %v", err)
+	}
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := cfg.CA.Directory, "https://127.0.0.1:14000/dir"; got != want {
+		t.Errorf("CA.Directory = %q, want %q", got, want)
+	}
+	if got, want := cfg.CA.CABundle, filepath.Join(root, "demo/run/pebble.minica.pem"); got != want {
+		t.Errorf("CA.CABundle = %q, want %q", got, want)
+	}
+	if got, want := cfg.Storage, filepath.Join(root, "demo/run/storage"); got != want {
+		t.Errorf("Storage = %q, want %q", got, want)
+	}
+	var names []string
+	for _, c := range cfg.Certificates {
+		names = append(names, c.Name)
+	}
+	if diff := cmp.Diff([]string{"standalone", "webroot", "wildcard"}, names); diff != "" {
+		t.Errorf("certificate names (-want +got):\n%s", diff)
+	}
+	wild := cfg.Certificate("wildcard")
+	if got := wild.SolverFor(Identifier{Type: IdentifierDNS, Value: "*.example.org"}); got != "dnsexec" {
+		t.Errorf("SolverFor(*.example.org) = %q, want dnsexec", got)
+	}
+	if got := wild.SolverFor(Identifier{Type: IdentifierDNS, Value: "example.org"}); got != "webroot" {
+		t.Errorf("SolverFor(example.org) = %q, want webroot", got)
+	}
+	if got, want := cfg.Plugins["dnsexec"].Path, filepath.Join(root, "bin/dnsexec"); got != want {
+		t.Errorf("dnsexec path = %q, want %q", got, want)
+	}
+	if got, want := cfg.Plugins["webroot"].CallTimeout.Duration, DefaultCallTimeout; got != want {
+		t.Errorf("webroot call timeout = %v, want default %v", got, want)
+	}
+	caps := map[string]Capabilities{
+		"standalone": {Challenges: []string{ChallengeTLSALPN01, ChallengeHTTP01}},
+		"webroot":    {Challenges: []string{ChallengeHTTP01}},
+		"dnsexec":    {Challenges: []string{ChallengeDNS01}},
+	}
+	if err := cfg.CheckSolverCapabilities(caps); err != nil {
+		t.Errorf("CheckSolverCapabilities = %v, want nil", err)
+	}
+}
+
+func writeConfig(t *testing.T, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "acmehook.toml")
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+const minimal = `
+[ca]
+directory = "letsencrypt-staging"
+[plugins.web]
+path = "bin/webroot"
+[[certificate]]
+name = "site"
+domains = ["Example.COM.", "192.0.2.1", "2001:DB8::1"]
+solver = "web"
+scripts = ["hooks/deploy.lua"]
+`
+
+func TestDefaults(t *testing.T) {
+	p := writeConfig(t, minimal)
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Dir(p)
+	cert := cfg.Certificates[0]
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"Storage", cfg.Storage, filepath.Join(dir, DefaultStorage)},
+		{"Concurrency", cfg.Concurrency, DefaultConcurrency},
+		{"CA.Directory", cfg.CA.Directory, LetsEncryptStaging},
+		{"CA.AccountKeyType", cfg.CA.AccountKeyType, DefaultAccountKeyType},
+		{"CA.HTTPTimeout", cfg.CA.HTTPTimeout.Duration, DefaultHTTPTimeout},
+		{"Plugin.Name", cfg.Plugins["web"].Name, "web"},
+		{"Plugin.Path", cfg.Plugins["web"].Path, filepath.Join(dir, "bin/webroot")},
+		{"Plugin.StartTimeout", cfg.Plugins["web"].StartTimeout.Duration, DefaultStartTimeout},
+		{"Certificate.KeyType", cert.KeyType, DefaultKeyType},
+		{"Certificate.ScriptTimeout", cert.ScriptTimeout.Duration, DefaultScriptTimeout},
+		{"Certificate.Scripts", cert.Scripts, []string{filepath.Join(dir, "hooks/deploy.lua")}},
+		{"Certificate.Identifiers", cert.Identifiers, []Identifier{
+			{IdentifierDNS, "example.com"}, {IdentifierIP, "192.0.2.1"}, {IdentifierIP, "2001:db8::1"},
+		}},
+	}
+	for _, c := range checks {
+		if diff := cmp.Diff(c.want, c.got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.name, diff)
+		}
+	}
+}
+
+func TestSecretSources(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "eab.key"), []byte("ZmlsZS1rZXk\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "dns.token"), []byte("file-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ACMEHOOK_TEST_EAB", "ZW52LWtleQ")
+	t.Setenv("ACMEHOOK_TEST_TOKEN", "env-token")
+	tests := []struct {
+		name, ca, want string
+	}{
+		{"inline", `eab_hmac_key = "aW5saW5l"`, "aW5saW5l"},
+		{"file", `eab_hmac_key_file = "eab.key"`, "ZmlsZS1rZXk"},
+		{"env", `eab_hmac_key_env = "ACMEHOOK_TEST_EAB"`, "ZW52LWtleQ"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, tt.name+".toml")
+			body := fmt.Sprintf(`[ca]
+directory = "letsencrypt"
+eab_kid = "kid"
+%s
+[plugins.dns]
+path = "dnsexec"
+[plugins.dns.config]
+plain = "visible"
+nested = { file_token = { secret_file = "dns.token" }, env_token = { secret_env = "ACMEHOOK_TEST_TOKEN" } }
+`, tt.ca)
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Load(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := cfg.CA.EABHMACKey.Reveal(); got != tt.want {
+				t.Errorf("EABHMACKey.Reveal() = %q, want %q", got, tt.want)
+			}
+			got := cfg.Plugins["dns"].RevealedConfig()
+			want := map[string]any{"plain": "visible", "nested": map[string]any{"file_token": "file-token", "env_token": "env-token"}}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("RevealedConfig() (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestSecretRedacted prints a Secret every way a program might and checks
+// the value never appears.
+func TestSecretRedacted(t *testing.T) {
+	const value = "hunter2-hmac-key"
+	s := NewSecret(value)
+	holder := struct{ Key Secret }{s}
+	var logged bytes.Buffer
+	slog.New(slog.NewTextHandler(&logged, nil)).Info("x", "key", s)
+	slog.New(slog.NewJSONHandler(&logged, nil)).Info("x", "key", s)
+	js, err := json.Marshal(holder)
+	if err != nil {
+		t.Fatal(err)
+	}
+	outputs := map[string]string{
+		"String":   s.String(),
+		"%v":       fmt.Sprintf("%v", s),
+		"%s":       fmt.Sprintf("%s", s),
+		"%q":       fmt.Sprintf("%q", s),
+		"%x":       fmt.Sprintf("%x", s),
+		"%+v":      fmt.Sprintf("%+v", holder),
+		"%#v":      fmt.Sprintf("%#v", holder),
+		"slog":     logged.String(),
+		"json":     string(js),
+		"Duration": Duration{time.Second}.String(),
+	}
+	for name, out := range outputs {
+		if strings.Contains(out, value) {
+			t.Errorf("%s output %q contains the secret", name, out)
+		}
+	}
+	if !strings.Contains(outputs["%+v"], "[redacted]") {
+		t.Errorf("%%+v = %q, want [redacted]", outputs["%+v"])
+	}
+	if s.Reveal() != value {
+		t.Errorf("Reveal() = %q, want %q", s.Reveal(), value)
+	}
+}
+
+func TestCheckSolverCapabilities(t *testing.T) {
+	body := `
+[ca]
+directory = "letsencrypt"
+[plugins.web]
+path = "webroot"
+[plugins.dns]
+path = "dnsexec"
+[plugins.alpn]
+path = "standalone"
+[[certificate]]
+name = "mixed"
+domains = ["*.example.com", "example.com", "192.0.2.1"]
+solver = "dns"
+solvers = { "example.com" = "web", "192.0.2.1" = "alpn" }
+`
+	cfg, err := Load(writeConfig(t, body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		caps map[string]Capabilities
+		want []string // substrings, one per expected problem
+	}{
+		{"all fit", map[string]Capabilities{
+			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeDNS01}}, "alpn": {[]string{ChallengeTLSALPN01}},
+		}, nil},
+		{"wildcard with http-01 only", map[string]Capabilities{
+			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeHTTP01}}, "alpn": {[]string{ChallengeTLSALPN01}},
+		}, []string{`:13: certificate[0].solver: *.example.com cannot be validated by plugin "dns", which offers http-01 (wildcards need dns-01)`}},
+		{"IP with dns-01 only", map[string]Capabilities{
+			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeDNS01}}, "alpn": {[]string{ChallengeDNS01}},
+		}, []string{`:14: certificate[0].solvers."192.0.2.1": 192.0.2.1 cannot be validated by plugin "alpn", which offers dns-01 (IP addresses need http-01 or tls-alpn-01)`}},
+		{"plugin missing", map[string]Capabilities{
+			"dns": {[]string{ChallengeDNS01}}, "alpn": {nil},
+		}, []string{`example.com: plugin "web" reported no capabilities`, `which offers none`}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := cfg.CheckSolverCapabilities(tt.caps)
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("CheckSolverCapabilities = %v, want nil", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("CheckSolverCapabilities = nil, want %q", tt.want)
+			}
+			lines := strings.Split(err.Error(), "\n")
+			if len(lines) != len(tt.want) {
+				t.Errorf("CheckSolverCapabilities = %d problems, want %d:\n%v", len(lines), len(tt.want), err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("CheckSolverCapabilities = %v\nwant it to contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func TestChallengeTypes(t *testing.T) {
+	wild := Identifier{IdentifierDNS, "*.example.com"}
+	ip := Identifier{IdentifierIP, "192.0.2.1"}
+	name := Identifier{IdentifierDNS, "example.com"}
+	all := []string{ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01}
+	tests := []struct {
+		pref string
+		id   Identifier
+		want []string
+	}{
+		{"", name, all},
+		{"", wild, []string{ChallengeDNS01}},
+		{"", ip, []string{ChallengeHTTP01, ChallengeTLSALPN01}},
+		{ChallengeTLSALPN01, name, []string{ChallengeTLSALPN01}},
+		{ChallengeHTTP01, wild, nil},
+	}
+	for _, tt := range tests {
+		c := &Certificate{Challenge: tt.pref}
+		got := c.ChallengeTypes(tt.id, all)
+		if diff := cmp.Diff(tt.want, got); diff != "" {
+			t.Errorf("ChallengeTypes(%v) with challenge=%q (-want +got):\n%s", tt.id, tt.pref, diff)
+		}
+	}
+}
+
+func TestValidName(t *testing.T) {
+	for name, want := range map[string]bool{
+		"site": true, "example.com": true, "a_b-c.9": true,
+		"": false, "..": false, ".": false, "../x": false, "a/b": false, `a\b`: false,
+		".hidden": false, "a b": false, strings.Repeat("a", 101): false,
+	} {
+		if got := ValidName(name); got != want {
+			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
+		}
+	}
+}

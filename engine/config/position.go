@@ -1,0 +1,379 @@
+package config
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// Error is one problem found in a configuration file. Load and Validate
+// return several of them joined with errors.Join.
+type Error struct {
+	File    string // path of the configuration file, as given to Load
+	Line    int    // 1-based line, 0 when unknown
+	Key     string // key path such as certificate[1].domains, may be empty
+	Message string
+}
+
+// Error formats the problem as "file:line: key: message".
+func (e *Error) Error() string {
+	var b strings.Builder
+	b.WriteString(e.File)
+	if e.Line > 0 {
+		fmt.Fprintf(&b, ":%d", e.Line)
+	}
+	b.WriteString(": ")
+	if e.Key != "" {
+		b.WriteString(e.Key)
+		b.WriteString(": ")
+	}
+	b.WriteString(e.Message)
+	return b.String()
+}
+
+// keyPos is where one key (or table header) appears in the file.
+type keyPos struct {
+	segs []string // the key as toml.Key pieces, without array indices
+	path string   // display path with array indices: certificate[1].domains
+	line int
+}
+
+// positions indexes where keys appear in a TOML document. BurntSushi/toml
+// keeps key positions private, so this is a small scanner that understands
+// just enough TOML (headers, keys, strings, arrays, inline tables, comments)
+// to attribute a line to each key. It never decides what is valid: the
+// decoder has already accepted the document when it runs.
+type positions struct {
+	keys   []keyPos
+	byPath map[string]int
+}
+
+func scanPositions(src string) *positions {
+	s := &scanner{src: src, line: 1, arrIdx: map[string]int{}}
+	s.run()
+	p := &positions{keys: s.out, byPath: map[string]int{}}
+	for _, k := range s.out {
+		if _, ok := p.byPath[k.path]; !ok {
+			p.byPath[k.path] = k.line
+		}
+	}
+	return p
+}
+
+// line returns the line of the key at path, or of its closest enclosing
+// key, or 0.
+func (p *positions) line(path string) int {
+	if p == nil {
+		return 0
+	}
+	for path != "" {
+		if l, ok := p.byPath[path]; ok {
+			return l
+		}
+		i := strings.LastIndexAny(path, ".[")
+		if i < 0 {
+			break
+		}
+		path = path[:i]
+	}
+	return 0
+}
+
+// nth returns the n-th (0-based) occurrence of the key segs, in document
+// order, and whether it was found.
+func (p *positions) nth(segs []string, n int) (keyPos, bool) {
+	for _, k := range p.keys {
+		if equalSegs(k.segs, segs) {
+			if n == 0 {
+				return k, true
+			}
+			n--
+		}
+	}
+	return keyPos{}, false
+}
+
+func equalSegs(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// quoteSeg renders one key piece as TOML would need it written.
+func quoteSeg(s string) string {
+	if s == "" {
+		return `""`
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
+type scanner struct {
+	src    string
+	i      int
+	line   int
+	table  []string // current table, plain pieces
+	tpath  string   // current table, display path with indices
+	arrIdx map[string]int
+	out    []keyPos
+}
+
+func (s *scanner) peek() byte {
+	if s.i < len(s.src) {
+		return s.src[s.i]
+	}
+	return 0
+}
+
+func (s *scanner) advance() {
+	if s.peek() == '\n' {
+		s.line++
+	}
+	s.i++
+}
+
+func (s *scanner) skipSpace(newlines bool) {
+	for s.i < len(s.src) {
+		switch c := s.peek(); {
+		case c == ' ' || c == '\t' || c == '\r':
+			s.advance()
+		case c == '\n' && newlines:
+			s.advance()
+		case c == '#':
+			for s.i < len(s.src) && s.peek() != '\n' {
+				s.advance()
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *scanner) run() {
+	for s.i < len(s.src) {
+		s.skipSpace(true)
+		if s.i >= len(s.src) {
+			return
+		}
+		if s.peek() == '[' {
+			s.header()
+			continue
+		}
+		line := s.line
+		segs := s.key()
+		if len(segs) == 0 {
+			s.skipLine()
+			continue
+		}
+		s.record(s.table, s.tpath, segs, line)
+		s.skipSpace(false)
+		if s.peek() == '=' {
+			s.advance()
+			s.skipSpace(false)
+			s.value(append(append([]string{}, s.table...), segs...), joinPath(s.tpath, segs))
+		}
+		s.skipLine()
+	}
+}
+
+func (s *scanner) skipLine() {
+	for s.i < len(s.src) && s.peek() != '\n' {
+		if s.peek() == '#' {
+			s.skipSpace(false)
+			continue
+		}
+		s.advance()
+	}
+}
+
+func joinPath(base string, segs []string) string {
+	var b strings.Builder
+	b.WriteString(base)
+	for _, p := range segs {
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(quoteSeg(p))
+	}
+	return b.String()
+}
+
+func (s *scanner) record(table []string, tpath string, segs []string, line int) {
+	full := append(append([]string{}, table...), segs...)
+	s.out = append(s.out, keyPos{segs: full, path: joinPath(tpath, segs), line: line})
+}
+
+// header handles [a.b] and [[a.b]].
+func (s *scanner) header() {
+	line := s.line
+	s.advance()
+	array := false
+	if s.peek() == '[' {
+		array = true
+		s.advance()
+	}
+	s.skipSpace(false)
+	segs := s.key()
+	s.skipLine()
+	// Rebuild the display path: every prefix that is an array of tables
+	// gets its current index.
+	var path strings.Builder
+	for i, p := range segs {
+		if i > 0 {
+			path.WriteByte('.')
+		}
+		path.WriteString(quoteSeg(p))
+		plain := strings.Join(segs[:i+1], "\x00")
+		if array && i == len(segs)-1 {
+			s.arrIdx[plain]++
+		}
+		if n, ok := s.arrIdx[plain]; ok {
+			fmt.Fprintf(&path, "[%d]", n-1)
+		}
+	}
+	s.table = segs
+	s.tpath = path.String()
+	s.out = append(s.out, keyPos{segs: segs, path: s.tpath, line: line})
+}
+
+// key reads a possibly dotted, possibly quoted key.
+func (s *scanner) key() []string {
+	var segs []string
+	for {
+		s.skipSpace(false)
+		switch c := s.peek(); {
+		case c == '"' || c == '\'':
+			segs = append(segs, s.str())
+		case isBare(c):
+			start := s.i
+			for isBare(s.peek()) {
+				s.advance()
+			}
+			segs = append(segs, s.src[start:s.i])
+		default:
+			return segs
+		}
+		s.skipSpace(false)
+		if s.peek() != '.' {
+			return segs
+		}
+		s.advance()
+	}
+}
+
+func isBare(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-'
+}
+
+// str reads a basic, literal or multi-line string and returns its value
+// (escapes are decoded only as far as keys need).
+func (s *scanner) str() string {
+	q := s.peek()
+	delim := string(q)
+	if strings.HasPrefix(s.src[s.i:], strings.Repeat(delim, 3)) {
+		delim = strings.Repeat(delim, 3)
+	}
+	for range len(delim) {
+		s.advance()
+	}
+	start := s.i
+	for s.i < len(s.src) {
+		if q == '"' && s.peek() == '\\' {
+			s.advance()
+			s.advance()
+			continue
+		}
+		if strings.HasPrefix(s.src[s.i:], delim) {
+			raw := s.src[start:s.i]
+			for range len(delim) {
+				s.advance()
+			}
+			// A multi-line string may end with up to two extra quotes.
+			for len(delim) == 3 && s.peek() == q {
+				raw += string(q)
+				s.advance()
+			}
+			if q == '"' && len(delim) == 1 {
+				if v, err := strconv.Unquote(`"` + raw + `"`); err == nil {
+					return v
+				}
+			}
+			return raw
+		}
+		s.advance()
+	}
+	return s.src[start:]
+}
+
+// value skips one value; keys of inline tables are recorded under the
+// key they belong to.
+func (s *scanner) value(table []string, path string) {
+	switch s.peek() {
+	case '"', '\'':
+		s.str()
+	case '[':
+		s.advance()
+		for s.i < len(s.src) {
+			s.skipSpace(true)
+			if s.peek() == ']' {
+				s.advance()
+				return
+			}
+			if s.peek() == ',' {
+				s.advance()
+				continue
+			}
+			s.value(nil, "")
+		}
+	case '{':
+		s.advance()
+		for s.i < len(s.src) {
+			s.skipSpace(true)
+			switch s.peek() {
+			case '}':
+				s.advance()
+				return
+			case ',':
+				s.advance()
+				continue
+			}
+			line := s.line
+			segs := s.key()
+			if len(segs) == 0 {
+				s.advance()
+				continue
+			}
+			if table != nil {
+				s.record(table, path, segs, line)
+			}
+			s.skipSpace(false)
+			if s.peek() == '=' {
+				s.advance()
+			}
+			s.skipSpace(false)
+			var sub []string
+			if table != nil {
+				sub = append(append([]string{}, table...), segs...)
+			}
+			s.value(sub, joinPath(path, segs))
+		}
+	default:
+		for s.i < len(s.src) {
+			c := s.peek()
+			if c == ',' || c == ']' || c == '}' || c == '\n' || c == '#' {
+				return
+			}
+			s.advance()
+		}
+	}
+}
