@@ -1,0 +1,103 @@
+package renewal
+
+import (
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Decision is the outcome of [Policy.Decide] for one lineage.
+type Decision struct {
+	// Due reports whether an order should be placed now.
+	Due bool
+	// At is when the lineage is (or became) due, after backoff and guard.
+	At time.Time
+	// Reason says in one line what determined At.
+	Reason string
+	// NextCheck is when a daemon should decide again: now when due or when
+	// renewal information should be fetched, else the earlier of At and the
+	// next ARI fetch.
+	NextCheck time.Time
+	// FetchARI reports whether renewal information should be fetched (RFC
+	// 9773 §4) before acting on this decision: the CA offers it and the
+	// Retry-After of the last fetch has passed, or none was made.
+	FetchARI bool
+
+	now   time.Time
+	facts [][2]string
+}
+
+func (d *Decision) fact(label, text string) { d.facts = append(d.facts, [2]string{label, text}) }
+
+// String is the decision in one line, as `acmehook list` shows it.
+func (d Decision) String() string {
+	if d.Due {
+		return "due now: " + d.Reason
+	}
+	return fmt.Sprintf("renew at %s: %s", fmtTime(d.At), d.Reason)
+}
+
+// Explain is the decision with every fact behind it, one per line, as
+// `acmehook explain NAME` prints it: the certificate's validity, the
+// lifetime rule, the ARI window and chosen time, revocation, the last error
+// and backoff, the reissue guard, and when to check again.
+func (d Decision) Explain() string {
+	when := "due now"
+	if !d.Due {
+		when = fmt.Sprintf("%s (in %s)", fmtTime(d.At), fmtDur(d.At.Sub(d.now)))
+	}
+	next := fmtTime(d.NextCheck)
+	if d.FetchARI {
+		next = "now, to fetch renewal information"
+	}
+	lines := append([][2]string{{"renewal", when}, {"reason", d.Reason}}, d.facts...)
+	lines = append(lines, [2]string{"next check", next})
+	width := 0
+	for _, l := range lines {
+		width = max(width, len(l[0]))
+	}
+	var b strings.Builder
+	for _, l := range lines {
+		fmt.Fprintf(&b, "%-*s %s\n", width+1, l[0]+":", l[1])
+	}
+	return b.String()
+}
+
+const timeLayout = "2006-01-02 15:04"
+
+// fmtTime is t in UTC to the minute.
+func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) + " UTC" }
+
+// fmtDur is d rounded to the minute as days, hours and minutes ("3d4h5m").
+func fmtDur(d time.Duration) string {
+	d = d.Round(time.Minute)
+	if d < time.Minute && d > -time.Minute {
+		return "under a minute"
+	}
+	var b strings.Builder
+	if d < 0 {
+		b.WriteByte('-')
+		d = -d
+	}
+	day := 24 * time.Hour
+	for _, u := range []struct {
+		unit time.Duration
+		sfx  string
+	}{{day, "d"}, {time.Hour, "h"}, {time.Minute, "m"}} {
+		if n := d / u.unit; n > 0 {
+			fmt.Fprintf(&b, "%d%s", n, u.sfx)
+			d -= n * u.unit
+		}
+	}
+	return b.String()
+}
+
+// fmtLife is a lifetime as "90-day" when it is a whole number of days to
+// the minute, else as fmtDur.
+func fmtLife(d time.Duration) string {
+	r := d.Round(time.Minute)
+	if r%(24*time.Hour) == 0 {
+		return fmt.Sprintf("%d-day", r/(24*time.Hour))
+	}
+	return fmtDur(d)
+}
