@@ -1,0 +1,285 @@
+package sdk
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/go-plugin"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	solverv1 "github.com/acmehook/acmehook/plugin/sdk/internal/proto/acmehook/solver/v1"
+)
+
+// Errors of the host side.
+var (
+	// ErrChecksum is returned by Launch when the plugin binary's SHA-256
+	// differs from LaunchOptions.SHA256.
+	ErrChecksum = errors.New("sdk: plugin binary checksum mismatch")
+	// ErrProtocolVersion is returned by Launch when the plugin speaks
+	// another version of the solver protocol than ProtocolVersion.
+	ErrProtocolVersion = errors.New("sdk: plugin speaks another solver protocol version")
+	// ErrExited is returned by a call when the plugin process has exited
+	// (it crashed, or was killed).
+	ErrExited = errors.New("sdk: plugin process exited")
+)
+
+// DefaultStartTimeout bounds Launch when neither LaunchOptions.StartTimeout
+// nor the context sets a shorter limit.
+const DefaultStartTimeout = 10 * time.Second
+
+// LaunchOptions say how to start a plugin.
+type LaunchOptions struct {
+	// Name names the plugin in errors and logs (the configuration's name
+	// for it, such as "webroot").
+	Name string
+	// Path is the plugin executable.
+	Path string
+	// SHA256, when set, is the hex SHA-256 the executable must have;
+	// Launch refuses to start anything else (go-plugin's SecureConfig).
+	SHA256 string
+	// Env is added to the plugin's minimal environment, as "KEY=value".
+	// The plugin otherwise gets only PATH, HOME and TMPDIR from the host,
+	// never the host's other variables (API tokens of other plugins).
+	Env []string
+	// Config, when not nil, is passed to the plugin's Configure once it has
+	// started. Values are what a TOML or JSON decoder produces.
+	Config map[string]any
+	// StartTimeout bounds the start and handshake; zero means
+	// DefaultStartTimeout. A sooner ctx deadline wins.
+	StartTimeout time.Duration
+	// Logger receives the plugin's log lines with attribute plugin=Name;
+	// nil discards them.
+	Logger *slog.Logger
+}
+
+// Plugin is a running plugin process. Its methods may be called
+// concurrently. Close MUST be called to stop the process.
+type Plugin struct {
+	name   string
+	client *plugin.Client
+	rpc    solverv1.SolverClient
+	closed sync.Once
+}
+
+// Launch starts the plugin at opts.Path, performs go-plugin's handshake
+// (protocol version, AutoMTLS) and, if opts.Config is not nil, configures it.
+// On error nothing is left running.
+func Launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
+	if opts.Name == "" {
+		opts.Name = opts.Path
+	}
+	p, err := launch(ctx, opts)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: starting %s: %w", opts.Name, opts.Path, err)
+	}
+	if opts.Config != nil {
+		if _, err := p.Configure(ctx, &ConfigureRequest{Config: opts.Config}); err != nil {
+			p.Close()
+			return nil, err
+		}
+	}
+	return p, nil
+}
+
+func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
+	timeout := opts.StartTimeout
+	if timeout <= 0 {
+		timeout = DefaultStartTimeout
+	}
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < timeout {
+		timeout = time.Until(d)
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var secure *plugin.SecureConfig
+	if opts.SHA256 != "" {
+		sum, err := hex.DecodeString(opts.SHA256)
+		if err != nil || len(sum) != sha256.Size {
+			return nil, fmt.Errorf("sha256 %q is not 64 hex digits", opts.SHA256)
+		}
+		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
+	}
+	cmd := exec.Command(opts.Path)
+	cmd.Env = append(minimalEnv(), opts.Env...)
+	logger := opts.Logger
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	client := plugin.NewClient(&plugin.ClientConfig{
+		HandshakeConfig:  handshake,
+		Plugins:          pluginSet(nil),
+		Cmd:              cmd,
+		SecureConfig:     secure,
+		SkipHostEnv:      true,
+		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
+		AutoMTLS:         true,
+		StartTimeout:     timeout,
+		Logger:           newHCLogger(logger.With("plugin", opts.Name)),
+	})
+	rpc, err := client.Client()
+	if err != nil {
+		client.Kill()
+		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
+			return nil, ErrChecksum
+		}
+		if strings.Contains(err.Error(), "incompatible API version") {
+			return nil, fmt.Errorf("%w (acmehook speaks %d; rebuild the plugin with this acmehook's SDK): %v", ErrProtocolVersion, ProtocolVersion, err)
+		}
+		return nil, err
+	}
+	raw, err := rpc.Dispense(pluginName)
+	if err != nil {
+		client.Kill()
+		return nil, err
+	}
+	return &Plugin{name: opts.Name, client: client, rpc: raw.(solverv1.SolverClient)}, nil
+}
+
+// minimalEnv is the host environment a plugin inherits.
+func minimalEnv() []string {
+	var env []string
+	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	return env
+}
+
+// Name returns the plugin's name from LaunchOptions.
+func (p *Plugin) Name() string { return p.name }
+
+// Close stops the plugin process: it asks it to exit, and kills it if it has
+// not within two seconds. It is safe to call more than once.
+func (p *Plugin) Close() error {
+	p.closed.Do(p.client.Kill)
+	return nil
+}
+
+// Info asks the plugin to describe itself.
+func (p *Plugin) Info(ctx context.Context, _ *InfoRequest) (*InfoResponse, error) {
+	r, err := p.rpc.Info(ctx, &solverv1.InfoRequest{})
+	if err != nil {
+		return nil, p.wrap(ctx, "info", "", err)
+	}
+	return &InfoResponse{
+		Name:                r.GetName(),
+		Version:             r.GetVersion(),
+		ChallengeTypes:      r.GetChallengeTypes(),
+		IdentifierTypes:     r.GetIdentifierTypes(),
+		WaitsForPropagation: r.GetWaitsForPropagation(),
+	}, nil
+}
+
+// Configure passes the plugin its configuration.
+func (p *Plugin) Configure(ctx context.Context, req *ConfigureRequest) (*ConfigureResponse, error) {
+	cfg, err := configToProto(req.Config)
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: configure: %w", p.name, err)
+	}
+	if _, err := p.rpc.Configure(ctx, &solverv1.ConfigureRequest{Config: cfg}); err != nil {
+		return nil, p.wrap(ctx, "configure", "", err)
+	}
+	return &ConfigureResponse{}, nil
+}
+
+// Present asks the plugin to make the challenge answerable.
+func (p *Plugin) Present(ctx context.Context, req *PresentRequest) (*PresentResponse, error) {
+	if _, err := p.rpc.Present(ctx, &solverv1.PresentRequest{Challenge: challengeToProto(req.Challenge)}); err != nil {
+		return nil, p.wrap(ctx, "present", req.Challenge.Identifier.Value, err)
+	}
+	return &PresentResponse{}, nil
+}
+
+// Wait asks the plugin to wait until the challenge is visible to the CA. A
+// plugin that does not wait answers at once.
+func (p *Plugin) Wait(ctx context.Context, req *WaitRequest) (*WaitResponse, error) {
+	if _, err := p.rpc.Wait(ctx, &solverv1.WaitRequest{Challenge: challengeToProto(req.Challenge)}); err != nil {
+		return nil, p.wrap(ctx, "wait", req.Challenge.Identifier.Value, err)
+	}
+	return &WaitResponse{}, nil
+}
+
+// CleanUp asks the plugin to undo Present.
+func (p *Plugin) CleanUp(ctx context.Context, req *CleanUpRequest) (*CleanUpResponse, error) {
+	if _, err := p.rpc.CleanUp(ctx, &solverv1.CleanUpRequest{Challenge: challengeToProto(req.Challenge)}); err != nil {
+		return nil, p.wrap(ctx, "cleanup", req.Challenge.Identifier.Value, err)
+	}
+	return &CleanUpResponse{}, nil
+}
+
+// wrap turns a gRPC error into "plugin NAME: OP DOMAIN: cause", where cause
+// is the context's error if it ended, ErrExited if the process is gone, or
+// the plugin's own message.
+func (p *Plugin) wrap(ctx context.Context, op, domain string, err error) error {
+	prefix := fmt.Sprintf("plugin %s: %s", p.name, op)
+	if domain != "" {
+		prefix += " " + domain
+	}
+	st := status.Convert(err)
+	switch {
+	case ctx.Err() != nil:
+		return fmt.Errorf("%s: %w", prefix, ctx.Err())
+	case p.client.Exited() || st.Code() == codes.Unavailable:
+		return fmt.Errorf("%s: %w (%s)", prefix, ErrExited, st.Message())
+	default:
+		return fmt.Errorf("%s: %s", prefix, st.Message())
+	}
+}
+
+// newHCLogger makes an hclog logger whose JSON lines land in l. go-plugin
+// passes every line the plugin writes to stderr through it.
+func newHCLogger(l *slog.Logger) hclog.Logger {
+	return hclog.New(&hclog.LoggerOptions{
+		Output:     &slogWriter{l: l},
+		Level:      hclog.Debug,
+		JSONFormat: true,
+	})
+}
+
+// slogWriter re-emits hclog's JSON lines as slog records.
+type slogWriter struct{ l *slog.Logger }
+
+func (w *slogWriter) Write(b []byte) (int, error) {
+	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
+		var m map[string]any
+		if json.Unmarshal(line, &m) != nil {
+			w.l.Info(string(line))
+			continue
+		}
+		level := slog.LevelInfo
+		switch m["@level"] {
+		case "trace", "debug":
+			level = slog.LevelDebug
+		case "warn":
+			level = slog.LevelWarn
+		case "error":
+			level = slog.LevelError
+		}
+		msg, _ := m["@message"].(string)
+		var attrs []slog.Attr
+		for k, v := range m {
+			switch k {
+			case "@level", "@message", "@timestamp", "@module", "@caller":
+				continue
+			}
+			attrs = append(attrs, slog.Any(k, v))
+		}
+		w.l.LogAttrs(context.Background(), level, msg, attrs...)
+	}
+	return len(b), nil
+}

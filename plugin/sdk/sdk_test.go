@@ -1,0 +1,382 @@
+package sdk_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk"
+	solverv1 "github.com/acmehook/acmehook/plugin/sdk/internal/proto/acmehook/solver/v1"
+)
+
+// bin maps a test plugin's name to its executable, built once in TestMain.
+var bin = map[string]string{}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sdk-plugins-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		for name, pkg := range map[string]string{
+			"faulty":       "./internal/testplugins/faulty",
+			"wrongversion": "./internal/testplugins/wrongversion",
+			"example":      "./example",
+		} {
+			bin[name] = filepath.Join(dir, name)
+			if out, err := exec.Command("go", "build", "-o", bin[name], pkg).CombinedOutput(); err != nil {
+				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
+				return 1
+			}
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func TestProtocolVersionMatchesProto(t *testing.T) {
+	if got, want := sdk.ProtocolVersion, int(solverv1.ProtocolVersion_PROTOCOL_VERSION_CURRENT); got != want {
+		t.Errorf("sdk.ProtocolVersion = %d, want PROTOCOL_VERSION_CURRENT %d from solver.proto", got, want)
+	}
+}
+
+func launch(t testing.TB, name string, opts sdk.LaunchOptions) *sdk.Plugin {
+	t.Helper()
+	opts.Name = name
+	opts.Path = bin[name]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := sdk.Launch(ctx, opts)
+	if err != nil {
+		t.Fatalf("Launch(%s) = %v", name, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func challenge(domain string) sdk.Challenge {
+	return sdk.Challenge{
+		Type:             "http-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: domain},
+		Token:            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+		KeyAuthorization: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+	}
+}
+
+// TestExamplePlugin drives the vendor example as a subprocess: Present sets
+// a TXT record that the DNS server answers, CleanUp removes it.
+func TestExamplePlugin(t *testing.T) {
+	pebble := testpebble.Start(t, testpebble.Options{})
+	p := launch(t, "example", sdk.LaunchOptions{
+		Env:    []string{"EXAMPLE_DNS_TOKEN=s3cret"},
+		Config: map[string]any{"endpoint": pebble.DNSManagementURL, "token_env": "EXAMPLE_DNS_TOKEN", "timeout": "5s"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := p.Info(ctx, &sdk.InfoRequest{})
+	if err != nil || info.Name != "example" || len(info.ChallengeTypes) != 1 || info.ChallengeTypes[0] != "dns-01" {
+		t.Fatalf("Info = %+v, %v, want example solving dns-01", info, err)
+	}
+	c := challenge("example.com")
+	c.Type = "dns-01"
+	c.DNS01RecordName = "_acme-challenge.example.com."
+	c.DNS01RecordValue = "dGhlIHJlY29yZCB2YWx1ZSBmb3IgdGhlIHRlc3QgaGVyZQ"
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	if got := txt(t, pebble.DNSAddr, c.DNS01RecordName); len(got) != 1 || got[0] != c.DNS01RecordValue {
+		t.Errorf("TXT %s after Present = %q, want [%q]", c.DNS01RecordName, got, c.DNS01RecordValue)
+	}
+	if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if got := txt(t, pebble.DNSAddr, c.DNS01RecordName); len(got) != 0 {
+		t.Errorf("TXT %s after CleanUp = %q, want none", c.DNS01RecordName, got)
+	}
+}
+
+func txt(t *testing.T, server, name string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeTXT)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		t.Fatalf("querying TXT %s: %v", name, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if tx, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(tx.Txt, ""))
+		}
+	}
+	return out
+}
+
+func TestRunByHand(t *testing.T) {
+	for _, name := range []string{"example", "faulty"} {
+		t.Run(name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, bin[name])
+			cmd.Env = []string{}
+			out, err := cmd.CombinedOutput()
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("running %s by hand: err = %v, want exit status 1", name, err)
+			}
+			if want := "the " + name + " solver is an acmehook solver plugin"; !strings.Contains(string(out), want) {
+				t.Errorf("running %s by hand printed %q, want it to contain %q", name, out, want)
+			}
+		})
+	}
+}
+
+// TestFaults checks that each fault is a clear error naming the plugin, and
+// that the host (this test process) and, where it survives, the plugin go on.
+func TestFaults(t *testing.T) {
+	tests := []struct {
+		mode     string
+		timeout  time.Duration
+		want     string
+		wantIs   error
+		survives bool
+	}{
+		{mode: "panic", timeout: 5 * time.Second, want: "plugin faulty: present example.com: plugin panicked in Present: boom in example.com", survives: true},
+		{mode: "hang", timeout: 300 * time.Millisecond, want: "plugin faulty: present example.com: context deadline exceeded", wantIs: context.DeadlineExceeded, survives: true},
+		{mode: "exit", timeout: 5 * time.Second, want: "plugin faulty: present example.com: sdk: plugin process exited", wantIs: sdk.ErrExited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.mode, func(t *testing.T) {
+			p := launch(t, "faulty", sdk.LaunchOptions{Config: map[string]any{"mode": tt.mode}})
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			_, err := p.Present(ctx, &sdk.PresentRequest{Challenge: challenge("example.com")})
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("Present = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Present = %v, want errors.Is %v", err, tt.wantIs)
+			}
+			// Cleanup is attempted after a failed Present.
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer ccancel()
+			_, err = p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: challenge("example.com")})
+			if tt.survives && err != nil {
+				t.Errorf("CleanUp after %s = %v, want the plugin alive", tt.mode, err)
+			}
+			if !tt.survives && !errors.Is(err, sdk.ErrExited) {
+				t.Errorf("CleanUp after %s = %v, want %v", tt.mode, err, sdk.ErrExited)
+			}
+			start := time.Now()
+			p.Close()
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Close took %v", d)
+			}
+		})
+	}
+}
+
+func TestLaunchFaults(t *testing.T) {
+	sum := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(b)
+		return hex.EncodeToString(h[:])
+	}
+	tests := []struct {
+		name   string
+		opts   sdk.LaunchOptions
+		want   string
+		wantIs error
+	}{
+		{name: "wrong protocol version", opts: sdk.LaunchOptions{Name: "old", Path: bin["wrongversion"]},
+			want: "plugin old: starting " + bin["wrongversion"] + ": sdk: plugin speaks another solver protocol version (acmehook speaks 1; rebuild the plugin with this acmehook's SDK): incompatible API version with plugin. Plugin version: 99", wantIs: sdk.ErrProtocolVersion},
+		{name: "checksum mismatch", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], SHA256: sum(bin["example"])},
+			want: "plugin faulty: starting " + bin["faulty"] + ": sdk: plugin binary checksum mismatch", wantIs: sdk.ErrChecksum},
+		{name: "bad checksum", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], SHA256: "abc"},
+			want: `plugin faulty: starting ` + bin["faulty"] + `: sha256 "abc" is not 64 hex digits`},
+		{name: "missing binary", opts: sdk.LaunchOptions{Name: "gone", Path: "/nonexistent/plugin"},
+			want: "plugin gone: starting /nonexistent/plugin: "},
+		{name: "bad config", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], Config: map[string]any{"mood": "ok"}},
+			want: `plugin faulty: configure: decoding configuration: json: unknown field "mood"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			p, err := sdk.Launch(ctx, tt.opts)
+			if err == nil {
+				p.Close()
+				t.Fatalf("Launch = nil error, want %q", tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("Launch = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Launch = %v, want errors.Is %v", err, tt.wantIs)
+			}
+		})
+	}
+	t.Run("checksum match", func(t *testing.T) {
+		p := launch(t, "faulty", sdk.LaunchOptions{SHA256: sum(bin["faulty"]), Config: map[string]any{"mode": "ok"}})
+		if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")}); err != nil {
+			t.Errorf("Present = %v", err)
+		}
+	})
+}
+
+func TestEnvironmentIsMinimal(t *testing.T) {
+	t.Setenv("ACMEHOOK_TEST_HOST_SECRET", "do-not-pass")
+	p := launch(t, "faulty", sdk.LaunchOptions{Env: []string{"VENDOR_TOKEN=granted"}, Config: map[string]any{"mode": "env"}})
+	_, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")})
+	if err == nil {
+		t.Fatal("Present = nil, want the environment as error")
+	}
+	var names []string
+	for _, kv := range strings.Split(strings.TrimPrefix(err.Error(), "plugin faulty: present example.com: env: "), ";") {
+		names = append(names, strings.SplitN(kv, "=", 2)[0])
+	}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "TMPDIR": true, "VENDOR_TOKEN": true, "ACMEHOOK_PLUGIN": true,
+		"PLUGIN_MIN_PORT": true, "PLUGIN_MAX_PORT": true, "PLUGIN_PROTOCOL_VERSIONS": true, "PLUGIN_CLIENT_CERT": true}
+	for _, n := range names {
+		if !allowed[n] {
+			t.Errorf("plugin environment has %s; want only %v", n, allowed)
+		}
+	}
+	if !strings.Contains(err.Error(), "VENDOR_TOKEN=granted") {
+		t.Errorf("plugin environment %q lacks VENDOR_TOKEN from LaunchOptions.Env", err)
+	}
+}
+
+// recorder is a slog handler that keeps records.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+	attrs   []slog.Attr
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(r.attrs...)
+	r.mu.Lock()
+	r.records = append(r.records, rec)
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: r, attrs: as}
+}
+func (r *recorder) WithGroup(string) slog.Handler { return r }
+
+type recorderView struct {
+	r     *recorder
+	attrs []slog.Attr
+}
+
+func (v *recorderView) Enabled(context.Context, slog.Level) bool { return true }
+func (v *recorderView) Handle(ctx context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(v.attrs...)
+	return v.r.Handle(ctx, rec)
+}
+func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: v.r, attrs: append(append([]slog.Attr{}, v.attrs...), as...)}
+}
+func (v *recorderView) WithGroup(string) slog.Handler { return v }
+
+func TestPluginLogsReachHostLogger(t *testing.T) {
+	rec := &recorder{}
+	p := launch(t, "faulty", sdk.LaunchOptions{Logger: slog.New(rec), Config: map[string]any{"mode": "ok"}})
+	if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("logs.example.com")}); err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // flushes stderr
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, r := range rec.records {
+		if r.Message != "presenting" {
+			continue
+		}
+		var plugin, chal string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "plugin":
+				plugin = a.Value.String()
+			case "challenge":
+				chal = fmt.Sprint(a.Value.Any())
+			}
+			return true
+		})
+		if r.Level != slog.LevelInfo || plugin != "faulty" || !strings.Contains(chal, "logs.example.com") {
+			t.Errorf("record %q: level %v plugin %q challenge %q, want INFO, faulty, logs.example.com", r.Message, r.Level, plugin, chal)
+		}
+		if strings.Contains(chal, "9jg46WB3rR") {
+			t.Errorf("challenge logged with its key authorization: %s", chal)
+		}
+		return
+	}
+	t.Errorf("no record \"presenting\" among %d host log records", len(rec.records))
+}
+
+func TestDecodeConfig(t *testing.T) {
+	var cfg struct {
+		Addr    string       `json:"addr"`
+		Timeout sdk.Duration `json:"timeout"`
+		Count   int          `json:"count"`
+	}
+	if err := sdk.DecodeConfig(map[string]any{"addr": ":80", "timeout": "2m", "count": float64(3)}, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Addr != ":80" || time.Duration(cfg.Timeout) != 2*time.Minute || cfg.Count != 3 {
+		t.Errorf("DecodeConfig = %+v", cfg)
+	}
+	for _, bad := range []map[string]any{{"adr": ":80"}, {"timeout": "soon"}, {"timeout": 30}} {
+		if err := sdk.DecodeConfig(bad, &cfg); err == nil {
+			t.Errorf("DecodeConfig(%v) = nil, want error", bad)
+		}
+	}
+}
+
+func BenchmarkLaunch(b *testing.B) {
+	for b.Loop() {
+		p, err := sdk.Launch(context.Background(), sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+	}
+}
+
+func BenchmarkPresentCleanUp(b *testing.B) {
+	p := launch(b, "faulty", sdk.LaunchOptions{Config: map[string]any{"mode": ""}})
+	ctx := context.Background()
+	c := challenge("bench.example.com")
+	for b.Loop() {
+		if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
