@@ -92,6 +92,14 @@ func fmtDur(d time.Duration) string {
 	return b.String()
 }
 
+// fmtWindow is a guard window in hours ("24h") when whole, else as fmtDur.
+func fmtWindow(d time.Duration) string {
+	if d%time.Hour == 0 {
+		return fmt.Sprintf("%dh", d/time.Hour)
+	}
+	return fmtDur(d)
+}
+
 // fmtLife is a lifetime as "90-day" when it is a whole number of days to
 // the minute, else as fmtDur.
 func fmtLife(d time.Duration) string {

@@ -94,11 +94,15 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 	at, reason := p.schedule(st, c, now, &d)
 
 	if st.Failures > 0 {
-		what := fmt.Sprintf("backing off after %d consecutive failures until %s", st.Failures, fmtTime(st.RetryAt))
+		failures := plural(st.Failures, "consecutive failure")
+		what := fmt.Sprintf("backing off after %s until %s", failures, fmtTime(st.RetryAt))
 		if st.LastProblemType == ProblemRateLimited {
-			what = fmt.Sprintf("rate limited by the CA, waiting after %d consecutive failures until %s", st.Failures, fmtTime(st.RetryAt))
+			what = fmt.Sprintf("rate limited by the CA, waiting after %s until %s", failures, fmtTime(st.RetryAt))
 		}
 		d.fact("last error", fmt.Sprintf("%s (%s) at %s", st.LastError, orNone(st.LastProblemType), fmtTime(st.LastFailure)))
+		if !st.RetryAt.After(now) {
+			what = fmt.Sprintf("retrying after %s, backoff ended at %s", failures, fmtTime(st.RetryAt))
+		}
 		d.fact("backoff", what)
 		if st.RetryAt.After(at) {
 			at, reason = st.RetryAt, what
@@ -109,13 +113,13 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 	count, free := guardState(st.Orders, limit, window, now)
 	if count >= limit {
 		what := fmt.Sprintf("reissue guard: %d orders in the last %s (limit %d), next order allowed at %s",
-			count, fmtDur(window), limit, fmtTime(free))
+			count, fmtWindow(window), limit, fmtTime(free))
 		d.fact("reissue guard", what)
 		if free.After(at) {
 			at, reason = free, what
 		}
 	} else {
-		d.fact("reissue guard", fmt.Sprintf("%d of %d orders in the last %s", count, limit, fmtDur(window)))
+		d.fact("reissue guard", fmt.Sprintf("%d of %d orders in the last %s", count, limit, fmtWindow(window)))
 	}
 
 	d.At, d.Reason = at, reason
@@ -245,6 +249,13 @@ func minTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+func plural(n int, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
 }
 
 func orNone(s string) string {
