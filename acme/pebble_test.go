@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/letsencrypt/challtestsrv"
 	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/letsencrypt/challtestsrv"
 )
 
 // pebble is the Pebble shared by the tests that need no special options
