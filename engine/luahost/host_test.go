@@ -157,3 +157,28 @@ func TestScriptErrors(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDispatch measures one event dispatched to a small script: a fresh
+// sandboxed state, loading and compiling the script, running its top level
+// and one handler that reads event fields and logs (to a discarding logger).
+func BenchmarkDispatch(b *testing.B) {
+	src := `
+local acmehook = require("acmehook")
+acmehook.on("renew", function(ev)
+  local names = table.concat(ev.domains, ",")
+  if ev.serial == ev.previous_serial then error("same serial") end
+  acmehook.log.info("renewed", {cert = ev.cert_name, names = names, serial = ev.serial})
+end)
+acmehook.on("failed", function(ev) acmehook.log.error(ev.error.message) end)
+`
+	path := writeScript(b, "bench.lua", src)
+	ev := Event{Name: Renew, CertName: "www", Domains: []string{"www.example", "example"}, Serial: "0a", PreviousSerial: "09", NotAfter: time.Now()}
+	h := New(Options{})
+	ctx := context.Background()
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := h.Dispatch(ctx, path, ev); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

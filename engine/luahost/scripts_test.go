@@ -1,0 +1,320 @@
+package luahost
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// The shipped scripts in ../../scripts, run against real files, real
+// programs, a local HTTP endpoint and a local TLS server.
+
+const scriptsDir = "../../scripts"
+
+func synthetic(t *testing.T, name EventName) Event {
+	t.Helper()
+	ev, err := SyntheticEvent(name, "www", []string{"www.example", "example"}, t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ev
+}
+
+// fakeProgram writes an executable shell script standing in for nginx or
+// systemctl: it appends its arguments to log and runs body.
+func fakeProgram(t *testing.T, log, body string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "fake")
+	src := "#!/bin/sh\necho \"$*\" >> '" + log + "'\n" + body + "\n"
+	if err := os.WriteFile(p, []byte(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// tlsServer serves, on every handshake, the certificate currently in
+// dir/www.crt and dir/www.key, as nginx does after a reload; if frozen is
+// set it keeps serving that pair instead.
+func tlsServer(t *testing.T, dir string, frozen *tls.Certificate) string {
+	t.Helper()
+	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
+	srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+		if frozen != nil {
+			return frozen, nil
+		}
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, "www.crt"), filepath.Join(dir, "www.key"))
+		return &c, err
+	}}
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	return srv.Listener.Addr().String()
+}
+
+func readFile(t *testing.T, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+func TestNginxScript(t *testing.T) {
+	old := synthetic(t, Issued)
+	oldPair, err := tls.LoadX509KeyPair(old.FullchainPath, old.KeyPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name      string
+		ev        EventName
+		nginxBody string
+		frozen    bool   // the server keeps serving the old certificate
+		wantErr   string // "" for success
+		wantCalls string
+		wantNew   bool // the new files are in place
+	}{
+		{name: "issued", ev: Issued, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "renew", ev: Renew, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "config test fails, files restored", ev: Renew,
+			nginxBody: `if [ "$1" = -t ]; then echo "nginx: [emerg] cannot load certificate" >&2; exit 1; fi`,
+			wantErr:   "nginx -t rejected the new certificate (previous files restored): nginx: [emerg] cannot load certificate", wantCalls: "-t\n"},
+		{name: "reload fails", ev: Issued, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
+			wantErr: "nginx -s reload exited 2", wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "old certificate still served", ev: Issued, frozen: true,
+			wantErr: "does not serve serial", wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "revoke ignored", ev: Revoke, wantCalls: ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tlsDir := filepath.Join(t.TempDir(), "nginx", "tls")
+			os.MkdirAll(tlsDir, 0o755)
+			os.WriteFile(filepath.Join(tlsDir, "www.crt"), []byte(old.FullchainPEM), 0o644)
+			os.WriteFile(filepath.Join(tlsDir, "www.key"), []byte(readFile(t, old.KeyPath)), 0o600)
+			var frozen *tls.Certificate
+			if tt.frozen {
+				frozen = &oldPair
+			}
+			addr := tlsServer(t, tlsDir, frozen)
+			log := filepath.Join(t.TempDir(), "calls")
+			os.WriteFile(log, nil, 0o644)
+			h := New(Options{Vars: map[string]string{
+				"nginx":         fakeProgram(t, log, tt.nginxBody),
+				"nginx_tls_dir": tlsDir,
+				"probe_address": addr,
+				"probe_tries":   "2",
+			}})
+			ev := synthetic(t, tt.ev)
+
+			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "nginx.lua"), ev)
+			if tt.wantErr == "" && err != nil {
+				t.Fatalf("Dispatch = %v, want nil", err)
+			}
+			if tt.wantErr != "" {
+				var se *ScriptError
+				if !errors.As(err, &se) || !strings.Contains(se.Message, tt.wantErr) || se.Line == 0 {
+					t.Fatalf("Dispatch = %v, want *ScriptError with a line and %q", err, tt.wantErr)
+				}
+				t.Logf("error: %v", err)
+			}
+			if got := readFile(t, log); got != tt.wantCalls {
+				t.Errorf("nginx called with %q, want %q", got, tt.wantCalls)
+			}
+			wantCrt, wantKey := old.FullchainPEM, readFile(t, old.KeyPath)
+			if tt.wantNew {
+				wantCrt, wantKey = ev.FullchainPEM, readFile(t, ev.KeyPath)
+			}
+			if got := readFile(t, filepath.Join(tlsDir, "www.crt")); got != wantCrt {
+				t.Errorf("www.crt is not the expected certificate (new: %v)", tt.wantNew)
+			}
+			if got := readFile(t, filepath.Join(tlsDir, "www.key")); got != wantKey {
+				t.Errorf("www.key is not the expected key (new: %v)", tt.wantNew)
+			}
+			if tt.wantNew {
+				for file, mode := range map[string]os.FileMode{"www.crt": 0o644, "www.key": 0o640} {
+					if fi, _ := os.Stat(filepath.Join(tlsDir, file)); fi.Mode() != mode {
+						t.Errorf("mode of %s = %v, want %v", file, fi.Mode(), mode)
+					}
+				}
+			}
+		})
+	}
+}
+
+func TestHAProxyScript(t *testing.T) {
+	tests := []struct {
+		name    string
+		ev      EventName
+		body    string
+		wantErr string
+		deploy  bool
+	}{
+		{"issued", Issued, "", "", true},
+		{"renew", Renew, "", "", true},
+		{"reload fails", Renew, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
+		{"failed ignored", Failed, "", "", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			certDir := filepath.Join(t.TempDir(), "certs")
+			log := filepath.Join(t.TempDir(), "calls")
+			h := New(Options{Vars: map[string]string{
+				"haproxy_cert_dir": certDir,
+				"haproxy_reload":   fakeProgram(t, log, tt.body) + " reload haproxy",
+			}})
+			ev := synthetic(t, tt.ev)
+			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "haproxy.lua"), ev)
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Dispatch = %v, want error %q", err, tt.wantErr)
+			}
+			pemPath := filepath.Join(certDir, "www.pem")
+			if !tt.deploy {
+				if _, err := os.Stat(pemPath); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("stat %s = %v, want not exist", pemPath, err)
+				}
+				return
+			}
+			if got := readFile(t, log); got != "reload haproxy\n" {
+				t.Errorf("reload command called with %q, want %q", got, "reload haproxy\n")
+			}
+			fi, err := os.Stat(pemPath)
+			if err != nil || fi.Mode() != 0o600 {
+				t.Fatalf("stat %s = %v, %v, want mode 0600", pemPath, fi, err)
+			}
+			combined := readFile(t, pemPath)
+			if want := ev.FullchainPEM + readFile(t, ev.KeyPath); combined != want {
+				t.Errorf("combined PEM is not fullchain followed by key")
+			}
+			pair, err := tls.X509KeyPair([]byte(combined), []byte(combined))
+			if err != nil || len(pair.Certificate) != 2 {
+				t.Errorf("tls.X509KeyPair(combined) = %d certificates, %v; want 2, nil", len(pair.Certificate), err)
+			}
+		})
+	}
+}
+
+// recorder is a local webhook endpoint remembering what it was sent.
+type recorder struct {
+	mu     sync.Mutex
+	status int
+	bodies []map[string]any
+	auth   []string
+}
+
+func (rec *recorder) start(t *testing.T) string {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var m map[string]any
+		if r.Method != http.MethodPost || r.Header.Get("Content-Type") != "application/json" || json.Unmarshal(b, &m) != nil {
+			http.Error(w, "want a JSON POST", http.StatusBadRequest)
+			return
+		}
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		rec.bodies = append(rec.bodies, m)
+		rec.auth = append(rec.auth, r.Header.Get("Authorization"))
+		if rec.status != 0 {
+			w.WriteHeader(rec.status)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL + "/hook"
+}
+
+func TestWebhookScript(t *testing.T) {
+	tests := []struct {
+		ev      EventName
+		status  int
+		calls   int
+		wantErr string
+		check   func(ev Event, body map[string]any) string
+	}{
+		{ev: Issued, calls: 1, check: func(ev Event, b map[string]any) string {
+			if b["event"] != "issued" || b["cert_name"] != "www" || b["serial"] != ev.Serial || b["issuer"] != ev.Issuer ||
+				b["not_after"] != ev.NotAfter.UTC().Format("2006-01-02T15:04:05Z") || b["test"] != true {
+				return "issued fields"
+			}
+			if d, _ := b["domains"].([]any); len(d) != 2 || d[0] != "www.example" {
+				return "domains"
+			}
+			return ""
+		}},
+		{ev: Renew, calls: 1, check: func(ev Event, b map[string]any) string {
+			if b["previous_serial"] != ev.PreviousSerial || b["event"] != "renew" {
+				return "previous_serial"
+			}
+			return ""
+		}},
+		{ev: Revoke, calls: 1, check: func(ev Event, b map[string]any) string {
+			if b["revocation_reason"] != 4.0 {
+				return "revocation_reason"
+			}
+			return ""
+		}},
+		{ev: Issued, status: http.StatusServiceUnavailable, calls: 1, wantErr: "webhook answered 503"},
+		{ev: Failed, calls: 0},
+		{ev: ChallengeProvision, calls: 0},
+	}
+	for _, tt := range tests {
+		t.Run(string(tt.ev), func(t *testing.T) {
+			rec := &recorder{status: tt.status}
+			h := New(Options{Vars: map[string]string{"webhook_url": rec.start(t), "webhook_token": "s3cret"}})
+			ev := synthetic(t, tt.ev)
+			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "webhook.lua"), ev)
+			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("Dispatch = %v, want error %q", err, tt.wantErr)
+			}
+			if len(rec.bodies) != tt.calls {
+				t.Fatalf("webhook received %d requests, want %d", len(rec.bodies), tt.calls)
+			}
+			if tt.calls > 0 && rec.auth[0] != "Bearer s3cret" {
+				t.Errorf("Authorization = %q, want Bearer s3cret", rec.auth[0])
+			}
+			if tt.check != nil {
+				if bad := tt.check(ev, rec.bodies[0]); bad != "" {
+					t.Errorf("webhook body %v: wrong %s", rec.bodies[0], bad)
+				}
+			}
+		})
+	}
+	err := New(Options{}).Dispatch(context.Background(), filepath.Join(scriptsDir, "webhook.lua"), synthetic(t, Issued))
+	if err == nil || !strings.Contains(err.Error(), "set vars.webhook_url") {
+		t.Errorf("Dispatch without webhook_url = %v, want a configuration error", err)
+	}
+}
+
+func TestFailedAlertScript(t *testing.T) {
+	for _, name := range Events {
+		t.Run(string(name), func(t *testing.T) {
+			rec := &recorder{}
+			h := New(Options{Vars: map[string]string{"alert_url": rec.start(t)}})
+			if err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "failed_alert.lua"), synthetic(t, name)); err != nil {
+				t.Fatal(err)
+			}
+			if name != Failed {
+				if len(rec.bodies) != 0 {
+					t.Errorf("alert sent for %s", name)
+				}
+				return
+			}
+			if len(rec.bodies) != 1 {
+				t.Fatalf("alerts sent = %d, want 1", len(rec.bodies))
+			}
+			text, _ := rec.bodies[0]["text"].(string)
+			for _, want := range []string{"[test] acmehook could not obtain www (www.example, example)", "too many certificates", "[rateLimited]", "the current certificate expires in "} {
+				if !strings.Contains(text, want) {
+					t.Errorf("alert text %q does not contain %q", text, want)
+				}
+			}
+		})
+	}
+}
