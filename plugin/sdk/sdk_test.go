@@ -379,4 +379,3 @@ func BenchmarkPresentCleanUp(b *testing.B) {
 		}
 	}
 }
-

@@ -1,0 +1,138 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+)
+
+// binary is this plugin, built once by TestMain.
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "webroot-plugin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	binary, err = sdktest.Build(dir, "webroot", ".")
+	code := 1
+	if err == nil {
+		code = m.Run()
+	} else {
+		fmt.Fprintln(os.Stderr, err)
+	}
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+func launch(t *testing.T, root string) *sdk.Plugin {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// TestServedByWebServer runs the plugin as a subprocess and fetches the
+// challenge from a real HTTP server serving the root.
+func TestServedByWebServer(t *testing.T) {
+	root := t.TempDir()
+	p := launch(t, root)
+	web := httptest.NewServer(http.FileServer(http.Dir(root)))
+	defer web.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := p.Info(ctx, &sdk.InfoRequest{})
+	if err != nil || info.Name != "webroot" || info.ChallengeTypes[0] != "http-01" || info.WaitsForPropagation {
+		t.Fatalf("Info = %+v, %v", info, err)
+	}
+	c := sdk.Challenge{
+		Type:             "http-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: "example.com"},
+		Token:            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+		KeyAuthorization: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+	}
+	get := func() (int, string) {
+		resp, err := web.Client().Get(web.URL + acme.HTTP01PathPrefix + c.Token)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	if code, body := get(); code != 200 || body != c.KeyAuthorization {
+		t.Errorf("GET after Present = %d %q, want 200 %q", code, body, c.KeyAuthorization)
+	}
+	if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(); code != 404 {
+		t.Errorf("GET after CleanUp = %d, want 404", code)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
+		t.Errorf("stat .well-known after CleanUp = %v, want it removed", err)
+	}
+	// A hostile token is refused by the subprocess with a clear error.
+	c.Token = "../../../../tmp/x-AAAAAAAAAAAAAAAAAAAAAA"
+	_, err = p.Present(ctx, &sdk.PresentRequest{Challenge: c})
+	if want := "plugin webroot: present example.com: acme: challenge token is not base64url: byte '.' at offset 0"; err == nil || err.Error() != want {
+		t.Errorf("Present(hostile token) = %v, want %q", err, want)
+	}
+}
+
+// TestIssueWithPebble: Pebble validates http-01 against a web server on its
+// HTTP port serving the root the plugin writes to.
+func TestIssueWithPebble(t *testing.T) {
+	pebble := testpebble.Start(t, testpebble.Options{})
+	root := t.TempDir()
+	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := &httptest.Server{Listener: l, Config: &http.Server{Handler: http.FileServer(http.Dir(root))}}
+	web.Start()
+	defer web.Close()
+	p := launch(t, root)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}
+	ids := []acme.Identifier{acme.DNS("webroot.example.com"), acme.DNS("www.webroot.example.com")}
+	chain, err := sdktest.Issue(ctx, c, p, acme.ChallengeHTTP01, ids)
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range chain.Certificates[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := chain.Certificates[0].Verify(x509.VerifyOptions{Roots: pebble.Roots(t, 0), Intermediates: inter, DNSName: "www.webroot.example.com"}); err != nil {
+		t.Errorf("issued certificate does not verify: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
+		t.Errorf("stat .well-known after issuance = %v, want it cleaned up", err)
+	}
+}
