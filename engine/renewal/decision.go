@@ -43,6 +43,9 @@ func (d Decision) String() string {
 // and backoff, the reissue guard, and when to check again.
 func (d Decision) Explain() string {
 	when := "due now"
+	if d.Due && d.At.Before(d.now) {
+		when = fmt.Sprintf("due now (since %s)", fmtTime(d.At))
+	}
 	if !d.Due {
 		when = fmt.Sprintf("%s (in %s)", fmtTime(d.At), fmtDur(d.At.Sub(d.now)))
 	}

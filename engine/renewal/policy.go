@@ -112,11 +112,11 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 	limit, window := p.guard()
 	count, free := guardState(st.Orders, limit, window, now)
 	if count >= limit {
-		what := fmt.Sprintf("reissue guard: %d orders in the last %s (limit %d), next order allowed at %s",
+		what := fmt.Sprintf("%d orders in the last %s (limit %d), next order allowed at %s",
 			count, fmtWindow(window), limit, fmtTime(free))
 		d.fact("reissue guard", what)
 		if free.After(at) {
-			at, reason = free, what
+			at, reason = free, "reissue guard: "+what
 		}
 	} else {
 		d.fact("reissue guard", fmt.Sprintf("%d of %d orders in the last %s", count, limit, fmtWindow(window)))

@@ -199,6 +199,9 @@ func TestDecide(t *testing.T) {
 				t.Errorf("Decide = {Due %v At %v NextCheck %v FetchARI %v}, want {%v %v %v %v}\n%s",
 					d.Due, d.At, d.NextCheck, d.FetchARI, tt.wantDue, tt.wantAt, tt.wantNext, tt.wantFetch, d.Explain())
 			}
+			if ex := d.Explain(); tt.wantDue && d.At.Before(tt.now) && !strings.Contains(ex, "due now (since "+fmtTime(d.At)+")") {
+				t.Errorf("Explain() lacks since when the lineage is due:\n%s", ex)
+			}
 			if !strings.Contains(d.Reason, tt.reason) {
 				t.Errorf("Decide reason = %q, want it to contain %q", d.Reason, tt.reason)
 			}
