@@ -130,3 +130,46 @@ func squeeze(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+func TestDecisionStringDue(t *testing.T) {
+	d := Policy{}.Decide(State{}, Certificate{}, t0)
+	if got, want := d.String(), "due now: no certificate issued yet"; got != want {
+		t.Errorf("String() = %q, want %q", got, want)
+	}
+}
+
+func TestFormatting(t *testing.T) {
+	for _, tt := range []struct {
+		got, want string
+	}{
+		{fmtDur(3*day + 4*time.Hour + 5*time.Minute + 20*time.Second), "3d4h5m"},
+		{fmtDur(90 * time.Minute), "1h30m"},
+		{fmtDur(29 * time.Second), "under a minute"},
+		{fmtDur(-2 * time.Hour), "-2h"},
+		{fmtWindow(24 * time.Hour), "24h"},
+		{fmtWindow(90 * time.Minute), "1h30m"},
+		{fmtLife(90*day - time.Second), "90-day"},
+		{fmtLife(7*day + 12*time.Hour), "7d12h"},
+		{fmtTime(time.Date(2026, 12, 1, 17, 23, 59, 0, time.FixedZone("CET", 3600))), "2026-12-01 16:23 UTC"},
+	} {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+// TestGlobalRandomness checks the nil *rand.Rand path (the global source)
+// stays within the same bounds as a seeded one.
+func TestGlobalRandomness(t *testing.T) {
+	w := Window{Start: t0, End: t0.Add(time.Hour)}
+	for range 100 {
+		var st State
+		if err := st.RecordARI(ARIResponse{Window: w}, t0, nil); err != nil || !w.contains(st.ARIChosen) {
+			t.Fatalf("RecordARI with nil rng: chosen %v, err %v", st.ARIChosen, err)
+		}
+		st.RecordFailure(Failure{Err: "x"}, t0, nil)
+		if wait := st.RetryAt.Sub(t0); wait < 4*time.Minute || wait > 6*time.Minute {
+			t.Fatalf("RecordFailure with nil rng: wait %v, want 5m ± 20%%", wait)
+		}
+	}
+}

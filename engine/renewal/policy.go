@@ -162,8 +162,12 @@ func (p Policy) schedule(st State, c Certificate, now time.Time, d *Decision) (t
 		at, reason = minTime(at, now), "certificate expired at "+fmtTime(c.NotAfter)
 	}
 	if st.Revoked {
-		d.fact("revoked", "the certificate was revoked at "+fmtTime(st.RevokedAt))
-		at, reason = minTime(at, now), "certificate was revoked at "+fmtTime(st.RevokedAt)
+		what := "certificate was revoked"
+		if !st.RevokedAt.IsZero() {
+			what += " at " + fmtTime(st.RevokedAt)
+		}
+		d.fact("revoked", "the "+what)
+		at, reason = minTime(at, now), what
 	}
 	return at, reason
 }

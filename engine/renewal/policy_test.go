@@ -129,6 +129,10 @@ func TestDecide(t *testing.T) {
 			wantDue: true, wantAt: nb.Add(2 * day), wantNext: nb.Add(2 * day), reason: "certificate was revoked at 2026-12-02 00:00 UTC",
 		},
 		{
+			name: "revoked, time unknown", state: State{Revoked: true}, cert: c90, now: nb,
+			wantDue: true, wantAt: nb, wantNext: nb, reason: "certificate was revoked",
+		},
+		{
 			name: "revoked beats a future ARI window", state: State{ARIWindow: win, ARIChosen: chosen, Revoked: true, RevokedAt: nb.Add(day)}, cert: c90, now: nb.Add(2 * day),
 			wantDue: true, wantAt: nb.Add(2 * day), wantNext: nb.Add(2 * day), reason: "revoked",
 		},
