@@ -372,8 +372,11 @@ func (m *module) require(L *lua.LState, name string) lua.LValue {
 }
 
 func handlerMessage(v lua.LValue) string {
-	if v == lua.LNil {
+	switch v.Type() {
+	case lua.LTNil:
 		return "false"
+	case lua.LTString, lua.LTNumber:
+		return lua.LVAsString(v)
 	}
-	return lua.LVAsString(v)
+	return v.String()
 }

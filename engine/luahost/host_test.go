@@ -3,6 +3,7 @@ package luahost
 import (
 	"context"
 	"errors"
+	"go/build"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -179,6 +180,20 @@ acmehook.on("failed", function(ev) acmehook.log.error(ev.error.message) end)
 	for b.Loop() {
 		if err := h.Dispatch(ctx, path, ev); err != nil {
 			b.Fatal(err)
+		}
+	}
+}
+
+// TestImports keeps the package free of acmehook imports: the engine
+// imports luahost, never the reverse.
+func TestImports(t *testing.T) {
+	pkg, err := build.ImportDir(".", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, imp := range append(pkg.Imports, pkg.TestImports...) {
+		if strings.HasPrefix(imp, "github.com/acmehook/acmehook") {
+			t.Errorf("luahost imports %s", imp)
 		}
 	}
 }
