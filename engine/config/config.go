@@ -105,7 +105,11 @@ type Plugin struct {
 	CallTimeout  Duration `toml:"call_timeout"`
 	// Config is passed to the plugin as is, except that a table of the
 	// form { secret = "..." }, { secret_file = "path" } or
-	// { secret_env = "NAME" } becomes a Secret with the value resolved.
+	// { secret_env = "NAME" } becomes a Secret with the value resolved
+	// (RevealedConfig undoes that for sending). Config cannot know which
+	// values are paths, so relative paths in it reach the plugin as
+	// written: the engine starts plugins in the config file's directory
+	// (Config.Dir).
 	Config map[string]any `toml:"config"`
 }
 
@@ -138,6 +142,17 @@ type Certificate struct {
 	ScriptTimeout Duration `toml:"script_timeout"`
 	// Output lists optional copies written after issuance.
 	Output Output `toml:"output"`
+
+	// RenewBefore overrides the default renewal time: a duration before
+	// expiry ("720h") or a lifetime fraction ("1/3", "33%"). It is kept as
+	// written; the engine parses it with renewal.ParseRenewBefore (config
+	// imports no other acmehook package).
+	RenewBefore string `toml:"renew_before"`
+	// MaxOrders orders per MaxOrdersWindow bound re-issuance of this
+	// certificate (the runaway guard); 0 means the renewal package's
+	// defaults.
+	MaxOrders       int      `toml:"max_orders"`
+	MaxOrdersWindow Duration `toml:"max_orders_window"`
 }
 
 // Output holds optional paths where the certificate is copied after
@@ -438,6 +453,10 @@ func readSecret(file, shown, env string) (string, error) {
 func (c *Config) errorf(path, format string, args ...any) error {
 	return &Error{File: c.file, Line: c.pos.line(path), Key: path, Message: fmt.Sprintf(format, args...)}
 }
+
+// Dir returns the absolute directory of the configuration file, against
+// which relative paths are resolved.
+func (c *Config) Dir() string { return filepath.Dir(c.abspath()) }
 
 // File returns the path the configuration was loaded from.
 func (c *Config) File() string { return c.file }

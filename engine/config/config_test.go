@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -345,4 +346,34 @@ func TestValidName(t *testing.T) {
 			t.Errorf("ValidName(%q) = %v, want %v", name, got, want)
 		}
 	}
+}
+
+// TestDocumentedKeys checks that .readme/config.md documents every key
+// the decoder accepts.
+func TestDocumentedKeys(t *testing.T) {
+	doc, err := os.ReadFile("../../.readme/config.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(rt reflect.Type)
+	walk = func(rt reflect.Type) {
+		for f := range rt.Fields() {
+			tag := f.Tag.Get("toml")
+			if tag == "" || tag == "-" {
+				continue
+			}
+			ft := f.Type
+			for ft.Kind() == reflect.Pointer || ft.Kind() == reflect.Slice || ft.Kind() == reflect.Map {
+				ft = ft.Elem()
+			}
+			if ft.Kind() == reflect.Struct && ft.PkgPath() == rt.PkgPath() && ft.Name() != "Duration" && ft.Name() != "Secret" {
+				walk(ft) // a table: its keys are documented, not its name
+				continue
+			}
+			if !bytes.Contains(doc, []byte("`"+tag+"`")) && !bytes.Contains(doc, []byte("."+tag+"`")) {
+				t.Errorf("key %s (%s.%s) is not documented in .readme/config.md", tag, rt.Name(), f.Name)
+			}
+		}
+	}
+	walk(reflect.TypeFor[Config]())
 }

@@ -188,6 +188,12 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 			add(fmt.Sprintf("%s.scripts[%d]", base, j), "empty script path")
 		}
 	}
+	if cert.MaxOrders < 0 {
+		add(base+".max_orders", "must not be negative")
+	}
+	if cert.MaxOrdersWindow.Duration < 0 {
+		add(base+".max_orders_window", "must not be negative")
+	}
 	if cert.ScriptTimeout.Duration <= 0 {
 		add(base+".script_timeout", "must be positive")
 	}
