@@ -1,0 +1,372 @@
+package acme
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func orderJSON(f *fakeCA, status string) map[string]any {
+	return map[string]any{"status": status, "identifiers": []Identifier{DNS("a.example")},
+		"authorizations": []string{f.url("/authz/1")}, "finalize": f.url("/finalize/1")}
+}
+
+func TestBadNonceRetriedWithFreshSignature(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	rejects := 2
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		if rejects > 0 {
+			rejects--
+			writeProblem(w, 400, ProblemBadNonce, "stale nonce")
+			return
+		}
+		writeJSON(w, 200, orderJSON(f, StatusPending))
+	})
+	c := f.client()
+	o, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+	if err != nil || o.Status != StatusPending {
+		t.Fatalf("GetOrder = %+v, %v, want pending", o, err)
+	}
+	reqs := f.posts("/order/1")
+	if len(reqs) != 3 {
+		t.Fatalf("server saw %d requests, want 3", len(reqs))
+	}
+	for i := 1; i < len(reqs); i++ {
+		if reqs[i].Nonce == reqs[i-1].Nonce || reqs[i].Signature == reqs[i-1].Signature {
+			t.Errorf("retry %d reused nonce or signature of the previous attempt", i)
+		}
+	}
+	if f.heads != 1 {
+		t.Errorf("newNonce HEADs = %d, want 1 (retries use the nonce of the badNonce answer)", f.heads)
+	}
+}
+
+func TestBadNonceRetryBounded(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		writeProblem(w, 400, ProblemBadNonce, "always stale")
+	})
+	c := f.client()
+	c.MaxRetries = 3
+	_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+	var p *Problem
+	if !errors.As(err, &p) || p.Type != ProblemBadNonce {
+		t.Fatalf("GetOrder = %v, want a badNonce problem", err)
+	}
+	if n := len(f.posts("/order/1")); n != 4 {
+		t.Errorf("attempts = %d, want 4 (1 + MaxRetries)", n)
+	}
+}
+
+func TestNoncePool(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusPending)) })
+	c := f.client()
+	for range 5 {
+		if _, err := c.GetOrder(ctxT(t), acct, f.url("/order/1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.heads != 1 {
+		t.Errorf("newNonce HEADs for 5 requests = %d, want 1", f.heads)
+	}
+}
+
+func TestServerErrorRetriedOnlyWhenSafe(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	fails := 2
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		if fails > 0 {
+			fails--
+			writeProblem(w, 503, ProblemServerInternal, "busy")
+			return
+		}
+		writeJSON(w, 200, orderJSON(f, StatusReady))
+	})
+	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
+		writeProblem(w, 503, ProblemServerInternal, "busy")
+	})
+	c := f.client()
+	if o, err := c.GetOrder(ctxT(t), acct, f.url("/order/1")); err != nil || o.Status != StatusReady {
+		t.Errorf("GetOrder (POST-as-GET) after two 503s = %+v, %v, want ready", o, err)
+	}
+	_, err := c.NewOrder(ctxT(t), acct, Order{Identifiers: []Identifier{DNS("a.example")}})
+	var p *Problem
+	if !errors.As(err, &p) || p.Status != 503 {
+		t.Errorf("NewOrder = %v, want the 503 problem", err)
+	}
+	if n := len(f.posts("/order")); n != 1 {
+		t.Errorf("newOrder attempts = %d, want 1 (not safe to repeat)", n)
+	}
+}
+
+func TestRateLimitedCarriesRetryAfter(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Retry-After", "3600")
+		writeProblem(w, 429, ProblemRateLimited, "too many certificates")
+	})
+	_, err := f.client().NewOrder(ctxT(t), acct, Order{Identifiers: []Identifier{DNS("a.example")}})
+	var p *Problem
+	if !errors.As(err, &p) || p.Type != ProblemRateLimited || p.RetryAfter != time.Hour || p.Method != "POST" || p.URL != f.url("/order") {
+		t.Fatalf("NewOrder = %#v, want rateLimited with RetryAfter 1h, method and URL", err)
+	}
+	if !strings.Contains(err.Error(), "retry after 1h0m0s") {
+		t.Errorf("error %q does not mention the retry delay", err)
+	}
+}
+
+func TestWaitOrderHonoursRetryAfterAndDeadline(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	var times []time.Time
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		times = append(times, time.Now())
+		st := StatusProcessing
+		if len(times) == 1 {
+			w.Header().Set("Retry-After", "1")
+		} else {
+			st = StatusValid
+		}
+		writeJSON(w, 200, orderJSON(f, st))
+	})
+	c := f.client()
+	o, err := c.WaitOrder(ctxT(t), acct, f.url("/order/1"))
+	if err != nil || o.Status != StatusValid {
+		t.Fatalf("WaitOrder = %+v, %v", o, err)
+	}
+	if len(times) != 2 || times[1].Sub(times[0]) < 900*time.Millisecond {
+		t.Errorf("polls at %v, want 2 at least 1s apart (Retry-After: 1)", times)
+	}
+
+	f.handle("/order/2", func(w http.ResponseWriter, req fakeRequest) {
+		writeJSON(w, 200, orderJSON(f, StatusProcessing))
+	})
+	ctx, cancel := context.WithTimeout(ctxT(t), 150*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	o, err = c.WaitOrder(ctx, acct, f.url("/order/2"))
+	if !errors.Is(err, context.DeadlineExceeded) || o.Status != StatusProcessing || time.Since(start) > 2*time.Second {
+		t.Errorf("WaitOrder past the deadline = %q, %v after %s, want DeadlineExceeded soon with the last state", o.Status, err, time.Since(start))
+	}
+}
+
+func TestUntrustedInput(t *testing.T) {
+	big := strings.Repeat("x", maxBodySize+10)
+	tests := []struct {
+		name  string
+		setup func(f *fakeCA, c *Client)
+		call  func(f *fakeCA, c *Client, acct Account) error
+		want  error
+	}{
+		{"http directory URL", func(f *fakeCA, c *Client) { c.DirectoryURL = "http://127.0.0.1:1/dir" },
+			func(f *fakeCA, c *Client, acct Account) error { _, err := c.Directory(ctxT(t)); return err }, ErrInsecureURL},
+		{"http URL in directory", func(f *fakeCA, c *Client) { f.dir["newOrder"] = "http://127.0.0.1:1/order" },
+			func(f *fakeCA, c *Client, acct Account) error { _, err := c.Directory(ctxT(t)); return err }, ErrInsecureURL},
+		{"http Location", func(f *fakeCA, c *Client) {
+			f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
+				w.Header().Set("Location", "http://127.0.0.1:1/order/1")
+				writeJSON(w, 201, orderJSON(f, StatusPending))
+			})
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.NewOrder(ctxT(t), acct, Order{Identifiers: []Identifier{DNS("a.example")}})
+			return err
+		}, ErrInsecureURL},
+		{"http authorization URL", nil, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.GetAuthorization(ctxT(t), acct, "http://127.0.0.1:1/authz/1")
+			return err
+		}, ErrInsecureURL},
+		{"malformed JSON", func(f *fakeCA, c *Client) {
+			f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { w.Write([]byte(`{"status": [`)) })
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+			return err
+		}, ErrMalformedResponse},
+		{"wrong JSON types", func(f *fakeCA, c *Client) {
+			f.handle("/authz/1", func(w http.ResponseWriter, req fakeRequest) { w.Write([]byte(`{"challenges": {"a": 1}}`)) })
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.GetAuthorization(ctxT(t), acct, f.url("/authz/1"))
+			return err
+		}, ErrMalformedResponse},
+		{"oversized body", func(f *fakeCA, c *Client) {
+			f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { w.Write([]byte(big)) })
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+			return err
+		}, ErrResponseTooLarge},
+		{"not a certificate chain", func(f *fakeCA, c *Client) {
+			f.handle("/cert/1", func(w http.ResponseWriter, req fakeRequest) { w.Write([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")) })
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.FetchCertificate(ctxT(t), acct, f.url("/cert/1"))
+			return err
+		}, ErrMalformedResponse},
+		{"bad challenge token", nil, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.AcceptChallenge(ctxT(t), acct, Challenge{Type: ChallengeHTTP01, URL: f.url("/chall/1"), Token: "../../etc/passwd/aaaaaaaaaaaaaaaaaaaaa"})
+			if n := len(f.posts("/chall/1")); n != 0 {
+				t.Errorf("challenge with a bad token was sent (%d requests)", n)
+			}
+			return err
+		}, ErrInvalidToken},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCA(t)
+			acct := f.account()
+			c := f.client()
+			if tt.setup != nil {
+				tt.setup(f, c)
+			}
+			if err := tt.call(f, c, acct); !errors.Is(err, tt.want) {
+				t.Errorf("err = %v, want %v", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestAllowInsecureHTTP(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]string{"newNonce": "http://" + r.Host + "/n", "newAccount": "http://" + r.Host + "/a", "newOrder": "http://" + r.Host + "/o"})
+	}))
+	defer srv.Close()
+	c := &Client{DirectoryURL: srv.URL, AllowInsecureHTTP: true}
+	if _, err := c.Directory(ctxT(t)); err != nil {
+		t.Errorf("Directory over http with AllowInsecureHTTP: %v", err)
+	}
+}
+
+func TestDirectoryFetchedOnce(t *testing.T) {
+	var n int
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		n++
+		writeJSON(w, 200, map[string]any{"newNonce": "https://x.example/n", "newAccount": "https://x.example/a", "newOrder": "https://x.example/o",
+			"meta": map[string]any{"termsOfService": "https://x.example/tos", "website": "https://x.example", "caaIdentities": []string{"x.example"},
+				"externalAccountRequired": true, "profiles": map[string]string{"classic": "90 days"}}})
+	}))
+	defer srv.Close()
+	c := &Client{DirectoryURL: srv.URL, HTTPClient: srv.Client()}
+	if n != 0 {
+		t.Fatal("Client made a request before use")
+	}
+	for range 3 {
+		d, err := c.Directory(ctxT(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := Meta{TermsOfService: "https://x.example/tos", Website: "https://x.example", CAAIdentities: []string{"x.example"},
+			ExternalAccountRequired: true, Profiles: map[string]string{"classic": "90 days"}}
+		if d.Meta.TermsOfService != want.TermsOfService || d.Meta.Profiles["classic"] != "90 days" || !d.Meta.ExternalAccountRequired || d.Meta.CAAIdentities[0] != "x.example" {
+			t.Errorf("Meta = %+v, want %+v", d.Meta, want)
+		}
+	}
+	if n != 1 {
+		t.Errorf("directory fetched %d times, want 1", n)
+	}
+}
+
+func TestNewAuthorization(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	c := f.client()
+	if _, err := c.NewAuthorization(ctxT(t), acct, DNS("pre.example")); !errors.Is(err, ErrNotSupported) {
+		t.Fatalf("NewAuthorization without newAuthz = %v, want ErrNotSupported", err)
+	}
+
+	f = newFakeCA(t)
+	acct = f.account()
+	f.dir["newAuthz"] = f.url("/new-authz")
+	f.handle("/new-authz", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Location", f.url("/authz/9"))
+		writeJSON(w, 201, map[string]any{"status": "pending", "identifier": DNS("pre.example"),
+			"challenges": []map[string]string{{"type": "dns-01", "url": f.url("/chall/9"), "status": "pending", "token": "DGyRejmCefe7v4NfDGDKfA"}}})
+	})
+	a, err := f.client().NewAuthorization(ctxT(t), acct, DNS("pre.example"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if a.URL != f.url("/authz/9") || a.Identifier != DNS("pre.example") || len(a.Challenges) != 1 {
+		t.Errorf("NewAuthorization = %+v", a)
+	}
+	reqs := f.posts("/new-authz")
+	if len(reqs) != 1 || string(reqs[0].Payload) != `{"identifier":{"type":"dns","value":"pre.example"}}` || reqs[0].Header.KeyID != acct.URL {
+		t.Errorf("newAuthz request = %+v", reqs)
+	}
+}
+
+func TestDeactivateAuthorization(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/authz/1", func(w http.ResponseWriter, req fakeRequest) {
+		writeJSON(w, 200, map[string]any{"status": "deactivated", "identifier": DNS("a.example"), "challenges": []any{}})
+	})
+	a, err := f.client().DeactivateAuthorization(ctxT(t), acct, f.url("/authz/1"))
+	if err != nil || a.Status != StatusDeactivated {
+		t.Fatalf("DeactivateAuthorization = %+v, %v", a, err)
+	}
+	if got := string(f.posts("/authz/1")[0].Payload); got != `{"status":"deactivated"}` {
+		t.Errorf("payload = %s", got)
+	}
+}
+
+func TestParseRetryAfter(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	tests := []struct {
+		in      string
+		want    time.Duration
+		wantErr bool
+	}{
+		{"", 0, false},
+		{"0", 0, false},
+		{"120", 2 * time.Minute, false},
+		{" 7 ", 7 * time.Second, false},
+		{"Fri, 02 Jan 2026 03:05:05 GMT", time.Minute, false},
+		{"Friday, 02-Jan-26 03:04:15 GMT", 10 * time.Second, false}, // RFC 850
+		{"Fri Jan  2 03:04:35 2026", 30 * time.Second, false},       // asctime
+		{"Thu, 01 Jan 2026 00:00:00 GMT", 0, false},                 // past
+		{"-5", 0, true},
+		{"1.5", 0, true},
+		{"soon", 0, true},
+		{"99999999999999999999", 0, true},
+	}
+	for _, tt := range tests {
+		got, err := ParseRetryAfter(tt.in, now)
+		if got != tt.want || (err != nil) != tt.wantErr {
+			t.Errorf("ParseRetryAfter(%q) = %v, %v, want %v, error %v", tt.in, got, err, tt.want, tt.wantErr)
+		}
+	}
+}
+
+func TestParseLinks(t *testing.T) {
+	got := parseLinks("https://ca.example/cert/1", []string{
+		`<https://ca.example/cert/1/alt/1>;rel="alternate", </cert/1/alt/2>; rel=alternate`,
+		`<https://ca.example/dir>;rel="index"`,
+		`garbage, <https://x.example/a,b>; rel="up"`,
+	})
+	want := map[string][]string{
+		"alternate": {"https://ca.example/cert/1/alt/1", "https://ca.example/cert/1/alt/2"},
+		"index":     {"https://ca.example/dir"},
+		"up":        {"https://x.example/a,b"},
+	}
+	if len(got) != len(want) {
+		t.Fatalf("parseLinks = %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if strings.Join(got[k], " ") != strings.Join(v, " ") {
+			t.Errorf("parseLinks[%s] = %v, want %v", k, got[k], v)
+		}
+	}
+}
