@@ -67,6 +67,13 @@ type Waiter interface {
 	Wait(ctx context.Context, req *WaitRequest) (*WaitResponse, error)
 }
 
+// Closer is implemented by a Solver that holds resources (listening
+// sockets, connections) to release when acmehook stops the plugin. Serve
+// calls Close once, after the last call has been answered.
+type Closer interface {
+	Close() error
+}
+
 // InfoRequest asks a plugin to describe itself.
 type InfoRequest struct{}
 

@@ -37,9 +37,9 @@ var logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
 // key authorizations or private keys above Debug.
 func Logger() *slog.Logger { return logger }
 
-// Serve runs a solver plugin until acmehook stops it. It is the whole of a
-// plugin's main. Run by hand rather than by acmehook, it says so on stderr
-// and exits with status 1.
+// Serve runs a solver plugin until acmehook stops it, then calls the
+// solver's Close if it is a Closer. It is the whole of a plugin's main. Run by
+// hand rather than by acmehook, it says so on stderr and exits with status 1.
 func Serve(s Solver) {
 	if os.Getenv(handshake.MagicCookieKey) != handshake.MagicCookieValue {
 		name := "this program"
@@ -60,4 +60,9 @@ func Serve(s Solver) {
 			JSONFormat: true,
 		}),
 	})
+	if c, ok := s.(Closer); ok {
+		if err := c.Close(); err != nil {
+			logger.Error("closing solver", "error", err)
+		}
+	}
 }

@@ -1,0 +1,192 @@
+// Package standalone solves http-01 (RFC 8555 §8.3) and tls-alpn-01
+// (RFC 8737) challenges by running acme/standalone's servers inside the
+// plugin process. The servers start when the plugin is configured, serve
+// every challenge presented until it is cleaned up, and stop with the
+// process.
+//
+// Configuration:
+//
+//	http_listen = [":80"]    # http-01 addresses; [] turns http-01 off
+//	tls_listen  = [":443"]   # tls-alpn-01 addresses; [] turns tls-alpn-01 off
+//
+// An address with an empty host (":80") is one dual-stack socket.
+package standalone
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+	acmestandalone "github.com/acmehook/acmehook/acme/standalone"
+	"github.com/acmehook/acmehook/plugin/sdk"
+)
+
+// Version is the plugin's version.
+const Version = "1.0.0"
+
+// shutdownTimeout bounds stopping the servers.
+const shutdownTimeout = 5 * time.Second
+
+// Config is the plugin's configuration table. A nil list means the
+// default address, an empty one turns the challenge type off.
+type Config struct {
+	HTTPListen *[]string `json:"http_listen"`
+	TLSListen  *[]string `json:"tls_listen"`
+}
+
+// Solver is the standalone solver. Its methods are safe for concurrent use.
+type Solver struct {
+	// Logger receives progress records; nil discards.
+	Logger *slog.Logger
+
+	mu   sync.Mutex
+	http *acmestandalone.HTTP01Server
+	tls  *acmestandalone.TLSALPN01Server
+}
+
+// New returns a Solver that logs to the plugin's log.
+func New() *Solver { return &Solver{Logger: sdk.Logger()} }
+
+func (s *Solver) log() *slog.Logger {
+	if s.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return s.Logger
+}
+
+// Info describes the plugin.
+func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, error) {
+	return &sdk.InfoResponse{
+		Name:            "standalone",
+		Version:         Version,
+		ChallengeTypes:  []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01},
+		IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
+	}, nil
+}
+
+// Configure starts the servers on the configured addresses, replacing any
+// started by an earlier Configure.
+func (s *Solver) Configure(ctx context.Context, req *sdk.ConfigureRequest) (*sdk.ConfigureResponse, error) {
+	var cfg Config
+	if err := sdk.DecodeConfig(req.Config, &cfg); err != nil {
+		return nil, err
+	}
+	httpAddrs, tlsAddrs := []string{":80"}, []string{":443"}
+	if cfg.HTTPListen != nil {
+		httpAddrs = *cfg.HTTPListen
+	}
+	if cfg.TLSListen != nil {
+		tlsAddrs = *cfg.TLSListen
+	}
+	if len(httpAddrs) == 0 && len(tlsAddrs) == 0 {
+		return nil, errors.New("http_listen and tls_listen are both empty: nothing to serve")
+	}
+	if err := s.Close(); err != nil {
+		return nil, err
+	}
+	var h *acmestandalone.HTTP01Server
+	var t *acmestandalone.TLSALPN01Server
+	if len(httpAddrs) > 0 {
+		h = &acmestandalone.HTTP01Server{ListenAddrs: httpAddrs, Logger: s.Logger}
+		if err := h.Start(ctx); err != nil {
+			return nil, fmt.Errorf("starting http-01 server: %w", err)
+		}
+		s.log().Info("serving http-01", "addrs", fmt.Sprint(h.Addrs()))
+	}
+	if len(tlsAddrs) > 0 {
+		t = &acmestandalone.TLSALPN01Server{ListenAddrs: tlsAddrs, Logger: s.Logger}
+		if err := t.Start(ctx); err != nil {
+			if h != nil {
+				sctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
+				defer cancel()
+				h.Shutdown(sctx)
+			}
+			return nil, fmt.Errorf("starting tls-alpn-01 server: %w", err)
+		}
+		s.log().Info("serving tls-alpn-01", "addrs", fmt.Sprint(t.Addrs()))
+	}
+	s.mu.Lock()
+	s.http, s.tls = h, t
+	s.mu.Unlock()
+	return &sdk.ConfigureResponse{}, nil
+}
+
+// Present serves the challenge.
+func (s *Solver) Present(_ context.Context, req *sdk.PresentRequest) (*sdk.PresentResponse, error) {
+	c := req.Challenge
+	s.mu.Lock()
+	h, t := s.http, s.tls
+	s.mu.Unlock()
+	id := acme.Identifier{Type: c.Identifier.Type, Value: c.Identifier.Value}
+	switch c.Type {
+	case acme.ChallengeHTTP01:
+		if h == nil {
+			return nil, errors.New("http-01 is off (http_listen is empty or the plugin is not configured)")
+		}
+		if err := h.Add(c.Token, c.KeyAuthorization); err != nil {
+			return nil, err
+		}
+	case acme.ChallengeTLSALPN01:
+		if t == nil {
+			return nil, errors.New("tls-alpn-01 is off (tls_listen is empty or the plugin is not configured)")
+		}
+		if len(c.TLSALPN01CertPEM) == 0 {
+			if err := t.Add(id, c.KeyAuthorization); err != nil {
+				return nil, err
+			}
+			break
+		}
+		cert, err := tls.X509KeyPair(c.TLSALPN01CertPEM, c.TLSALPN01KeyPEM)
+		if err != nil {
+			return nil, fmt.Errorf("loading tls-alpn-01 certificate: %w", err)
+		}
+		if err := t.AddCertificate(id, cert); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("challenge type %q not supported: standalone solves http-01 and tls-alpn-01", c.Type)
+	}
+	s.log().Info("serving challenge", "type", c.Type, "identifier", c.Identifier.Value)
+	return &sdk.PresentResponse{}, nil
+}
+
+// CleanUp stops serving the challenge.
+func (s *Solver) CleanUp(_ context.Context, req *sdk.CleanUpRequest) (*sdk.CleanUpResponse, error) {
+	c := req.Challenge
+	s.mu.Lock()
+	h, t := s.http, s.tls
+	s.mu.Unlock()
+	switch {
+	case c.Type == acme.ChallengeHTTP01 && h != nil:
+		h.Remove(c.Token)
+	case c.Type == acme.ChallengeTLSALPN01 && t != nil:
+		t.Remove(acme.Identifier{Type: c.Identifier.Type, Value: c.Identifier.Value})
+	}
+	return &sdk.CleanUpResponse{}, nil
+}
+
+// Close stops the servers and frees their addresses.
+func (s *Solver) Close() error {
+	s.mu.Lock()
+	h, t := s.http, s.tls
+	s.http, s.tls = nil, nil
+	s.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	var errs []error
+	if h != nil {
+		errs = append(errs, h.Shutdown(ctx))
+	}
+	if t != nil {
+		errs = append(errs, t.Shutdown(ctx))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("stopping servers: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,39 @@
+package standalone
+
+import (
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/acmehook/acmehook/plugin/sdk"
+)
+
+func TestConfigureAndTypes(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		cfg  map[string]any
+		want string
+	}{
+		{map[string]any{"http_listen": []any{}, "tls_listen": []any{}}, "nothing to serve"},
+		{map[string]any{"http_listn": []any{":80"}}, `unknown field "http_listn"`},
+		{map[string]any{"http_listen": ":80"}, "cannot unmarshal string"},
+	} {
+		s := &Solver{}
+		if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: tt.cfg}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("Configure(%v) = %v, want %q", tt.cfg, err, tt.want)
+		}
+	}
+
+	s := &Solver{}
+	if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: map[string]any{"http_listen": []any{"127.0.0.1:0"}, "tls_listen": []any{}}}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	c := sdk.Challenge{Identifier: sdk.Identifier{Type: "dns", Value: "example.com"}, Token: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"}
+	for typ, want := range map[string]string{"tls-alpn-01": "tls-alpn-01 is off", "dns-01": `challenge type "dns-01" not supported`} {
+		c.Type = typ
+		if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c}); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Present(%s) = %v, want %q", typ, err, want)
+		}
+	}
+}
