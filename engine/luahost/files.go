@@ -180,23 +180,28 @@ func (m *module) fileCopy(L *lua.LState) int {
 	return 1
 }
 
-// files.mkdir(path, [opts]) -> true | nil, err. Creates parents as needed;
-// mode (default "0755") and owner apply to path itself.
+// files.mkdir(path, [opts]) -> true | nil, err. Creates parents as needed.
+// A directory it creates gets mode (default "0755"); an existing one is
+// only changed when opts set mode, owner or group.
 func (m *module) fileMkdir(L *lua.LState) int {
 	m.ctx(L)
 	path := L.CheckString(1)
 	o := fileOptsArg(L, 2)
-	if !o.hasMode {
-		o.mode = 0o755
-	}
 	if err := o.chownCheck(); err != nil {
 		return fail(L, fmt.Errorf("creating directory %s: %w", path, err))
+	}
+	_, statErr := os.Stat(path)
+	created := errors.Is(statErr, fs.ErrNotExist)
+	if !o.hasMode {
+		o.mode = 0o755
 	}
 	if err := os.MkdirAll(path, o.mode); err != nil {
 		return fail(L, fmt.Errorf("creating directory: %w", err))
 	}
-	if err := os.Chmod(path, o.mode); err != nil {
-		return fail(L, fmt.Errorf("creating directory: %w", err))
+	if created || o.hasMode {
+		if err := os.Chmod(path, o.mode); err != nil {
+			return fail(L, fmt.Errorf("creating directory: %w", err))
+		}
 	}
 	if o.uid >= 0 || o.gid >= 0 {
 		if err := os.Chown(path, o.uid, o.gid); err != nil {

@@ -189,6 +189,7 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 				Line:    fn.Proto.LineDefined,
 				Event:   ev.Name,
 				Message: "handler returned error: " + handlerMessage(msg),
+				Err:     ctx.Err(),
 			}
 		}
 	}
@@ -312,7 +313,7 @@ func (m *module) openSandbox(L *lua.LState) {
 	str.RawSetString("rep", L.NewFunction(func(L *lua.LState) int {
 		s := L.CheckString(1)
 		n := L.CheckInt(2)
-		if n > 0 && len(s)*n > maxStringRep {
+		if n > 0 && len(s) > 0 && n > maxStringRep/len(s) {
 			L.RaiseError("string.rep: result larger than %d bytes", maxStringRep)
 		}
 		L.Push(rep)

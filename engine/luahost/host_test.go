@@ -50,6 +50,7 @@ func TestSandboxUnavailable(t *testing.T) {
 		{"package", `package.loadlib("x", "y")`, "attempt to index a non-table object(nil) with key 'loadlib'"},
 		{"coroutine", `coroutine.create(print)`, "attempt to index a non-table object(nil) with key 'create'"},
 		{"string.rep bomb", `string.rep("x", 1e9)`, "result larger than"},
+		{"string.rep overflow", `string.rep("xx", 2^62)`, "result larger than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

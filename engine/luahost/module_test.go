@@ -31,6 +31,8 @@ local acmehook = require("acmehook")
 local f = acmehook.files
 local dir = ` + luaQuote(dir) + `
 assert(f.mkdir(dir .. "/tls/sub", {mode = "0750"}))
+assert(f.mkdir(dir .. "/tls/sub"))
+assert(f.mkdir(dir .. "/tls/sub2"))
 assert(f.write(dir .. "/tls/a.pem", "hello\n", {mode = "0640"}))
 assert(f.read(dir .. "/tls/a.pem") == "hello\n")
 assert(f.write(dir .. "/tls/a.pem", "replaced\n"))
@@ -56,7 +58,8 @@ assert(v == nil and err:find("no such file"), err)
 		mode    os.FileMode
 		content string
 	}{
-		{"tls/sub", os.ModeDir | 0o750, ""},
+		{"tls/sub", os.ModeDir | 0o750, ""}, // an existing directory keeps its mode
+		{"tls/sub2", os.ModeDir | 0o755, ""},
 		{"tls/a.pem", 0o600, "replaced\n"}, // write defaults to 0600
 		{"tls/b.pem", 0o600, "replaced\n"}, // copy keeps the source's mode
 		{"tls/c.pem", 0o644, "replaced\n"},
@@ -78,7 +81,7 @@ assert(v == nil and err:find("no such file"), err)
 	}
 	entries, _ := os.ReadDir(filepath.Join(dir, "tls"))
 	for _, e := range entries {
-		if strings.Contains(e.Name(), ".tmp-") || e.Name() == "gone" {
+		if strings.Contains(e.Name(), ".tmp-") || e.Name() == "gone" || e.Name() == "d.pem" {
 			t.Errorf("left behind %s", e.Name())
 		}
 	}
