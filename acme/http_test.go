@@ -210,7 +210,9 @@ func TestUntrustedInput(t *testing.T) {
 			return err
 		}, ErrResponseTooLarge},
 		{"not a certificate chain", func(f *fakeCA, c *Client) {
-			f.handle("/cert/1", func(w http.ResponseWriter, req fakeRequest) { w.Write([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n")) })
+			f.handle("/cert/1", func(w http.ResponseWriter, req fakeRequest) {
+				w.Write([]byte("-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n"))
+			})
 		}, func(f *fakeCA, c *Client, acct Account) error {
 			_, err := c.FetchCertificate(ctxT(t), acct, f.url("/cert/1"))
 			return err
