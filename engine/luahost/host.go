@@ -133,7 +133,10 @@ func (e *ScriptError) Unwrap() error { return e.Err }
 // interpreter, runs its top level (which registers handlers with
 // acmehook.on) and calls every handler registered for ev.Name in order,
 // stopping at the first failure. A script without a handler for ev.Name
-// returns nil. Any failure is a *ScriptError.
+// returns nil. Any failure is a *ScriptError: for ChallengeProvision it is
+// the script's veto; for the post-events the engine records it and retries
+// the deploy later. A run stopped by its deadline unwraps to
+// context.DeadlineExceeded.
 func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 	if !ev.Name.Valid() {
 		return fmt.Errorf("luahost: dispatching %s: unknown event %q", script, ev.Name)
