@@ -71,9 +71,10 @@ const timeLayout = "2006-01-02 15:04"
 // fmtTime is t in UTC to the minute.
 func fmtTime(t time.Time) string { return t.UTC().Format(timeLayout) + " UTC" }
 
-// fmtDur is d rounded to the minute as days, hours and minutes ("3d4h5m").
+// fmtDur is d truncated to the minute (as fmtTime truncates times) in days,
+// hours and minutes ("3d4h5m").
 func fmtDur(d time.Duration) string {
-	d = d.Round(time.Minute)
+	d = d.Truncate(time.Minute)
 	if d < time.Minute && d > -time.Minute {
 		return "under a minute"
 	}

@@ -88,6 +88,11 @@ type Certificate struct {
 
 // Decide says whether the lineage is due for renewal at now, when it will
 // be otherwise, why, and when to look again. It does not change st.
+//
+// When the decision asks to fetch renewal information (FetchARI), the
+// engine records the outcome with [State.RecordARI] or
+// [State.RecordARIError] and decides again; either moves ARINextFetch
+// forward, so a daemon never spins on a failing fetch.
 func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 	d := Decision{now: now}
 
@@ -128,7 +133,7 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 	if !d.Due {
 		d.NextCheck = at
 	}
-	if c.ARI {
+	if c.ARI && !c.NotAfter.IsZero() {
 		if next := st.ARINextFetch; next.After(now) {
 			d.NextCheck = minTime(d.NextCheck, next)
 		} else {
@@ -157,6 +162,12 @@ func (p Policy) schedule(st State, c Certificate, now time.Time, d *Decision) (t
 
 	if ari, ok := ariRule(st, c, d); ok {
 		at, reason = ari, fmt.Sprintf("ARI window %s, chosen time %s", st.ARIWindow, fmtTime(ari))
+	}
+	if st.ARIError != "" {
+		d.fact("ARI error", st.ARIError)
+	}
+	if c.ARI && !st.ARINextFetch.IsZero() {
+		d.fact("ARI next fetch", fmtTime(st.ARINextFetch))
 	}
 	if !now.Before(c.NotAfter) {
 		at, reason = minTime(at, now), "certificate expired at "+fmtTime(c.NotAfter)
@@ -196,17 +207,9 @@ func (p Policy) lifetimeRule(c Certificate, life time.Duration) (time.Time, stri
 	return at, reason
 }
 
-// ariRule is the chosen time of a usable ARI window in st, noting what it
-// knows about ARI in d.
+// ariRule is the chosen time of a usable ARI window in st, noting the
+// window in d.
 func ariRule(st State, c Certificate, d *Decision) (time.Time, bool) {
-	defer func() {
-		if st.ARIError != "" {
-			d.fact("ARI error", st.ARIError)
-		}
-		if c.ARI && !st.ARINextFetch.IsZero() {
-			d.fact("ARI next fetch", fmtTime(st.ARINextFetch))
-		}
-	}()
 	if st.ARIWindow.check() != nil {
 		if c.ARI {
 			d.fact("ARI", "no usable window yet; the lifetime rule applies")

@@ -145,6 +145,10 @@ func TestDecide(t *testing.T) {
 			wantDue: true, wantAt: nb, wantNext: nb, reason: "no certificate issued yet",
 		},
 		{
+			name: "no certificate yet, ARI offered: nothing to fetch", cert: Certificate{ARI: true}, now: nb,
+			wantDue: true, wantAt: nb, wantNext: nb, reason: "no certificate issued yet",
+		},
+		{
 			name: "malformed validity", cert: Certificate{NotBefore: nb, NotAfter: nb.Add(-time.Hour)}, now: nb,
 			wantDue: true, wantAt: nb, wantNext: nb, reason: "certificate validity is malformed",
 		},
