@@ -191,12 +191,21 @@ func Load(path string) (*Config, error) {
 	cfg.complete(base)
 	errs = append(errs, cfg.resolveSecrets()...)
 	if err := cfg.Validate(); err != nil {
-		errs = append(errs, err)
+		errs = append(errs, unjoin(err)...)
 	}
+	sortByLine(errs)
 	if len(errs) > 0 {
 		return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
 	}
 	return cfg, nil
+}
+
+// unjoin returns the errors joined in err, or err alone.
+func unjoin(err error) []error {
+	if j, ok := err.(interface{ Unwrap() []error }); ok {
+		return j.Unwrap()
+	}
+	return []error{err}
 }
 
 // undecodedKey is an unknown key and its occurrence number.

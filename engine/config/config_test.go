@@ -2,11 +2,18 @@ package config
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -376,4 +383,96 @@ func TestDocumentedKeys(t *testing.T) {
 		}
 	}
 	walk(reflect.TypeFor[Config]())
+}
+
+func TestCheckFiles(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, data string, mode os.FileMode) {
+		t.Helper()
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, name)), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(data), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("good.pem", selfSigned(t), 0o644)
+	write("empty.pem", "no certificate here\n", 0o644)
+	write("bin/ok", "#!/bin/sh\n", 0o755)
+	write("bin/noexec", "#!/bin/sh\n", 0o644)
+	write("deploy.lua", "-- ok\n", 0o644)
+	tests := []struct {
+		name, bundle, plugin, script, output string
+		want                                 []string
+	}{
+		{"all present", "good.pem", "bin/ok", "deploy.lua", "out/../deploy.lua", nil},
+		{"all wrong", "empty.pem", "bin/noexec", "missing.lua", "nodir/cert.pem", []string{
+			":3: ca.ca_bundle: empty.pem holds no PEM certificate",
+			":5: plugins.p.path: bin/noexec is not an executable file",
+			":10: certificate[0].scripts[0]: missing.lua: no such file or directory",
+			":11: certificate[0].output.cert: directory nodir does not exist",
+		}},
+		{"missing files", "missing.pem", "bin/missing", "bin", "deploy.lua", []string{
+			":3: ca.ca_bundle: missing.pem: no such file or directory",
+			":5: plugins.p.path: bin/missing: no such file or directory",
+			":10: certificate[0].scripts[0]: bin is not a regular file",
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := filepath.Join(dir, "acmehook.toml")
+			body := fmt.Sprintf(`[ca]
+directory = "letsencrypt"
+ca_bundle = %q
+[plugins.p]
+path = %q
+[[certificate]]
+name = "c"
+domains = ["example.com"]
+solver = "p"
+scripts = [%q]
+output.cert = %q
+`, tt.bundle, tt.plugin, tt.script, tt.output)
+			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := Load(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cfg.CheckFiles()
+			var got []string
+			if err != nil {
+				for _, l := range strings.Split(err.Error(), "\n") {
+					got = append(got, strings.TrimPrefix(l, p))
+				}
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("CheckFiles (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// selfSigned returns a freshly generated self-signed CA certificate as PEM.
+func selfSigned(t *testing.T) string {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(1),
+		Subject:               pkix.Name{CommonName: "acmehook test root"},
+		NotBefore:             time.Now().Add(-time.Hour),
+		NotAfter:              time.Now().Add(time.Hour),
+		IsCA:                  true,
+		BasicConstraintsValid: true,
+		KeyUsage:              x509.KeyUsageCertSign,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }

@@ -1,7 +1,11 @@
 package config
 
 import (
+	"cmp"
+	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -18,17 +22,32 @@ type Error struct {
 // Error formats the problem as "file:line: key: message".
 func (e *Error) Error() string {
 	var b strings.Builder
-	b.WriteString(e.File)
-	if e.Line > 0 {
-		fmt.Fprintf(&b, ":%d", e.Line)
+	if e.File != "" {
+		b.WriteString(e.File)
+		if e.Line > 0 {
+			fmt.Fprintf(&b, ":%d", e.Line)
+		}
+		b.WriteString(": ")
 	}
-	b.WriteString(": ")
 	if e.Key != "" {
 		b.WriteString(e.Key)
 		b.WriteString(": ")
 	}
 	b.WriteString(e.Message)
 	return b.String()
+}
+
+// sortByLine orders problems by line, keeping the order of problems on
+// the same line and putting those without a line last.
+func sortByLine(errs []error) {
+	line := func(err error) int {
+		var e *Error
+		if errors.As(err, &e) && e.Line > 0 {
+			return e.Line
+		}
+		return math.MaxInt
+	}
+	slices.SortStableFunc(errs, func(a, b error) int { return cmp.Compare(line(a), line(b)) })
 }
 
 // keyPos is where one key (or table header) appears in the file.

@@ -28,7 +28,8 @@ func ValidName(name string) bool { return nameRE.MatchString(name) }
 // Validate checks everything that can be checked without launching a
 // plugin or touching the network. It returns every problem joined with
 // errors.Join, each an *Error naming the key and, for a loaded file, its
-// line. Load calls it; call it again after changing a Config by hand.
+// line, in file order. It also fills Certificate.Identifiers from Domains.
+// Load calls it; call it again after changing a Config by hand.
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(path, format string, args ...any) {
@@ -109,6 +110,7 @@ func (c *Config) Validate() error {
 	for i, cert := range c.Certificates {
 		errs = append(errs, c.validateCertificate(i, cert, seen)...)
 	}
+	sortByLine(errs)
 	return errors.Join(errs...)
 }
 
@@ -354,6 +356,7 @@ func (c *Config) CheckSolverCapabilities(caps map[string]Capabilities) error {
 			errs = append(errs, c.errorf(path, "%s", msg))
 		}
 	}
+	sortByLine(errs)
 	return errors.Join(errs...)
 }
 
