@@ -92,10 +92,27 @@ func silentListener(t *testing.T) int {
 	return portOf(t, ln.Addr().String())
 }
 
-// TestVerifier runs every self-check against real local servers, with one
-// Pebble DNS server for names (it answers 127.0.0.1 for every name).
+// setTXT serves a TXT record in the DNS of every Pebble of this process
+// (see dnsServers) until the test ends.
+func setTXT(t *testing.T, name, value string) {
+	dnsMu.Lock()
+	defer dnsMu.Unlock()
+	for _, d := range dnsServers {
+		d.AddDNSTXTRecord(name, value)
+	}
+	t.Cleanup(func() {
+		dnsMu.Lock()
+		defer dnsMu.Unlock()
+		for _, d := range dnsServers {
+			d.DeleteDNSTXTRecord(name)
+		}
+	})
+}
+
+// TestVerifier runs every self-check against real local servers, with the
+// package's Pebble DNS server for names (it answers 127.0.0.1 for every
+// name).
 func TestVerifier(t *testing.T) {
-	pebble := testpebble.Start(t, testpebble.Options{})
 	t.Run("HTTP01", func(t *testing.T) { testVerifyHTTP01(t, pebble) })
 	t.Run("HTTP01Standalone", func(t *testing.T) { testVerifyHTTP01Standalone(t, pebble) })
 	t.Run("DNS01", func(t *testing.T) { testVerifyDNS01(t, pebble) })
@@ -259,10 +276,10 @@ func silentResolver(t *testing.T) string {
 
 func testVerifyDNS01(t *testing.T, pebble *testpebble.Server) {
 	const ka = "tok.thumb"
-	pebble.DNS.AddDNSTXTRecord("_acme-challenge.ok.example.", acme.DNS01TXTRecord(ka))
-	pebble.DNS.AddDNSTXTRecord("_acme-challenge.wrong.example.", acme.DNS01TXTRecord("other"))
-	pebble.DNS.AddDNSTXTRecord("_acme-challenge.several.example.", acme.DNS01TXTRecord("other"))
-	pebble.DNS.AddDNSTXTRecord("_acme-challenge.several.example.", acme.DNS01TXTRecord(ka))
+	setTXT(t, "_acme-challenge.ok.example.", acme.DNS01TXTRecord(ka))
+	setTXT(t, "_acme-challenge.wrong.example.", acme.DNS01TXTRecord("other"))
+	setTXT(t, "_acme-challenge.several.example.", acme.DNS01TXTRecord("other"))
+	setTXT(t, "_acme-challenge.several.example.", acme.DNS01TXTRecord(ka))
 	dnsAddr := pebble.DNSAddr
 
 	tests := []struct {
