@@ -59,13 +59,14 @@ type Options struct {
 	// Logger receives debug logs of writes; nil discards.
 	Logger *slog.Logger
 	// Now returns the current time; nil means time.Now. Used for version
-	// IDs and the lock record.
+	// IDs and the lock record; it must be safe for concurrent use.
 	Now func() time.Time
 }
 
 // FileStore is the Store kept in files under one directory. It holds an
 // exclusive lock on the directory from Open until Close. It is safe for
-// concurrent use by the goroutines of one process.
+// concurrent use by the goroutines of one process: operations on one
+// account or certificate are serialised, different ones run in parallel.
 type FileStore struct {
 	dir  string
 	keep int
@@ -73,8 +74,12 @@ type FileStore struct {
 	now  func() time.Time
 	ops  fileOps
 
-	mu   sync.Mutex // serialises writes
-	lock *os.File   // nil once closed
+	// mu is held shared by every operation and exclusively by Close;
+	// keys serialises operations on the same account or certificate, so
+	// different certificates are written in parallel.
+	mu   sync.RWMutex
+	lock *os.File // nil once closed
+	keys sync.Map // string -> *sync.Mutex
 }
 
 var _ Store = (*FileStore)(nil)
@@ -130,17 +135,24 @@ func (s *FileStore) Close() error {
 	return err
 }
 
-// begin checks ctx and that the store is open, and takes the write mutex.
-func (s *FileStore) begin(ctx context.Context) (func(), error) {
+// begin checks ctx and that the store is open, and serialises with other
+// operations on key ("" for none). The returned func ends the operation.
+func (s *FileStore) begin(ctx context.Context, key string) (func(), error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
+	s.mu.RLock()
 	if s.lock == nil {
-		s.mu.Unlock()
+		s.mu.RUnlock()
 		return nil, ErrClosed
 	}
-	return s.mu.Unlock, nil
+	if key == "" {
+		return s.mu.RUnlock, nil
+	}
+	m, _ := s.keys.LoadOrStore(key, &sync.Mutex{})
+	mu := m.(*sync.Mutex)
+	mu.Lock()
+	return func() { mu.Unlock(); s.mu.RUnlock() }, nil
 }
 
 // ensureDir creates dir and its parents with mode 0700 and makes sure dir
@@ -204,7 +216,7 @@ type accountRecord struct {
 
 // LoadAccount implements Store.
 func (s *FileStore) LoadAccount(ctx context.Context, directory string) (*Account, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "account "+directory)
 	if err != nil {
 		return nil, err
 	}
@@ -225,7 +237,7 @@ func (s *FileStore) LoadAccount(ctx context.Context, directory string) (*Account
 
 // CreateAccountKey implements Store.
 func (s *FileStore) CreateAccountKey(ctx context.Context, directory string, keyPEM []byte) error {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -250,7 +262,7 @@ func (s *FileStore) CreateAccountKey(ctx context.Context, directory string, keyP
 
 // SaveAccountInfo implements Store.
 func (s *FileStore) SaveAccountInfo(ctx context.Context, directory string, info AccountInfo) error {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -276,7 +288,7 @@ func (s *FileStore) writeAccountRecord(dir string, rec accountRecord) error {
 // RolloverAccountKey implements Store. The previous key is kept as
 // key-<time>.pem.old beside the new one.
 func (s *FileStore) RolloverAccountKey(ctx context.Context, directory string, keyPEM []byte) error {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -310,7 +322,7 @@ func (s *FileStore) certDir(name string) (string, error) {
 
 // Names implements Store.
 func (s *FileStore) Names(ctx context.Context) ([]string, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "")
 	if err != nil {
 		return nil, err
 	}
@@ -349,7 +361,7 @@ func currentID(certDir string) (string, error) {
 
 // LoadCertificate implements Store.
 func (s *FileStore) LoadCertificate(ctx context.Context, name string) (*Version, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return nil, err
 	}
@@ -367,7 +379,7 @@ func (s *FileStore) LoadCertificate(ctx context.Context, name string) (*Version,
 
 // LoadVersion implements Store.
 func (s *FileStore) LoadVersion(ctx context.Context, name, id string) (*Version, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return nil, err
 	}
@@ -409,7 +421,7 @@ func (s *FileStore) loadVersion(cdir, name, id string) (*Version, error) {
 
 // Versions implements Store.
 func (s *FileStore) Versions(ctx context.Context, name string) ([]string, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return nil, err
 	}
@@ -446,7 +458,7 @@ func listVersions(cdir string) ([]string, error) {
 // the previous version current and untouched; a crash leaves at most an
 // unused directory, removed by the next Open.
 func (s *FileStore) SaveCertificate(ctx context.Context, name string, v *Version) error {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return err
 	}
@@ -571,7 +583,7 @@ func (s *FileStore) prune(cdir, current string) {
 // MoveKeyAside implements Store. The key goes to aside/<version>.key.pem
 // (0600) and the version is recorded in Meta.KeysMovedAside.
 func (s *FileStore) MoveKeyAside(ctx context.Context, name string) (string, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return "", err
 	}
@@ -614,7 +626,7 @@ func (s *FileStore) MoveKeyAside(ctx context.Context, name string) (string, erro
 
 // LoadMeta implements Store.
 func (s *FileStore) LoadMeta(ctx context.Context, name string) (*Meta, error) {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return nil, err
 	}
@@ -640,7 +652,7 @@ func (s *FileStore) loadMeta(cdir string) (*Meta, error) {
 
 // SaveMeta implements Store. Only the last MaxEvents events are kept.
 func (s *FileStore) SaveMeta(ctx context.Context, name string, m *Meta) error {
-	done, err := s.begin(ctx)
+	done, err := s.begin(ctx, "certificate "+name)
 	if err != nil {
 		return err
 	}

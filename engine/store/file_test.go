@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -35,8 +36,14 @@ func fakeVersion(serial string) *Version {
 
 // clock returns a Now function that advances one second per call.
 func clock() func() time.Time {
+	var mu sync.Mutex
 	t := time.Date(2026, 11, 28, 12, 0, 0, 0, time.UTC)
-	return func() time.Time { t = t.Add(time.Second); return t }
+	return func() time.Time {
+		mu.Lock()
+		defer mu.Unlock()
+		t = t.Add(time.Second)
+		return t
+	}
 }
 
 func openStore(t *testing.T, dir string) *FileStore {
@@ -541,5 +548,41 @@ func TestLockAcrossProcesses(t *testing.T) {
 	}
 	if code, out := runLockHelper(t, dir); code != 0 || !strings.Contains(out, "opened") {
 		t.Errorf("after Close, second process exit = %d, output %q; want success", code, out)
+	}
+}
+
+// TestConcurrentSaves writes many certificates, and several versions of
+// one, from parallel goroutines, as the engine does.
+func TestConcurrentSaves(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	errs := make(chan error, 40)
+	for i := range 20 {
+		go func() {
+			errs <- s.SaveCertificate(ctx, fmt.Sprintf("cert-%02d", i), fakeVersion(fmt.Sprintf("%02x", i)))
+		}()
+		go func() { errs <- s.SaveCertificate(ctx, "shared", fakeVersion(fmt.Sprintf("%02x", 100+i))) }()
+	}
+	for range 40 {
+		if err := <-errs; err != nil {
+			t.Error(err)
+		}
+	}
+	names, err := s.Names(ctx)
+	if err != nil || len(names) != 21 {
+		t.Fatalf("Names() = %d names, %v; want 21", len(names), err)
+	}
+	for _, n := range names {
+		v, err := s.LoadCertificate(ctx, n)
+		if err != nil {
+			t.Errorf("LoadCertificate(%s) = %v", n, err)
+			continue
+		}
+		if want := "key " + v.Info.Serial; !bytes.Contains(v.KeyPEM, []byte(want)) {
+			t.Errorf("LoadCertificate(%s): key %q does not belong to serial %s", n, v.KeyPEM, v.Info.Serial)
+		}
+	}
+	if ids, _ := s.Versions(ctx, "shared"); len(ids) != DefaultKeep {
+		t.Errorf("Versions(shared) = %d, want %d after pruning", len(ids), DefaultKeep)
 	}
 }
