@@ -87,6 +87,16 @@ type CA struct {
 	HTTPTimeout Duration `toml:"http_timeout"`
 }
 
+// Contact returns Email as the contact URIs of an account object
+// (RFC 8555 §7.3: "mailto:" URIs).
+func (ca CA) Contact() []string {
+	out := make([]string, len(ca.Email))
+	for i, e := range ca.Email {
+		out[i] = "mailto:" + e
+	}
+	return out
+}
+
 // Plugin describes a solver plugin binary, keyed by its name in
 // [plugins.NAME].
 type Plugin struct {
@@ -180,9 +190,6 @@ func Load(path string) (*Config, error) {
 	var errs []error
 	for _, k := range undecoded(md.Undecoded()) {
 		errs = append(errs, cfg.unknownKey(k))
-	}
-	if len(errs) > 0 {
-		return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
 	}
 	base, err := filepath.Abs(filepath.Dir(path))
 	if err != nil {

@@ -74,6 +74,9 @@ func TestLoadExample(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if diff := cmp.Diff([]string{"mailto:admin@example.com"}, cfg.CA.Contact()); diff != "" {
+		t.Errorf("CA.Contact() (-want +got):\n%s", diff)
+	}
 	if got, want := cfg.CA.Directory, "https://127.0.0.1:14000/dir"; got != want {
 		t.Errorf("CA.Directory = %q, want %q", got, want)
 	}
