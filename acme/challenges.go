@@ -52,8 +52,8 @@ func JWKThumbprint(pub crypto.PublicKey) (string, error) {
 	var canonical string
 	switch k := pub.(type) {
 	case *rsa.PublicKey:
-		if k == nil || k.N == nil {
-			return "", fmt.Errorf("%w: nil RSA key", ErrUnsupportedKey)
+		if k == nil || k.N == nil || k.N.Sign() <= 0 || k.E <= 0 {
+			return "", fmt.Errorf("%w: invalid RSA key", ErrUnsupportedKey)
 		}
 		e := big.NewInt(int64(k.E)).Bytes()
 		canonical = fmt.Sprintf(`{"e":"%s","kty":"RSA","n":"%s"}`, b64.EncodeToString(e), b64.EncodeToString(k.N.Bytes()))

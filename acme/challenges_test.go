@@ -260,3 +260,14 @@ func TestTLSALPN01ChallengeCert(t *testing.T) {
 		})
 	}
 }
+
+func TestJWKThumbprintInvalidRSA(t *testing.T) {
+	for name, k := range map[string]*rsa.PublicKey{
+		"no modulus": {E: 65537},
+		"zero e":     {N: big.NewInt(12345), E: 0},
+	} {
+		if _, err := JWKThumbprint(k); !errors.Is(err, ErrUnsupportedKey) {
+			t.Errorf("JWKThumbprint(%s) error = %v, want ErrUnsupportedKey", name, err)
+		}
+	}
+}

@@ -212,11 +212,8 @@ func hostOf(id Identifier) (string, error) {
 // netReason classifies a connection or lookup error.
 func netReason(err error, otherwise VerifyReason) VerifyReason {
 	var ne net.Error
-	switch {
-	case errors.Is(err, context.DeadlineExceeded), errors.As(err, &ne) && ne.Timeout():
+	if errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout() {
 		return VerifyTimeout
-	case errors.Is(err, context.Canceled):
-		return otherwise
 	}
 	var op *net.OpError
 	if errors.As(err, &op) && op.Op == "dial" {
@@ -287,6 +284,9 @@ func (v *Verifier) HTTP01(ctx context.Context, id Identifier, token, keyAuth str
 		if errors.As(err, &ve) {
 			return ve
 		}
+		if errors.Is(err, context.Canceled) {
+			return fmt.Errorf("checking http-01 at %s: %w", target, err)
+		}
 		return &VerifyError{Challenge: ChallengeHTTP01, Target: target, Reason: netReason(err, VerifyUnreachable), Err: err}
 	}
 	defer resp.Body.Close()
@@ -339,6 +339,9 @@ func (v *Verifier) DNS01(ctx context.Context, domain, keyAuth string) error {
 	for _, addr := range order {
 		target := name + " at " + addr
 		txts, err := resolvers[addr].LookupTXT(ctx, name)
+		if err != nil && errors.Is(err, context.Canceled) {
+			return fmt.Errorf("checking dns-01 %s: %w", target, err)
+		}
 		if err != nil {
 			var de *net.DNSError
 			reason := netReason(err, VerifyDNSFailure)
@@ -396,6 +399,9 @@ func (v *Verifier) ProbeTLSALPN01(ctx context.Context, id Identifier) (*x509.Cer
 		},
 	}
 	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil && errors.Is(err, context.Canceled) {
+		return nil, fmt.Errorf("probing tls-alpn-01 at %s: %w", target, err)
+	}
 	if err != nil {
 		reason := netReason(err, VerifyHandshake)
 		if strings.Contains(err.Error(), "no application protocol") {
@@ -430,6 +436,9 @@ func (v *Verifier) TLSALPN01(ctx context.Context, id Identifier, keyAuth string)
 // id-pe-acmeIdentifier extension, critical, holding the DER OCTET STRING of
 // the SHA-256 digest of keyAuth. It returns a *VerifyError when it fails.
 func VerifyTLSALPN01Cert(cert *x509.Certificate, id Identifier, keyAuth string) error {
+	if cert == nil {
+		return fmt.Errorf("verifying tls-alpn-01 certificate for %s: no certificate", id)
+	}
 	fail := func(r VerifyReason, detail string) error {
 		return &VerifyError{Challenge: ChallengeTLSALPN01, Target: id.Value, Reason: r, Detail: detail}
 	}

@@ -493,3 +493,22 @@ func TestVerifyKeyAuthorization(t *testing.T) {
 		})
 	}
 }
+
+// TestVerifierCanceled checks that a check cancelled by its caller is not
+// reported as a failure of the challenge.
+func TestVerifierCanceled(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	v := &acme.Verifier{Resolvers: []string{silentResolver(t)}, HTTPPort: silentListener(t), TLSPort: silentListener(t)}
+	id := acme.ParseIdentifier("127.0.0.1")
+	for name, err := range map[string]error{
+		"http-01":     v.HTTP01(ctx, id, vtoken("canceled"), "ka"),
+		"dns-01":      v.DNS01(ctx, "canceled.example", "ka"),
+		"tls-alpn-01": v.TLSALPN01(ctx, id, "ka"),
+	} {
+		var ve *acme.VerifyError
+		if !errors.Is(err, context.Canceled) || errors.As(err, &ve) {
+			t.Errorf("%s with a cancelled context = %v, want context.Canceled and no VerifyError", name, err)
+		}
+	}
+}
