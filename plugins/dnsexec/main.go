@@ -1,0 +1,12 @@
+// Command dnsexec is acmehook's dns-01 solver plugin that runs a program of
+// the user's to set and remove the TXT record, then waits until the
+// authoritative nameservers answer it. acmehook starts it; see the dnsexec
+// package for the program contract and the configuration.
+package main
+
+import (
+	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugins/dnsexec/dnsexec"
+)
+
+func main() { sdk.Serve(dnsexec.New()) }

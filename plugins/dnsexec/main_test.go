@@ -1,0 +1,351 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+)
+
+// binary is this plugin and hook the test DNS program, built by TestMain;
+// pebble is the package's CA and DNS server.
+var (
+	binary, hook string
+	pebble       *testpebble.Server
+)
+
+func TestMain(m *testing.M) {
+	code := func() int {
+		dir, err := os.MkdirTemp("", "dnsexec-plugin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if binary, err = sdktest.Build(dir, "dnsexec", "."); err == nil {
+			hook, err = sdktest.Build(dir, "hook", "./testdata/hook")
+		}
+		if err == nil {
+			pebble, err = testpebble.New(testpebble.Options{})
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer pebble.Close()
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+type run struct {
+	Args []string `json:"args"`
+	Env  []string `json:"env"`
+}
+
+// fixture is one launched plugin with its program's record file.
+type fixture struct {
+	p      *sdk.Plugin
+	record string
+	logs   *bytes.Buffer
+}
+
+func launch(t *testing.T, mode string, extra map[string]any) *fixture {
+	t.Helper()
+	dir := t.TempDir()
+	f := &fixture{record: filepath.Join(dir, "record"), logs: &bytes.Buffer{}}
+	cfg := map[string]any{
+		"program": hook,
+		"env": map[string]any{
+			"TESTHOOK_API":     pebble.DNSManagementURL,
+			"TESTHOOK_RECORD":  f.record,
+			"TESTHOOK_MODE":    mode,
+			"TESTHOOK_PIDFILE": filepath.Join(dir, "pid"),
+		},
+		"resolvers":            []any{pebble.DNSAddr},
+		"propagation_interval": "50ms",
+		"propagation_timeout":  "5s",
+		"timeout":              "5s",
+	}
+	for k, v := range extra {
+		cfg[k] = v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var err error
+	f.p, err = sdk.Launch(ctx, sdk.LaunchOptions{Name: "dnsexec", Path: binary, Config: cfg,
+		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.p.Close() })
+	return f
+}
+
+// runs returns the program's runs so far.
+func (f *fixture) runs(t *testing.T) []run {
+	t.Helper()
+	b, err := os.ReadFile(f.record)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []run
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	for sc.Scan() {
+		var r run
+		if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+func challenge(domain string) sdk.Challenge {
+	const token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+	keyAuth := token + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+	return sdk.Challenge{
+		Type:             "dns-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: domain},
+		Token:            token,
+		KeyAuthorization: keyAuth,
+		DNS01RecordName:  acme.DNS01TXTRecordName(domain) + ".",
+		DNS01RecordValue: acme.DNS01TXTRecord(keyAuth),
+	}
+}
+
+func txt(t *testing.T, name string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeTXT)
+	r, _, err := (&dns.Client{Timeout: 2 * time.Second}).Exchange(m, pebble.DNSAddr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if tx, ok := rr.(*dns.TXT); ok && tx.Hdr.Name == name {
+			out = append(out, strings.Join(tx.Txt, ""))
+		}
+	}
+	return out
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	t.Cleanup(cancel)
+	return c
+}
+
+func TestPresentWaitCleanUp(t *testing.T) {
+	tests := []struct {
+		name, domain, cname, wantFQDN string
+	}{
+		{name: "direct", domain: "direct.example.com", wantFQDN: "_acme-challenge.direct.example.com."},
+		{name: "CNAME delegation", domain: "cname.example.com", cname: "_acme-challenge.cname.example.com.",
+			wantFQDN: "cname-example-com.acme.delegated.example.net."},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if tt.cname != "" {
+				pebble.DNS.AddDNSCNAMERecord(tt.cname, tt.wantFQDN)
+				defer pebble.DNS.DeleteDNSCNAMERecord(tt.cname)
+			}
+			f := launch(t, "ok", nil)
+			c := challenge(tt.domain)
+			if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
+				t.Fatalf("Present = %v", err)
+			}
+			if got := txt(t, tt.wantFQDN); !slices.Equal(got, []string{c.DNS01RecordValue}) {
+				t.Errorf("TXT %s after Present = %q, want [%q]", tt.wantFQDN, got, c.DNS01RecordValue)
+			}
+			if _, err := f.p.Wait(ctx(t), &sdk.WaitRequest{Challenge: c}); err != nil {
+				t.Errorf("Wait = %v", err)
+			}
+			if _, err := f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c}); err != nil {
+				t.Fatalf("CleanUp = %v", err)
+			}
+			if got := txt(t, tt.wantFQDN); len(got) != 0 {
+				t.Errorf("TXT %s after CleanUp = %q, want none", tt.wantFQDN, got)
+			}
+
+			runs := f.runs(t)
+			if len(runs) != 2 {
+				t.Fatalf("program ran %d times, want 2", len(runs))
+			}
+			for i, action := range []string{"present", "cleanup"} {
+				if want := []string{action, tt.wantFQDN, c.DNS01RecordValue}; !slices.Equal(runs[i].Args, want) {
+					t.Errorf("run %d args = %q, want %q", i, runs[i].Args, want)
+				}
+			}
+			env := runs[0].Env
+			for _, want := range []string{"ACMEHOOK_ACTION=present", "ACMEHOOK_DOMAIN=" + tt.domain, "ACMEHOOK_WILDCARD=false",
+				"ACMEHOOK_RECORD_NAME=" + tt.wantFQDN, "ACMEHOOK_RECORD_VALUE=" + c.DNS01RecordValue,
+				"ACMEHOOK_TOKEN=" + c.Token, "ACMEHOOK_KEY_AUTHORIZATION=" + c.KeyAuthorization} {
+				if !slices.Contains(env, want) {
+					t.Errorf("program environment lacks %s", want)
+				}
+			}
+			for _, kv := range env {
+				name, _, _ := strings.Cut(kv, "=")
+				if !strings.HasPrefix(name, "ACMEHOOK_") && !strings.HasPrefix(name, "TESTHOOK_") && name != "PATH" && name != "HOME" && name != "TMPDIR" {
+					t.Errorf("program environment has %s, want only PATH, HOME, TMPDIR, the env table and ACMEHOOK_*", name)
+				}
+			}
+		})
+	}
+}
+
+func TestWaitTimesOut(t *testing.T) {
+	f := launch(t, "ok", map[string]any{"propagation_timeout": "300ms"})
+	_, err := f.p.Wait(ctx(t), &sdk.WaitRequest{Challenge: challenge("never.example.com")})
+	want := "plugin dnsexec: wait never.example.com: waiting for TXT _acme-challenge.never.example.com. on " + pebble.DNSAddr + ": context deadline exceeded"
+	if err == nil || err.Error() != want {
+		t.Errorf("Wait = %v, want %q", err, want)
+	}
+	if !strings.Contains(f.logs.String(), `"msg":"TXT record not visible yet"`) {
+		t.Errorf("no progress logged while waiting; log:\n%s", f.logs)
+	}
+}
+
+// TestProgramKilledAtTimeout: the program and the child it started are
+// killed as a process group.
+func TestProgramKilledAtTimeout(t *testing.T) {
+	f := launch(t, "hang", map[string]any{"timeout": "500ms"})
+	start := time.Now()
+	_, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: challenge("hang.example.com")})
+	if err == nil || !strings.Contains(err.Error(), "killed: context deadline exceeded") {
+		t.Fatalf("Present = %v, want the program killed at its timeout", err)
+	}
+	if d := time.Since(start); d > 4*time.Second {
+		t.Errorf("Present returned after %v, want about 500ms", d)
+	}
+	var pidFile string
+	for _, kv := range f.runs(t)[0].Env {
+		if v, ok := strings.CutPrefix(kv, "TESTHOOK_PIDFILE="); ok {
+			pidFile = v
+		}
+	}
+	b, err := os.ReadFile(pidFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid, _ := strconv.Atoi(string(b))
+	deadline := time.Now().Add(3 * time.Second)
+	for alive(pid) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Fatalf("child %d of the program still running after the timeout", pid)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// alive reports whether pid runs (a zombie does not).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func TestProgramFailsWithCappedOutput(t *testing.T) {
+	f := launch(t, "fail", map[string]any{"output_limit": 1000})
+	_, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: challenge("fail.example.com")})
+	want := "plugin dnsexec: present fail.example.com: running " + hook + " present _acme-challenge.fail.example.com.: exit status 2: ..."
+	if err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Fatalf("Present = %v, want %q", err, want)
+	}
+	f.p.Close() // flushes the plugin's log
+	var rec struct {
+		Output  string `json:"output"`
+		Dropped int    `json:"output_dropped_bytes"`
+	}
+	for _, line := range strings.Split(f.logs.String(), "\n") {
+		if strings.Contains(line, `"msg":"program failed"`) {
+			json.Unmarshal([]byte(line), &rec)
+		}
+	}
+	if len(rec.Output) != 1000 || !strings.HasPrefix(rec.Output, "boom: provider said no") || rec.Dropped != 100000+23-1000 {
+		t.Errorf("logged output %d bytes starting %.30q, dropped %d; want 1000 bytes starting with boom, %d dropped",
+			len(rec.Output), rec.Output, rec.Dropped, 100000+23-1000)
+	}
+}
+
+// TestHostileValues: names and values that are not what dns-01 derives never
+// reach the program.
+func TestHostileValues(t *testing.T) {
+	f := launch(t, "ok", nil)
+	mutate := map[string]func(*sdk.Challenge){
+		"shell metacharacters": func(c *sdk.Challenge) { c.Identifier.Value = "a.example.com;touch${IFS}/tmp/pwned" },
+		"command substitution": func(c *sdk.Challenge) { c.Identifier.Value = "$(id).example.com" },
+		"leading dash":         func(c *sdk.Challenge) { c.Identifier.Value = "-rf.example.com" },
+		"path":                 func(c *sdk.Challenge) { c.Identifier.Value = "../../etc/passwd" },
+		"newline":              func(c *sdk.Challenge) { c.Identifier.Value = "a.example.com\nb.example.com" },
+		"space":                func(c *sdk.Challenge) { c.Identifier.Value = "a example.com" },
+		"record name mismatch": func(c *sdk.Challenge) { c.DNS01RecordName = "-x._acme-challenge.a.example.com." },
+		"record value":         func(c *sdk.Challenge) { c.DNS01RecordValue = "x; rm -rf /" },
+		"token":                func(c *sdk.Challenge) { c.Token = "../../x\nAAAAAAAAAAAAAAAAAAAAAAAA" },
+		"key authorization":    func(c *sdk.Challenge) { c.KeyAuthorization = c.Token + ".`id`" },
+		"http-01":              func(c *sdk.Challenge) { c.Type = "http-01" },
+	}
+	for name, m := range mutate {
+		t.Run(name, func(t *testing.T) {
+			c := challenge("a.example.com")
+			m(&c)
+			if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err == nil {
+				t.Error("Present = nil, want error")
+			}
+			if _, err := f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c}); err == nil {
+				t.Error("CleanUp = nil, want error")
+			}
+			if runs := f.runs(t); len(runs) != 0 {
+				t.Errorf("program ran with %q", runs[0].Args)
+			}
+		})
+	}
+}
+
+func TestIssueWithPebble(t *testing.T) {
+	f := launch(t, "ok", nil)
+	c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}
+	ids := []acme.Identifier{acme.DNS("dnsexec.example.com"), acme.DNS("*.dnsexec.example.com")}
+	chain, err := sdktest.Issue(ctx(t), c, f.p, acme.ChallengeDNS01, ids)
+	if err != nil {
+		t.Fatalf("Issue = %v", err)
+	}
+	inter := x509.NewCertPool()
+	for _, ic := range chain.Certificates[1:] {
+		inter.AddCert(ic)
+	}
+	if _, err := chain.Certificates[0].Verify(x509.VerifyOptions{Roots: pebble.Roots(t, 0), Intermediates: inter, DNSName: "any.dnsexec.example.com"}); err != nil {
+		t.Errorf("issued certificate does not verify: %v", err)
+	}
+	if got := txt(t, "_acme-challenge.dnsexec.example.com."); len(got) != 0 {
+		t.Errorf("TXT after issuance = %q, want cleaned up", got)
+	}
+}
