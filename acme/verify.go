@@ -94,6 +94,8 @@ type VerifyError struct {
 	Err error
 }
 
+// Error describes the failed check: challenge, target, reason, detail and
+// underlying error.
 func (e *VerifyError) Error() string {
 	var b strings.Builder
 	b.WriteString("acme: ")
