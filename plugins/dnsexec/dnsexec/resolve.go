@@ -47,6 +47,9 @@ func withPort(addr string) string {
 type resolver struct {
 	servers []string
 	log     *slog.Logger
+	// nsPort is the port nameservers found through NS records listen on;
+	// empty means 53 (tests set another).
+	nsPort string
 }
 
 // exchange asks one server, over UDP and again over TCP if truncated.
@@ -124,6 +127,10 @@ func (r *resolver) authoritative(ctx context.Context, name string) (servers []st
 				hosts = append(hosts, ns.Ns)
 			}
 		}
+		port := r.nsPort
+		if port == "" {
+			port = "53"
+		}
 		for _, h := range hosts {
 			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {
 				am, err := r.ask(ctx, h, qtype)
@@ -133,9 +140,9 @@ func (r *resolver) authoritative(ctx context.Context, name string) (servers []st
 				for _, rr := range am.Answer {
 					switch a := rr.(type) {
 					case *dns.A:
-						servers = append(servers, net.JoinHostPort(a.A.String(), "53"))
+						servers = append(servers, net.JoinHostPort(a.A.String(), port))
 					case *dns.AAAA:
-						servers = append(servers, net.JoinHostPort(a.AAAA.String(), "53"))
+						servers = append(servers, net.JoinHostPort(a.AAAA.String(), port))
 					}
 				}
 			}
