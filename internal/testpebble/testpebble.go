@@ -80,7 +80,7 @@ type Server struct {
 	// http-01 and tls-alpn-01.
 	HTTPPort, TLSPort int
 	// DNSAddr is the challtestsrv DNS server (UDP and TCP) Pebble resolves
-	// through; DNSManagementURL speaks pebble-challtestsrv's management API
+	// through, shared by every Server of the process; DNSManagementURL speaks pebble-challtestsrv's management API
 	// (/set-txt, /clear-txt, /set-cname, /clear-cname).
 	DNSAddr          string
 	DNSManagementURL string
@@ -118,19 +118,11 @@ func New(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	dnsPort, err := FreePort()
+	s := &Server{HTTPPort: httpPort, TLSPort: tlsPort, counter: &Counter{}}
+	s.DNS, s.DNSAddr, err = acquireDNS()
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{HTTPPort: httpPort, TLSPort: tlsPort, DNSAddr: net.JoinHostPort("127.0.0.1", strconv.Itoa(dnsPort)), counter: &Counter{}}
-
-	s.DNS, err = challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{s.DNSAddr}, Log: logger})
-	if err != nil {
-		return nil, fmt.Errorf("creating challtestsrv: %w", err)
-	}
-	s.DNS.SetDefaultDNSIPv4("127.0.0.1")
-	s.DNS.SetDefaultDNSIPv6("")
-	s.DNS.Run()
 
 	profiles := map[string]ca.Profile{}
 	for name, p := range opts.Profiles {
@@ -162,7 +154,7 @@ func New(opts Options) (*Server, error) {
 
 	for id, key := range opts.EABKeys {
 		if err := store.AddExternalAccountKeyByID(id, key); err != nil {
-			s.DNS.Shutdown()
+			releaseDNS()
 			return nil, fmt.Errorf("adding EAB key %s: %w", id, err)
 		}
 	}
@@ -198,7 +190,7 @@ func (s *Server) Close() {
 	s.api.Close()
 	s.mgmt.Close()
 	s.dnsMgmt.Close()
-	s.DNS.Shutdown()
+	releaseDNS()
 	os.Remove(s.CAFile)
 }
 
@@ -277,6 +269,49 @@ func (s *Server) get(t testing.TB, url string) []byte {
 		t.Fatalf("GET %s: %s %v: %s", url, resp.Status, err, body)
 	}
 	return body
+}
+
+// challtestsrv installs its DNS handler in miekg/dns's global mux, so two
+// instances in one process would answer from whichever was made last. All
+// Servers of a process therefore share one DNS server, started with the first
+// and stopped with the last; tests use distinct names.
+var sharedDNS struct {
+	sync.Mutex
+	srv  *challtestsrv.ChallSrv
+	addr string
+	refs int
+}
+
+func acquireDNS() (*challtestsrv.ChallSrv, string, error) {
+	sharedDNS.Lock()
+	defer sharedDNS.Unlock()
+	if sharedDNS.refs == 0 {
+		port, err := FreePort()
+		if err != nil {
+			return nil, "", err
+		}
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
+		srv, err := challtestsrv.New(challtestsrv.Config{DNSAddrs: []string{addr}, Log: log.New(io.Discard, "", 0)})
+		if err != nil {
+			return nil, "", fmt.Errorf("creating challtestsrv: %w", err)
+		}
+		srv.SetDefaultDNSIPv4("127.0.0.1")
+		srv.SetDefaultDNSIPv6("")
+		srv.Run()
+		sharedDNS.srv, sharedDNS.addr = srv, addr
+	}
+	sharedDNS.refs++
+	return sharedDNS.srv, sharedDNS.addr, nil
+}
+
+func releaseDNS() {
+	sharedDNS.Lock()
+	defer sharedDNS.Unlock()
+	sharedDNS.refs--
+	if sharedDNS.refs == 0 {
+		sharedDNS.srv.Shutdown()
+		sharedDNS.srv = nil
+	}
 }
 
 // Counter counts ACME API requests by method and path prefix.
