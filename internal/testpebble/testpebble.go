@@ -19,7 +19,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
-		"strconv"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
