@@ -48,6 +48,18 @@ var (
 	dnsServers []*challtestsrv.ChallSrv
 )
 
+// publishTXT sets a TXT record in every test DNS server.
+func publishTXT(name, value string) {
+	if !strings.HasSuffix(name, ".") {
+		name += "."
+	}
+	dnsMu.Lock()
+	defer dnsMu.Unlock()
+	for _, d := range dnsServers {
+		d.AddDNSTXTRecord(name, value)
+	}
+}
+
 // startPebble starts a Pebble for one test.
 func startPebble(t testing.TB, opts testpebble.Options) *testpebble.Server {
 	s := testpebble.Start(t, opts)
@@ -111,12 +123,7 @@ func pick(t testing.TB, authz acme.Authorization, typ string) acme.Challenge {
 func dns01(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
 	ch := pick(t, authz, acme.ChallengeDNS01)
 	name := acme.DNS01TXTRecordName(authz.Identifier.Value) + "."
-	value := acme.DNS01TXTRecord(keyAuth(t, acct, ch))
-	dnsMu.Lock()
-	defer dnsMu.Unlock()
-	for _, d := range dnsServers {
-		d.AddDNSTXTRecord(name, value)
-	}
+	publishTXT(name, acme.DNS01TXTRecord(keyAuth(t, acct, ch)))
 	t.Cleanup(func() {
 		dnsMu.Lock()
 		defer dnsMu.Unlock()

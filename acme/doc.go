@@ -1,0 +1,50 @@
+// Package acme is an ACME client library (RFC 8555) with the extensions a
+// modern client needs: IP identifiers (RFC 8738), tls-alpn-01 (RFC 8737),
+// renewal information and order replacement (ARI, RFC 9773), certificate
+// profiles (draft-ietf-acme-profiles) and External Account Binding.
+//
+// It imports only the standard library, go-jose and golang.org/x, and
+// holds no package-level mutable state.
+//
+// # Using it
+//
+// A Client is used through its exported fields and does no I/O until a
+// method is called; the directory is fetched once and cached:
+//
+//	c := &acme.Client{DirectoryURL: "https://acme-v02.api.letsencrypt.org/directory"}
+//
+// Every method takes a context first and, when the request is signed by an
+// account, the Account (its Key and URL) explicitly:
+//
+//	acct, err := c.NewAccount(ctx, acme.Account{Key: key, TermsOfServiceAgreed: true}, nil)
+//	order, err := c.NewOrder(ctx, acct, acme.Order{Identifiers: ids})
+//	order, err = c.FinalizeOrder(ctx, acct, order, csrDER)
+//
+// An issuance is: NewOrder; for each authorization GetAuthorization, pick a
+// challenge, make it answerable (see KeyAuthorization, DNS01TXTRecord,
+// HTTP01ChallengePath, TLSALPN01ChallengeCert and package
+// acme/standalone), AcceptChallenge, WaitAuthorization; then NewCSR,
+// FinalizeOrder and FetchCertificate (or FetchPreferredChain).
+//
+// # Transport
+//
+// All retry policy lives in the HTTP layer: nonces are pooled from every
+// Replay-Nonce and newNonce is asked only when the pool is empty; badNonce
+// answers are retried with a fresh nonce and signature up to
+// Client.MaxRetries; 5xx answers are retried only for GETs and POST-as-GET;
+// Retry-After is parsed in both forms and returned on *Problem (rateLimited)
+// and on polled objects. Each request runs under Client.RequestTimeout
+// within the caller's context; bodies are capped at 1 MiB; only https URLs
+// are followed unless Client.AllowInsecureHTTP is set.
+//
+// # Errors
+//
+// A server error is a *Problem (RFC 7807) carrying the request's method
+// and URL and the Retry-After:
+//
+//	var p *acme.Problem
+//	if errors.As(err, &p) && p.Type == acme.ProblemRateLimited { ... p.RetryAfter ... }
+//
+// Untrusted server data fails with typed errors: ErrInsecureURL,
+// ErrMalformedResponse, ErrResponseTooLarge, ErrInvalidToken.
+package acme
