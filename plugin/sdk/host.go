@@ -119,6 +119,7 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
+	logger = logger.With("plugin", opts.Name)
 	client := plugin.NewClient(&plugin.ClientConfig{
 		HandshakeConfig:  handshake,
 		Plugins:          pluginSet(nil),
@@ -128,7 +129,9 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     timeout,
-		Logger:           newHCLogger(logger.With("plugin", opts.Name)),
+		Logger:           newHCLogger(logger),
+		SyncStdout:       &lineWriter{l: logger, stream: "stdout"},
+		SyncStderr:       &lineWriter{l: logger, stream: "stderr"},
 	})
 	rpc, err := client.Client()
 	if err != nil {
@@ -280,6 +283,35 @@ func (w *slogWriter) Write(b []byte) (int, error) {
 			attrs = append(attrs, slog.Any(k, v))
 		}
 		w.l.LogAttrs(context.Background(), level, msg, attrs...)
+	}
+	return len(b), nil
+}
+
+// lineWriter logs what a plugin prints to its os.Stdout or os.Stderr (which
+// go-plugin forwards) at Info, one record per line.
+type lineWriter struct {
+	l      *slog.Logger
+	stream string
+	mu     sync.Mutex
+	buf    []byte
+}
+
+func (w *lineWriter) Write(b []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf = append(w.buf, b...)
+	for {
+		i := bytes.IndexByte(w.buf, '\n')
+		if i < 0 {
+			break
+		}
+		w.l.Info(string(w.buf[:i]), "stream", w.stream)
+		w.buf = w.buf[i+1:]
+	}
+	// A line longer than 64 KiB is logged in pieces.
+	if len(w.buf) > 64<<10 {
+		w.l.Info(string(w.buf), "stream", w.stream)
+		w.buf = nil
 	}
 	return len(b), nil
 }

@@ -312,6 +312,15 @@ func TestPluginLogsReachHostLogger(t *testing.T) {
 	p.Close() // flushes stderr
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
+	printed := false
+	for _, r := range rec.records {
+		if r.Message == "printed to stdout for logs.example.com" {
+			printed = true
+		}
+	}
+	if !printed {
+		t.Error("no record of the plugin's stdout line in the host log")
+	}
 	for _, r := range rec.records {
 		if r.Message != "presenting" {
 			continue
@@ -335,6 +344,31 @@ func TestPluginLogsReachHostLogger(t *testing.T) {
 		return
 	}
 	t.Errorf("no record \"presenting\" among %d host log records", len(rec.records))
+}
+
+// TestConcurrentCalls: one process serves many challenges at once.
+func TestConcurrentCalls(t *testing.T) {
+	p := launch(t, "faulty", sdk.LaunchOptions{Config: map[string]any{"mode": "ok"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			c := challenge(fmt.Sprintf("c%d.example.com", i))
+			if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+				errs <- err
+			}
+			if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
 }
 
 func TestDecodeConfig(t *testing.T) {

@@ -136,3 +136,29 @@ func TestIssueWithPebble(t *testing.T) {
 		t.Errorf("stat .well-known after issuance = %v, want it cleaned up", err)
 	}
 }
+
+// BenchmarkPresentCleanUp is one http-01 challenge written (with fsync) and
+// removed through the plugin process.
+func BenchmarkPresentCleanUp(b *testing.B) {
+	root := b.TempDir()
+	p, err := sdk.Launch(context.Background(), sdk.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	ctx := context.Background()
+	c := sdk.Challenge{
+		Type:             "http-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: "example.com"},
+		Token:            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+		KeyAuthorization: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+	}
+	for b.Loop() {
+		if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

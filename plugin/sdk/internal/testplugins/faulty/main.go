@@ -51,6 +51,7 @@ func (s *solver) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.Pre
 		return nil, fmt.Errorf("env: %s", strings.Join(os.Environ(), ";"))
 	}
 	sdk.Logger().Info("presenting", "challenge", req.Challenge)
+	fmt.Println("printed to stdout for", req.Challenge.Identifier.Value)
 	return &sdk.PresentResponse{}, nil
 }
 
