@@ -155,14 +155,18 @@ func TestWaitOrderHonoursRetryAfterAndDeadline(t *testing.T) {
 	}
 
 	f.handle("/order/2", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Retry-After", "30")
 		writeJSON(w, 200, orderJSON(f, StatusProcessing))
 	})
-	ctx, cancel := context.WithTimeout(ctxT(t), 150*time.Millisecond)
+	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
 	defer cancel()
 	start := time.Now()
 	o, err = c.WaitOrder(ctx, acct, f.url("/order/2"))
 	if !errors.Is(err, context.DeadlineExceeded) || o.Status != StatusProcessing || time.Since(start) > 2*time.Second {
-		t.Errorf("WaitOrder past the deadline = %q, %v after %s, want DeadlineExceeded soon with the last state", o.Status, err, time.Since(start))
+		t.Errorf("WaitOrder with Retry-After past the deadline = %q, %v after %s, want DeadlineExceeded at once with the last state", o.Status, err, time.Since(start))
+	}
+	if n := len(f.posts("/order/2")); n != 1 {
+		t.Errorf("polls = %d, want 1", n)
 	}
 }
 

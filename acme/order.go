@@ -180,6 +180,10 @@ func (c *Client) poll(ctx context.Context, check func() (done bool, retryAfter t
 		wait = first[0]
 	}
 	for {
+		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
+			// Waiting would outlive the caller: give up now, not at the deadline.
+			return fmt.Errorf("next poll in %s is past the deadline: %w", wait.Round(time.Millisecond), context.DeadlineExceeded)
+		}
 		if err := sleep(ctx, wait); err != nil {
 			return err
 		}
