@@ -1,0 +1,232 @@
+package engine
+
+import (
+	"context"
+	"crypto"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/store"
+)
+
+// Account returns the ACME account for the configured CA, creating it when
+// needed: a key is made and stored before the CA hears of it (so a crash
+// never loses a key the CA knows), then registered with newAccount (RFC
+// 8555 §7.3), bound to the external account when ca.eab_kid is set
+// (§7.3.4). A stored key is registered again on every run: newAccount with
+// a key the CA knows returns the existing account, and a CA that forgot it
+// (a fresh Pebble) creates it anew. The account is cached for the
+// Engine's lifetime.
+func (e *Engine) Account(ctx context.Context) (acme.Account, error) {
+	e.acctMu.Lock()
+	defer e.acctMu.Unlock()
+	if e.acct != nil {
+		return *e.acct, nil
+	}
+	key, info, err := e.accountKey(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	dir, err := e.client.Directory(ctx)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("fetching directory %s: %w", e.cfg.CA.Directory, err)
+	}
+	if dir.Meta.TermsOfService != "" && !e.cfg.CA.AgreeTOS {
+		return acme.Account{}, fmt.Errorf("%w: %s", ErrTermsOfService, dir.Meta.TermsOfService)
+	}
+	eab, err := e.eab()
+	if err != nil {
+		return acme.Account{}, err
+	}
+	acct, err := e.client.NewAccount(ctx, acme.Account{
+		Key:                  key,
+		Contact:              e.contacts(),
+		TermsOfServiceAgreed: e.cfg.CA.AgreeTOS,
+	}, eab)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("registering account at %s: %w", e.cfg.CA.Directory, err)
+	}
+	if acct.URL != info.URL {
+		if info.URL != "" {
+			e.log.Warn("the CA did not know the stored account; registered it again", "old", info.URL, "account", acct.URL)
+		} else {
+			e.log.Info("account registered", "account", acct.URL, "directory", e.cfg.CA.Directory)
+		}
+		now := e.now()
+		info.URL = acct.URL
+		info.Contact = acct.Contact
+		info.KeyType = string(keyType(key.Public()))
+		info.TermsOfServiceAgreed = e.cfg.CA.AgreeTOS
+		info.EABKeyID = e.cfg.CA.EABKeyID
+		if info.CreatedAt.IsZero() {
+			info.CreatedAt = now
+		}
+		info.UpdatedAt = now
+		if err := e.store.SaveAccountInfo(ctx, e.cfg.CA.Directory, info); err != nil {
+			return acme.Account{}, fmt.Errorf("saving account: %w", err)
+		}
+	}
+	e.acct = &acct
+	return acct, nil
+}
+
+// accountKey loads the stored account key, or makes and stores a new one.
+func (e *Engine) accountKey(ctx context.Context) (crypto.Signer, store.AccountInfo, error) {
+	a, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if errors.Is(err, store.ErrNotFound) {
+		key, gerr := generateKey(e.cfg.CA.AccountKeyType)
+		if gerr != nil {
+			return nil, store.AccountInfo{}, gerr
+		}
+		pemKey, gerr := marshalKeyPEM(key)
+		if gerr != nil {
+			return nil, store.AccountInfo{}, gerr
+		}
+		err = e.store.CreateAccountKey(ctx, e.cfg.CA.Directory, pemKey)
+		if err == nil {
+			return key, store.AccountInfo{}, nil
+		}
+		if !errors.Is(err, store.ErrExists) {
+			return nil, store.AccountInfo{}, fmt.Errorf("storing account key: %w", err)
+		}
+		a, err = e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	}
+	if err != nil {
+		return nil, store.AccountInfo{}, fmt.Errorf("loading account: %w", err)
+	}
+	key, err := parseKeyPEM(a.KeyPEM)
+	if err != nil {
+		return nil, store.AccountInfo{}, fmt.Errorf("loading account key: %w", err)
+	}
+	return key, a.Info, nil
+}
+
+func (e *Engine) contacts() []string {
+	var out []string
+	for _, m := range e.cfg.CA.Email {
+		out = append(out, "mailto:"+m)
+	}
+	return out
+}
+
+// eab returns the external account binding of the configuration, or nil.
+func (e *Engine) eab() (*acme.ExternalAccountBinding, error) {
+	ca := e.cfg.CA
+	if ca.EABKeyID == "" {
+		return nil, nil
+	}
+	raw := strings.TrimRight(ca.EABHMACKey.Reveal(), "=")
+	key, err := base64.RawURLEncoding.DecodeString(raw)
+	if err != nil {
+		return nil, fmt.Errorf("decoding ca.eab_hmac_key (base64url): %w", err)
+	}
+	return &acme.ExternalAccountBinding{KeyID: ca.EABKeyID, Key: key}, nil
+}
+
+// AccountInfo is what `acmehook account show` prints.
+type AccountInfo struct {
+	Directory string
+	Stored    store.AccountInfo
+	// Remote is the account as the CA reports it.
+	Remote acme.Account
+}
+
+// ShowAccount looks up the stored account at the CA without creating it
+// (RFC 8555 §7.3.1).
+func (e *Engine) ShowAccount(ctx context.Context) (AccountInfo, error) {
+	a, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if err != nil {
+		return AccountInfo{}, fmt.Errorf("loading account: %w", err)
+	}
+	key, err := parseKeyPEM(a.KeyPEM)
+	if err != nil {
+		return AccountInfo{}, fmt.Errorf("loading account key: %w", err)
+	}
+	remote, err := e.client.FindAccount(ctx, key)
+	if err != nil {
+		return AccountInfo{Directory: e.cfg.CA.Directory, Stored: a.Info}, fmt.Errorf("looking up account: %w", err)
+	}
+	return AccountInfo{Directory: e.cfg.CA.Directory, Stored: a.Info, Remote: remote}, nil
+}
+
+// UpdateAccount sets the account's contacts to ca.email (RFC 8555 §7.3.2).
+func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
+	acct, err := e.Account(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	acct.Contact = e.contacts()
+	up, err := e.client.UpdateAccount(ctx, acct)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("updating account %s: %w", acct.URL, err)
+	}
+	a, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if err != nil {
+		return up, fmt.Errorf("loading account: %w", err)
+	}
+	a.Info.Contact = up.Contact
+	a.Info.UpdatedAt = e.now()
+	if err := e.store.SaveAccountInfo(ctx, e.cfg.CA.Directory, a.Info); err != nil {
+		return up, fmt.Errorf("saving account: %w", err)
+	}
+	return up, nil
+}
+
+// RolloverAccount replaces the account key with a new one of
+// ca.account_key_type (RFC 8555 §7.3.5). The new key is stored first (the
+// old one is kept beside it); if the CA refuses the change, the old key is
+// made current again.
+func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
+	acct, err := e.Account(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	old, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("loading account: %w", err)
+	}
+	newKey, err := generateKey(e.cfg.CA.AccountKeyType)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	newPEM, err := marshalKeyPEM(newKey)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	if err := e.store.RolloverAccountKey(ctx, e.cfg.CA.Directory, newPEM); err != nil {
+		return acme.Account{}, fmt.Errorf("storing new account key: %w", err)
+	}
+	rolled, err := e.client.ChangeAccountKey(ctx, acct, newKey)
+	if err != nil {
+		if rerr := e.store.RolloverAccountKey(context.WithoutCancel(ctx), e.cfg.CA.Directory, old.KeyPEM); rerr != nil {
+			return acme.Account{}, fmt.Errorf("changing account key: %w (and restoring the old key: %v)", err, rerr)
+		}
+		return acme.Account{}, fmt.Errorf("changing account key: %w", err)
+	}
+	old.Info.KeyType = string(keyType(newKey.Public()))
+	old.Info.UpdatedAt = e.now()
+	if err := e.store.SaveAccountInfo(ctx, e.cfg.CA.Directory, old.Info); err != nil {
+		return rolled, fmt.Errorf("saving account: %w", err)
+	}
+	e.acctMu.Lock()
+	e.acct = &rolled
+	e.acctMu.Unlock()
+	return rolled, nil
+}
+
+// DeactivateAccount deactivates the account at the CA (RFC 8555 §7.3.6).
+// The CA refuses any further request signed with its key.
+func (e *Engine) DeactivateAccount(ctx context.Context) (acme.Account, error) {
+	acct, err := e.Account(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	out, err := e.client.DeactivateAccount(ctx, acct)
+	if err != nil {
+		return acme.Account{}, fmt.Errorf("deactivating account %s: %w", acct.URL, err)
+	}
+	return out, nil
+}

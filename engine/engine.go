@@ -1,0 +1,342 @@
+// Package engine runs acmehook's certificate lifecycle: for each configured
+// certificate it decides whether a new one is needed, orders it from the CA
+// (RFC 8555 §7.4), has the solver plugins and Lua scripts answer the
+// challenges, stores the result, writes the optional copies and raises the
+// lifecycle events to the certificate's scripts.
+//
+// One Engine serves one run: it launches each plugin it needs once, reuses
+// it for every certificate and challenge, and stops it in Close.
+package engine
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/plugin/sdk"
+)
+
+// Errors of the engine.
+var (
+	// ErrUnknownCertificate is returned for a certificate name that is not
+	// in the configuration.
+	ErrUnknownCertificate = errors.New("engine: no such certificate in the configuration")
+	// ErrVetoed is wrapped by the error of a challenge a script refused in
+	// its challenge-provision handler.
+	ErrVetoed = errors.New("engine: challenge vetoed by a script")
+	// ErrNoChallenge is wrapped when an authorization offers no challenge
+	// type that the identifier's solver can answer.
+	ErrNoChallenge = errors.New("engine: no usable challenge")
+	// ErrDeploy is wrapped by the error of a certificate that was issued
+	// and stored but whose output copies or scripts failed; the deploy is
+	// retried by the next run.
+	ErrDeploy = errors.New("engine: deploy failed")
+	// ErrTermsOfService is returned when the CA has terms of service and
+	// ca.agree_tos is false.
+	ErrTermsOfService = errors.New("engine: the CA requires agreeing to its terms of service (set ca.agree_tos = true)")
+)
+
+// ChallengeHook is called for each challenge after the solver has presented
+// it (and waited for propagation) and the challenge-provision scripts have
+// run, just before the engine tells the CA to validate it. An error stops
+// the certificate without spending a validation: the challenge is not
+// answered, cleanup runs and failed is raised.
+type ChallengeHook func(ctx context.Context, cert *config.Certificate, solver *Plugin, ch sdk.Challenge) error
+
+// Options configure an Engine.
+type Options struct {
+	// Config is the loaded configuration. Required.
+	Config *config.Config
+	// Store keeps accounts and certificates. Required; the engine does not
+	// close it.
+	Store store.Store
+	// Logger receives progress and errors; nil discards.
+	Logger *slog.Logger
+	// HTTPClient talks to the CA. Nil means a client trusting
+	// Config.CA.CABundle (or the system roots).
+	HTTPClient *http.Client
+	// Now returns the current time; nil means time.Now. Renewal decisions
+	// and recorded times use it.
+	Now func() time.Time
+	// BeforeAccept, when set, runs between presenting a challenge and
+	// answering it (a self-check, for example).
+	BeforeAccept ChallengeHook
+	// Scripts runs the certificates' Lua scripts. Nil means a luahost.Host
+	// logging to Logger.
+	Scripts *luahost.Host
+	// ProgressInterval is how often a progress line is logged while waiting
+	// on validation, propagation or issuance; zero means 5 seconds.
+	ProgressInterval time.Duration
+}
+
+// Engine runs the certificate lifecycle. Its methods are safe for concurrent
+// use; Close stops the plugins it launched.
+type Engine struct {
+	cfg      *config.Config
+	store    store.Store
+	log      *slog.Logger
+	now      func() time.Time
+	client   *acme.Client
+	scripts  *luahost.Host
+	hook     ChallengeHook
+	progress time.Duration
+	plugins  *plugins
+
+	acctMu sync.Mutex
+	acct   *acme.Account
+}
+
+// New checks opts and returns an Engine. It does no network I/O.
+func New(opts Options) (*Engine, error) {
+	if opts.Config == nil || opts.Store == nil {
+		return nil, errors.New("engine: Options.Config and Options.Store are required")
+	}
+	log := opts.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	hc := opts.HTTPClient
+	if hc == nil {
+		var err error
+		if hc, err = caHTTPClient(opts.Config.CA.CABundle); err != nil {
+			return nil, err
+		}
+	}
+	now := opts.Now
+	if now == nil {
+		now = time.Now
+	}
+	scripts := opts.Scripts
+	if scripts == nil {
+		scripts = luahost.New(luahost.Options{Logger: log})
+	}
+	progress := opts.ProgressInterval
+	if progress <= 0 {
+		progress = 5 * time.Second
+	}
+	return &Engine{
+		cfg:   opts.Config,
+		store: opts.Store,
+		log:   log,
+		now:   now,
+		client: &acme.Client{
+			DirectoryURL:   opts.Config.CA.Directory,
+			HTTPClient:     hc,
+			Logger:         log,
+			UserAgent:      "acmehook/" + BuildVersion(),
+			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
+		},
+		scripts:  scripts,
+		hook:     opts.BeforeAccept,
+		progress: progress,
+		plugins:  newPlugins(opts.Config, log),
+	}, nil
+}
+
+// caHTTPClient returns an HTTP client that trusts the PEM roots in bundle,
+// or the system roots when bundle is empty.
+func caHTTPClient(bundle string) (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.Proxy = http.ProxyFromEnvironment
+	if bundle != "" {
+		pem, err := os.ReadFile(bundle)
+		if err != nil {
+			return nil, fmt.Errorf("reading ca_bundle: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("reading ca_bundle %s: no PEM certificate in it", bundle)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr}, nil
+}
+
+// Client returns the ACME client the engine uses.
+func (e *Engine) Client() *acme.Client { return e.client }
+
+// Close stops every plugin the engine launched.
+func (e *Engine) Close() error { return e.plugins.closeAll() }
+
+// Plugin returns the running plugin called name, launching it on first use.
+func (e *Engine) Plugin(ctx context.Context, name string) (*Plugin, error) {
+	return e.plugins.get(ctx, name)
+}
+
+// Action says what a run did with a certificate.
+type Action string
+
+// Actions of a Result.
+const (
+	// ActionNone: the certificate is current; nothing was done.
+	ActionNone Action = "none"
+	// ActionIssued: a first certificate was obtained.
+	ActionIssued Action = "issued"
+	// ActionRenewed: a certificate replaced a previous one.
+	ActionRenewed Action = "renewed"
+	// ActionDeployed: a pending deploy was retried without a new order.
+	ActionDeployed Action = "deployed"
+	// ActionFailed: see Result.Err.
+	ActionFailed Action = "failed"
+)
+
+// Result is what a run did with one certificate.
+type Result struct {
+	Name   string
+	Action Action
+	// Reason says why a new certificate was (or was not) needed.
+	Reason string
+	// Version is the stored version ID of the new or current certificate.
+	Version string
+	// Serial and NotAfter describe that certificate, when there is one.
+	Serial   string
+	NotAfter time.Time
+	// Err is why the certificate failed. A deploy failure after a good
+	// issuance wraps ErrDeploy (and Action is issued or renewed: the new
+	// certificate is kept).
+	Err      error
+	Duration time.Duration
+}
+
+// OK reports whether the certificate needs no attention.
+func (r Result) OK() bool { return r.Err == nil }
+
+// RunResult is the outcome of Run, one Result per certificate in
+// configuration order.
+type RunResult struct {
+	Results []Result
+}
+
+// Failed returns the results with an error.
+func (r *RunResult) Failed() []Result {
+	var out []Result
+	for _, x := range r.Results {
+		if !x.OK() {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// OK reports whether every certificate succeeded.
+func (r *RunResult) OK() bool { return len(r.Failed()) == 0 }
+
+// RunOptions select what Run does.
+type RunOptions struct {
+	// Names restricts the run to these certificates; empty means all.
+	Names []string
+	// Force orders a new certificate even when the current one is good
+	// (acmehook issue NAME).
+	Force bool
+}
+
+// Run processes the selected certificates concurrently, at most
+// Config.Concurrency at a time: each one is checked, and issued, renewed or
+// redeployed as needed (see obtain). One failing certificate does not stop
+// the others. The returned error is only for problems that prevented the
+// run as a whole (an unknown name); per-certificate failures are in the
+// result.
+func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
+	certs := e.cfg.Certificates
+	if len(opts.Names) > 0 {
+		certs = nil
+		for _, n := range opts.Names {
+			c := e.cfg.Certificate(n)
+			if c == nil {
+				return nil, fmt.Errorf("%w: %q", ErrUnknownCertificate, n)
+			}
+			certs = append(certs, c)
+		}
+	}
+
+	res := &RunResult{Results: make([]Result, len(certs))}
+	plans := make([]plan, len(certs))
+	for i, c := range certs {
+		plans[i] = e.plan(ctx, c, opts.Force)
+	}
+	// Launch the plugins the run needs, and check that they can solve
+	// every identifier, before any request to the CA.
+	e.preparePlugins(ctx, certs, plans)
+
+	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	var wg sync.WaitGroup
+	for i, c := range certs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			select {
+			case sem <- struct{}{}:
+			case <-ctx.Done():
+				res.Results[i] = Result{Name: c.Name, Action: ActionFailed, Err: ctx.Err()}
+				return
+			}
+			defer func() { <-sem }()
+			res.Results[i] = e.execute(ctx, c, plans[i])
+		}()
+	}
+	wg.Wait()
+	return res, nil
+}
+
+// preparePlugins launches, in parallel, every plugin needed by a planned
+// issuance and checks each identifier against its solver's capabilities. A
+// certificate whose plugin cannot start or cannot solve one of its
+// identifiers gets its plan's err set.
+func (e *Engine) preparePlugins(ctx context.Context, certs []*config.Certificate, plans []plan) {
+	var names []string
+	for i, c := range certs {
+		if plans[i].err != nil || !plans[i].issue {
+			continue
+		}
+		for _, id := range c.Identifiers {
+			if s := c.SolverFor(id); !slices.Contains(names, s) {
+				names = append(names, s)
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	for _, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			e.plugins.get(ctx, n) // the error is reported per certificate below
+		}()
+	}
+	wg.Wait()
+	for i, c := range certs {
+		if plans[i].err != nil || !plans[i].issue {
+			continue
+		}
+		plans[i].err = e.checkSolvers(ctx, c)
+	}
+}
+
+// checkSolvers reports every identifier of cert that its solver cannot
+// validate, or whose solver did not start.
+func (e *Engine) checkSolvers(ctx context.Context, cert *config.Certificate) error {
+	var errs []error
+	for _, id := range cert.Identifiers {
+		name := cert.SolverFor(id)
+		p, err := e.plugins.get(ctx, name)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if len(cert.ChallengeTypes(id, p.Info.ChallengeTypes)) == 0 {
+			errs = append(errs, fmt.Errorf("%s cannot be validated by plugin %s (offers %v, challenge %q)", id.Value, name, p.Info.ChallengeTypes, cert.Challenge))
+		}
+	}
+	return errors.Join(errs...)
+}

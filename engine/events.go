@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"path/filepath"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/plugin/sdk"
+)
+
+// dispatch raises ev to every script of cert, each under the certificate's
+// script_timeout. A pre-event (challenge-provision) stops at the first
+// failure, which is the script's veto; post-events run every script and
+// return every failure joined.
+func (e *Engine) dispatch(ctx context.Context, cert *config.Certificate, ev luahost.Event) error {
+	var errs []error
+	for _, script := range cert.Scripts {
+		sctx, cancel := context.WithTimeout(ctx, cert.ScriptTimeout.Duration)
+		err := e.scripts.Dispatch(sctx, script, ev)
+		cancel()
+		if err == nil {
+			continue
+		}
+		err = fmt.Errorf("running %s script %w", ev.Name, err)
+		if ev.Name.Pre() {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// storeDir is implemented by stores whose versions are files that scripts
+// can read (store.FileStore).
+type storeDir interface{ Dir() string }
+
+// versionPaths returns the files of version id of name in a FileStore's
+// layout (see .readme/storage.md), or empty strings for other stores.
+func (e *Engine) versionPaths(name, id string) (cert, key, chain, fullchain string) {
+	d, ok := e.store.(storeDir)
+	if !ok || id == "" {
+		return "", "", "", ""
+	}
+	dir := filepath.Join(d.Dir(), "certificates", name, "versions", id)
+	return filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "chain.pem"), filepath.Join(dir, "fullchain.pem")
+}
+
+// certEvent builds issued, renew or revoke data for version v of cert.
+func (e *Engine) certEvent(name luahost.EventName, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, previousSerial string) luahost.Event {
+	ev := luahost.Event{
+		Name:           name,
+		CertName:       cert.Name,
+		Domains:        domains(cert),
+		CertPEM:        string(v.CertPEM),
+		ChainPEM:       string(v.ChainPEM),
+		FullchainPEM:   string(v.Fullchain()),
+		Serial:         v.Info.Serial,
+		NotBefore:      v.Info.NotBefore,
+		NotAfter:       v.Info.NotAfter,
+		Profile:        v.Info.Profile,
+		PreviousSerial: previousSerial,
+	}
+	if leaf != nil {
+		ev.Issuer = leaf.Issuer.String()
+	}
+	ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = e.versionPaths(cert.Name, v.ID)
+	return ev
+}
+
+// failedEvent builds the failed event for err: its text, and the ACME
+// problem type and detail when the CA reported one (RFC 8555 §6.7).
+func failedEvent(cert *config.Certificate, err error) luahost.Event {
+	ee := &luahost.EventError{Message: err.Error()}
+	if p := problemOf(err); p != nil {
+		ee.ProblemType, ee.ProblemDetail = p.Type, p.Detail
+	}
+	return luahost.Event{Name: luahost.Failed, CertName: cert.Name, Domains: domains(cert), Error: ee}
+}
+
+// challengeEvent builds challenge-provision or challenge-cleanup data.
+func challengeEvent(name luahost.EventName, cert *config.Certificate, ch sdk.Challenge) luahost.Event {
+	id := ch.Identifier.Value
+	if ch.Identifier.Wildcard {
+		id = "*." + id
+	}
+	return luahost.Event{
+		Name:     name,
+		CertName: cert.Name,
+		Domains:  domains(cert),
+		Challenge: &luahost.Challenge{
+			Type:             ch.Type,
+			Identifier:       id,
+			Token:            ch.Token,
+			KeyAuthorization: ch.KeyAuthorization,
+			DNSName:          ch.DNS01RecordName,
+			DNSValue:         ch.DNS01RecordValue,
+		},
+	}
+}
+
+// problemOf returns the ACME problem in err's chain, or nil.
+func problemOf(err error) *acme.Problem {
+	var p *acme.Problem
+	if errors.As(err, &p) {
+		return p
+	}
+	return nil
+}
+
+func domains(cert *config.Certificate) []string {
+	out := make([]string, len(cert.Identifiers))
+	for i, id := range cert.Identifiers {
+		out[i] = id.Value
+	}
+	return out
+}

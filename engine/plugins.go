@@ -1,0 +1,124 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"sync"
+
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/plugin/sdk"
+)
+
+// Plugin is a running solver plugin with what it reported about itself.
+type Plugin struct {
+	*sdk.Plugin
+	Config *config.Plugin
+	Info   *sdk.InfoResponse
+}
+
+// Capabilities converts the plugin's Info into what the config package
+// checks identifiers against.
+func (p *Plugin) Capabilities() config.Capabilities {
+	return config.Capabilities{Challenges: slices.Clone(p.Info.ChallengeTypes)}
+}
+
+// plugins launches each configured plugin at most once, on first use, and
+// hands the same process to every certificate and challenge of the run.
+type plugins struct {
+	cfg    *config.Config
+	logger *slog.Logger
+
+	mu      sync.Mutex
+	entries map[string]*pluginEntry
+}
+
+type pluginEntry struct {
+	ready chan struct{} // closed once p or err is set
+	p     *Plugin
+	err   error
+}
+
+func newPlugins(cfg *config.Config, logger *slog.Logger) *plugins {
+	return &plugins{cfg: cfg, logger: logger, entries: map[string]*pluginEntry{}}
+}
+
+// get returns the running plugin called name, launching it, configuring it
+// and asking its Info the first time. A failed launch is remembered: the
+// run does not try again.
+func (ps *plugins) get(ctx context.Context, name string) (*Plugin, error) {
+	ps.mu.Lock()
+	e, ok := ps.entries[name]
+	if !ok {
+		e = &pluginEntry{ready: make(chan struct{})}
+		ps.entries[name] = e
+		ps.mu.Unlock()
+		e.p, e.err = ps.launch(ctx, name)
+		close(e.ready)
+	} else {
+		ps.mu.Unlock()
+	}
+	select {
+	case <-e.ready:
+		return e.p, e.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("plugin %s: waiting for launch: %w", name, ctx.Err())
+	}
+}
+
+func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
+	pc, ok := ps.cfg.Plugins[name]
+	if !ok {
+		return nil, fmt.Errorf("plugin %s: not configured", name)
+	}
+	var env []string
+	for _, k := range pc.Env {
+		if v, ok := os.LookupEnv(k); ok {
+			env = append(env, k+"="+v)
+		}
+	}
+	ps.logger.Debug("launching plugin", "plugin", name, "path", pc.Path)
+	p, err := sdk.Launch(ctx, sdk.LaunchOptions{
+		Name:         name,
+		Path:         pc.Path,
+		SHA256:       pc.SHA256,
+		Env:          env,
+		Config:       pc.RevealedConfig(),
+		StartTimeout: pc.StartTimeout.Duration,
+		Logger:       ps.logger,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("plugin %s: launching %s: %w", name, pc.Path, err)
+	}
+	callCtx, cancel := context.WithTimeout(ctx, pc.CallTimeout.Duration)
+	defer cancel()
+	info, err := p.Info(callCtx, &sdk.InfoRequest{})
+	if err != nil {
+		p.Close()
+		return nil, fmt.Errorf("plugin %s: info: %w", name, err)
+	}
+	ps.logger.Info("plugin started", "plugin", name, "name", info.Name, "version", info.Version, "challenges", info.ChallengeTypes)
+	return &Plugin{Plugin: p, Config: pc, Info: info}, nil
+}
+
+// closeAll stops every plugin that was launched.
+func (ps *plugins) closeAll() error {
+	ps.mu.Lock()
+	entries := ps.entries
+	ps.entries = map[string]*pluginEntry{}
+	ps.mu.Unlock()
+	var errs []error
+	for name, e := range entries {
+		<-e.ready
+		if e.p == nil {
+			continue
+		}
+		if err := e.p.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("plugin %s: closing: %w", name, err))
+		}
+	}
+	return errors.Join(errs...)
+}
