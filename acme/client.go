@@ -40,8 +40,8 @@ type Client struct {
 	// RequestTimeout bounds each HTTP request within the caller's
 	// context; zero means DefaultRequestTimeout.
 	RequestTimeout time.Duration
-	// MaxRetries bounds the retries of one request after badNonce or a
-	// 5xx; zero means DefaultMaxRetries.
+	// MaxRetries bounds the retries of one request after badNonce (and,
+	// up to 3, after a 5xx); zero means DefaultMaxRetries.
 	MaxRetries int
 	// PollInterval is the first wait when polling an order or an
 	// authorization that is still pending or processing; it doubles up

@@ -43,8 +43,11 @@ const (
 	// Client.RequestTimeout says otherwise; the caller's context bounds
 	// the whole operation.
 	DefaultRequestTimeout = 30 * time.Second
-	// DefaultMaxRetries bounds badNonce and 5xx retries of one request.
-	DefaultMaxRetries = 5
+	// DefaultMaxRetries bounds the badNonce retries of one request.
+	DefaultMaxRetries = 10
+	// max5xxRetries bounds the 5xx retries of one safe request (fewer if
+	// Client.MaxRetries is lower).
+	max5xxRetries = 3
 	// maxRetryWait is the longest Retry-After the transport sleeps
 	// through on its own; longer ones are returned to the caller.
 	maxRetryWait = 10 * time.Second
@@ -233,7 +236,7 @@ func (c *Client) get(ctx context.Context, u string) (*response, error) {
 // shouldRetry5xx sleeps and reports true when a safe request got a 5xx
 // that is worth retrying.
 func (c *Client) shouldRetry5xx(ctx context.Context, r *response, err error, attempt int) bool {
-	if err == nil || r == nil || r.status < 500 || attempt >= c.maxRetries() {
+	if err == nil || r == nil || r.status < 500 || attempt >= min(c.maxRetries(), max5xxRetries) {
 		return false
 	}
 	wait := r.retryAfter
