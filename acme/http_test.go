@@ -376,3 +376,28 @@ func TestParseLinks(t *testing.T) {
 		}
 	}
 }
+
+func TestNewOrderRequest(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Location", "/order/7") // relative: resolved against the request URL
+		writeJSON(w, 201, orderJSON(f, StatusPending))
+	})
+	nb := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
+	o, err := f.client().NewOrder(ctxT(t), acct, Order{
+		Identifiers: []Identifier{DNS("*.example.com"), ParseIdentifier("2001:db8::1")},
+		NotBefore:   nb, NotAfter: nb.Add(24 * time.Hour), Profile: "shortlived", Replaces: "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE",
+		Status: "ignored", Finalize: "https://ignored.example",
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.URL != f.url("/order/7") || o.Finalize != f.url("/finalize/1") {
+		t.Errorf("order = %+v, want URL from Location", o)
+	}
+	want := `{"identifiers":[{"type":"dns","value":"*.example.com"},{"type":"ip","value":"2001:db8::1"}],"notBefore":"2026-02-01T00:00:00Z","notAfter":"2026-02-02T00:00:00Z","profile":"shortlived","replaces":"aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"}`
+	if got := string(f.posts("/order")[0].Payload); got != want {
+		t.Errorf("newOrder payload = %s\nwant %s", got, want)
+	}
+}

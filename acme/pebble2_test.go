@@ -415,3 +415,22 @@ func TestRequestCount(t *testing.T) {
 		t.Errorf("requests = %v (%d), want %v (9)", got, total, want)
 	}
 }
+
+func TestDeactivateAuthorizationPebble(t *testing.T) {
+	c := newClient(pebble)
+	acct := newAccount(t, c)
+	o, err := c.NewOrder(testCtx(t), acct, acme.Order{Identifiers: []acme.Identifier{acme.DNS("deactivate.example.com")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := c.DeactivateAuthorization(testCtx(t), acct, o.Authorizations[0])
+	if err != nil || a.Status != acme.StatusDeactivated {
+		t.Fatalf("DeactivateAuthorization = %q, %v, want deactivated", a.Status, err)
+	}
+	if a, err = c.GetAuthorization(testCtx(t), acct, o.Authorizations[0]); err != nil || a.Status != acme.StatusDeactivated {
+		t.Errorf("GetAuthorization after deactivation = %q, %v", a.Status, err)
+	}
+	if _, err := c.NewAuthorization(testCtx(t), acct, acme.DNS("pre.example.com")); !errors.Is(err, acme.ErrNotSupported) {
+		t.Errorf("NewAuthorization against Pebble = %v, want ErrNotSupported", err)
+	}
+}
