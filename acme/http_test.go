@@ -2,7 +2,14 @@ package acme
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -221,6 +228,15 @@ func TestUntrustedInput(t *testing.T) {
 			_, err := c.FetchCertificate(ctxT(t), acct, f.url("/cert/1"))
 			return err
 		}, ErrMalformedResponse},
+		{"http alternate Link", func(f *fakeCA, c *Client) {
+			f.handle("/cert/1", func(w http.ResponseWriter, req fakeRequest) {
+				w.Header().Add("Link", `<http://127.0.0.1:1/cert/1/alt>;rel="alternate"`)
+				w.Write(selfSignedPEM(t))
+			})
+		}, func(f *fakeCA, c *Client, acct Account) error {
+			_, err := c.FetchPreferredChain(ctxT(t), acct, f.url("/cert/1"), "some other root")
+			return err
+		}, ErrInsecureURL},
 		{"bad challenge token", nil, func(f *fakeCA, c *Client, acct Account) error {
 			_, err := c.AcceptChallenge(ctxT(t), acct, Challenge{Type: ChallengeHTTP01, URL: f.url("/chall/1"), Token: "../../etc/passwd/aaaaaaaaaaaaaaaaaaaaa"})
 			if n := len(f.posts("/chall/1")); n != 0 {
@@ -400,4 +416,17 @@ func TestNewOrderRequest(t *testing.T) {
 	if got := string(f.posts("/order")[0].Payload); got != want {
 		t.Errorf("newOrder payload = %s\nwant %s", got, want)
 	}
+}
+
+func selfSignedPEM(t *testing.T) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test"}, NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
 }
