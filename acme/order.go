@@ -264,12 +264,15 @@ func (c *Client) FetchPreferredChain(ctx context.Context, acct Account, url, iss
 }
 
 // PreferredChain returns the first chain in which a certificate has issuer
-// CN issuerCN, or chains[0] when none has. It panics on an empty slice.
+// CN issuerCN, or chains[0] when none has (the zero chain for none).
 func PreferredChain(chains []CertificateChain, issuerCN string) CertificateChain {
 	for _, cc := range chains {
 		if chainMatches(cc, issuerCN) {
 			return cc
 		}
+	}
+	if len(chains) == 0 {
+		return CertificateChain{}
 	}
 	return chains[0]
 }
