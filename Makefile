@@ -21,6 +21,11 @@ lint:
 	$(GO) vet ./...
 	@./.ci/check-imports
 
+# demo builds everything, starts Pebble and challtestsrv on loopback and runs
+# acmehook with the repository's acmehook.toml (see .readme/engine.md).
+demo: build
+	$(GO) run ./internal/demo
+
 bench:
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
 

@@ -122,3 +122,37 @@ func (ps *plugins) closeAll() error {
 	}
 	return errors.Join(errs...)
 }
+
+// PluginStatus is one configured plugin as LaunchAll found it.
+type PluginStatus struct {
+	Name   string
+	Plugin *Plugin // nil when Err is set
+	Err    error
+}
+
+// LaunchAll starts every plugin of cfg in parallel (launch, configure,
+// Info), without contacting the CA, as `acmehook check` and `acmehook
+// plugins` do. The result is sorted by name; stop stops the plugins.
+func LaunchAll(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ []PluginStatus, stop func() error) {
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	ps := newPlugins(cfg, logger)
+	names := make([]string, 0, len(cfg.Plugins))
+	for n := range cfg.Plugins {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	out := make([]PluginStatus, len(names))
+	var wg sync.WaitGroup
+	for i, n := range names {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := ps.get(ctx, n)
+			out[i] = PluginStatus{Name: n, Plugin: p, Err: err}
+		}()
+	}
+	wg.Wait()
+	return out, ps.closeAll
+}

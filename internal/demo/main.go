@@ -31,6 +31,9 @@ const (
 	dnsAddr     = "127.0.0.1:8053"
 	dnsMgmtAddr = "127.0.0.1:8055"
 	runDir      = "demo/run"
+	// linkDir points at runDir: plugins take absolute paths in their
+	// configuration, and acmehook.toml must work from any checkout.
+	linkDir = "/tmp/acmehook-demo"
 )
 
 func main() {
@@ -50,6 +53,9 @@ func run(ctx context.Context) error {
 		if err := os.MkdirAll(filepath.Join(runDir, d), 0o755); err != nil {
 			return err
 		}
+	}
+	if err := linkRunDir(); err != nil {
+		return err
 	}
 	step("building Pebble and pebble-challtestsrv (pinned in go.mod) and the demo's DNS program")
 	for _, pkg := range []string{
@@ -128,7 +134,15 @@ func run(ctx context.Context) error {
 	step("what the deploy scripts wrote (" + runDir + "/deployed)")
 	entries, _ := os.ReadDir(filepath.Join(runDir, "deployed"))
 	for _, e := range entries {
-		b, _ := os.ReadFile(filepath.Join(runDir, "deployed", e.Name()))
+		path := filepath.Join(runDir, "deployed", e.Name())
+		if filepath.Ext(e.Name()) != ".txt" {
+			// Output copies (certificates, keys): name and mode only.
+			if fi, err := os.Stat(path); err == nil {
+				fmt.Printf("  %s (%s, %d bytes)\n", e.Name(), fi.Mode().Perm(), fi.Size())
+			}
+			continue
+		}
+		b, _ := os.ReadFile(path)
 		fmt.Printf("  %s: %s\n", e.Name(), strings.TrimSpace(string(b)))
 	}
 	step("acmehook list")
@@ -140,6 +154,24 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("\ndemo: all certificates issued and deployed; acmehook run took %s\n", elapsed.Round(time.Millisecond))
 	return nil
+}
+
+// linkRunDir makes linkDir a symbolic link to this checkout's runDir,
+// replacing an earlier demo's link but nothing else.
+func linkRunDir() error {
+	abs, err := filepath.Abs(runDir)
+	if err != nil {
+		return err
+	}
+	if fi, err := os.Lstat(linkDir); err == nil {
+		if fi.Mode()&os.ModeSymlink == 0 {
+			return fmt.Errorf("%s exists and is not a symbolic link; remove it", linkDir)
+		}
+		if err := os.Remove(linkDir); err != nil {
+			return err
+		}
+	}
+	return os.Symlink(abs, linkDir)
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
