@@ -309,18 +309,26 @@ func TestPluginLogsReachHostLogger(t *testing.T) {
 	if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("logs.example.com")}); err != nil {
 		t.Fatal(err)
 	}
+	// Stdout travels asynchronously over go-plugin's stdio stream.
+	printed := func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, r := range rec.records {
+			if r.Message == "printed to stdout for logs.example.com" {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !printed() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !printed() {
+		t.Error("no record of the plugin's stdout line in the host log")
+	}
 	p.Close() // flushes stderr
 	rec.mu.Lock()
 	defer rec.mu.Unlock()
-	printed := false
-	for _, r := range rec.records {
-		if r.Message == "printed to stdout for logs.example.com" {
-			printed = true
-		}
-	}
-	if !printed {
-		t.Error("no record of the plugin's stdout line in the host log")
-	}
 	for _, r := range rec.records {
 		if r.Message != "presenting" {
 			continue

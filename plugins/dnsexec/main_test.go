@@ -14,6 +14,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -67,13 +68,31 @@ type fixture struct {
 	p       *sdk.Plugin
 	record  string
 	pidFile string
-	logs    *bytes.Buffer
+	logs    *syncBuffer
+}
+
+// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func launch(t *testing.T, mode string, extra map[string]any) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &bytes.Buffer{}}
+	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &syncBuffer{}}
 	cfg := map[string]any{
 		"program": hook,
 		"env": map[string]any{
@@ -226,6 +245,7 @@ func TestWaitTimesOut(t *testing.T) {
 	if err == nil || err.Error() != want {
 		t.Errorf("Wait = %v, want %q", err, want)
 	}
+	f.p.Close() // flushes the plugin's log
 	if !strings.Contains(f.logs.String(), `"msg":"TXT record not visible yet"`) {
 		t.Errorf("no progress logged while waiting; log:\n%s", f.logs)
 	}
