@@ -113,6 +113,11 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 		}
 		secure = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
+	for _, kv := range opts.Env {
+		if k, _, ok := strings.Cut(kv, "="); !ok || k == "" {
+			return nil, fmt.Errorf("environment entry %q is not KEY=value", kv)
+		}
+	}
 	cmd := exec.Command(opts.Path)
 	cmd.Env = append(minimalEnv(), opts.Env...)
 	logger := opts.Logger
@@ -165,6 +170,11 @@ func minimalEnv() []string {
 
 // Name returns the plugin's name from LaunchOptions.
 func (p *Plugin) Name() string { return p.name }
+
+// Exited reports whether the plugin process has exited (crashed, or was
+// closed). A caller that keeps a plugin for many challenges launches a new
+// one when this is true.
+func (p *Plugin) Exited() bool { return p.client.Exited() }
 
 // Close stops the plugin process: it asks it to exit, and kills it if it has
 // not within two seconds. It is safe to call more than once.

@@ -183,6 +183,9 @@ func TestFaults(t *testing.T) {
 			if !tt.survives && !errors.Is(err, sdk.ErrExited) {
 				t.Errorf("CleanUp after %s = %v, want %v", tt.mode, err, sdk.ErrExited)
 			}
+			if p.Exited() == tt.survives {
+				t.Errorf("Exited() after %s = %v, want %v", tt.mode, p.Exited(), !tt.survives)
+			}
 			start := time.Now()
 			p.Close()
 			if d := time.Since(start); d > 5*time.Second {
@@ -213,6 +216,8 @@ func TestLaunchFaults(t *testing.T) {
 			want: "plugin faulty: starting " + bin["faulty"] + ": sdk: plugin binary checksum mismatch", wantIs: sdk.ErrChecksum},
 		{name: "bad checksum", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], SHA256: "abc"},
 			want: `plugin faulty: starting ` + bin["faulty"] + `: sha256 "abc" is not 64 hex digits`},
+		{name: "bad environment", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], Env: []string{"NOEQUALS"}},
+			want: `plugin faulty: starting ` + bin["faulty"] + `: environment entry "NOEQUALS" is not KEY=value`},
 		{name: "missing binary", opts: sdk.LaunchOptions{Name: "gone", Path: "/nonexistent/plugin"},
 			want: "plugin gone: starting /nonexistent/plugin: "},
 		{name: "bad config", opts: sdk.LaunchOptions{Name: "faulty", Path: bin["faulty"], Config: map[string]any{"mood": "ok"}},
