@@ -1,0 +1,586 @@
+package engine
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+)
+
+// The package's shared test CA, plugin binaries and web server, set up by
+// TestMain.
+var (
+	pebble  *testpebble.Server
+	bins    = map[string]string{} // plugin name -> executable
+	dnsProg string                // dnsexec program that sets TXT records in pebble's DNS
+	webRoot string                // served on 127.0.0.1:pebble.HTTPPort
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "engine-test-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	for name, pkg := range map[string]string{
+		"webroot":          "../plugins/webroot",
+		"standalone":       "../plugins/standalone",
+		"dnsexec":          "../plugins/dnsexec",
+		"challtestsrv-dns": "../internal/demo/challtestsrv-dns",
+	} {
+		bin, err := sdktest.Build(dir, name, pkg)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		bins[name] = bin
+	}
+	dnsProg = bins["challtestsrv-dns"]
+	pebble, err = testpebble.New(testpebble.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pebble.Close()
+	webRoot = filepath.Join(dir, "www")
+	if err := os.Mkdir(webRoot, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	web := &http.Server{Handler: http.FileServer(http.Dir(webRoot)), ReadHeaderTimeout: 5 * time.Second}
+	go web.Serve(ln)
+	defer web.Close()
+	return m.Run()
+}
+
+// env is one test's configuration directory, storage and script output.
+type env struct {
+	t      *testing.T
+	dir    string
+	out    string // where the event script writes what it saw
+	gate   string // the deploy script fails while this file is missing
+	now    func() time.Time
+	config string // the TOML text last written
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	dir := t.TempDir()
+	e := &env{t: t, dir: dir, out: filepath.Join(dir, "events"), gate: filepath.Join(dir, "deploy-ok")}
+	if err := os.Mkdir(e.out, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	// The event script: records every event as JSON, one file per event
+	// (and per identifier for challenge events); fails issued and renew
+	// of certificates named "gated-*" while the gate file is missing.
+	script := fmt.Sprintf(`
+local acmehook = require("acmehook")
+local out, gate = %q, %q
+local function record(ev)
+  local name = ev.cert_name .. "." .. ev.name
+  if ev.challenge then name = name .. "." .. ev.challenge.identifier end
+  assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
+end
+for _, n in ipairs(acmehook.events) do acmehook.on(n, record) end
+local function gated(ev)
+  if string.sub(ev.cert_name, 1, 6) == "gated-" and not acmehook.files.exists(gate) then
+    error("deploy target not ready")
+  end
+end
+acmehook.on("issued", gated)
+acmehook.on("renew", gated)
+`, e.out, e.gate)
+	if err := os.WriteFile(filepath.Join(dir, "events.lua"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(filepath.Join(dir, "unserved"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// write writes acmehook.toml with the shared [ca] and [plugins] and the
+// given [[certificate]] tables, and loads it.
+func (e *env) write(certs string) *config.Config {
+	e.t.Helper()
+	e.config = fmt.Sprintf(`
+storage = "storage"
+concurrency = 4
+[ca]
+directory = %q
+ca_bundle = %q
+email = ["ops@example.com"]
+agree_tos = true
+
+[plugins.webroot]
+path = %q
+[plugins.webroot.config]
+root = %q
+
+[plugins.unserved]
+path = %q
+[plugins.unserved.config]
+root = %q
+
+[plugins.standalone]
+path = %q
+[plugins.standalone.config]
+tls_listen = ["127.0.0.1:%d"]
+http_listen = []
+
+[plugins.dnsexec]
+path = %q
+[plugins.dnsexec.config]
+program = %q
+resolvers = [%q]
+propagation_interval = "50ms"
+propagation_timeout = "10s"
+env = { CHALLTESTSRV_URL = %q }
+%s`, pebble.DirectoryURL, pebble.CAFile,
+		bins["webroot"], webRoot,
+		bins["webroot"], filepath.Join(e.dir, "unserved"),
+		bins["standalone"], pebble.TLSPort,
+		bins["dnsexec"], dnsProg, pebble.DNSAddr, pebble.DNSManagementURL,
+		certs)
+	path := filepath.Join(e.dir, "acmehook.toml")
+	if err := os.WriteFile(path, []byte(e.config), 0o644); err != nil {
+		e.t.Fatal(err)
+	}
+	cfg, err := config.Load(path)
+	if err != nil {
+		e.t.Fatalf("config.Load: %v\n%s", err, e.config)
+	}
+	return cfg
+}
+
+// run runs an engine over cfg once, like "acmehook run" (or "issue" with
+// opts), and returns the results by name.
+func (e *env) run(cfg *config.Config, opts RunOptions) map[string]Result {
+	e.t.Helper()
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	eng, err := New(Options{
+		Config:           cfg,
+		Store:            st,
+		Logger:           slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Now:              e.now,
+		ProgressInterval: time.Second,
+	})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	res, err := eng.Run(ctx, opts)
+	if err != nil {
+		e.t.Fatalf("Run: %v", err)
+	}
+	out := map[string]Result{}
+	for _, r := range res.Results {
+		out[r.Name] = r
+	}
+	return out
+}
+
+// event returns what the script recorded for an event file name.
+func (e *env) event(name string) map[string]any {
+	e.t.Helper()
+	b, err := os.ReadFile(filepath.Join(e.out, name+".json"))
+	if err != nil {
+		e.t.Fatalf("event %s not raised: %v", name, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+// current returns the stored current version of name.
+func (e *env) current(cfg *config.Config, name string) *store.Version {
+	e.t.Helper()
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	v, err := st.LoadCertificate(context.Background(), name)
+	if err != nil {
+		e.t.Fatalf("LoadCertificate(%s): %v", name, err)
+	}
+	return v
+}
+
+func (e *env) meta(cfg *config.Config, name string) *store.Meta {
+	e.t.Helper()
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	defer st.Close()
+	m, err := st.LoadMeta(context.Background(), name)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return m
+}
+
+// verifyChain checks that v chains to Pebble's root and covers names.
+func verifyChain(t *testing.T, v *store.Version, names []string) *x509.Certificate {
+	t.Helper()
+	leaf, err := parseLeaf(v.CertPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	if !inter.AppendCertsFromPEM(v.ChainPEM) {
+		t.Fatalf("chain.pem holds no certificate")
+	}
+	for _, n := range names {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: strings.Replace(n, "*", "x", 1), Roots: pebble.Roots(t, 0), Intermediates: inter}); err != nil {
+			t.Errorf("certificate for %s does not verify against Pebble's root: %v", n, err)
+		}
+	}
+	return leaf
+}
+
+func fileMode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// newOrders returns how many newOrder requests Pebble served since the last
+// Reset.
+func newOrders() int {
+	counts, _ := pebble.Counter().Snapshot()
+	return counts["POST /order-plz"]
+}
+
+const solverCerts = `
+[[certificate]]
+name = "alpn"
+domains = ["alpn.example.com"]
+solver = "standalone"
+challenge = "tls-alpn-01"
+scripts = ["events.lua"]
+[certificate.output]
+key = "out/alpn.key.pem"
+fullchain = "out/alpn.fullchain.pem"
+
+[[certificate]]
+name = "web"
+domains = ["www.example.com", "example.com"]
+key_type = "rsa2048"
+solver = "webroot"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "wild"
+domains = ["*.example.net"]
+key_type = "ec384"
+solver = "dnsexec"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "mixed"
+domains = ["*.example.org", "example.org"]
+solver = "dnsexec"
+scripts = ["events.lua"]
+[certificate.solvers]
+"example.org" = "webroot"
+`
+
+// TestRun issues one certificate per solver and one mixing webroot and
+// dnsexec in one run, checks what was stored, written and raised, then
+// runs again and checks that nothing is ordered.
+func TestRun(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Mkdir(filepath.Join(e.dir, "out"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write(solverCerts)
+	pebble.Counter().Reset()
+	res := e.run(cfg, RunOptions{})
+	if got := newOrders(); got != 4 {
+		t.Errorf("newOrder requests = %d, want 4", got)
+	}
+	for _, cert := range cfg.Certificates {
+		t.Run(cert.Name, func(t *testing.T) {
+			r := res[cert.Name]
+			if r.Err != nil || r.Action != ActionIssued {
+				t.Fatalf("result = %s %v, want issued", r.Action, r.Err)
+			}
+			v := e.current(cfg, cert.Name)
+			leaf := verifyChain(t, v, cert.Domains)
+			if got := keyType(leaf.PublicKey); got != cert.KeyType {
+				t.Errorf("key type = %s, want %s", got, cert.KeyType)
+			}
+			keyPath := filepath.Join(cfg.Storage, "certificates", cert.Name, "current", "key.pem")
+			if m := fileMode(t, keyPath); m != 0o600 {
+				t.Errorf("stored key mode = %v, want 0600", m)
+			}
+			ev := e.event(cert.Name + ".issued")
+			if ev["serial"] != leaf.SerialNumber.Text(16) || ev["cert_name"] != cert.Name {
+				t.Errorf("issued event serial, cert_name = %v, %v; want %s, %s", ev["serial"], ev["cert_name"], leaf.SerialNumber.Text(16), cert.Name)
+			}
+			if ev["key_path"] != filepath.Join(cfg.Storage, "certificates", cert.Name, "versions", v.ID, "key.pem") {
+				t.Errorf("issued event key_path = %v", ev["key_path"])
+			}
+			if int64(ev["not_after"].(float64)) != leaf.NotAfter.Unix() {
+				t.Errorf("issued event not_after = %v, want %d", ev["not_after"], leaf.NotAfter.Unix())
+			}
+			if ev["fullchain_pem"] != string(v.Fullchain()) {
+				t.Errorf("issued event fullchain_pem differs from the stored fullchain")
+			}
+			for _, id := range cert.Identifiers {
+				for _, kind := range []string{"challenge-provision", "challenge-cleanup"} {
+					ch := e.event(cert.Name + "." + kind + "." + id.Value)["challenge"].(map[string]any)
+					want := "http-01"
+					switch cert.SolverFor(id) {
+					case "standalone":
+						want = "tls-alpn-01"
+					case "dnsexec":
+						want = "dns-01"
+					}
+					if ch["type"] != want || ch["identifier"] != id.Value || ch["key_authorization"] == nil {
+						t.Errorf("%s event for %s: challenge = %v, want type %s", kind, id.Value, ch, want)
+					}
+					if want == "dns-01" && ch["dns_value"] == nil {
+						t.Errorf("%s event for %s has no dns_value", kind, id.Value)
+					}
+				}
+			}
+		})
+	}
+	t.Run("output", func(t *testing.T) {
+		if m := fileMode(t, filepath.Join(e.dir, "out", "alpn.key.pem")); m != 0o600 {
+			t.Errorf("output key mode = %v, want 0600", m)
+		}
+		fc, err := os.ReadFile(filepath.Join(e.dir, "out", "alpn.fullchain.pem"))
+		if err != nil || string(fc) != string(e.current(cfg, "alpn").Fullchain()) {
+			t.Errorf("output fullchain differs from the stored one (%v)", err)
+		}
+	})
+	t.Run("second run orders nothing", func(t *testing.T) {
+		pebble.Counter().Reset()
+		res := e.run(cfg, RunOptions{})
+		for name, r := range res {
+			if r.Action != ActionNone || r.Err != nil {
+				t.Errorf("%s: second run = %s %v, want none", name, r.Action, r.Err)
+			}
+		}
+		if counts, total := pebble.Counter().Snapshot(); total != 0 {
+			t.Errorf("second run made %d requests to the CA (%v), want 0", total, counts)
+		}
+	})
+}
+
+// TestReissue changes a certificate's names, then moves the clock past its
+// renewal time, then forces it: each orders a new certificate raised as
+// renew with the previous serial.
+func TestReissue(t *testing.T) {
+	e := newEnv(t)
+	cert := func(domains string) string {
+		return fmt.Sprintf("[[certificate]]\nname = \"site\"\ndomains = [%s]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n", domains)
+	}
+	cfg := e.write(cert(`"a.example.com"`))
+	if r := e.run(cfg, RunOptions{})["site"]; r.Action != ActionIssued {
+		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
+	}
+	steps := []struct {
+		name    string
+		domains string
+		due     bool // move the clock to 70% of the current certificate's lifetime
+		opts    RunOptions
+		reason  string
+	}{
+		{"names changed", `"a.example.com", "b.example.com"`, false, RunOptions{}, "names changed"},
+		{"due by lifetime", `"a.example.com", "b.example.com"`, true, RunOptions{}, "lifetime"},
+		{"forced", `"a.example.com", "b.example.com"`, false, RunOptions{Names: []string{"site"}, Force: true}, "forced"},
+	}
+	for _, s := range steps {
+		t.Run(s.name, func(t *testing.T) {
+			prev := e.current(cfg, "site")
+			cfg = e.write(cert(s.domains))
+			if s.due {
+				at := prev.Info.NotBefore.Add(prev.Info.NotAfter.Sub(prev.Info.NotBefore) * 7 / 10)
+				e.now = func() time.Time { return at }
+				defer func() { e.now = nil }()
+			}
+			pebble.Counter().Reset()
+			r := e.run(cfg, s.opts)["site"]
+			if r.Action != ActionRenewed || r.Err != nil {
+				t.Fatalf("run = %s %v, want renewed", r.Action, r.Err)
+			}
+			if !strings.Contains(r.Reason, s.reason) {
+				t.Errorf("reason = %q, want it to mention %q", r.Reason, s.reason)
+			}
+			if got := newOrders(); got != 1 {
+				t.Errorf("newOrder requests = %d, want 1", got)
+			}
+			v := e.current(cfg, "site")
+			verifyChain(t, v, cfg.Certificates[0].Domains)
+			ev := e.event("site.renew")
+			if ev["previous_serial"] != prev.Info.Serial || ev["serial"] != v.Info.Serial {
+				t.Errorf("renew event serials = %v (previous %v), want %s (previous %s)", ev["serial"], ev["previous_serial"], v.Info.Serial, prev.Info.Serial)
+			}
+		})
+	}
+}
+
+// TestFailureBesideSuccess: a certificate whose http-01 files are not
+// served fails with the CA's problem, raised to its failed script, while
+// the other certificate of the run is issued.
+func TestFailureBesideSuccess(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write(`
+[[certificate]]
+name = "good"
+domains = ["good.example.com"]
+solver = "webroot"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "bad"
+domains = ["bad.example.com"]
+solver = "unserved"
+scripts = ["events.lua"]
+`)
+	res := e.run(cfg, RunOptions{})
+	if r := res["good"]; r.Action != ActionIssued || r.Err != nil {
+		t.Errorf("good = %s %v, want issued", r.Action, r.Err)
+	}
+	bad := res["bad"]
+	p := problemOf(bad.Err)
+	if bad.Action != ActionFailed || p == nil || p.Type != "urn:ietf:params:acme:error:unauthorized" {
+		t.Fatalf("bad = %s %v (problem %+v), want failed with an unauthorized problem", bad.Action, bad.Err, p)
+	}
+	if !strings.Contains(bad.Err.Error(), "bad.example.com") {
+		t.Errorf("error %q does not name the identifier", bad.Err)
+	}
+	evErr := e.event("bad.failed")["error"].(map[string]any)
+	if evErr["problem_type"] != p.Type || evErr["problem_detail"] != p.Detail || evErr["message"] == nil {
+		t.Errorf("failed event error = %v, want problem %s: %s", evErr, p.Type, p.Detail)
+	}
+	e.event("bad.challenge-cleanup.bad.example.com") // cleanup raised after the failure
+	m := e.meta(cfg, "bad")
+	if m.Failures != 1 || len(m.Events) == 0 || m.Events[len(m.Events)-1].Name != "failed" {
+		t.Errorf("bad metadata = %+v, want one failure recorded", m)
+	}
+}
+
+// TestPendingDeploy: a deploy script failure keeps the new certificate,
+// marks the deploy pending and fails the run; the next run retries the
+// deploy without ordering again.
+func TestPendingDeploy(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write(`
+[[certificate]]
+name = "gated-site"
+domains = ["gated.example.com"]
+solver = "webroot"
+scripts = ["events.lua"]
+`)
+	r := e.run(cfg, RunOptions{})["gated-site"]
+	if r.Action != ActionIssued || !errors.Is(r.Err, ErrDeploy) || !strings.Contains(r.Err.Error(), "deploy target not ready") {
+		t.Fatalf("first run = %s %v, want issued with a deploy error from the script", r.Action, r.Err)
+	}
+	v := e.current(cfg, "gated-site")
+	if m := e.meta(cfg, "gated-site"); !m.PendingDeploy {
+		t.Fatalf("metadata = %+v, want the deploy pending", m)
+	}
+	t.Run("still failing", func(t *testing.T) {
+		pebble.Counter().Reset()
+		r := e.run(cfg, RunOptions{})["gated-site"]
+		if !errors.Is(r.Err, ErrDeploy) || newOrders() != 0 {
+			t.Errorf("run = %s %v with %d orders, want a deploy error and no order", r.Action, r.Err, newOrders())
+		}
+	})
+	if err := os.WriteFile(e.gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pebble.Counter().Reset()
+	r = e.run(cfg, RunOptions{})["gated-site"]
+	if r.Action != ActionDeployed || r.Err != nil {
+		t.Fatalf("retry = %s %v, want deployed", r.Action, r.Err)
+	}
+	if counts, total := pebble.Counter().Snapshot(); total != 0 {
+		t.Errorf("retry made %d requests to the CA (%v), want 0", total, counts)
+	}
+	if got := e.current(cfg, "gated-site"); got.ID != v.ID {
+		t.Errorf("current version = %s, want %s (the certificate of the first run)", got.ID, v.ID)
+	}
+	if ev := e.event("gated-site.issued"); ev["serial"] != v.Info.Serial {
+		t.Errorf("issued event serial = %v, want %s", ev["serial"], v.Info.Serial)
+	}
+	if m := e.meta(cfg, "gated-site"); m.PendingDeploy {
+		t.Errorf("deploy still pending after a successful retry")
+	}
+}
+
+// TestVeto: a failing challenge-provision handler stops the certificate
+// before the challenge is answered, and cleanup still runs.
+func TestVeto(t *testing.T) {
+	e := newEnv(t)
+	veto := filepath.Join(e.dir, "veto.lua")
+	if err := os.WriteFile(veto, []byte(`local acmehook = require("acmehook")
+acmehook.on("challenge-provision", function(ev) error("not on my watch: " .. ev.challenge.identifier) end)
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write(`
+[[certificate]]
+name = "vetoed"
+domains = ["veto.example.com"]
+solver = "webroot"
+scripts = ["events.lua", "veto.lua"]
+`)
+	pebble.Counter().Reset()
+	r := e.run(cfg, RunOptions{})["vetoed"]
+	if r.Action != ActionFailed || !errors.Is(r.Err, ErrVetoed) || !strings.Contains(r.Err.Error(), "not on my watch: veto.example.com") {
+		t.Fatalf("run = %s %v, want failed with the veto", r.Action, r.Err)
+	}
+	if counts, _ := pebble.Counter().Snapshot(); counts["POST /chalZ/"] != 0 {
+		t.Errorf("challenge answered despite the veto: %v", counts)
+	}
+	e.event("vetoed.challenge-cleanup.veto.example.com")
+	if _, err := os.Stat(filepath.Join(webRoot, ".well-known", "acme-challenge")); err == nil {
+		entries, _ := os.ReadDir(filepath.Join(webRoot, ".well-known", "acme-challenge"))
+		if len(entries) != 0 {
+			t.Errorf("challenge files left after cleanup: %d", len(entries))
+		}
+	}
+}
