@@ -138,6 +138,9 @@ type AccountInfo struct {
 // (RFC 8555 §7.3.1).
 func (e *Engine) ShowAccount(ctx context.Context) (AccountInfo, error) {
 	a, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if errors.Is(err, store.ErrNotFound) {
+		return AccountInfo{}, fmt.Errorf("no account stored for %s yet (acmehook run creates it): %w", e.cfg.CA.Directory, err)
+	}
 	if err != nil {
 		return AccountInfo{}, fmt.Errorf("loading account: %w", err)
 	}

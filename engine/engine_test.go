@@ -584,3 +584,68 @@ scripts = ["events.lua", "veto.lua"]
 		}
 	}
 }
+
+// TestAccount creates the account, shows, updates, rolls its key over (a
+// certificate is then issued with the new key) and deactivates it.
+func TestAccount(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write("[[certificate]]\nname = \"acct\"\ndomains = [\"acct.example.com\"]\nsolver = \"webroot\"\n")
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng, err := New(Options{Config: cfg, Store: st})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	if _, err := eng.ShowAccount(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("ShowAccount before any run = %v, want ErrNotFound", err)
+	}
+	acct, err := eng.Account(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := eng.ShowAccount(ctx)
+	if err != nil || info.Remote.URL != acct.URL || info.Stored.URL != acct.URL || info.Remote.Status != "valid" {
+		t.Fatalf("ShowAccount = %+v, %v; want the account %s, valid", info, err, acct.URL)
+	}
+	if got := info.Remote.Contact; len(got) != 1 || got[0] != "mailto:ops@example.com" {
+		t.Errorf("contact = %v, want mailto:ops@example.com", got)
+	}
+
+	cfg.CA.Email = []string{"new@example.com"}
+	up, err := eng.UpdateAccount(ctx)
+	if err != nil || len(up.Contact) != 1 || up.Contact[0] != "mailto:new@example.com" {
+		t.Errorf("UpdateAccount = %v, %v; want contact mailto:new@example.com", up.Contact, err)
+	}
+
+	oldKey, _ := st.LoadAccount(ctx, cfg.CA.Directory)
+	rolled, err := eng.RolloverAccount(ctx)
+	if err != nil || rolled.URL != acct.URL {
+		t.Fatalf("RolloverAccount = %s, %v; want the same account URL %s", rolled.URL, err, acct.URL)
+	}
+	newKey, _ := st.LoadAccount(ctx, cfg.CA.Directory)
+	if string(newKey.KeyPEM) == string(oldKey.KeyPEM) {
+		t.Errorf("stored account key unchanged after rollover")
+	}
+	if m := fileMode(t, filepath.Join(cfg.Storage, "accounts", store.AccountDirName(cfg.CA.Directory), "key.pem")); m != 0o600 {
+		t.Errorf("account key mode = %v, want 0600", m)
+	}
+	res, err := eng.Run(ctx, RunOptions{})
+	if err != nil || !res.OK() {
+		t.Fatalf("Run after rollover = %+v, %v", res, err)
+	}
+	found, err := eng.Client().FindAccount(ctx, rolled.Key)
+	if err != nil || found.URL != acct.URL {
+		t.Errorf("FindAccount(new key) = %s, %v; want %s", found.URL, err, acct.URL)
+	}
+
+	if d, err := eng.DeactivateAccount(ctx); err != nil || d.Status != "deactivated" {
+		t.Errorf("DeactivateAccount = %q, %v; want deactivated", d.Status, err)
+	}
+}

@@ -1,0 +1,72 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestCommandLine runs the CLI in-process for what needs no CA or plugin:
+// exit statuses, usage errors, configuration errors, version and script
+// test.
+func TestCommandLine(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	badConfig := write("bad.toml", "storage = \"s\"\n[ca]\ndirectory = \"https://127.0.0.1/dir\"\nbogus = 1\n")
+	goodConfig := write("good.toml", "storage = \"s\"\n[ca]\ndirectory = \"https://127.0.0.1/dir\"\n"+
+		"[plugins.w]\npath = \"/bin/true\"\n[[certificate]]\nname = \"www\"\ndomains = [\"www.example.com\"]\nsolver = \"w\"\n")
+	okScript := write("ok.lua", `local a = require("acmehook")
+a.on("renew", function(ev) assert(ev.test and ev.cert_name == "www" and ev.domains[1] == "www.example.com" and ev.previous_serial) end)
+`)
+	failScript := write("fail.lua", `local a = require("acmehook")
+a.on("issued", function(ev) error("reload failed") end)
+`)
+	tests := []struct {
+		name   string
+		args   []string
+		code   int
+		stdout string
+		stderr string
+	}{
+		{name: "no command", args: nil, code: exitUsage, stderr: "Usage:"},
+		{name: "help", args: []string{"help"}, code: exitOK, stdout: "Examples:"},
+		{name: "unknown command", args: []string{"frob"}, code: exitUsage, stderr: `unknown command "frob"`},
+		{name: "unknown flag", args: []string{"run", "--frob"}, code: exitUsage, stderr: "flag provided but not defined: -frob"},
+		{name: "version", args: []string{"version"}, code: exitOK, stdout: "acmehook "},
+		{name: "missing config", args: []string{"--config", filepath.Join(dir, "none.toml"), "run"}, code: exitUsage, stderr: "none.toml"},
+		{name: "invalid config", args: []string{"--config", badConfig, "check"}, code: exitUsage, stderr: "bad.toml:4: ca.bogus: unknown key"},
+		{name: "bad log level", args: []string{"--config", goodConfig, "list", "--log-level", "loud"}, code: exitUsage, stderr: `--log-level "loud"`},
+		{name: "issue without name", args: []string{"--config", goodConfig, "issue"}, code: exitUsage, stderr: "issue needs the name"},
+		{name: "issue unknown name", args: []string{"--config", goodConfig, "issue", "nope"}, code: exitUsage, stderr: `"nope"`},
+		{name: "account without subcommand", args: []string{"--config", goodConfig, "account"}, code: exitUsage, stderr: "show, update, rollover, deactivate"},
+		{name: "list without certificates", args: []string{"--config", goodConfig, "list"}, code: exitOK, stdout: "now (no certificate)"},
+		{name: "script test", args: []string{"--config", goodConfig, "script", "test", okScript, "renew", "--cert", "www"}, code: exitOK, stdout: "renew handled without error"},
+		{name: "script test flag first", args: []string{"--config", goodConfig, "script", "test", "--cert", "www", okScript, "renew"}, code: exitOK, stdout: "renew handled without error"},
+		{name: "script test failing", args: []string{"script", "test", failScript, "issued"}, code: exitFailed, stderr: "fail.lua:2: reload failed"},
+		{name: "script test unknown event", args: []string{"script", "test", okScript, "expired"}, code: exitUsage, stderr: `unknown event "expired"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			code := run(context.Background(), tt.args, &stdout, &stderr)
+			if code != tt.code {
+				t.Errorf("run(%q) = %d, want %d\nstdout: %s\nstderr: %s", tt.args, code, tt.code, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("run(%q) stdout = %q, want it to contain %q", tt.args, &stdout, tt.stdout)
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("run(%q) stderr = %q, want it to contain %q", tt.args, &stderr, tt.stderr)
+			}
+		})
+	}
+}
