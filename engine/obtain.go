@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -123,6 +124,12 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 	v, leaf, err := e.order(ctx, cert, prev, log)
 	if err != nil {
 		return e.failed(ctx, cert, meta, res, err, log)
+	}
+	// Mark the deploy pending before the version becomes current, so a
+	// crash between storing and deploying still deploys on the next run.
+	meta.PendingDeploy = true
+	if err := e.store.SaveMeta(ctx, cert.Name, meta); err != nil {
+		return e.failed(ctx, cert, meta, res, fmt.Errorf("saving metadata: %w", err), log)
 	}
 	if err := e.store.SaveCertificate(ctx, cert.Name, v); err != nil {
 		return e.failed(ctx, cert, meta, res, fmt.Errorf("storing certificate: %w", err), log)
@@ -248,19 +255,22 @@ func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.
 // redeploy retries the pending deploy of the current version v without
 // a new order: the event that failed (issued or renew) is raised again.
 func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *store.Version, meta *store.Meta, res Result, log *slog.Logger) Result {
+	// The previous version, if any, makes this a renew; an event recorded
+	// for v says which one failed.
 	name, prevSerial := luahost.Issued, ""
+	if ids, err := e.store.Versions(ctx, cert.Name); err == nil && len(ids) > 1 {
+		name = luahost.Renew
+		if i := slices.Index(ids, v.ID); i > 0 {
+			if pv, err := e.store.LoadVersion(ctx, cert.Name, ids[i-1]); err == nil {
+				prevSerial = pv.Info.Serial
+			}
+		}
+	}
 	for i := len(meta.Events) - 1; i >= 0; i-- {
 		ev := meta.Events[i]
 		if ev.Version == v.ID && (ev.Name == string(luahost.Issued) || ev.Name == string(luahost.Renew)) {
 			name = luahost.EventName(ev.Name)
 			break
-		}
-	}
-	if name == luahost.Renew {
-		if ids, err := e.store.Versions(ctx, cert.Name); err == nil && len(ids) > 1 {
-			if pv, err := e.store.LoadVersion(ctx, cert.Name, ids[len(ids)-2]); err == nil {
-				prevSerial = pv.Info.Serial
-			}
 		}
 	}
 	leaf, err := parseLeaf(v.CertPEM)
