@@ -247,11 +247,20 @@ func (p *Plugin) wrap(ctx context.Context, op, domain string, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: %w", prefix, ctx.Err())
+	case st.Code() == codes.DeadlineExceeded || deadlinePassed(ctx):
+		// The plugin's side of the deadline (sent as grpc-timeout) can end
+		// the stream a moment before ctx's own timer fires.
+		return fmt.Errorf("%s: %w", prefix, context.DeadlineExceeded)
 	case p.client.Exited() || st.Code() == codes.Unavailable:
 		return fmt.Errorf("%s: %w (%s)", prefix, ErrExited, st.Message())
 	default:
 		return fmt.Errorf("%s: %s", prefix, st.Message())
 	}
+}
+
+func deadlinePassed(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // newHCLogger makes an hclog logger whose JSON lines land in l. go-plugin

@@ -183,6 +183,10 @@ func TestFaults(t *testing.T) {
 			if !tt.survives && !errors.Is(err, sdk.ErrExited) {
 				t.Errorf("CleanUp after %s = %v, want %v", tt.mode, err, sdk.ErrExited)
 			}
+			// The exit is noticed asynchronously.
+			for deadline := time.Now().Add(3 * time.Second); !tt.survives && !p.Exited() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
 			if p.Exited() == tt.survives {
 				t.Errorf("Exited() after %s = %v, want %v", tt.mode, p.Exited(), !tt.survives)
 			}
