@@ -1,8 +1,8 @@
 -- demo/deploy.lua: the deploy script of `make demo`. On issued and renew it
 -- checks that the stored files hold what the event says, then writes one
 -- line per certificate into demo/run/deployed/<name>.txt, which the demo
--- prints. Paths are relative to acmehook's working directory (the
--- repository root when run by `make demo`).
+-- prints. Relative paths start in the directory of acmehook.toml, where
+-- acmehook runs its scripts.
 local acmehook = require("acmehook")
 
 local function deployed(ev)

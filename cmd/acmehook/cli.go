@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 
 	"github.com/acmehook/acmehook/engine"
@@ -187,7 +188,11 @@ func (c *cli) setupLog() error {
 	return nil
 }
 
-// loadConfig loads --config.
+// loadConfig loads --config and makes the configuration file's directory
+// the working directory, where plugins are started and scripts run, so
+// that relative paths in plugin configuration and in scripts mean the same
+// wherever acmehook is started from (every path of the configuration
+// itself is already absolute).
 func (c *cli) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(c.g.config)
 	if err != nil {
@@ -195,6 +200,9 @@ func (c *cli) loadConfig() (*config.Config, error) {
 			return nil, err
 		}
 		return nil, usageError{err.Error()}
+	}
+	if err := os.Chdir(cfg.Dir()); err != nil {
+		return nil, fmt.Errorf("entering the configuration's directory: %w", err)
 	}
 	return cfg, nil
 }

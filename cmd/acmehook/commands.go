@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -285,7 +286,11 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	if len(pos) != 2 {
 		return usagef("script test needs SCRIPT and EVENT")
 	}
-	script, event := pos[0], luahost.EventName(pos[1])
+	script, err := filepath.Abs(pos[0]) // before loadConfig changes directory
+	if err != nil {
+		return err
+	}
+	event := luahost.EventName(pos[1])
 	if !event.Valid() {
 		return usagef("unknown event %q; use one of %v", event, luahost.Events)
 	}
@@ -316,7 +321,7 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	if err := luahost.New(luahost.Options{Logger: c.log}).Dispatch(sctx, script, ev); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", script, event)
+	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", pos[0], event)
 	return nil
 }
 
