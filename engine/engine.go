@@ -4,8 +4,10 @@
 // challenges, stores the result, writes the optional copies and raises the
 // lifecycle events to the certificate's scripts.
 //
-// One Engine serves one run: it launches each plugin it needs once, reuses
-// it for every certificate and challenge, and stops it in Close.
+// An Engine launches each plugin it needs once, on first use, reuses it for
+// every certificate and challenge (and for later runs of the same Engine),
+// and stops it in Close. A plugin that failed to start is not tried again
+// by the same Engine.
 package engine
 
 import (
