@@ -247,7 +247,7 @@ func (p *Plugin) wrap(ctx context.Context, op, domain string, err error) error {
 	switch {
 	case ctx.Err() != nil:
 		return fmt.Errorf("%s: %w", prefix, ctx.Err())
-	case st.Code() == codes.DeadlineExceeded || deadlinePassed(ctx):
+	case deadlinePassed(ctx):
 		// The plugin's side of the deadline (sent as grpc-timeout) can end
 		// the stream a moment before ctx's own timer fires.
 		return fmt.Errorf("%s: %w", prefix, context.DeadlineExceeded)
