@@ -57,6 +57,7 @@ type Config struct {
 	Certificates []*Certificate     `toml:"certificate"`
 
 	file string     // path given to Load, for messages
+	abs  string     // file made absolute when loaded, before any chdir
 	pos  *positions // key -> line
 }
 
@@ -183,6 +184,9 @@ func Load(path string) (*Config, error) {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
 	cfg := &Config{file: path, pos: scanPositions(string(data))}
+	if abs, err := filepath.Abs(path); err == nil {
+		cfg.abs = abs
+	}
 	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
 	if err != nil {
 		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
@@ -420,6 +424,9 @@ func (c *Config) shown(p string) string {
 }
 
 func (c *Config) abspath() string {
+	if c.abs != "" {
+		return c.abs
+	}
 	p, err := filepath.Abs(c.file)
 	if err != nil {
 		return c.file
@@ -471,7 +478,8 @@ func (c *Config) errorf(path, format string, args ...any) error {
 }
 
 // Dir returns the absolute directory of the configuration file, against
-// which relative paths are resolved.
+// which relative paths are resolved. It is fixed when Load runs, so a later
+// os.Chdir does not change it.
 func (c *Config) Dir() string { return filepath.Dir(c.abspath()) }
 
 // File returns the path the configuration was loaded from.

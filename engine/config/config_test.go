@@ -171,6 +171,21 @@ func TestDefaults(t *testing.T) {
 	}
 }
 
+// TestDirFixedAtLoad: a configuration loaded by a relative path keeps its
+// directory after the process changes directory (as acmehook does).
+func TestDirFixedAtLoad(t *testing.T) {
+	p := writeConfig(t, minimal)
+	t.Chdir(filepath.Dir(filepath.Dir(p)))
+	cfg, err := Load(filepath.Join(filepath.Base(filepath.Dir(p)), "acmehook.toml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(filepath.Dir(p))
+	if got, want := cfg.Dir(), filepath.Dir(p); got != want {
+		t.Errorf("Dir() after Chdir = %q, want %q", got, want)
+	}
+}
+
 func TestSecretSources(t *testing.T) {
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "eab.key"), []byte("ZmlsZS1rZXk\n"), 0o600); err != nil {
