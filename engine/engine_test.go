@@ -137,6 +137,12 @@ ca_bundle = %q
 email = ["ops@example.com"]
 agree_tos = true
 
+[self_check]
+http_port = %d
+tls_port = %d
+resolvers = [%q]
+timeout = "2s"
+
 [plugins.webroot]
 path = %q
 [plugins.webroot.config]
@@ -162,6 +168,7 @@ propagation_interval = "50ms"
 propagation_timeout = "10s"
 env = { CHALLTESTSRV_URL = %q }
 %s`, pebble.DirectoryURL, pebble.CAFile,
+		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
 		bins["webroot"], webRoot,
 		bins["webroot"], filepath.Join(e.dir, "unserved"),
 		bins["standalone"], pebble.TLSPort,
@@ -477,6 +484,7 @@ scripts = ["events.lua"]
 name = "bad"
 domains = ["bad.example.com"]
 solver = "unserved"
+self_check = false # let the CA find out
 scripts = ["events.lua"]
 `)
 	res := e.run(cfg, RunOptions{})

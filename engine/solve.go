@@ -40,7 +40,9 @@ func (e *Engine) authorize(ctx context.Context, cert *config.Certificate, acct a
 // solver's preference) among those the CA offers, derives the challenge
 // values, raises challenge-provision to the plugin (Present, then Wait for
 // a plugin that waits for propagation) and to the scripts (a failing script
-// vetoes), runs the BeforeAccept hook, answers the challenge (§7.5.1) and
+// vetoes), self-checks the challenge (unless the certificate sets
+// self_check = false; a failure is a *SelfCheckError and the challenge is
+// not answered), runs the BeforeAccept hook, answers the challenge (§7.5.1) and
 // polls the authorization. challenge-cleanup (plugin CleanUp, then the
 // scripts) always follows Present, whatever happened.
 func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.Account, url string, log *slog.Logger) (err error) {
@@ -116,6 +118,11 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 	}
 	if err := e.dispatch(ctx, cert, challengeEvent(luahost.ChallengeProvision, cert, pc)); err != nil {
 		return fmt.Errorf("%w: %s for %s: %w", ErrVetoed, ch.Type, id.Value, err)
+	}
+	if cert.SelfCheckEnabled() {
+		if err := selfCheck(ctx, e.cfg, solver, pc, log); err != nil {
+			return err
+		}
 	}
 	if e.hook != nil {
 		if err := e.hook(ctx, cert, p, pc); err != nil {

@@ -53,6 +53,7 @@ type Config struct {
 	Concurrency int `toml:"concurrency"`
 
 	CA           CA                 `toml:"ca"`
+	SelfCheck    SelfCheck          `toml:"self_check"`
 	Plugins      map[string]*Plugin `toml:"plugins"`
 	Certificates []*Certificate     `toml:"certificate"`
 
@@ -144,6 +145,11 @@ type Certificate struct {
 	// Challenge, when set, is the challenge type to use if the solver
 	// offers several ("http-01", "dns-01", "tls-alpn-01").
 	Challenge string `toml:"challenge"`
+	// SelfCheck, when false, turns off the check of each presented
+	// challenge before the CA is asked to validate it (for a split-horizon
+	// network where the host cannot see what the CA sees). Nil means true;
+	// see SelfCheckEnabled.
+	SelfCheck *bool `toml:"self_check"`
 	// Profile is the ACME profile to request, PreferredChain the issuer
 	// common name of the chain to prefer.
 	Profile        string `toml:"profile"`
@@ -304,6 +310,7 @@ func (c *Config) complete(base string) {
 	abs(&c.CA.CABundle)
 	abs(&c.CA.EABHMACKeyFile)
 	setDur(&c.CA.HTTPTimeout, DefaultHTTPTimeout)
+	c.completeSelfCheck()
 	for name, p := range c.Plugins {
 		if p == nil {
 			p = &Plugin{}

@@ -77,6 +77,8 @@ func (c *Config) Validate() error {
 		add("ca.http_timeout", "must be positive")
 	}
 
+	errs = append(errs, c.validateSelfCheck()...)
+
 	// [plugins.NAME]
 	for _, name := range sortedKeys(c.Plugins) {
 		p := c.Plugins[name]
