@@ -1,0 +1,875 @@
+package main
+
+// End-to-end tests: the real acmehook binary and the real plugin binaries,
+// built once in TestMain, against an in-process Pebble. Every test writes an
+// acmehook.toml, runs the binary with exec.Command and checks what a user
+// would see: exit status, stdout and stderr, files and their modes,
+// certificate chains, what the Lua scripts received, and the requests the
+// CA served.
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/internal/testpebble"
+)
+
+// Shared by every test of the package, set up by TestMain.
+var (
+	pebble  *testpebble.Server
+	bins    = map[string]string{} // acmehook, webroot, standalone, dnsexec, challtestsrv-dns
+	webRoot string                // served on 127.0.0.1:pebble.HTTPPort
+	holds   = &holdHandler{}      // lets a test hold http-01 validations of a host
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(testMain(m))
+}
+
+func testMain(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "acmehook-e2e-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	// One go build for all five programs: they share the build cache and
+	// the link steps run in parallel.
+	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), ".",
+		"../../plugins/webroot", "../../plugins/standalone", "../../plugins/dnsexec",
+		"../../internal/demo/challtestsrv-dns")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building acmehook and plugins: %v\n%s", err, out)
+		return 1
+	}
+	for _, name := range []string{"acmehook", "webroot", "standalone", "dnsexec", "challtestsrv-dns"} {
+		bins[name] = filepath.Join(dir, name)
+	}
+	pebble, err = testpebble.New(testpebble.Options{})
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer pebble.Close()
+	webRoot = filepath.Join(dir, "www")
+	if err := os.Mkdir(webRoot, 0o755); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	holds.next = http.FileServer(http.Dir(webRoot))
+	web := &http.Server{Handler: holds, ReadHeaderTimeout: 5 * time.Second}
+	go web.Serve(ln)
+	defer web.Close()
+	return m.Run()
+}
+
+// holdHandler serves the webroot, except that requests for a held host
+// wait until the hold is released.
+type holdHandler struct {
+	next http.Handler
+	mu   sync.Mutex
+	held map[string]*hold
+}
+
+type hold struct {
+	arrived chan struct{} // closed by the first request for the host
+	release chan struct{}
+	once    sync.Once
+}
+
+// hold makes validation requests for host wait; the returned hold says
+// when the first one arrived, and release lets them through.
+func (h *holdHandler) hold(host string) *hold {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held == nil {
+		h.held = map[string]*hold{}
+	}
+	hd := &hold{arrived: make(chan struct{}), release: make(chan struct{})}
+	h.held[host] = hd
+	return hd
+}
+
+func (h *holdHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	host, _, err := net.SplitHostPort(r.Host)
+	if err != nil {
+		host = r.Host
+	}
+	h.mu.Lock()
+	hd := h.held[host]
+	h.mu.Unlock()
+	if hd != nil {
+		hd.once.Do(func() { close(hd.arrived) })
+		select {
+		case <-hd.release:
+		case <-r.Context().Done():
+			return
+		}
+	}
+	h.next.ServeHTTP(w, r)
+}
+
+// eventsScript records every event it receives as JSON in dir, one file per
+// event ("CERT.EVENT.json", challenge events "CERT.EVENT.IDENTIFIER.json"),
+// and fails issued and renew of certificates named "gated-*" while the file
+// gate is missing.
+const eventsScript = `
+local acmehook = require("acmehook")
+local out, gate = %q, %q
+local function record(ev)
+  local name = ev.cert_name .. "." .. ev.name
+  if ev.challenge then name = name .. "." .. ev.challenge.identifier end
+  assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
+end
+for _, n in ipairs(acmehook.events) do acmehook.on(n, record) end
+local function gated(ev)
+  if string.sub(ev.cert_name, 1, 6) == "gated-" and not acmehook.files.exists(gate) then
+    error("deploy target not ready")
+  end
+end
+acmehook.on("issued", gated)
+acmehook.on("renew", gated)
+`
+
+// site is one test's configuration directory.
+type site struct {
+	t      testing.TB
+	dir    string
+	config string // path of acmehook.toml
+	text   string // its content
+	events string // where events.lua records
+	gate   string // gated-* deploys fail while this file is missing
+}
+
+func newSite(t testing.TB) *site {
+	t.Helper()
+	dir := t.TempDir()
+	s := &site{t: t, dir: dir, config: filepath.Join(dir, "acmehook.toml"),
+		events: filepath.Join(dir, "events"), gate: filepath.Join(dir, "deploy-ok")}
+	for _, d := range []string{s.events, filepath.Join(dir, "unserved")} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "events.lua"), []byte(fmt.Sprintf(eventsScript, s.events, s.gate)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// baseConfig is the storage, [ca] and [plugins] part shared by the tests;
+// "unserved" is a webroot plugin whose files nobody serves.
+func baseConfig(unserved string) string {
+	return fmt.Sprintf(`storage = "storage"
+
+[ca]
+directory = %q
+ca_bundle = %q
+email = ["ops@example.com"]
+agree_tos = true
+
+# Check challenges where Pebble's VA does, resolving through its DNS.
+[self_check]
+http_port = %d
+tls_port = %d
+resolvers = [%q]
+
+[plugins.webroot]
+path = %q
+[plugins.webroot.config]
+root = %q
+
+[plugins.unserved]
+path = %q
+[plugins.unserved.config]
+root = %q
+
+[plugins.standalone]
+path = %q
+[plugins.standalone.config]
+tls_listen = ["127.0.0.1:%d"]
+http_listen = []
+
+[plugins.dnsexec]
+path = %q
+[plugins.dnsexec.config]
+program = %q
+resolvers = [%q]
+propagation_interval = "50ms"
+propagation_timeout = "10s"
+env = { CHALLTESTSRV_URL = %q }
+`, pebble.DirectoryURL, pebble.CAFile,
+		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
+		bins["webroot"], webRoot,
+		bins["webroot"], unserved,
+		bins["standalone"], pebble.TLSPort,
+		bins["dnsexec"], bins["challtestsrv-dns"], pebble.DNSAddr, pebble.DNSManagementURL)
+}
+
+// write writes acmehook.toml: the base configuration and then extra.
+func (s *site) write(extra string) {
+	s.t.Helper()
+	s.text = baseConfig(filepath.Join(s.dir, "unserved")) + extra
+	if err := os.WriteFile(s.config, []byte(s.text), 0o644); err != nil {
+		s.t.Fatal(err)
+	}
+}
+
+// line returns the 1-based line of acmehook.toml holding substr.
+func (s *site) line(substr string) int {
+	s.t.Helper()
+	i := strings.Index(s.text, substr)
+	if i < 0 {
+		s.t.Fatalf("%q not in the configuration", substr)
+	}
+	return strings.Count(s.text[:i], "\n") + 1
+}
+
+// outcome is one finished acmehook process.
+type outcome struct {
+	code           int
+	stdout, stderr string
+	rusage         *syscall.Rusage
+	elapsed        time.Duration
+}
+
+func (o outcome) String() string {
+	return fmt.Sprintf("exit %d\nstdout:\n%s\nstderr:\n%s", o.code, o.stdout, o.stderr)
+}
+
+// acmehook runs the binary with --config and args and waits for it.
+func (s *site) acmehook(args ...string) outcome {
+	s.t.Helper()
+	cmd := s.command(args...)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	o := outcome{stdout: stdout.String(), stderr: stderr.String(), elapsed: time.Since(start)}
+	var exit *exec.ExitError
+	if err != nil && !errors.As(err, &exit) {
+		s.t.Fatalf("running acmehook %s: %v", strings.Join(args, " "), err)
+	}
+	o.code = cmd.ProcessState.ExitCode()
+	o.rusage, _ = cmd.ProcessState.SysUsage().(*syscall.Rusage)
+	return o
+}
+
+// command returns the acmehook command, started from a directory other
+// than the configuration's and killed after a minute.
+func (s *site) command(args ...string) *exec.Cmd {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	s.t.Cleanup(cancel)
+	cmd := exec.CommandContext(ctx, bins["acmehook"], append([]string{"--config", s.config}, args...)...)
+	cmd.Dir = os.TempDir()
+	return cmd
+}
+
+// event returns what events.lua recorded under name.
+func (s *site) event(name string) map[string]any {
+	s.t.Helper()
+	b, err := os.ReadFile(filepath.Join(s.events, name+".json"))
+	if err != nil {
+		s.t.Fatalf("event %s did not reach the script: %v", name, err)
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		s.t.Fatalf("event %s: %v", name, err)
+	}
+	return m
+}
+
+// stored returns the current certificate of name from the storage, checked
+// to chain to Pebble's root for each of names, and the fullchain PEM.
+func (s *site) stored(name string, names []string) (*x509.Certificate, []byte) {
+	s.t.Helper()
+	cur := filepath.Join(s.dir, "storage", "certificates", name, "current")
+	certPEM, err := os.ReadFile(filepath.Join(cur, "cert.pem"))
+	if err != nil {
+		s.t.Fatalf("certificate %s not stored: %v", name, err)
+	}
+	chainPEM, err := os.ReadFile(filepath.Join(cur, "chain.pem"))
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	b, _ := pem.Decode(certPEM)
+	if b == nil {
+		s.t.Fatalf("%s: cert.pem holds no PEM block", name)
+	}
+	leaf, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	inter := x509.NewCertPool()
+	if !inter.AppendCertsFromPEM(chainPEM) {
+		s.t.Fatalf("%s: chain.pem holds no certificate", name)
+	}
+	roots := pebble.Roots(s.t, 0)
+	for _, n := range names {
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: strings.Replace(n, "*", "any", 1), Roots: roots, Intermediates: inter}); err != nil {
+			s.t.Errorf("%s: certificate does not verify for %s against Pebble's root: %v", name, n, err)
+		}
+	}
+	return leaf, append(certPEM, chainPEM...)
+}
+
+// resultLine returns the line of run's result table for cert.
+func resultLine(o outcome, cert string) string {
+	for _, l := range strings.Split(o.stdout, "\n") {
+		if f := strings.Fields(l); len(f) > 1 && f[0] == cert {
+			return l
+		}
+	}
+	return ""
+}
+
+// newOrders returns the newOrder requests Pebble served since the last
+// Reset.
+func newOrders() int {
+	counts, _ := pebble.Counter().Snapshot()
+	return counts["POST /order-plz"]
+}
+
+// TestE2EAllSolvers issues one certificate per solver (standalone
+// tls-alpn-01, webroot http-01, dnsexec dns-01 for a wildcard) and one
+// mixing dnsexec and webroot in one run of the binary, and checks the
+// stored chains, the output copies, the data the Lua script received and
+// the file modes on disk. A second run sends no request to the CA.
+func TestE2EAllSolvers(t *testing.T) {
+	s := newSite(t)
+	if err := os.Mkdir(filepath.Join(s.dir, "out"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s.write(`
+[[certificate]]
+name = "alpn"
+domains = ["alpn.e2e.example.com"]
+solver = "standalone"
+challenge = "tls-alpn-01"
+scripts = ["events.lua"]
+[certificate.output]
+key = "out/alpn.key.pem"
+fullchain = "out/alpn.fullchain.pem"
+
+[[certificate]]
+name = "web"
+domains = ["www.e2e.example.com", "e2e.example.com"]
+key_type = "rsa2048"
+solver = "webroot"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "wild"
+domains = ["*.e2e.example.net"]
+key_type = "ec384"
+solver = "dnsexec"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "mixed"
+domains = ["*.e2e.example.org", "e2e.example.org"]
+solver = "dnsexec"
+scripts = ["events.lua"]
+[certificate.solvers]
+"e2e.example.org" = "webroot"
+`)
+	pebble.Counter().Reset()
+	o := s.acmehook("run")
+	if o.code != 0 {
+		t.Fatalf("acmehook run: %s", o)
+	}
+	if got := newOrders(); got != 4 {
+		t.Errorf("newOrder requests = %d, want 4", got)
+	}
+	certs := []struct {
+		name    string
+		domains []string
+		key     string            // public key algorithm and size
+		types   map[string]string // identifier -> challenge type
+	}{
+		{"alpn", []string{"alpn.e2e.example.com"}, "ECDSA P-256", map[string]string{"alpn.e2e.example.com": "tls-alpn-01"}},
+		{"web", []string{"www.e2e.example.com", "e2e.example.com"}, "RSA 2048", map[string]string{"www.e2e.example.com": "http-01", "e2e.example.com": "http-01"}},
+		{"wild", []string{"*.e2e.example.net"}, "ECDSA P-384", map[string]string{"*.e2e.example.net": "dns-01"}},
+		{"mixed", []string{"*.e2e.example.org", "e2e.example.org"}, "ECDSA P-256", map[string]string{"*.e2e.example.org": "dns-01", "e2e.example.org": "http-01"}},
+	}
+	for _, c := range certs {
+		t.Run(c.name, func(t *testing.T) {
+			if l := resultLine(o, c.name); !strings.Contains(l, " issued ") {
+				t.Errorf("result line = %q, want issued", l)
+			}
+			leaf, fullchain := s.stored(c.name, c.domains)
+			if got := keyDesc(leaf); got != c.key {
+				t.Errorf("certificate key = %s, want %s", got, c.key)
+			}
+			ev := s.event(c.name + ".issued")
+			serial := leaf.SerialNumber.Text(16)
+			if ev["serial"] != serial || ev["cert_name"] != c.name || ev["name"] != "issued" {
+				t.Errorf("issued event serial, cert_name, name = %v, %v, %v; want %s, %s, issued", ev["serial"], ev["cert_name"], ev["name"], serial, c.name)
+			}
+			if got := fmt.Sprint(ev["domains"]); got != fmt.Sprint(c.domains) {
+				t.Errorf("issued event domains = %s, want %v", got, c.domains)
+			}
+			if int64(ev["not_after"].(float64)) != leaf.NotAfter.Unix() {
+				t.Errorf("issued event not_after = %v, want %d", ev["not_after"], leaf.NotAfter.Unix())
+			}
+			if ev["fullchain_pem"] != string(fullchain) {
+				t.Errorf("issued event fullchain_pem differs from the stored cert.pem + chain.pem")
+			}
+			if kp, _ := ev["key_path"].(string); kp == "" || !strings.HasPrefix(kp, filepath.Join(s.dir, "storage")) {
+				t.Errorf("issued event key_path = %v, want a path in the storage", ev["key_path"])
+			} else if b, err := os.ReadFile(kp); err != nil || !bytes.Contains(b, []byte("PRIVATE KEY")) {
+				t.Errorf("issued event key_path %s: no private key there (%v)", kp, err)
+			}
+			for id, typ := range c.types {
+				for _, kind := range []string{"challenge-provision", "challenge-cleanup"} {
+					ch, _ := s.event(c.name + "." + kind + "." + id)["challenge"].(map[string]any)
+					ka, _ := ch["key_authorization"].(string)
+					token, _ := ch["token"].(string)
+					if ch["type"] != typ || ch["identifier"] != id || token == "" || !strings.HasPrefix(ka, token+".") {
+						t.Errorf("%s event for %s: challenge = %v, want type %s with a key authorization for its token", kind, id, ch, typ)
+					}
+					if typ == "dns-01" {
+						sum := sha256.Sum256([]byte(ka))
+						want := base64.RawURLEncoding.EncodeToString(sum[:])
+						if ch["dns_value"] != want || ch["dns_name"] != "_acme-challenge."+strings.TrimPrefix(id, "*.")+"." {
+							t.Errorf("%s event for %s: dns_name, dns_value = %v, %v; want _acme-challenge name and %s", kind, id, ch["dns_name"], ch["dns_value"], want)
+						}
+					}
+				}
+			}
+		})
+	}
+	t.Run("output copies", func(t *testing.T) {
+		_, fullchain := s.stored("alpn", nil)
+		if b, err := os.ReadFile(filepath.Join(s.dir, "out", "alpn.fullchain.pem")); err != nil || !bytes.Equal(b, fullchain) {
+			t.Errorf("out/alpn.fullchain.pem differs from the stored fullchain (%v)", err)
+		}
+		stored, _ := os.ReadFile(filepath.Join(s.dir, "storage", "certificates", "alpn", "current", "key.pem"))
+		if b, err := os.ReadFile(filepath.Join(s.dir, "out", "alpn.key.pem")); err != nil || !bytes.Equal(b, stored) {
+			t.Errorf("out/alpn.key.pem differs from the stored key (%v)", err)
+		}
+		if m := mode(t, filepath.Join(s.dir, "out", "alpn.key.pem")); m != 0o600 {
+			t.Errorf("out/alpn.key.pem mode = %v, want 0600", m)
+		}
+		if m := mode(t, filepath.Join(s.dir, "out", "alpn.fullchain.pem")); m != 0o644 {
+			t.Errorf("out/alpn.fullchain.pem mode = %v, want 0644", m)
+		}
+	})
+	t.Run("modes on disk", func(t *testing.T) {
+		checkModes(t, filepath.Join(s.dir, "storage"))
+	})
+	t.Run("second run", func(t *testing.T) {
+		pebble.Counter().Reset()
+		o := s.acmehook("run")
+		if o.code != 0 {
+			t.Fatalf("second acmehook run: %s", o)
+		}
+		for _, c := range certs {
+			if l := resultLine(o, c.name); !strings.Contains(l, " current ") {
+				t.Errorf("result line for %s = %q, want current", c.name, l)
+			}
+		}
+		if counts, total := pebble.Counter().Snapshot(); total != 0 {
+			t.Errorf("second run sent %d requests to the CA (%v), want none", total, counts)
+		}
+	})
+}
+
+// keyDesc describes a certificate's public key: "RSA 2048", "ECDSA P-256".
+func keyDesc(c *x509.Certificate) string {
+	switch k := c.PublicKey.(type) {
+	case *rsa.PublicKey:
+		return fmt.Sprintf("RSA %d", k.N.BitLen())
+	case *ecdsa.PublicKey:
+		return "ECDSA " + k.Curve.Params().Name
+	}
+	return c.PublicKeyAlgorithm.String()
+}
+
+func mode(t *testing.T, path string) os.FileMode {
+	t.Helper()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fi.Mode().Perm()
+}
+
+// checkModes walks the storage: every directory must be 0700 and every file
+// holding a private key 0600.
+func checkModes(t *testing.T, root string) {
+	t.Helper()
+	var dirs, keys int
+	err := filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			return nil
+		}
+		fi, err := d.Info()
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			dirs++
+			if fi.Mode().Perm() != 0o700 {
+				t.Errorf("directory %s mode = %v, want 0700", path, fi.Mode().Perm())
+			}
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		if bytes.Contains(b, []byte("PRIVATE KEY")) {
+			keys++
+			if fi.Mode().Perm() != 0o600 {
+				t.Errorf("key file %s mode = %v, want 0600", path, fi.Mode().Perm())
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if dirs < 3 || keys < 2 {
+		t.Errorf("walked %d directories and %d key files under %s, want an account key and certificate keys", dirs, keys, root)
+	}
+}
+
+// TestE2EReissueOnConfigChange changes the configuration between runs: new
+// names, then a new key type, each make the next run order a certificate
+// that is raised as renew with the previous serial.
+func TestE2EReissueOnConfigChange(t *testing.T) {
+	s := newSite(t)
+	cert := func(domains, keyType string) string {
+		return fmt.Sprintf("[[certificate]]\nname = \"site\"\ndomains = [%s]\nkey_type = %q\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n", domains, keyType)
+	}
+	s.write(cert(`"a.reissue.example.com"`, "ec256"))
+	if o := s.acmehook("run"); o.code != 0 {
+		t.Fatalf("first run: %s", o)
+	}
+	steps := []struct {
+		name    string
+		domains []string
+		keyType string
+		key     string
+		reason  string
+	}{
+		{"names changed", []string{"a.reissue.example.com", "b.reissue.example.com"}, "ec256", "ECDSA P-256", "names changed"},
+		{"key type changed", []string{"a.reissue.example.com", "b.reissue.example.com"}, "rsa2048", "RSA 2048", "key type changed"},
+	}
+	for _, st := range steps {
+		t.Run(st.name, func(t *testing.T) {
+			prev, _ := s.stored("site", nil)
+			s.write(cert(`"`+strings.Join(st.domains, `", "`)+`"`, st.keyType))
+			pebble.Counter().Reset()
+			o := s.acmehook("run")
+			if o.code != 0 {
+				t.Fatalf("run: %s", o)
+			}
+			if l := resultLine(o, "site"); !strings.Contains(l, " renewed ") {
+				t.Errorf("result line = %q, want renewed", l)
+			}
+			if !strings.Contains(o.stderr, st.reason) {
+				t.Errorf("log does not give the reason %q:\n%s", st.reason, o.stderr)
+			}
+			if got := newOrders(); got != 1 {
+				t.Errorf("newOrder requests = %d, want 1", got)
+			}
+			leaf, _ := s.stored("site", st.domains)
+			if got := keyDesc(leaf); got != st.key {
+				t.Errorf("certificate key = %s, want %s", got, st.key)
+			}
+			ev := s.event("site.renew")
+			if ev["previous_serial"] != prev.SerialNumber.Text(16) || ev["serial"] != leaf.SerialNumber.Text(16) {
+				t.Errorf("renew event serial, previous_serial = %v, %v; want %s, %s", ev["serial"], ev["previous_serial"], leaf.SerialNumber.Text(16), prev.SerialNumber.Text(16))
+			}
+		})
+	}
+}
+
+// TestE2EFailureBesideSuccess runs a certificate whose http-01 files nobody
+// serves (self-check off, so the CA's validation fails) beside a good one:
+// the run exits 1 naming the failed certificate and the CA's problem, the
+// failed event carries the problem, and the good certificate is stored.
+func TestE2EFailureBesideSuccess(t *testing.T) {
+	s := newSite(t)
+	s.write(`
+[[certificate]]
+name = "good"
+domains = ["good.fail.example.com"]
+solver = "webroot"
+scripts = ["events.lua"]
+
+[[certificate]]
+name = "bad"
+domains = ["bad.fail.example.com"]
+solver = "unserved"
+self_check = false
+scripts = ["events.lua"]
+`)
+	o := s.acmehook("run")
+	if o.code != 1 {
+		t.Fatalf("run exit = %d, want 1\n%s", o.code, o)
+	}
+	if l := resultLine(o, "good"); !strings.Contains(l, " issued ") {
+		t.Errorf("good: result line = %q, want issued", l)
+	}
+	if l := resultLine(o, "bad"); !strings.Contains(l, " failed ") || !strings.Contains(l, "bad.fail.example.com") {
+		t.Errorf("bad: result line = %q, want failed naming the identifier", l)
+	}
+	for _, want := range []string{
+		"1 of 2 certificates need attention: bad",
+		"cert=bad",
+		"problem_type=urn:ietf:params:acme:error:unauthorized",
+	} {
+		if !strings.Contains(o.stderr, want) {
+			t.Errorf("stderr lacks %q:\n%s", want, o.stderr)
+		}
+	}
+	s.stored("good", []string{"good.fail.example.com"})
+	if _, err := os.Stat(filepath.Join(s.dir, "storage", "certificates", "bad", "current")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("bad has a current certificate (stat: %v)", err)
+	}
+	e, _ := s.event("bad.failed")["error"].(map[string]any)
+	if e["problem_type"] != "urn:ietf:params:acme:error:unauthorized" || e["problem_detail"] == "" || e["message"] == "" {
+		t.Errorf("failed event error = %v, want the CA's unauthorized problem", e)
+	}
+	s.event("bad.challenge-cleanup.bad.fail.example.com") // cleanup follows the failure
+}
+
+// TestE2EPendingDeploy: the deploy script fails after a good issuance. The
+// certificate is kept and the run exits 1; the next runs retry the deploy
+// without a new order until it succeeds.
+func TestE2EPendingDeploy(t *testing.T) {
+	s := newSite(t)
+	s.write(`
+[[certificate]]
+name = "gated-site"
+domains = ["gated.e2e.example.com"]
+solver = "webroot"
+scripts = ["events.lua"]
+`)
+	o := s.acmehook("run")
+	if o.code != 1 || !strings.Contains(resultLine(o, "gated-site"), "issued, deploy failed") || !strings.Contains(o.stdout+o.stderr, "deploy target not ready") {
+		t.Fatalf("first run: want exit 1, issued with a failed deploy and the script's error\n%s", o)
+	}
+	leaf, _ := s.stored("gated-site", []string{"gated.e2e.example.com"})
+	if l := s.acmehook("list"); !strings.Contains(l.stdout, "deploy pending") {
+		t.Errorf("acmehook list does not show the pending deploy:\n%s", l)
+	}
+	t.Run("still failing", func(t *testing.T) {
+		pebble.Counter().Reset()
+		o := s.acmehook("run")
+		if o.code != 1 || newOrders() != 0 {
+			t.Errorf("run: exit %d with %d new orders, want 1 and none\n%s", o.code, newOrders(), o)
+		}
+	})
+	if err := os.WriteFile(s.gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pebble.Counter().Reset()
+	o = s.acmehook("run")
+	if o.code != 0 || !strings.Contains(resultLine(o, "gated-site"), " deployed ") {
+		t.Fatalf("retry: want exit 0 and deployed\n%s", o)
+	}
+	if counts, total := pebble.Counter().Snapshot(); total != 0 {
+		t.Errorf("retry sent %d requests to the CA (%v), want none", total, counts)
+	}
+	again, _ := s.stored("gated-site", nil)
+	if again.SerialNumber.Cmp(leaf.SerialNumber) != 0 {
+		t.Errorf("current serial = %x, want %x (the certificate of the first run)", again.SerialNumber, leaf.SerialNumber)
+	}
+	if ev := s.event("gated-site.issued"); ev["serial"] != leaf.SerialNumber.Text(16) {
+		t.Errorf("retried issued event serial = %v, want %x", ev["serial"], leaf.SerialNumber)
+	}
+	if o := s.acmehook("run"); o.code != 0 || !strings.Contains(resultLine(o, "gated-site"), " current ") {
+		t.Errorf("run after the retry: want exit 0 and current\n%s", o)
+	}
+}
+
+// TestE2ELock starts one acmehook whose validation is held, then a second
+// on the same storage: the second stops at once naming the first as the
+// holder; the first finishes normally once released.
+func TestE2ELock(t *testing.T) {
+	s := newSite(t)
+	s.write(`
+[[certificate]]
+name = "locked"
+domains = ["lock.e2e.example.com"]
+solver = "webroot"
+`)
+	hd := holds.hold("lock.e2e.example.com")
+	first := s.command("run")
+	var out1 bytes.Buffer
+	first.Stdout, first.Stderr = &out1, &out1
+	if err := first.Start(); err != nil {
+		t.Fatal(err)
+	}
+	released := false
+	release := func() {
+		if !released {
+			close(hd.release)
+			released = true
+		}
+	}
+	defer release()
+	select {
+	case <-hd.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first acmehook never fetched its http-01 response")
+	}
+	second := s.acmehook("run")
+	release()
+	err := first.Wait()
+	if second.code != 1 {
+		t.Errorf("second acmehook: exit %d, want 1\n%s", second.code, second)
+	}
+	want := fmt.Sprintf("held by pid %d on ", first.Process.Pid)
+	if !strings.Contains(second.stderr, "locked") || !strings.Contains(second.stderr, want) {
+		t.Errorf("second acmehook stderr = %q, want it to say the storage is locked and %q", second.stderr, want)
+	}
+	if err != nil {
+		t.Fatalf("first acmehook: %v\n%s", err, &out1)
+	}
+	s.stored("locked", []string{"lock.e2e.example.com"})
+	if o := s.acmehook("run"); o.code != 0 {
+		t.Errorf("run after the first finished: %s", o)
+	}
+}
+
+// TestE2EBadConfig runs acmehook on invalid configurations: it exits 2
+// with every problem as file:line: key: message, before touching the
+// storage or the CA.
+func TestE2EBadConfig(t *testing.T) {
+	type problem struct{ at, key, msg string } // at: text on the line
+	tests := []struct {
+		name     string
+		certs    string
+		args     []string
+		problems []problem
+	}{
+		{
+			name:  "unknown keys and invalid values together",
+			certs: "[[certificate]]\nname = \"a\"\ndomains = [\"a..example.com\"]\nsolver = \"webroot\"\nsolvr = \"dnsexec\"\n",
+			args:  []string{"run"},
+			problems: []problem{
+				{`domains = ["a..example.com"]`, "certificate[0].domains[0]", `"a..example.com" is not a valid domain name (label "")`},
+				{`solvr =`, "certificate[0].solvr", "unknown key"},
+			},
+		},
+		{
+			name:     "bad duration",
+			certs:    "[[certificate]]\nname = \"a\"\ndomains = [\"a.example.com\"]\nsolver = \"webroot\"\nscript_timeout = \"30 seconds\"\n",
+			args:     []string{"run"},
+			problems: []problem{{`script_timeout =`, "script_timeout", `invalid duration "30 seconds" (use a number with a unit, e.g. "30s" or "720h")`}},
+		},
+		{
+			name:  "duplicate names",
+			certs: "[[certificate]]\nname = \"site\"\ndomains = [\"a.example.com\"]\nsolver = \"webroot\"\n[[certificate]]\nname = \"site\" # again\ndomains = [\"b.example.com\"]\nsolver = \"webroot\"\n",
+			args:  []string{"run"},
+			problems: []problem{
+				{`name = "site" # again`, "certificate[1].name", `"site" is already the name of certificate[0]`},
+			},
+		},
+		{
+			name:  "impossible challenges",
+			certs: "[[certificate]]\nname = \"wild\"\ndomains = [\"*.example.com\"]\nsolver = \"webroot\"\nchallenge = \"http-01\"\n[[certificate]]\nname = \"ip\"\ndomains = [\"192.0.2.1\"]\nsolver = \"dnsexec\"\nchallenge = \"dns-01\"\n",
+			args:  []string{"issue", "wild"},
+			problems: []problem{
+				{`challenge = "http-01"`, "certificate[0].challenge", "*.example.com cannot be validated by http-01 (wildcards need dns-01)"},
+				{`challenge = "dns-01"`, "certificate[1].challenge", "192.0.2.1 cannot be validated by dns-01 (IP addresses need http-01 or tls-alpn-01)"},
+			},
+		},
+		{
+			name:  "unknown plugin",
+			certs: "[[certificate]]\nname = \"a\"\ndomains = [\"a.example.com\"]\nsolver = \"webroot\"\n[certificate.solvers]\n\"a.example.com\" = \"nosuch\"\n",
+			args:  []string{"check"},
+			problems: []problem{
+				{`"a.example.com" = "nosuch"`, `certificate[0].solvers."a.example.com"`, `no plugin "nosuch" is configured in [plugins]`},
+			},
+		},
+		{
+			name:  "wildcard for a solver that offers only http-01",
+			certs: "[[certificate]]\nname = \"wild\"\ndomains = [\"*.cap.example.com\"]\nsolver = \"webroot\"\n",
+			args:  []string{"check"},
+			problems: []problem{
+				{`solver = "webroot"` + "\n", "certificate[0].solver", `*.cap.example.com cannot be validated by plugin "webroot", which offers http-01 (wildcards need dns-01)`},
+			},
+		},
+		{
+			name:     "syntax error",
+			certs:    "[[certificate]]\nname = \"a\"\ndomains = [\"a.example.com\"\n",
+			args:     []string{"run"},
+			problems: []problem{{`domains = ["a.example.com"`, "certificate.domains", "expected a comma"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSite(t)
+			s.write(tt.certs)
+			pebble.Counter().Reset()
+			o := s.acmehook(tt.args...)
+			if o.code != 2 {
+				t.Errorf("exit = %d, want 2\n%s", o.code, o)
+			}
+			for _, p := range tt.problems {
+				prefix := fmt.Sprintf("%s:%d: ", s.config, s.line(p.at))
+				want := p.key + ": " + p.msg
+				found := false
+				for _, l := range strings.Split(o.stderr, "\n") {
+					found = found || strings.HasPrefix(l, prefix) && strings.Contains(l, want)
+				}
+				if !found {
+					t.Errorf("stderr has no line %q...%q:\n%s", prefix, want, o.stderr)
+				}
+			}
+			if _, total := pebble.Counter().Snapshot(); total != 0 {
+				t.Errorf("%d requests to the CA, want none", total)
+			}
+			if _, err := os.Stat(filepath.Join(s.dir, "storage")); !errors.Is(err, fs.ErrNotExist) && tt.args[0] != "check" {
+				t.Errorf("storage created for an invalid configuration (stat: %v)", err)
+			}
+		})
+	}
+	t.Run("run refuses an identifier its solver cannot validate", func(t *testing.T) {
+		s := newSite(t)
+		s.write("[[certificate]]\nname = \"wild\"\ndomains = [\"*.cap.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+		pebble.Counter().Reset()
+		o := s.acmehook("run")
+		if o.code != 1 || !strings.Contains(o.stdout, "*.cap.example.com cannot be validated by plugin webroot") {
+			t.Errorf("want exit 1 and the reason in the result table\n%s", o)
+		}
+		if _, total := pebble.Counter().Snapshot(); total != 0 {
+			t.Errorf("%d requests to the CA, want none", total)
+		}
+	})
+}
