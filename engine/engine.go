@@ -124,6 +124,9 @@ func New(opts Options) (*Engine, error) {
 	if scripts == nil {
 		scripts = luahost.New(luahost.Options{Logger: log})
 	}
+	if err := checkPolicies(opts.Config); err != nil {
+		return nil, err
+	}
 	progress := opts.ProgressInterval
 	if progress <= 0 {
 		progress = 5 * time.Second
@@ -192,6 +195,9 @@ const (
 	ActionDeployed Action = "deployed"
 	// ActionFailed: see Result.Err.
 	ActionFailed Action = "failed"
+	// ActionHeld: a new certificate is needed, but the failure backoff or
+	// the reissue guard holds the order back (Reason says until when).
+	ActionHeld Action = "held"
 )
 
 // Result is what a run did with one certificate.
@@ -265,14 +271,21 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 
 	res := &RunResult{Results: make([]Result, len(certs))}
 	plans := make([]plan, len(certs))
+	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	var pwg sync.WaitGroup
 	for i, c := range certs {
-		plans[i] = e.plan(ctx, c, opts.Force)
+		pwg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer func() { <-sem; pwg.Done() }()
+			plans[i] = e.plan(ctx, c, opts.Force) // may fetch renewal information
+		}()
 	}
+	pwg.Wait()
 	// Launch the plugins the run needs, and check that they can solve
 	// every identifier, before any request to the CA.
 	e.preparePlugins(ctx, certs, plans)
 
-	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
 	var wg sync.WaitGroup
 	for i, c := range certs {
 		wg.Add(1)

@@ -435,7 +435,7 @@ func TestReissue(t *testing.T) {
 		reason  string
 	}{
 		{"names changed", `"a.example.com", "b.example.com"`, false, RunOptions{}, "names changed"},
-		{"due by lifetime", `"a.example.com", "b.example.com"`, true, RunOptions{}, "lifetime"},
+		{"due by the ARI window", `"a.example.com", "b.example.com"`, true, RunOptions{}, "ARI window"},
 		{"forced", `"a.example.com", "b.example.com"`, false, RunOptions{Names: []string{"site"}, Force: true}, "forced"},
 	}
 	for _, s := range steps {
@@ -505,7 +505,7 @@ scripts = ["events.lua"]
 	}
 	e.event("bad.challenge-cleanup.bad.example.com") // cleanup raised after the failure
 	m := e.meta(cfg, "bad")
-	if m.Failures != 1 || len(m.Events) == 0 || m.Events[len(m.Events)-1].Name != "failed" {
+	if m.Renewal.Failures != 1 || len(m.Events) == 0 || m.Events[len(m.Events)-1].Name != "failed" {
 		t.Errorf("bad metadata = %+v, want one failure recorded", m)
 	}
 }

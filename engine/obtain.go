@@ -17,7 +17,6 @@ import (
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/luahost"
-	"github.com/acmehook/acmehook/engine/renewal"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -25,6 +24,7 @@ import (
 // alone before any plugin or CA is contacted.
 type plan struct {
 	issue   bool   // order a new certificate
+	held    bool   // one is needed, but the backoff or the reissue guard holds it back
 	deploy  bool   // retry a pending deploy of the current version
 	reason  string // why
 	current *store.Version
@@ -33,9 +33,11 @@ type plan struct {
 }
 
 // plan decides whether cert needs a new certificate: none stored, its key
-// moved aside, names, key type or profile changed, due for renewal by the
-// lifetime rule (engine/renewal), or force. Otherwise a pending deploy is
-// retried.
+// moved aside, names, key type or profile changed, or due by its renewal
+// decision (engine/renewal: revocation, the ARI window, fetched first when
+// the decision asks for it, or the lifetime rule), or force. Except when
+// forced, the failure backoff and the reissue guard hold an order back.
+// Otherwise a pending deploy is retried.
 func (e *Engine) plan(ctx context.Context, cert *config.Certificate, force bool) plan {
 	p := plan{}
 	meta, err := e.store.LoadMeta(ctx, cert.Name)
@@ -48,44 +50,58 @@ func (e *Engine) plan(ctx context.Context, cert *config.Certificate, force bool)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
 		p.issue, p.reason = true, "no certificate yet"
-		return p
 	case errors.Is(err, store.ErrKeyMovedAside):
 		p.current = v
 		p.issue, p.reason = true, "the key was moved aside"
-		return p
 	case err != nil:
 		p.err = fmt.Errorf("loading certificate: %w", err)
 		return p
+	default:
+		p.current = v
 	}
-	p.current = v
-	if d := e.Decide(cert, v); force {
+	if force {
 		p.issue, p.reason = true, "forced"
-	} else if !sameNames(v.Info.Names, domains(cert)) {
-		p.issue, p.reason = true, fmt.Sprintf("names changed from %s", strings.Join(v.Info.Names, ","))
-	} else if v.Info.KeyType != string(cert.KeyType) {
-		p.issue, p.reason = true, fmt.Sprintf("key type changed from %s", v.Info.KeyType)
-	} else if v.Info.Profile != cert.Profile {
-		p.issue, p.reason = true, fmt.Sprintf("profile changed from %q", v.Info.Profile)
-	} else if d.Due {
+		return p
+	}
+	if p.issue {
+		if h := e.hold(cert, meta.Renewal); !h.Due {
+			p.issue, p.held, p.reason = false, true, fmt.Sprintf("%s, but %s", p.reason, h.String())
+		}
+		return p
+	}
+	d := e.Decide(cert, v, meta.Renewal)
+	if d.FetchARI {
+		e.fetchARI(ctx, v, &meta.Renewal, e.log.With("cert", cert.Name))
+		if err := e.store.SaveMeta(ctx, cert.Name, meta); err != nil {
+			p.err = fmt.Errorf("saving metadata: %w", err)
+			return p
+		}
+		d = e.Decide(cert, v, meta.Renewal)
+	}
+	change := ""
+	switch {
+	case !sameNames(v.Info.Names, domains(cert)):
+		change = fmt.Sprintf("names changed from %s", strings.Join(v.Info.Names, ","))
+	case v.Info.KeyType != string(cert.KeyType):
+		change = fmt.Sprintf("key type changed from %s", v.Info.KeyType)
+	case v.Info.Profile != cert.Profile:
+		change = fmt.Sprintf("profile changed from %q", v.Info.Profile)
+	}
+	switch h := e.hold(cert, meta.Renewal); {
+	case change != "" && h.Due:
+		p.issue, p.reason = true, change
+	case change != "":
+		p.held, p.reason = true, fmt.Sprintf("%s, but %s", change, h.String())
+	case d.Due:
 		p.issue, p.reason = true, d.Reason
-	} else if meta.PendingDeploy {
+	case !h.Due && d.At.Equal(h.At):
+		p.held, p.reason = true, d.String()
+	case meta.PendingDeploy:
 		p.deploy, p.reason = true, "deploy pending from an earlier run"
-	} else {
+	default:
 		p.reason = d.String()
 	}
 	return p
-}
-
-// Decide applies the certificate's renewal policy (renew_before, or the
-// lifetime rule of engine/renewal) to version v at the engine's clock.
-func (e *Engine) Decide(cert *config.Certificate, v *store.Version) renewal.Decision {
-	rb, _ := renewal.ParseRenewBefore(cert.RenewBefore) // validated when the config was loaded
-	pol := renewal.Policy{RenewBefore: rb, MaxOrders: cert.MaxOrders, MaxOrdersWindow: cert.MaxOrdersWindow.Duration}
-	var c renewal.Certificate
-	if v != nil {
-		c = renewal.Certificate{NotBefore: v.Info.NotBefore, NotAfter: v.Info.NotAfter}
-	}
-	return pol.Decide(renewal.State{}, c, e.now())
 }
 
 // execute carries out p for cert and records the outcome in its metadata.
@@ -102,6 +118,9 @@ func (e *Engine) execute(ctx context.Context, cert *config.Certificate, p plan) 
 	case p.issue:
 		log.Info("obtaining certificate", "reason", p.reason, "names", domains(cert))
 		res = e.obtain(ctx, cert, p.current, p.meta, res, log)
+	case p.held:
+		log.Warn("not ordering now", "reason", p.reason)
+		res.Action = ActionHeld
 	case p.deploy:
 		log.Info("retrying deploy", "version", p.current.ID)
 		res = e.redeploy(ctx, cert, p.current, p.meta, res, log)
@@ -121,10 +140,15 @@ func (e *Engine) execute(ctx context.Context, cert *config.Certificate, p plan) 
 // certificate is stored raises failed; a deploy failure after it keeps the
 // certificate and marks the deploy pending.
 func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *store.Meta, res Result, log *slog.Logger) Result {
-	v, leaf, err := e.order(ctx, cert, prev, log)
+	v, leaf, err := e.order(ctx, cert, prev, meta, log)
 	if err != nil {
 		return e.failed(ctx, cert, meta, res, err, log)
 	}
+	// The new certificate starts a fresh renewal state (the guard's orders
+	// are kept); its renewal information is asked for at once, so the next
+	// run knows its window without contacting the CA.
+	meta.Renewal.RecordSuccess(e.now())
+	e.fetchARI(ctx, v, &meta.Renewal, log)
 	// Mark the deploy pending before the version becomes current, so a
 	// crash between storing and deploying still deploys on the next run.
 	meta.PendingDeploy = true
@@ -140,12 +164,11 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 		res.Action, name, prevSerial = ActionRenewed, luahost.Renew, prev.Info.Serial
 	}
 	log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
-	meta.Failures, meta.NextAttempt = 0, time.Time{}
 	return e.deploy(ctx, cert, v, leaf, name, prevSerial, meta, res, log)
 }
 
 // order runs the protocol part of obtain and returns the unsaved version.
-func (e *Engine) order(ctx context.Context, cert *config.Certificate, prev *store.Version, log *slog.Logger) (*store.Version, *x509.Certificate, error) {
+func (e *Engine) order(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *store.Meta, log *slog.Logger) (*store.Version, *x509.Certificate, error) {
 	acct, err := e.Account(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -154,9 +177,9 @@ func (e *Engine) order(ctx context.Context, cert *config.Certificate, prev *stor
 	for i, id := range cert.Identifiers {
 		ids[i] = acme.Identifier{Type: id.Type, Value: id.Value}
 	}
-	o, err := e.client.NewOrder(ctx, acct, acme.Order{Identifiers: ids, Profile: cert.Profile})
+	o, err := e.newOrder(ctx, cert, acct, acme.Order{Identifiers: ids, Profile: cert.Profile}, prev, meta, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("creating order: %w", err)
+		return nil, nil, err
 	}
 	log.Debug("order created", "order", o.URL, "authorizations", len(o.Authorizations))
 	if err := e.authorize(ctx, cert, acct, o, log); err != nil {
@@ -299,7 +322,11 @@ func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *sto
 	if meta == nil {
 		return res
 	}
-	meta.Failures++
+	// A run stopped from outside (SIGTERM) is not the CA's failure and
+	// earns no backoff.
+	if !(errors.Is(err, context.Canceled) && ctx.Err() != nil) {
+		e.recordFailure(meta, err)
+	}
 	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(luahost.Failed), Result: "error", Detail: err.Error()})
 	if serr := e.store.SaveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))

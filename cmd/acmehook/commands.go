@@ -99,7 +99,8 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(cfg.Storage, store.Options{Logger: c.log})
+	// Read-only: list works beside a running daemon, which holds the lock.
+	st, err := store.OpenReadOnly(cfg.Storage, store.Options{Logger: c.log})
 	if err != nil {
 		return fmt.Errorf("opening storage: %w", err)
 	}
@@ -113,20 +114,24 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
 	for _, cert := range cfg.Certificates {
 		issuer, notAfter, next := "-", "-", "now (no certificate)"
+		m, err := st.LoadMeta(ctx, cert.Name)
+		if err != nil {
+			return fmt.Errorf("loading %s: %w", cert.Name, err)
+		}
 		v, err := st.LoadCertificate(ctx, cert.Name)
 		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
 			return fmt.Errorf("loading %s: %w", cert.Name, err)
 		}
 		if v != nil {
 			issuer, notAfter = v.Info.Issuer, fmtTime(v.Info.NotAfter)
-			d := eng.Decide(cert, v)
+			d := eng.Decide(cert, v, m.Renewal)
 			next = fmtTime(d.At)
 			if d.Due {
 				next = "now (" + d.Reason + ")"
 			}
 		}
 		last := "-"
-		if m, err := st.LoadMeta(ctx, cert.Name); err == nil && len(m.Events) > 0 {
+		if len(m.Events) > 0 {
 			ev := m.Events[len(m.Events)-1]
 			last = fmt.Sprintf("%s %s %s", ev.Name, ev.Result, ev.Time.UTC().Format("2006-01-02 15:04"))
 			if m.PendingDeploy {

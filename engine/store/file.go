@@ -77,9 +77,11 @@ type FileStore struct {
 	// mu is held shared by every operation and exclusively by Close;
 	// keys serialises operations on the same account or certificate, so
 	// different certificates are written in parallel.
-	mu   sync.RWMutex
-	lock *os.File // nil once closed
-	keys sync.Map // string -> *sync.Mutex
+	mu       sync.RWMutex
+	lock     *os.File // nil when read-only
+	readOnly bool
+	closed   bool
+	keys     sync.Map // string -> *sync.Mutex
 }
 
 var _ Store = (*FileStore)(nil)
@@ -120,6 +122,25 @@ func Open(dir string, opts Options) (*FileStore, error) {
 	return s, nil
 }
 
+// OpenReadOnly opens dir without taking its lock, for commands that only
+// read (acmehook list and explain) while another process, such as the
+// daemon, holds the lock. Every write fails with ErrReadOnly. Each file is
+// replaced atomically by the writer, so a reader sees whole files; a
+// version and its metadata may be one write apart.
+func OpenReadOnly(dir string, opts Options) (*FileStore, error) {
+	s := &FileStore{dir: dir, keep: DefaultKeep, log: opts.Logger, now: opts.Now, ops: osOps{}, readOnly: true}
+	if s.log == nil {
+		s.log = slog.New(slog.DiscardHandler)
+	}
+	if s.now == nil {
+		s.now = time.Now
+	}
+	if _, err := os.Stat(dir); err != nil {
+		return nil, fmt.Errorf("opening storage read-only: %w", notFound(err))
+	}
+	return s, nil
+}
+
 // Dir returns the storage directory.
 func (s *FileStore) Dir() string { return s.dir }
 
@@ -127,8 +148,12 @@ func (s *FileStore) Dir() string { return s.dir }
 func (s *FileStore) Close() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.lock == nil {
+	if s.closed {
 		return ErrClosed
+	}
+	s.closed = true
+	if s.lock == nil {
+		return nil
 	}
 	err := unlockFile(s.lock)
 	s.lock = nil
@@ -142,7 +167,7 @@ func (s *FileStore) begin(ctx context.Context, key string) (func(), error) {
 		return nil, err
 	}
 	s.mu.RLock()
-	if s.lock == nil {
+	if s.closed {
 		s.mu.RUnlock()
 		return nil, ErrClosed
 	}
@@ -153,6 +178,15 @@ func (s *FileStore) begin(ctx context.Context, key string) (func(), error) {
 	mu := m.(*sync.Mutex)
 	mu.Lock()
 	return func() { mu.Unlock(); s.mu.RUnlock() }, nil
+}
+
+// beginWrite is begin for an operation that writes: it fails with
+// ErrReadOnly on a store opened with OpenReadOnly.
+func (s *FileStore) beginWrite(ctx context.Context, key string) (func(), error) {
+	if s.readOnly {
+		return nil, ErrReadOnly
+	}
+	return s.begin(ctx, key)
 }
 
 // ensureDir creates dir and its parents with mode 0700 and makes sure dir
@@ -237,7 +271,7 @@ func (s *FileStore) LoadAccount(ctx context.Context, directory string) (*Account
 
 // CreateAccountKey implements Store.
 func (s *FileStore) CreateAccountKey(ctx context.Context, directory string, keyPEM []byte) error {
-	done, err := s.begin(ctx, "account "+directory)
+	done, err := s.beginWrite(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -262,7 +296,7 @@ func (s *FileStore) CreateAccountKey(ctx context.Context, directory string, keyP
 
 // SaveAccountInfo implements Store.
 func (s *FileStore) SaveAccountInfo(ctx context.Context, directory string, info AccountInfo) error {
-	done, err := s.begin(ctx, "account "+directory)
+	done, err := s.beginWrite(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -288,7 +322,7 @@ func (s *FileStore) writeAccountRecord(dir string, rec accountRecord) error {
 // RolloverAccountKey implements Store. The previous key is kept as
 // key-<time>.pem.old beside the new one.
 func (s *FileStore) RolloverAccountKey(ctx context.Context, directory string, keyPEM []byte) error {
-	done, err := s.begin(ctx, "account "+directory)
+	done, err := s.beginWrite(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
@@ -458,7 +492,7 @@ func listVersions(cdir string) ([]string, error) {
 // the previous version current and untouched; a crash leaves at most an
 // unused directory, removed by the next Open.
 func (s *FileStore) SaveCertificate(ctx context.Context, name string, v *Version) error {
-	done, err := s.begin(ctx, "certificate "+name)
+	done, err := s.beginWrite(ctx, "certificate "+name)
 	if err != nil {
 		return err
 	}
@@ -583,7 +617,7 @@ func (s *FileStore) prune(cdir, current string) {
 // MoveKeyAside implements Store. The key goes to aside/<version>.key.pem
 // (0600) and the version is recorded in Meta.KeysMovedAside.
 func (s *FileStore) MoveKeyAside(ctx context.Context, name string) (string, error) {
-	done, err := s.begin(ctx, "certificate "+name)
+	done, err := s.beginWrite(ctx, "certificate "+name)
 	if err != nil {
 		return "", err
 	}
@@ -652,7 +686,7 @@ func (s *FileStore) loadMeta(cdir string) (*Meta, error) {
 
 // SaveMeta implements Store. Only the last MaxEvents events are kept.
 func (s *FileStore) SaveMeta(ctx context.Context, name string, m *Meta) error {
-	done, err := s.begin(ctx, "certificate "+name)
+	done, err := s.beginWrite(ctx, "certificate "+name)
 	if err != nil {
 		return err
 	}

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acmehook/acmehook/engine/renewal"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -428,7 +429,10 @@ func TestMeta(t *testing.T) {
 	}
 	at := time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
 	m = &Meta{
-		ARI:           &ARI{CertID: "aaa.bbb", WindowStart: at, WindowEnd: at.Add(48 * time.Hour), ChosenTime: at.Add(time.Hour), RetryAfter: at.Add(6 * time.Hour)},
+		Renewal: renewal.State{
+			ARIWindow: renewal.Window{Start: at, End: at.Add(48 * time.Hour)}, ARIChosen: at.Add(time.Hour), ARINextFetch: at.Add(6 * time.Hour),
+			Failures: 2, RetryAt: at.Add(10 * time.Minute), Orders: []time.Time{at}, Revoked: true, RevokedAt: at,
+		},
 		PendingDeploy: true,
 	}
 	for i := range MaxEvents + 5 {
@@ -445,6 +449,49 @@ func TestMeta(t *testing.T) {
 	want.Events = m.Events[5:]
 	if diff := cmp.Diff(&want, got); diff != "" {
 		t.Errorf("LoadMeta (-want +got):\n%s", diff)
+	}
+}
+
+// TestOpenReadOnly reads a store whose lock another FileStore holds, and
+// refuses every write.
+func TestOpenReadOnly(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	w := openStore(t, dir)
+	if err := w.SaveCertificate(ctx, "site", fakeVersion("01")); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.SaveMeta(ctx, "site", &Meta{PendingDeploy: true}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := OpenReadOnly(dir, Options{})
+	if err != nil {
+		t.Fatalf("OpenReadOnly while locked: %v", err)
+	}
+	if v, err := r.LoadCertificate(ctx, "site"); err != nil || v.Info.Serial != "01" {
+		t.Errorf("LoadCertificate = %v, %v; want serial 01", v, err)
+	}
+	if m, err := r.LoadMeta(ctx, "site"); err != nil || !m.PendingDeploy {
+		t.Errorf("LoadMeta = %+v, %v; want the saved metadata", m, err)
+	}
+	for name, write := range map[string]func() error{
+		"SaveMeta":         func() error { return r.SaveMeta(ctx, "site", &Meta{}) },
+		"SaveCertificate":  func() error { return r.SaveCertificate(ctx, "site", fakeVersion("02")) },
+		"MoveKeyAside":     func() error { _, err := r.MoveKeyAside(ctx, "site"); return err },
+		"CreateAccountKey": func() error { return r.CreateAccountKey(ctx, "https://ca.example/dir", []byte("k")) },
+	} {
+		if err := write(); !errors.Is(err, ErrReadOnly) {
+			t.Errorf("%s on a read-only store = %v, want ErrReadOnly", name, err)
+		}
+	}
+	if err := r.Close(); err != nil {
+		t.Errorf("Close = %v", err)
+	}
+	if _, err := r.LoadMeta(ctx, "site"); !errors.Is(err, ErrClosed) {
+		t.Errorf("LoadMeta after Close = %v, want ErrClosed", err)
+	}
+	if _, err := OpenReadOnly(filepath.Join(dir, "missing"), Options{}); !errors.Is(err, ErrNotFound) {
+		t.Errorf("OpenReadOnly(missing dir) = %v, want ErrNotFound", err)
 	}
 }
 

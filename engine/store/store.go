@@ -11,6 +11,8 @@ import (
 	"errors"
 	"regexp"
 	"time"
+
+	"github.com/acmehook/acmehook/engine/renewal"
 )
 
 // Sentinel errors. Implementations wrap them; test with errors.Is.
@@ -27,6 +29,8 @@ var (
 	// ErrKeyMovedAside: the current version's key was moved aside
 	// (keyCompromise) and must not be used again.
 	ErrKeyMovedAside = errors.New("store: certificate key was moved aside")
+	// ErrReadOnly: a write to a store opened read-only (OpenReadOnly).
+	ErrReadOnly = errors.New("store: opened read-only")
 )
 
 // Store is acmehook's persistent state. Implementations MUST make every
@@ -136,40 +140,24 @@ type VersionInfo struct {
 }
 
 // Meta is the operational state of a certificate, which changes between
-// versions: renewal information, recent events, a pending deploy.
+// versions: renewal state, recent events, a pending deploy.
 type Meta struct {
-	ARI *ARI `json:"ari,omitempty"`
+	// Renewal is the lineage's renewal state (ARI window and chosen time,
+	// failures and backoff, recent orders for the reissue guard,
+	// revocation), updated by the engine through its Record methods.
+	Renewal renewal.State `json:"renewal,omitzero"`
 	// Events holds the most recent events, oldest first; SaveMeta keeps
 	// the last MaxEvents.
 	Events []Event `json:"events,omitempty"`
 	// PendingDeploy is set when issuance succeeded but a deploy script
 	// failed; the next run retries the deploy without a new order.
 	PendingDeploy bool `json:"pending_deploy,omitempty"`
-	// Failures counts consecutive failed attempts, NextAttempt is the
-	// earliest time to try again (backoff).
-	Failures    int       `json:"failures,omitempty"`
-	NextAttempt time.Time `json:"next_attempt,omitzero"`
 	// KeysMovedAside lists versions whose key was moved aside.
 	KeysMovedAside []string `json:"keys_moved_aside,omitempty"`
 }
 
 // MaxEvents is how many events Meta keeps.
 const MaxEvents = 50
-
-// ARI is what acmehook knows of a certificate's renewal information
-// (RFC 9773).
-type ARI struct {
-	CertID         string    `json:"cert_id"`
-	WindowStart    time.Time `json:"window_start,omitzero"`
-	WindowEnd      time.Time `json:"window_end,omitzero"`
-	ExplanationURL string    `json:"explanation_url,omitempty"`
-	// ChosenTime is the random time picked inside the window; kept while
-	// the window is unchanged.
-	ChosenTime time.Time `json:"chosen_time,omitzero"`
-	// RetryAfter is when to fetch the renewal information again.
-	RetryAfter time.Time `json:"retry_after,omitzero"`
-	FetchedAt  time.Time `json:"fetched_at,omitzero"`
-}
 
 // Event is a recorded lifecycle event and its outcome.
 type Event struct {
