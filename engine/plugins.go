@@ -86,6 +86,7 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Path:         pc.Path,
 		SHA256:       pc.SHA256,
 		Env:          env,
+		Dir:          ps.cfg.Dir(),
 		Config:       pc.RevealedConfig(),
 		StartTimeout: pc.StartTimeout.Duration,
 		Logger:       ps.logger,

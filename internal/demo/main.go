@@ -31,9 +31,6 @@ const (
 	dnsAddr     = "127.0.0.1:8053"
 	dnsMgmtAddr = "127.0.0.1:8055"
 	runDir      = "demo/run"
-	// linkDir points at runDir: plugins take absolute paths in their
-	// configuration, and acmehook.toml must work from any checkout.
-	linkDir = "/tmp/acmehook-demo"
 )
 
 func main() {
@@ -53,9 +50,6 @@ func run(ctx context.Context) error {
 		if err := os.MkdirAll(filepath.Join(runDir, d), 0o755); err != nil {
 			return err
 		}
-	}
-	if err := linkRunDir(); err != nil {
-		return err
 	}
 	step("building Pebble and pebble-challtestsrv (pinned in go.mod) and the demo's DNS program")
 	for _, pkg := range []string{
@@ -154,24 +148,6 @@ func run(ctx context.Context) error {
 	}
 	fmt.Printf("\ndemo: all certificates issued and deployed; acmehook run took %s\n", elapsed.Round(time.Millisecond))
 	return nil
-}
-
-// linkRunDir makes linkDir a symbolic link to this checkout's runDir,
-// replacing an earlier demo's link but nothing else.
-func linkRunDir() error {
-	abs, err := filepath.Abs(runDir)
-	if err != nil {
-		return err
-	}
-	if fi, err := os.Lstat(linkDir); err == nil {
-		if fi.Mode()&os.ModeSymlink == 0 {
-			return fmt.Errorf("%s exists and is not a symbolic link; remove it", linkDir)
-		}
-		if err := os.Remove(linkDir); err != nil {
-			return err
-		}
-	}
-	return os.Symlink(abs, linkDir)
 }
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }

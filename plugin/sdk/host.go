@@ -54,6 +54,10 @@ type LaunchOptions struct {
 	// The plugin otherwise gets only PATH, HOME and TMPDIR from the host,
 	// never the host's other variables (API tokens of other plugins).
 	Env []string
+	// Dir is the plugin's working directory; empty means the host's.
+	// Plugins resolve relative paths in their configuration against it,
+	// so acmehook sets it to the configuration file's directory.
+	Dir string
 	// Config, when not nil, is passed to the plugin's Configure once it has
 	// started. Values are what a TOML or JSON decoder produces.
 	Config map[string]any
@@ -120,6 +124,7 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	}
 	cmd := exec.Command(opts.Path)
 	cmd.Env = append(minimalEnv(), opts.Env...)
+	cmd.Dir = opts.Dir
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -91,6 +91,13 @@ func (s *syncBuffer) String() string {
 
 func launch(t *testing.T, mode string, extra map[string]any) *fixture {
 	t.Helper()
+	return launchWith(t, mode, extra, sdk.LaunchOptions{})
+}
+
+// launchWith launches the plugin with opts (Name, Path, Config and Logger
+// set here) and the test program configured for mode, plus extra keys.
+func launchWith(t *testing.T, mode string, extra map[string]any, opts sdk.LaunchOptions) *fixture {
+	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &syncBuffer{}}
 	cfg := map[string]any{
@@ -112,8 +119,9 @@ func launch(t *testing.T, mode string, extra map[string]any) *fixture {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var err error
-	f.p, err = sdk.Launch(ctx, sdk.LaunchOptions{Name: "dnsexec", Path: binary, Config: cfg,
-		Logger: slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+	opts.Name, opts.Path, opts.Config = "dnsexec", binary, cfg
+	opts.Logger = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	f.p, err = sdk.Launch(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,6 +243,23 @@ func TestPresentWaitCleanUp(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestRelativeProgram: a relative program is found in LaunchOptions.Dir,
+// the plugin's working directory.
+func TestRelativeProgram(t *testing.T) {
+	f := launchWith(t, "ok", map[string]any{"program": filepath.Base(hook)}, sdk.LaunchOptions{Dir: filepath.Dir(hook)})
+	c := challenge("relative.example.com")
+	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	defer f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c})
+	if runs := f.runs(t); len(runs) != 1 || runs[0].Args[0] != "present" {
+		t.Errorf("program runs = %+v, want one present", runs)
+	}
+	if got := txt(t, c.DNS01RecordName); !slices.Equal(got, []string{c.DNS01RecordValue}) {
+		t.Errorf("TXT %s after Present = %q, want [%q]", c.DNS01RecordName, got, c.DNS01RecordValue)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,6 +101,40 @@ func TestServedByWebServer(t *testing.T) {
 	_, err = p.Present(ctx, &sdk.PresentRequest{Challenge: c})
 	if want := "plugin webroot: present example.com: acme: challenge token is not base64url: byte '.' at offset 0"; err == nil || err.Error() != want {
 		t.Errorf("Present(hostile token) = %v, want %q", err, want)
+	}
+}
+
+// TestRelativeRootInDir: a relative root is relative to LaunchOptions.Dir,
+// the plugin's working directory, wherever the host runs.
+func TestRelativeRootInDir(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(dir, "site", "html"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Dir: dir, Config: map[string]any{"root": "site/html"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	c := sdk.Challenge{
+		Type:             "http-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: "example.com"},
+		Token:            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+		KeyAuthorization: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+	}
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "site", "html", ".well-known", "acme-challenge", c.Token)
+	if b, err := os.ReadFile(path); err != nil || string(b) != c.KeyAuthorization {
+		t.Errorf("ReadFile(%s) = %q, %v, want %q", path, b, err, c.KeyAuthorization)
+	}
+	// In another working directory the same configuration names nothing.
+	_, err = sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Dir: t.TempDir(), Config: map[string]any{"root": "site/html"}})
+	if err == nil || !strings.Contains(err.Error(), "root: stat ") {
+		t.Errorf("Launch in another directory = %v, want the root not found", err)
 	}
 }
 

@@ -27,9 +27,13 @@
 // zone (or the configured resolvers, when no NS records are found) until
 // each answers the value.
 //
+// A relative program path is relative to the plugin's working directory
+// (acmehook sets it to the directory of its configuration file), made
+// absolute when the plugin is configured and never looked up in PATH.
+//
 // Configuration:
 //
-//	program              = "/usr/local/bin/dns-hook"  # required, absolute
+//	program              = "/usr/local/bin/dns-hook"  # required
 //	env                  = { PROVIDER_TOKEN = "..." }  # added to the program's environment
 //	timeout              = "2m"                        # per program run
 //	output_limit         = 65536                       # bytes of output kept
@@ -132,11 +136,18 @@ func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.C
 		return nil, err
 	}
 	var errs []error
+	if cfg.Program != "" {
+		// Relative to the working directory (acmehook's configuration
+		// directory), never looked up in PATH.
+		abs, err := filepath.Abs(cfg.Program)
+		if err != nil {
+			return nil, fmt.Errorf("program: resolving %q: %w", cfg.Program, err)
+		}
+		cfg.Program = abs
+	}
 	switch fi, err := os.Stat(cfg.Program); {
 	case cfg.Program == "":
 		errs = append(errs, errors.New("program is required"))
-	case !filepath.IsAbs(cfg.Program):
-		errs = append(errs, fmt.Errorf("program: %q is not an absolute path", cfg.Program))
 	case err != nil:
 		errs = append(errs, fmt.Errorf("program: %w", err))
 	case fi.IsDir() || fi.Mode().Perm()&0o111 == 0:

@@ -7,6 +7,9 @@
 //	root  = "/var/www/html"                      # default document root
 //	roots = { "example.com" = "/srv/example" }   # per-domain document roots
 //
+// A relative root is relative to the plugin's working directory, which
+// acmehook sets to the directory of its configuration file.
+//
 // The file is written atomically with mode 0644; the directories
 // .well-known and acme-challenge are created (0755) when missing and removed
 // again by CleanUp once empty. A token that is not strict base64url is
@@ -78,7 +81,8 @@ func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, err
 }
 
 // Configure checks and keeps the configuration: every root must be an
-// absolute path to an existing directory.
+// existing directory. A relative root is made absolute against the plugin's
+// working directory (the directory of acmehook's configuration file).
 func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.ConfigureResponse, error) {
 	var cfg Config
 	if err := sdk.DecodeConfig(req.Config, &cfg); err != nil {
@@ -88,24 +92,31 @@ func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.C
 	if cfg.Root == "" && len(cfg.Roots) == 0 {
 		errs = append(errs, errors.New("root or roots is required"))
 	}
-	check := func(key, dir string) {
-		if !filepath.IsAbs(dir) {
-			errs = append(errs, fmt.Errorf("%s: %q is not an absolute path", key, dir))
-			return
+	// check returns dir made absolute: a relative path is relative to the
+	// working directory, which acmehook sets to its configuration's.
+	check := func(key, dir string) string {
+		if dir == "" {
+			errs = append(errs, fmt.Errorf("%s: empty path", key))
+			return ""
 		}
-		if fi, err := os.Stat(dir); err != nil {
+		abs, err := filepath.Abs(dir)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("%s: resolving %q: %w", key, dir, err))
+			return ""
+		}
+		if fi, err := os.Stat(abs); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", key, err))
 		} else if !fi.IsDir() {
-			errs = append(errs, fmt.Errorf("%s: %s is not a directory", key, dir))
+			errs = append(errs, fmt.Errorf("%s: %s is not a directory", key, abs))
 		}
+		return abs
 	}
 	if cfg.Root != "" {
-		check("root", cfg.Root)
+		cfg.Root = check("root", cfg.Root)
 	}
 	roots := make(map[string]string, len(cfg.Roots))
 	for domain, dir := range cfg.Roots {
-		check("roots."+domain, dir)
-		roots[strings.ToLower(strings.TrimSuffix(domain, "."))] = dir
+		roots[strings.ToLower(strings.TrimSuffix(domain, "."))] = check("roots."+domain, dir)
 	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err

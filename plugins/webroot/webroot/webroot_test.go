@@ -189,18 +189,50 @@ func TestSymlinkEscapeRefused(t *testing.T) {
 	}
 }
 
+// TestRelativeRoot: relative roots are resolved against the working
+// directory when the plugin is configured, not when a challenge comes.
+func TestRelativeRoot(t *testing.T) {
+	dir := t.TempDir()
+	for _, d := range []string{"www", "shop"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Chdir(dir)
+	s := configured(t, map[string]any{"root": "www", "roots": map[string]any{"shop.example": "./shop"}})
+	t.Chdir(t.TempDir())
+	for domain, root := range map[string]string{"example.com": "www", "shop.example": "shop"} {
+		c := challenge(domain, token, keyAuth)
+		if _, err := s.Present(context.Background(), &sdk.PresentRequest{Challenge: c}); err != nil {
+			t.Fatalf("Present(%s) = %v", domain, err)
+		}
+		path := filepath.Join(dir, root, ".well-known", "acme-challenge", token)
+		if b, err := os.ReadFile(path); err != nil || string(b) != keyAuth {
+			t.Errorf("ReadFile(%s) = %q, %v, want %q", path, b, err, keyAuth)
+		}
+		if _, err := s.CleanUp(context.Background(), &sdk.CleanUpRequest{Challenge: c}); err != nil {
+			t.Fatalf("CleanUp(%s) = %v", domain, err)
+		}
+	}
+}
+
 func TestConfigure(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(file, nil, 0o600)
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
 	tests := []struct {
 		cfg  map[string]any
 		want string
 	}{
 		{map[string]any{}, "root or roots is required"},
-		{map[string]any{"root": "relative/dir"}, `root: "relative/dir" is not an absolute path`},
+		{map[string]any{"root": "relative/dir"}, "root: stat " + filepath.Join(wd, "relative/dir") + ": no such file or directory"},
 		{map[string]any{"root": "/nonexistent/dir"}, "root: stat /nonexistent/dir: no such file or directory"},
 		{map[string]any{"root": file}, "root: " + file + " is not a directory"},
-		{map[string]any{"roots": map[string]any{"a.example": "x"}}, `roots.a.example: "x" is not an absolute path`},
+		{map[string]any{"roots": map[string]any{"a.example": "x"}}, "roots.a.example: stat " + filepath.Join(wd, "x") + ": no such file or directory"},
+		{map[string]any{"roots": map[string]any{"a.example": ""}}, "roots.a.example: empty path"},
 		{map[string]any{"rot": "/tmp"}, `unknown field "rot"`},
 	}
 	for _, tt := range tests {
