@@ -192,8 +192,8 @@ func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *sl
 }
 
 // checkSolveOne presents, self-checks and cleans up one identifier.
-func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certificate, ps *plugins, id config.Identifier, key *ecdsa.PrivateKey, logger *slog.Logger) SolveCheck {
-	res := SolveCheck{Identifier: id.Value, Solver: cert.SolverFor(id)}
+func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certificate, ps *plugins, id config.Identifier, key *ecdsa.PrivateKey, logger *slog.Logger) (res SolveCheck) {
+	res = SolveCheck{Identifier: id.Value, Solver: cert.SolverFor(id)}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
 	p, err := ps.get(ctx, res.Solver)
