@@ -238,11 +238,38 @@ func TestPresentWaitCleanUp(t *testing.T) {
 			}
 			for _, kv := range env {
 				name, _, _ := strings.Cut(kv, "=")
-				if !strings.HasPrefix(name, "ACMEHOOK_") && !strings.HasPrefix(name, "TESTHOOK_") && name != "PATH" && name != "HOME" && name != "TMPDIR" {
+				if !strings.HasPrefix(name, "ACMEHOOK_") && !strings.HasPrefix(name, "TESTHOOK_") && name != "PATH" && name != "HOME" && name != "TMPDIR" || name == "ACMEHOOK_PLUGIN" {
 					t.Errorf("program environment has %s, want only PATH, HOME, TMPDIR, the env table and ACMEHOOK_*", name)
 				}
 			}
 		})
+	}
+}
+
+// TestProgramEnvironment: variables acmehook passes to the plugin (its
+// configuration's env names) reach the program, the env table wins over
+// them, and go-plugin's handshake variables stay out.
+func TestProgramEnvironment(t *testing.T) {
+	f := launchWith(t, "ok", nil, sdk.LaunchOptions{Env: []string{"CHALLTESTSRV_URL=http://127.0.0.1:8055", "TESTHOOK_MODE=fail"}})
+	c := challenge("env.example.com")
+	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v (TESTHOOK_MODE=fail from the host must lose to the env table's ok)", err)
+	}
+	defer f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c})
+	runs := f.runs(t)
+	if len(runs) != 1 {
+		t.Fatalf("program ran %d times, want 1", len(runs))
+	}
+	env := runs[0].Env
+	for _, want := range []string{"CHALLTESTSRV_URL=http://127.0.0.1:8055", "TESTHOOK_MODE=ok", "ACMEHOOK_ACTION=present", "PATH=" + os.Getenv("PATH")} {
+		if !slices.Contains(env, want) {
+			t.Errorf("program environment lacks %s: %q", want, env)
+		}
+	}
+	for _, kv := range env {
+		if strings.HasPrefix(kv, "PLUGIN_") || strings.HasPrefix(kv, "ACMEHOOK_PLUGIN=") || kv == "TESTHOOK_MODE=fail" {
+			t.Errorf("program environment has %.40s", kv)
+		}
 	}
 }
 

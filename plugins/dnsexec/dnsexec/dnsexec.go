@@ -10,8 +10,9 @@
 // record's fully qualified name with its final dot, after following a CNAME
 // on _acme-challenge.<domain> (delegation), and value the record's content.
 // Arguments are positional; value is base64url and may begin with '-'. The
-// program also gets these environment variables, beside PATH, HOME, TMPDIR
-// and the configured env table (and nothing else of acmehook's):
+// program gets the plugin's environment (acmehook's minimal one: PATH, HOME,
+// TMPDIR and the variables the plugin's configuration passes through, never
+// go-plugin's handshake variables), the configured env table, and:
 //
 //	ACMEHOOK_ACTION             present or cleanup
 //	ACMEHOOK_DOMAIN             the identifier, without "*."
@@ -49,9 +50,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -303,16 +306,22 @@ func (s *Solver) run(ctx context.Context, action string, c sdk.Challenge) error 
 	return nil
 }
 
-// programEnv is the program's whole environment.
+// programEnv is the program's whole environment: the plugin's own (the
+// minimal environment acmehook starts it with, including the variables its
+// configuration passes through) without go-plugin's handshake variables
+// (PLUGIN_*, ACMEHOOK_PLUGIN), then the env table, which wins over a
+// variable of the same name, then the ACMEHOOK_* variables.
 func programEnv(extra map[string]string, action, fqdn string, c sdk.Challenge) []string {
 	var env []string
-	for _, k := range []string{"PATH", "HOME", "TMPDIR"} {
-		if v, ok := os.LookupEnv(k); ok {
-			env = append(env, k+"="+v)
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := extra[k]; ok || strings.HasPrefix(k, "PLUGIN_") || strings.HasPrefix(k, "ACMEHOOK_") {
+			continue
 		}
+		env = append(env, kv)
 	}
-	for k, v := range extra {
-		env = append(env, k+"="+v)
+	for _, k := range slices.Sorted(maps.Keys(extra)) {
+		env = append(env, k+"="+extra[k])
 	}
 	return append(env,
 		"ACMEHOOK_ACTION="+action,

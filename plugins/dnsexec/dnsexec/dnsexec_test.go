@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,5 +58,36 @@ func TestConfigure(t *testing.T) {
 	}
 	if got := s.config().Program; got != prog {
 		t.Errorf("program = %s, want %s", got, prog)
+	}
+}
+
+// TestProgramEnv: the program gets the plugin's environment without
+// go-plugin's handshake variables, the env table over it, then ACMEHOOK_*.
+func TestProgramEnv(t *testing.T) {
+	saved := os.Environ()
+	t.Cleanup(func() {
+		os.Clearenv()
+		for _, kv := range saved {
+			k, v, _ := strings.Cut(kv, "=")
+			os.Setenv(k, v)
+		}
+	})
+	os.Clearenv()
+	for k, v := range map[string]string{
+		"PATH": "/usr/bin", "CHALLTESTSRV_URL": "http://127.0.0.1:8055", "SHARED": "from-plugin",
+		"PLUGIN_CLIENT_CERT": "cert", "PLUGIN_PROTOCOL_VERSIONS": "1", "ACMEHOOK_PLUGIN": "solver", "ACMEHOOK_DOMAIN": "stale",
+	} {
+		t.Setenv(k, v)
+	}
+	c := sdk.Challenge{Identifier: sdk.Identifier{Value: "example.com", Wildcard: true}, Token: "tok", KeyAuthorization: "tok.thumb", DNS01RecordValue: "val"}
+	got := programEnv(map[string]string{"SHARED": "from-config", "TOKEN": "t"}, "present", "_acme-challenge.example.com.", c)
+	slices.Sort(got)
+	want := []string{
+		"ACMEHOOK_ACTION=present", "ACMEHOOK_DOMAIN=example.com", "ACMEHOOK_KEY_AUTHORIZATION=tok.thumb",
+		"ACMEHOOK_RECORD_NAME=_acme-challenge.example.com.", "ACMEHOOK_RECORD_VALUE=val", "ACMEHOOK_TOKEN=tok", "ACMEHOOK_WILDCARD=true",
+		"CHALLTESTSRV_URL=http://127.0.0.1:8055", "PATH=/usr/bin", "SHARED=from-config", "TOKEN=t",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("programEnv = %q, want %q", got, want)
 	}
 }
