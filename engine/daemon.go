@@ -1,0 +1,225 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/renewal"
+	"github.com/acmehook/acmehook/engine/store"
+)
+
+// Clock is the daemon's time source. Tests inject one to drive the
+// schedule without sleeping.
+type Clock interface {
+	Now() time.Time
+	// After behaves like time.After.
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// Daemon timing.
+const (
+	// DefaultMaxSleep caps one wait of the daemon, so a wall clock that
+	// jumps (or a suspended machine) is noticed within it. Waking early
+	// only re-reads the store; the CA is contacted only for what is due.
+	DefaultMaxSleep = time.Hour
+	// MinRecheck is the shortest wait after a certificate was handled and
+	// is still due (its state could not be saved, for example), so the
+	// daemon never spins.
+	MinRecheck = time.Minute
+)
+
+// DaemonOptions configure Daemon.
+type DaemonOptions struct {
+	// Options make the engine; Options.Config is the initial
+	// configuration. Options.Now is replaced by Clock.Now.
+	Options
+	// Load re-reads the configuration when Reload receives. An invalid new
+	// configuration (or one that moves the storage) is logged and the
+	// previous one kept.
+	Load   func() (*config.Config, error)
+	Reload <-chan os.Signal
+	// Clock is the time source; nil means the system clock.
+	Clock Clock
+	// MaxSleep caps one wait; zero means DefaultMaxSleep.
+	MaxSleep time.Duration
+	// AfterRun, when set, is called after each run with its result.
+	AfterRun func(*RunResult)
+}
+
+// Daemon is the long-running form of Run (acmehook daemon). It keeps, per
+// certificate, the time of its next check, from its renewal decision
+// (Decision.NextCheck: the renewal time, the next renewal information
+// fetch or the end of a backoff), runs the certificates whose time has
+// come, and sleeps on a single timer until the earliest next check. A
+// failing CA only makes certificates back off: the daemon keeps running.
+// Before each run, plugins that died are forgotten so they are launched
+// again.
+//
+// It returns nil when ctx is cancelled (SIGTERM): an in-flight run is
+// abandoned through the same ctx, and challenge cleanup still runs. It
+// returns an error only if the first engine cannot be made.
+func Daemon(ctx context.Context, opts DaemonOptions) error {
+	clock := opts.Clock
+	if clock == nil {
+		clock = realClock{}
+	}
+	maxSleep := opts.MaxSleep
+	if maxSleep <= 0 {
+		maxSleep = DefaultMaxSleep
+	}
+	eo := opts.Options
+	eo.Now = clock.Now
+	eng, err := New(eo)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err := eng.Close(); err != nil {
+			eng.log.Warn("stopping plugins", "error", err)
+		}
+	}()
+	log := eng.log
+	log.Info("daemon started", "certificates", len(eng.cfg.Certificates))
+	next := map[string]time.Time{} // missing: check now
+	for {
+		now := clock.Now()
+		var due []string
+		for _, c := range eng.cfg.Certificates {
+			if !next[c.Name].After(now) {
+				due = append(due, c.Name)
+			}
+		}
+		if len(due) > 0 {
+			for _, n := range eng.plugins.forgetDead() {
+				log.Warn("plugin is not running; it will be launched again", "plugin", n)
+			}
+			res, err := eng.Run(ctx, RunOptions{Names: due})
+			if ctx.Err() != nil {
+				log.Info("daemon stopping")
+				return nil
+			}
+			if err != nil {
+				log.Error("run failed", "error", err)
+			}
+			if res != nil && opts.AfterRun != nil {
+				opts.AfterRun(res)
+			}
+			for _, n := range due {
+				next[n] = eng.nextCheck(ctx, eng.cfg.Certificate(n))
+			}
+		}
+		name, at := "", time.Time{}
+		for _, c := range eng.cfg.Certificates {
+			if t := next[c.Name]; name == "" || t.Before(at) {
+				name, at = c.Name, t
+			}
+		}
+		wait := maxSleep
+		if name != "" {
+			wait = min(max(at.Sub(clock.Now()), 0), maxSleep)
+			log.Info("next check", "cert", name, "at", at.UTC().Format(time.RFC3339), "in", wait.Round(time.Second).String())
+		}
+		select {
+		case <-ctx.Done():
+			log.Info("daemon stopping")
+			return nil
+		case <-opts.Reload:
+			neng, err := reload(opts, eo, eng.cfg)
+			if err != nil {
+				log.Error("reloading the configuration failed; keeping the previous one", "error", err)
+				continue
+			}
+			if err := eng.Close(); err != nil {
+				log.Warn("stopping plugins", "error", err)
+			}
+			eng, next = neng, map[string]time.Time{}
+			log.Info("configuration reloaded", "certificates", len(eng.cfg.Certificates))
+		case <-clock.After(wait):
+		}
+	}
+}
+
+// reload loads the configuration again and makes an engine for it.
+func reload(opts DaemonOptions, eo Options, old *config.Config) (*Engine, error) {
+	if opts.Load == nil {
+		return nil, errors.New("no way to load the configuration")
+	}
+	cfg, err := opts.Load()
+	if err != nil {
+		return nil, err
+	}
+	if cfg.Storage != old.Storage {
+		return nil, fmt.Errorf("storage moved from %s to %s: restart the daemon for that", old.Storage, cfg.Storage)
+	}
+	eo.Config = cfg
+	return New(eo)
+}
+
+// nextCheck is when the daemon should look at cert again: its decision's
+// NextCheck, or the end of a backoff or guard that holds an order back,
+// or a short while for a pending deploy; never sooner than MinRecheck.
+func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate) time.Time {
+	now := e.now()
+	soon := now.Add(MinRecheck)
+	meta, err := e.store.LoadMeta(ctx, cert.Name)
+	if err != nil {
+		e.log.Warn("loading metadata", "cert", cert.Name, "error", err)
+		return soon
+	}
+	v, err := e.store.LoadCertificate(ctx, cert.Name)
+	if err != nil && !errors.Is(err, store.ErrKeyMovedAside) {
+		v = nil
+	}
+	at := e.Decide(cert, v, meta.Renewal).NextCheck
+	if h := e.hold(cert, meta.Renewal); !h.Due {
+		at = minTime(at, h.At)
+	}
+	if meta.PendingDeploy {
+		at = minTime(at, now.Add(renewal.BackoffBase))
+	}
+	if at.Before(soon) {
+		return soon
+	}
+	return at
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// forgetDead drops the plugins whose process exited and the launches that
+// failed, so that the next use launches them again, and returns their
+// names.
+func (ps *plugins) forgetDead() []string {
+	ps.mu.Lock()
+	defer ps.mu.Unlock()
+	var names []string
+	for name, e := range ps.entries {
+		select {
+		case <-e.ready:
+		default:
+			continue // still launching
+		}
+		if e.err == nil && !e.p.Exited() {
+			continue
+		}
+		if e.p != nil {
+			e.p.Close()
+		}
+		delete(ps.entries, name)
+		names = append(names, name)
+	}
+	return names
+}

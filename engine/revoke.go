@@ -1,0 +1,167 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/store"
+)
+
+// ErrRevocationReason is wrapped by ParseRevocationReason's errors.
+var ErrRevocationReason = errors.New("engine: unknown revocation reason")
+
+type reasonName struct {
+	name string
+	code int
+}
+
+// revocationReasons names the reason codes of RFC 5280 §5.3.1 as the
+// command line accepts them.
+var revocationReasons = []reasonName{
+	{"unspecified", acme.ReasonUnspecified},
+	{"keyCompromise", acme.ReasonKeyCompromise},
+	{"cACompromise", acme.ReasonCACompromise},
+	{"affiliationChanged", acme.ReasonAffiliationChanged},
+	{"superseded", acme.ReasonSuperseded},
+	{"cessationOfOperation", acme.ReasonCessationOfOperation},
+	{"certificateHold", acme.ReasonCertificateHold},
+	{"removeFromCRL", acme.ReasonRemoveFromCRL},
+	{"privilegeWithdrawn", acme.ReasonPrivilegeWithdrawn},
+	{"aACompromise", acme.ReasonAACompromise},
+}
+
+// ParseRevocationReason returns the RFC 5280 §5.3.1 code of a reason
+// name ("keyCompromise", matched without regard to case) or number ("1").
+func ParseRevocationReason(s string) (int, error) {
+	for _, r := range revocationReasons {
+		if strings.EqualFold(s, r.name) || s == strconv.Itoa(r.code) {
+			return r.code, nil
+		}
+	}
+	return 0, fmt.Errorf("%w %q; use one of %s", ErrRevocationReason, s, strings.Join(RevocationReasonNames(), ", "))
+}
+
+// RevocationReasonName returns the name of a reason code, or the number.
+func RevocationReasonName(code int) string {
+	i := slices.IndexFunc(revocationReasons, func(r reasonName) bool { return r.code == code })
+	if i < 0 {
+		return strconv.Itoa(code)
+	}
+	return revocationReasons[i].name
+}
+
+// RevocationReasonNames lists the reason names in code order.
+func RevocationReasonNames() []string {
+	out := make([]string, len(revocationReasons))
+	for i, r := range revocationReasons {
+		out[i] = r.name
+	}
+	return out
+}
+
+// RevokeOptions select how Revoke revokes.
+type RevokeOptions struct {
+	// Reason is the RFC 5280 §5.3.1 reason code (ParseRevocationReason).
+	Reason int
+	// WithCertKey signs the request with the certificate's own key instead
+	// of the account key (RFC 8555 §7.6), for a certificate whose account
+	// is lost. It needs the key, so it is impossible once the key was
+	// moved aside.
+	WithCertKey bool
+}
+
+// RevokeResult says what Revoke did.
+type RevokeResult struct {
+	Serial string
+	// Revoked reports that the CA revoked the certificate (or had already
+	// revoked it), even if a later step failed.
+	Revoked bool
+	// AlreadyRevoked reports that the CA answered alreadyRevoked; the
+	// certificate is treated as revoked all the same.
+	AlreadyRevoked bool
+	// KeyMovedTo is where the key went for keyCompromise.
+	KeyMovedTo string
+}
+
+// Revoke revokes the current certificate of name at the CA (RFC 8555
+// §7.6), then records it as revoked so the next run or daemon check
+// replaces it at once, moves its key aside for keyCompromise so it is
+// never used again (not even with reuse_key), and raises revoke, with the
+// reason, to the certificate's scripts. A script failure is returned after
+// everything else is done: the revocation stands.
+func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (RevokeResult, error) {
+	var res RevokeResult
+	cert := e.cfg.Certificate(name)
+	if cert == nil {
+		return res, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
+	}
+	v, err := e.store.LoadCertificate(ctx, name)
+	if err != nil && !(errors.Is(err, store.ErrKeyMovedAside) && !opts.WithCertKey) {
+		return res, fmt.Errorf("loading certificate %s: %w", name, err)
+	}
+	res.Serial = v.Info.Serial
+	leaf, err := parseLeaf(v.CertPEM)
+	if err != nil {
+		return res, err
+	}
+	log := e.log.With("cert", name, "serial", v.Info.Serial, "reason", RevocationReasonName(opts.Reason))
+	if opts.WithCertKey {
+		key, kerr := parseKeyPEM(v.KeyPEM)
+		if kerr != nil {
+			return res, fmt.Errorf("loading the key of %s: %w", name, kerr)
+		}
+		err = e.client.RevokeCertificateWithKey(ctx, key, leaf.Raw, opts.Reason)
+	} else {
+		acct, aerr := e.Account(ctx)
+		if aerr != nil {
+			return res, aerr
+		}
+		err = e.client.RevokeCertificate(ctx, acct, leaf.Raw, opts.Reason)
+	}
+	if p := problemOf(err); p != nil && p.Type == acme.ProblemAlreadyRevoked {
+		log.Warn("the CA says the certificate was already revoked", "detail", p.Detail)
+		res.AlreadyRevoked, err = true, nil
+	}
+	if err != nil {
+		return res, fmt.Errorf("revoking %s (serial %s): %w", name, v.Info.Serial, err)
+	}
+	res.Revoked = true
+	log.Info("certificate revoked")
+
+	if opts.Reason == acme.ReasonKeyCompromise && v.KeyPEM != nil {
+		if res.KeyMovedTo, err = e.store.MoveKeyAside(ctx, name); err != nil {
+			return res, fmt.Errorf("revoked %s, but moving its key aside: %w", name, err)
+		}
+	}
+	// Recorded without the caller's cancellation: the revocation happened.
+	sctx := context.WithoutCancel(ctx)
+	meta, err := e.store.LoadMeta(sctx, name)
+	if err != nil {
+		return res, fmt.Errorf("revoked %s, but loading its metadata: %w", name, err)
+	}
+	meta.Renewal.RecordRevoked(e.now())
+	ev := store.Event{Time: e.now(), Name: string(luahost.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
+	sev := e.certEvent(luahost.Revoke, cert, v, leaf, "")
+	sev.RevocationReason = opts.Reason
+	if res.KeyMovedTo != "" {
+		sev.KeyPath = "" // no longer there
+	}
+	serr := e.dispatch(sctx, cert, sev)
+	if serr != nil {
+		ev.Result, ev.Detail = "error", ev.Detail+": "+serr.Error()
+	}
+	meta.Events = append(meta.Events, ev)
+	if err := e.store.SaveMeta(sctx, name, meta); err != nil {
+		return res, fmt.Errorf("revoked %s, but saving its metadata: %w", name, err)
+	}
+	if serr != nil {
+		return res, fmt.Errorf("revoked %s, but %w", name, serr)
+	}
+	return res, nil
+}
