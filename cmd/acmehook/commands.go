@@ -144,7 +144,8 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 }
 
 func (c *cli) cmdCheck(ctx context.Context, args []string) error {
-	fs := c.flags("check", "acmehook check\n\nValidates the configuration, starts each plugin, shows what it reports and checks\nthat every identifier has a solver able to validate it. The CA is not contacted.\n\nExample:\n  acmehook --config /etc/acmehook/acmehook.toml check")
+	fs := c.flags("check", "acmehook check [--solve NAME]\n\nValidates the configuration, starts each plugin, shows what it reports and checks\nthat every identifier has a solver able to validate it. With --solve, also has each\nidentifier of certificate NAME presented by its solver, self-checked as the CA\nwould validate it, and cleaned up (with a made-up token). The CA is not contacted.\n\nExamples:\n  acmehook --config /etc/acmehook/acmehook.toml check\n  acmehook check --solve www")
+	solve := fs.String("solve", "", "present, self-check and clean up the identifiers of certificate `NAME`")
 	if err := c.parse(fs, args); err != nil {
 		return err
 	}
@@ -170,6 +171,9 @@ func (c *cli) cmdCheck(ctx context.Context, args []string) error {
 			parts = append(parts, fmt.Sprintf("%s by %s (%s)", id.Value, s, strings.Join(cert.ChallengeTypes(id, caps[s].Challenges), ", ")))
 		}
 		fmt.Fprintf(c.stdout, "certificate %s: %s\n", cert.Name, strings.Join(parts, "; "))
+	}
+	if *solve != "" {
+		return c.checkSolve(ctx, cfg, *solve)
 	}
 	fmt.Fprintln(c.stdout, "ok")
 	return nil

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+)
+
+// TestCheckSolve runs "check --solve" with a webroot whose directory is
+// served where the self-check looks and one whose directory is not: the
+// first passes, the second fails with the self-check's reason, and Pebble
+// (configured as the CA) receives no request at all.
+func TestCheckSolve(t *testing.T) {
+	dir := t.TempDir()
+	bin, err := sdktest.Build(dir, "webroot", "../../plugins/webroot")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pebble := testpebble.Start(t, testpebble.Options{})
+	served, unserved := filepath.Join(dir, "served"), filepath.Join(dir, "unserved")
+	for _, d := range []string{served, unserved} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := &http.Server{Handler: http.FileServer(http.Dir(served)), ReadHeaderTimeout: 5 * time.Second}
+	go web.Serve(ln)
+	t.Cleanup(func() { web.Close() })
+
+	conf := filepath.Join(dir, "acmehook.toml")
+	body := fmt.Sprintf(`storage = "storage"
+[ca]
+directory = %q
+ca_bundle = %q
+[self_check]
+http_port = %d
+resolvers = [%q]
+timeout = "500ms"
+[plugins.good]
+path = %q
+config = { root = %q }
+[plugins.bad]
+path = %q
+config = { root = %q }
+[[certificate]]
+name = "good"
+domains = ["www.example.com", "example.com"]
+solver = "good"
+[[certificate]]
+name = "bad"
+domains = ["bad.example.com"]
+solver = "bad"
+`, pebble.DirectoryURL, pebble.CAFile, pebble.HTTPPort, pebble.DNSAddr, bin, served, bin, unserved)
+	if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pebble.Counter().Reset()
+	for _, tt := range []struct {
+		name   string
+		code   int
+		stdout []string
+		stderr string
+	}{
+		{"good", exitOK, []string{
+			"www.example.com by good (http-01, ", "): ok: presented, self-checked, cleaned up",
+			"example.com by good (http-01, ",
+			"certificate good: every identifier passed (the CA was not contacted)",
+		}, ""},
+		{"bad", exitFailed, []string{
+			"bad.example.com by bad (http-01, ",
+			"): FAILED: self-check of http-01 for bad.example.com (solver bad) failed: unexpected http status: 404 Not Found",
+			"certificate bad: 1 of 1 identifiers failed",
+		}, ""},
+		{"nope", exitUsage, nil, `--solve "nope": no such certificate`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := []string{"--config", conf, "--log-level", "warn", "check", "--solve", tt.name}
+			if code := run(ctx, args, &stdout, &stderr); code != tt.code {
+				t.Errorf("run(%q) = %d, want %d\nstdout: %s\nstderr: %s", args, code, tt.code, &stdout, &stderr)
+			}
+			for _, want := range tt.stdout {
+				if !strings.Contains(stdout.String(), want) {
+					t.Errorf("stdout = %q, want it to contain %q", &stdout, want)
+				}
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr = %q, want it to contain %q", &stderr, tt.stderr)
+			}
+		})
+	}
+	if counts, total := pebble.Counter().Snapshot(); total != 0 {
+		t.Errorf("Pebble requests %v, want none", counts)
+	}
+	for _, d := range []string{served, unserved} {
+		left, _ := filepath.Glob(filepath.Join(d, ".well-known", "acme-challenge", "*"))
+		if len(left) != 0 {
+			t.Errorf("challenge files left in %s: %v", d, left)
+		}
+	}
+}
