@@ -66,6 +66,24 @@ func launch(t *testing.T, httpAddr, tlsAddr string) *sdk.Plugin {
 	return p
 }
 
+// TestInfoWithoutHTTP: configured with http_listen = [], the plugin
+// process offers tls-alpn-01 alone.
+func TestInfoWithoutHTTP(t *testing.T) {
+	tlsAddr, _ := freeAddr(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
+		Config: map[string]any{"http_listen": []any{}, "tls_listen": []any{tlsAddr}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	info, err := p.Info(ctx, &sdk.InfoRequest{})
+	if err != nil || len(info.ChallengeTypes) != 1 || info.ChallengeTypes[0] != "tls-alpn-01" {
+		t.Errorf("Info() = %+v, %v, want challenge types [tls-alpn-01]", info, err)
+	}
+}
+
 var oidACMEIdentifier = asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}
 
 // TestServesRealRequests runs the plugin as a subprocess and sends it a real

@@ -44,9 +44,10 @@ type Solver struct {
 	// Logger receives progress records; nil discards.
 	Logger *slog.Logger
 
-	mu   sync.Mutex
-	http *acmestandalone.HTTP01Server
-	tls  *acmestandalone.TLSALPN01Server
+	mu         sync.Mutex
+	configured bool // Configure has succeeded
+	http       *acmestandalone.HTTP01Server
+	tls        *acmestandalone.TLSALPN01Server
 }
 
 // New returns a Solver that logs to the plugin's log.
@@ -59,12 +60,25 @@ func (s *Solver) log() *slog.Logger {
 	return s.Logger
 }
 
-// Info describes the plugin.
+// Info describes the plugin. Once configured, it offers only the challenge
+// types it serves (http-01 when http_listen is not empty, tls-alpn-01 when
+// tls_listen is not), so the host picks one of them; before, both, as the
+// default configuration serves both.
 func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, error) {
+	s.mu.Lock()
+	configured, h, t := s.configured, s.http, s.tls
+	s.mu.Unlock()
+	var types []string
+	if !configured || h != nil {
+		types = append(types, acme.ChallengeHTTP01)
+	}
+	if !configured || t != nil {
+		types = append(types, acme.ChallengeTLSALPN01)
+	}
 	return &sdk.InfoResponse{
 		Name:            "standalone",
 		Version:         Version,
-		ChallengeTypes:  []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01},
+		ChallengeTypes:  types,
 		IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
 	}, nil
 }
@@ -111,7 +125,7 @@ func (s *Solver) Configure(ctx context.Context, req *sdk.ConfigureRequest) (*sdk
 		s.log().Info("serving tls-alpn-01", "addrs", fmt.Sprint(t.Addrs()))
 	}
 	s.mu.Lock()
-	s.http, s.tls = h, t
+	s.configured, s.http, s.tls = true, h, t
 	s.mu.Unlock()
 	return &sdk.ConfigureResponse{}, nil
 }

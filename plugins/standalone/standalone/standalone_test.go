@@ -2,6 +2,7 @@ package standalone
 
 import (
 	"context"
+	"slices"
 	"strings"
 	"testing"
 
@@ -35,5 +36,35 @@ func TestConfigureAndTypes(t *testing.T) {
 		if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c}); err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Present(%s) = %v, want %q", typ, err, want)
 		}
+	}
+}
+
+// TestInfoOffersServedTypes: Info lists only the challenge types the
+// configured servers answer, so the host never picks one that is off.
+func TestInfoOffersServedTypes(t *testing.T) {
+	ctx := context.Background()
+	for _, tt := range []struct {
+		name string
+		cfg  map[string]any // nil: not configured
+		want []string
+	}{
+		{"not configured", nil, []string{"http-01", "tls-alpn-01"}},
+		{"both", map[string]any{"http_listen": []any{"127.0.0.1:0"}, "tls_listen": []any{"127.0.0.1:0"}}, []string{"http-01", "tls-alpn-01"}},
+		{"http only", map[string]any{"http_listen": []any{"127.0.0.1:0"}, "tls_listen": []any{}}, []string{"http-01"}},
+		{"tls-alpn only", map[string]any{"http_listen": []any{}, "tls_listen": []any{"127.0.0.1:0"}}, []string{"tls-alpn-01"}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			s := &Solver{}
+			if tt.cfg != nil {
+				if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: tt.cfg}); err != nil {
+					t.Fatal(err)
+				}
+				defer s.Close()
+			}
+			info, err := s.Info(ctx, &sdk.InfoRequest{})
+			if err != nil || !slices.Equal(info.ChallengeTypes, tt.want) {
+				t.Errorf("Info().ChallengeTypes = %q, %v, want %q", info.ChallengeTypes, err, tt.want)
+			}
+		})
 	}
 }
