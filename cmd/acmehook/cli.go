@@ -32,6 +32,10 @@ Commands:
   run                      issue what is missing, renew what is due, retry pending deploys
   issue NAME               order a new certificate for NAME now, even if the current one is good
   list                     show the certificates: names, issuer, expiry, next renewal, last result
+  explain NAME             say when NAME will be renewed and why (ARI window, lifetime, backoff, guard)
+  revoke NAME [--reason REASON] [--with-cert-key]
+                           revoke NAME's certificate; the next run replaces it
+  daemon                   keep running: renew each certificate when due (SIGHUP reloads the config)
   check [--solve NAME]     validate the configuration and start each plugin (no CA contact);
                            --solve: present, self-check and clean up NAME's challenges
   plugins                  list the plugins with their versions and capabilities
@@ -54,6 +58,9 @@ Examples:
   acmehook --config /etc/acmehook/acmehook.toml run --log-format json
   acmehook issue www
   acmehook list
+  acmehook explain www
+  acmehook revoke www --reason keyCompromise
+  acmehook daemon
   acmehook script test scripts/nginx.lua renew --cert www
   acmehook account show
 
@@ -118,6 +125,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"account": c.cmdAccount,
 		"script":  c.cmdScript,
 		"version": c.cmdVersion,
+		"explain": c.cmdExplain,
+		"revoke":  c.cmdRevoke,
+		"daemon":  c.cmdDaemon,
 	}
 	if cmd == "help" || cmd == "-h" {
 		fmt.Fprint(stdout, usage)
