@@ -120,6 +120,11 @@ func run(ctx context.Context) error {
 	go web.Serve(ln)
 	defer web.Close()
 
+	step("acmehook check --solve wildcard (present, self-check and clean up each challenge; no CA contact)")
+	if err := acmehook(ctx, "--log-level", "warn", "check", "--solve", "wildcard"); err != nil {
+		return fmt.Errorf("checking the wildcard certificate's solvers: %w", err)
+	}
+
 	begin := time.Now()
 	step("acmehook run")
 	runErr := acmehook(ctx, "run")
