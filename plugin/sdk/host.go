@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,7 +14,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/hashicorp/go-hclog"
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -139,7 +137,7 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 		AllowedProtocols: []plugin.Protocol{plugin.ProtocolGRPC},
 		AutoMTLS:         true,
 		StartTimeout:     timeout,
-		Logger:           newHCLogger(logger),
+		Logger:           newHCLogger(logger, cmd.Path),
 		SyncStdout:       &lineWriter{l: logger, stream: "stdout"},
 		SyncStderr:       &lineWriter{l: logger, stream: "stderr"},
 	})
@@ -266,49 +264,6 @@ func (p *Plugin) wrap(ctx context.Context, op, domain string, err error) error {
 func deadlinePassed(ctx context.Context) bool {
 	d, ok := ctx.Deadline()
 	return ok && !time.Now().Before(d)
-}
-
-// newHCLogger makes an hclog logger whose JSON lines land in l. go-plugin
-// passes every line the plugin writes to stderr through it.
-func newHCLogger(l *slog.Logger) hclog.Logger {
-	return hclog.New(&hclog.LoggerOptions{
-		Output:     &slogWriter{l: l},
-		Level:      hclog.Debug,
-		JSONFormat: true,
-	})
-}
-
-// slogWriter re-emits hclog's JSON lines as slog records.
-type slogWriter struct{ l *slog.Logger }
-
-func (w *slogWriter) Write(b []byte) (int, error) {
-	for _, line := range bytes.Split(bytes.TrimSpace(b), []byte("\n")) {
-		var m map[string]any
-		if json.Unmarshal(line, &m) != nil {
-			w.l.Info(string(line))
-			continue
-		}
-		level := slog.LevelInfo
-		switch m["@level"] {
-		case "trace", "debug":
-			level = slog.LevelDebug
-		case "warn":
-			level = slog.LevelWarn
-		case "error":
-			level = slog.LevelError
-		}
-		msg, _ := m["@message"].(string)
-		var attrs []slog.Attr
-		for k, v := range m {
-			switch k {
-			case "@level", "@message", "@timestamp", "@module", "@caller":
-				continue
-			}
-			attrs = append(attrs, slog.Any(k, v))
-		}
-		w.l.LogAttrs(context.Background(), level, msg, attrs...)
-	}
-	return len(b), nil
 }
 
 // lineWriter logs what a plugin prints to its os.Stdout or os.Stderr (which

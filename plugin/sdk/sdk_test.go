@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -361,6 +362,64 @@ func TestPluginLogsReachHostLogger(t *testing.T) {
 		return
 	}
 	t.Errorf("no record \"presenting\" among %d host log records", len(rec.records))
+}
+
+// TestPluginLogRecords: each record of a plugin, and of go-plugin about
+// it, reaches the host logger at its level with one plugin attribute, the
+// host's time, no hclog timestamp, and numbers and durations as logged.
+func TestPluginLogRecords(t *testing.T) {
+	rec := &recorder{}
+	start := time.Now()
+	p := launch(t, "faulty", sdk.LaunchOptions{Logger: slog.New(rec), Config: map[string]any{"mode": "levels"}})
+	if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("levels.example.com")}); err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // flushes stderr
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := map[string]struct {
+		level slog.Level
+		attrs string
+	}{
+		"at debug": {slog.LevelDebug, "count=3 domain=levels.example.com"},
+		"at info":  {slog.LevelInfo, "domain=levels.example.com took=1.5s"},
+		"at warn":  {slog.LevelWarn, "domain=levels.example.com"},
+		"at error": {slog.LevelError, "domain=levels.example.com"},
+	}
+	seen := 0
+	for _, r := range rec.records {
+		var plugins []string
+		var attrs []string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "plugin":
+				plugins = append(plugins, a.Value.String())
+			case "timestamp":
+				t.Errorf("record %q has timestamp=%v", r.Message, a.Value)
+			default:
+				attrs = append(attrs, a.Key+"="+fmt.Sprint(a.Value.Any()))
+			}
+			return true
+		})
+		if len(plugins) != 1 || plugins[0] != "faulty" {
+			t.Errorf("record %q has plugin attributes %q, want [faulty]", r.Message, plugins)
+		}
+		if r.Time.Before(start) || time.Since(r.Time) > time.Minute {
+			t.Errorf("record %q has time %v, want the time it arrived", r.Message, r.Time)
+		}
+		w, ok := want[r.Message]
+		if !ok {
+			continue
+		}
+		seen++
+		slices.Sort(attrs)
+		if got := strings.Join(attrs, " "); r.Level != w.level || got != w.attrs {
+			t.Errorf("record %q: level %v, attributes %s; want %v, %s", r.Message, r.Level, got, w.level, w.attrs)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("saw %d of the plugin's %d records among %d", seen, len(want), len(rec.records))
+	}
 }
 
 // TestConcurrentCalls: one process serves many challenges at once.

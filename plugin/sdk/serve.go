@@ -17,6 +17,10 @@ import (
 var logger = slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{
 	Level: slog.LevelDebug,
 	ReplaceAttr: func(groups []string, a slog.Attr) slog.Attr {
+		if a.Value.Kind() == slog.KindDuration {
+			// "1.5s" rather than JSON's nanoseconds.
+			return slog.String(a.Key, a.Value.Duration().String())
+		}
 		if len(groups) > 0 {
 			return a
 		}

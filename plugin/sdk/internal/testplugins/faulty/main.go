@@ -1,7 +1,8 @@
 // Command faulty is a solver plugin for the SDK's tests. Its configuration
 // key "mode" picks how Present behaves: "ok" succeeds and logs, "panic"
 // panics, "hang" never answers, "exit" kills the process, "env" fails with
-// the plugin's environment as its message.
+// the plugin's environment as its message, "levels" logs one record at each
+// level and succeeds.
 package main
 
 import (
@@ -10,6 +11,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
@@ -49,6 +51,13 @@ func (s *solver) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.Pre
 		os.Exit(3)
 	case "env":
 		return nil, fmt.Errorf("env: %s", strings.Join(os.Environ(), ";"))
+	case "levels":
+		l := sdk.Logger().With("domain", req.Challenge.Identifier.Value)
+		l.Debug("at debug", "count", 3)
+		l.Info("at info", "took", 1500*time.Millisecond)
+		l.Warn("at warn")
+		l.Error("at error")
+		return &sdk.PresentResponse{}, nil
 	}
 	sdk.Logger().Info("presenting", "challenge", req.Challenge)
 	fmt.Println("printed to stdout for", req.Challenge.Identifier.Value)
