@@ -233,19 +233,18 @@ func (s *Server) CertStatus(t testing.TB, serialHex string) map[string]any {
 	return out
 }
 
-// SetRenewalInfo makes the CA's ARI answer for the certificate with the given
-// ARI CertID (RFC 9773 §4.1) the window [start, end].
-func (s *Server) SetRenewalInfo(t testing.TB, certID string, start, end time.Time) {
+// SetRenewalInfo makes the CA's ARI answer (RFC 9773 §4.2) for the
+// certificate certPEM the window [start, end], through Pebble's management
+// API, which identifies the certificate by its PEM.
+func (s *Server) SetRenewalInfo(t testing.TB, certPEM []byte, start, end time.Time) {
 	t.Helper()
-	body, _ := json.Marshal(map[string]any{
-		"certID": certID,
-		"renewalInfo": map[string]any{
-			"suggestedWindow": map[string]string{
-				"start": start.UTC().Format(time.RFC3339),
-				"end":   end.UTC().Format(time.RFC3339),
-			},
+	ri, _ := json.Marshal(map[string]any{
+		"suggestedWindow": map[string]string{
+			"start": start.UTC().Format(time.RFC3339),
+			"end":   end.UTC().Format(time.RFC3339),
 		},
 	})
+	body, _ := json.Marshal(map[string]string{"certificate": string(certPEM), "ariResponse": string(ri)})
 	resp, err := s.api.Client().Post(s.ManagementURL+"/set-renewal-info/", "application/json", strings.NewReader(string(body)))
 	if err != nil {
 		t.Fatalf("setting renewal info: %v", err)

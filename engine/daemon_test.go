@@ -1,0 +1,182 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/store"
+)
+
+// fakeClock is a Clock whose time moves only when the test says: each
+// wait of the daemon is handed to the test, which advances the clock and
+// fires it.
+type fakeClock struct {
+	mu    sync.Mutex
+	now   time.Time
+	waits chan fakeWait
+}
+
+type fakeWait struct {
+	d    time.Duration
+	fire chan time.Time
+}
+
+func newFakeClock(now time.Time) *fakeClock {
+	return &fakeClock{now: now, waits: make(chan fakeWait, 16)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	ch := make(chan time.Time, 1)
+	c.waits <- fakeWait{d, ch}
+	return ch
+}
+
+// next returns the daemon's next wait.
+func (c *fakeClock) next(t *testing.T) fakeWait {
+	t.Helper()
+	select {
+	case w := <-c.waits:
+		return w
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon did not go to sleep")
+		return fakeWait{}
+	}
+}
+
+// elapse moves the clock by w's duration and wakes the daemon.
+func (c *fakeClock) elapse(w fakeWait) {
+	c.mu.Lock()
+	c.now = c.now.Add(w.d)
+	now := c.now
+	c.mu.Unlock()
+	w.fire <- now
+}
+
+// TestDaemon runs the daemon with an injected clock on a 6-day
+// certificate: it issues it, sleeps exactly until the certificate's next
+// check each time (renewal information refetches, then the time chosen in
+// the ARI window), renews it by itself, keeps its configuration when a
+// reload brings an invalid one, takes a valid reload (a new certificate is
+// issued at once), and stops cleanly when its context is cancelled.
+func TestDaemon(t *testing.T) {
+	e := newEnv(t)
+	one := "[[certificate]]\nname = \"dm\"\ndomains = [\"dm.example.com\"]\nsolver = \"webroot\"\nprofile = \"shortlived\"\nscripts = [\"events.lua\"]\n"
+	cfg := e.write(one)
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clock := newFakeClock(time.Now())
+	runs := make(chan *RunResult, 16)
+	reload := make(chan os.Signal, 1)
+	var loadErr error
+	var loadCfg *config.Config
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Daemon(ctx, DaemonOptions{
+			Options: Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))},
+			Load: func() (*config.Config, error) {
+				return loadCfg, loadErr
+			},
+			Reload:   reload,
+			Clock:    clock,
+			MaxSleep: 30 * 24 * time.Hour, // every wait is the exact next check
+			AfterRun: func(r *RunResult) { runs <- r },
+		})
+	}()
+	result := func(name string) Result {
+		t.Helper()
+		select {
+		case res := <-runs:
+			for _, r := range res.Results {
+				if r.Name == name {
+					return r
+				}
+			}
+			t.Fatalf("run without %s: %+v", name, res.Results)
+		case <-time.After(20 * time.Second):
+			t.Fatal("no run")
+		}
+		return Result{}
+	}
+	if r := result("dm"); r.Action != ActionIssued || r.Err != nil {
+		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
+	}
+	first, err := st.LoadCertificate(ctx, "dm")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	renewed := false
+	for i := 0; i < 40 && !renewed; i++ {
+		w := clock.next(t)
+		m, err := st.LoadMeta(ctx, "dm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := max(minTime(m.Renewal.ARINextFetch, m.Renewal.ARIChosen).Sub(clock.Now()), MinRecheck)
+		if w.d != want {
+			t.Fatalf("wait %d = %s, want %s (until the next ARI fetch or the chosen time)", i, w.d, want)
+		}
+		clock.elapse(w)
+		r := result("dm")
+		if r.Err != nil {
+			t.Fatalf("run %d: %v", i, r.Err)
+		}
+		renewed = r.Action == ActionRenewed
+	}
+	if !renewed {
+		t.Fatal("the daemon did not renew the certificate")
+	}
+	v, _ := st.LoadCertificate(ctx, "dm")
+	if v.Info.Serial == first.Info.Serial {
+		t.Fatal("current certificate unchanged after renewal")
+	}
+	st0, _ := st.LoadMeta(ctx, "dm")
+	if len(st0.Renewal.Orders) != 2 {
+		t.Errorf("orders recorded = %d, want 2", len(st0.Renewal.Orders))
+	}
+	if ev := e.event("dm.renew"); ev["previous_serial"] != first.Info.Serial {
+		t.Errorf("renew event previous_serial = %v, want %s", ev["previous_serial"], first.Info.Serial)
+	}
+
+	// An invalid configuration is refused and the daemon sleeps on.
+	clock.next(t)
+	loadErr = errors.New("acmehook.toml:3: broken")
+	reload <- syscall.SIGHUP
+	clock.next(t)
+
+	// A valid one replaces it: every certificate is checked at once.
+	loadErr, loadCfg = nil, e.write(one+"[[certificate]]\nname = \"dm2\"\ndomains = [\"dm2.example.com\"]\nsolver = \"webroot\"\n")
+	reload <- syscall.SIGHUP
+	if r := result("dm2"); r.Action != ActionIssued || r.Err != nil {
+		t.Fatalf("after reloading, dm2 = %s %v, want issued", r.Action, r.Err)
+	}
+	clock.next(t)
+
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("Daemon = %v, want nil after cancel", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the daemon did not stop")
+	}
+}
