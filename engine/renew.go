@@ -18,10 +18,7 @@ import (
 func policy(cert *config.Certificate) (renewal.Policy, error) {
 	rb, err := renewal.ParseRenewBefore(cert.RenewBefore)
 	p := renewal.Policy{RenewBefore: rb, MaxOrders: cert.MaxOrders, MaxOrdersWindow: cert.MaxOrdersWindow.Duration}
-	if err != nil {
-		return p, err
-	}
-	return p, p.Validate()
+	return p, errors.Join(err, p.Validate())
 }
 
 // checkPolicies reports every certificate whose renewal settings are out

@@ -28,10 +28,8 @@ func (c *cli) cmdExplain(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Read-only: explain works beside a running daemon, which holds the lock.
 	st, err := store.OpenReadOnly(cfg.Storage, store.Options{Logger: c.log})
-	if errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("nothing stored yet in %s: run acmehook run first", cfg.Storage)
-	}
 	if err != nil {
 		return fmt.Errorf("opening storage: %w", err)
 	}

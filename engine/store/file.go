@@ -126,7 +126,8 @@ func Open(dir string, opts Options) (*FileStore, error) {
 // read (acmehook list and explain) while another process, such as the
 // daemon, holds the lock. Every write fails with ErrReadOnly. Each file is
 // replaced atomically by the writer, so a reader sees whole files; a
-// version and its metadata may be one write apart.
+// version and its metadata may be one write apart. A directory that does
+// not exist yet reads as an empty store.
 func OpenReadOnly(dir string, opts Options) (*FileStore, error) {
 	s := &FileStore{dir: dir, keep: DefaultKeep, log: opts.Logger, now: opts.Now, ops: osOps{}, readOnly: true}
 	if s.log == nil {
@@ -134,9 +135,6 @@ func OpenReadOnly(dir string, opts Options) (*FileStore, error) {
 	}
 	if s.now == nil {
 		s.now = time.Now
-	}
-	if _, err := os.Stat(dir); err != nil {
-		return nil, fmt.Errorf("opening storage read-only: %w", notFound(err))
 	}
 	return s, nil
 }

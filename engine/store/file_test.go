@@ -490,8 +490,15 @@ func TestOpenReadOnly(t *testing.T) {
 	if _, err := r.LoadMeta(ctx, "site"); !errors.Is(err, ErrClosed) {
 		t.Errorf("LoadMeta after Close = %v, want ErrClosed", err)
 	}
-	if _, err := OpenReadOnly(filepath.Join(dir, "missing"), Options{}); !errors.Is(err, ErrNotFound) {
-		t.Errorf("OpenReadOnly(missing dir) = %v, want ErrNotFound", err)
+	empty, err := OpenReadOnly(filepath.Join(dir, "missing"), Options{})
+	if err != nil {
+		t.Fatalf("OpenReadOnly(missing dir) = %v", err)
+	}
+	if _, err := empty.LoadCertificate(ctx, "site"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("LoadCertificate from a missing dir = %v, want ErrNotFound", err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "missing")); err == nil {
+		t.Errorf("OpenReadOnly created the directory")
 	}
 }
 
