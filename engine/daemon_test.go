@@ -1,10 +1,14 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -179,4 +183,72 @@ func TestDaemon(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon did not stop")
 	}
+}
+
+// childrenRunning returns the pids of this process's children running the
+// executable exe.
+func childrenRunning(t *testing.T, exe string) []int {
+	t.Helper()
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Skip("no /proc")
+	}
+	var pids []int
+	for _, d := range entries {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		if target, err := os.Readlink(filepath.Join("/proc", d.Name(), "exe")); err != nil || target != exe {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...
+		fields := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(os.Getpid()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestPluginRelaunch: a plugin process that died is forgotten before the
+// daemon's next run and launched again, and the run issues through it.
+func TestPluginRelaunch(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write("[[certificate]]\nname = \"relaunch\"\ndomains = [\"relaunch.example.com\"]\nsolver = \"webroot\"\n")
+	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
+		ctx := context.Background()
+		p1, err := eng.Plugin(ctx, "webroot")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pids := childrenRunning(t, bins["webroot"])
+		if len(pids) != 1 {
+			t.Fatalf("webroot processes = %v, want one", pids)
+		}
+		if err := syscall.Kill(pids[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; !p1.Exited(); i++ {
+			if i == 500 {
+				t.Fatal("the killed plugin is not seen as exited")
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		if got := eng.plugins.forgetDead(); len(got) != 1 || got[0] != "webroot" {
+			t.Fatalf("forgetDead = %v, want [webroot]", got)
+		}
+		res, err := eng.Run(ctx, RunOptions{})
+		if err != nil || !res.OK() || res.Results[0].Action != ActionIssued {
+			t.Fatalf("run after the plugin died = %+v, %v; want issued", res, err)
+		}
+		p2, _ := eng.Plugin(ctx, "webroot")
+		if p2 == p1 || p2.Exited() {
+			t.Errorf("the plugin was not launched again")
+		}
+	})
 }

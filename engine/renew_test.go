@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -385,4 +386,50 @@ func TestReissueGuard(t *testing.T) {
 			t.Errorf("Explain lacks the guard or the ARI window:\n%s", d.Explain())
 		}
 	})
+}
+
+// TestBackoff: after a rateLimited failure with a Retry-After, run holds
+// the certificate back (saying until when) without contacting the CA,
+// until the Retry-After has passed or the order is forced.
+func TestBackoff(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write("[[certificate]]\nname = \"backoff\"\ndomains = [\"backoff.example.com\"]\nsolver = \"webroot\"\n")
+	start := time.Now()
+	e.now = func() time.Time { return start }
+	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.FileStore) {
+		m := &store.Meta{}
+		eng.recordFailure(m, fmt.Errorf("creating order: %w", &acme.Problem{Type: acme.ProblemRateLimited, Detail: "too many certificates", RetryAfter: 3 * time.Hour}))
+		if err := st.SaveMeta(context.Background(), "backoff", m); err != nil {
+			t.Fatal(err)
+		}
+	})
+	steps := []struct {
+		name  string
+		after time.Duration
+		force bool
+		want  Action
+	}{
+		{"within the Retry-After", 2 * time.Hour, false, ActionHeld},
+		{"forced", 2 * time.Hour, true, ActionIssued},
+	}
+	for _, s := range steps {
+		at := start.Add(s.after)
+		e.now = func() time.Time { return at }
+		pebble.Counter().Reset()
+		r := e.run(cfg, RunOptions{Force: s.force})["backoff"]
+		if r.Action != s.want || r.Err != nil {
+			t.Fatalf("%s: run = %s %q %v, want %s", s.name, r.Action, r.Reason, r.Err, s.want)
+		}
+		if s.want == ActionHeld {
+			if want := "rate limited by the CA, waiting after 1 consecutive failure until " + start.Add(3*time.Hour).UTC().Format("2006-01-02 15:04"); !strings.Contains(r.Reason, want) {
+				t.Errorf("%s: reason %q, want it to contain %q", s.name, r.Reason, want)
+			}
+			if _, total := pebble.Counter().Snapshot(); total != 0 {
+				t.Errorf("%s: %d requests to the CA, want 0", s.name, total)
+			}
+		}
+	}
+	if st := e.meta(cfg, "backoff").Renewal; st.Failures != 0 || !st.RetryAt.IsZero() {
+		t.Errorf("renewal state after success = %+v, want the backoff cleared", st)
+	}
 }
