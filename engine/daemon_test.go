@@ -165,6 +165,9 @@ func TestDaemon(t *testing.T) {
 	loadErr = errors.New("acmehook.toml:3: broken")
 	reload <- syscall.SIGHUP
 	clock.next(t)
+	if len(runs) != 0 {
+		t.Error("a run followed the invalid reload, want the previous configuration kept")
+	}
 
 	// A valid one replaces it: every certificate is checked at once.
 	loadErr, loadCfg = nil, e.write(one+"[[certificate]]\nname = \"dm2\"\ndomains = [\"dm2.example.com\"]\nsolver = \"webroot\"\n")
