@@ -94,10 +94,10 @@ func (e *Engine) plan(ctx context.Context, cert *config.Certificate, force bool)
 		p.held, p.reason = true, fmt.Sprintf("%s, but %s", change, h.String())
 	case d.Due:
 		p.issue, p.reason = true, d.Reason
-	case !h.Due && d.At.Equal(h.At):
-		p.held, p.reason = true, d.String()
 	case meta.PendingDeploy:
 		p.deploy, p.reason = true, "deploy pending from an earlier run"
+	case !h.Due && d.At.Equal(h.At):
+		p.held, p.reason = true, d.String()
 	default:
 		p.reason = d.String()
 	}
