@@ -430,7 +430,7 @@ func TestReissue(t *testing.T) {
 	steps := []struct {
 		name    string
 		domains string
-		due     bool // move the clock to 70% of the current certificate's lifetime
+		due     bool // move the clock to 90% of the current certificate's lifetime, past the end of the ARI window Pebble sends for either of its profiles (68% of 90 days, 83% of 6 days)
 		opts    RunOptions
 		reason  string
 	}{
@@ -443,7 +443,7 @@ func TestReissue(t *testing.T) {
 			prev := e.current(cfg, "site")
 			cfg = e.write(cert(s.domains))
 			if s.due {
-				at := prev.Info.NotBefore.Add(prev.Info.NotAfter.Sub(prev.Info.NotBefore) * 7 / 10)
+				at := prev.Info.NotBefore.Add(prev.Info.NotAfter.Sub(prev.Info.NotBefore) * 9 / 10)
 				e.now = func() time.Time { return at }
 				defer func() { e.now = nil }()
 			}
