@@ -91,7 +91,7 @@ func (e *Engine) fetchARI(ctx context.Context, v *store.Version, st *renewal.Sta
 	}
 	ri, err := e.client.GetRenewalInfo(ctx, leaf)
 	if err != nil {
-		var retry = renewal.ARIErrorRetry
+		retry := renewal.ARIErrorRetry
 		switch p := problemOf(err); {
 		case errors.Is(err, acme.ErrNotSupported):
 			retry = renewal.MaxARIRetry // the CA may add it; look once a day
