@@ -41,7 +41,7 @@ func (e *Engine) dispatch(ctx context.Context, cert *config.Certificate, ev luah
 type storeDir interface{ Dir() string }
 
 // versionPaths returns the files of version id of name in a FileStore's
-// layout (see .readme/storage.md), or empty strings for other stores.
+// layout (see README.md, "Storage"), or empty strings for other stores.
 func (e *Engine) versionPaths(name, id string) (cert, key, chain, fullchain string) {
 	d, ok := e.store.(storeDir)
 	if !ok || id == "" {

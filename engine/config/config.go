@@ -34,7 +34,7 @@ const (
 	// DefaultConcurrency is high enough to overlap the waits of an
 	// issuance (validation, finalization), which dominate its time, and
 	// low enough to stay polite to a CA: 100 certificates against Pebble
-	// took 5.4 s at 4, 3.4 s at 8, 3.5 s at 16 (see .readme/bench.md).
+	// took 5.4 s at 4, 3.4 s at 8, 3.5 s at 16 (see README.md, "Benchmarks").
 	DefaultConcurrency    = 8
 	DefaultAccountKeyType = EC256
 	DefaultKeyType        = EC256

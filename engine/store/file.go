@@ -29,7 +29,7 @@ const (
 	publicMode os.FileMode = 0o644
 )
 
-// Names of files and directories in the layout (see .readme/storage.md).
+// Names of files and directories in the layout (see README.md, "Storage").
 const (
 	lockName      = "lock"
 	accountsDir   = "accounts"
