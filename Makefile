@@ -22,7 +22,7 @@ lint:
 	@./.ci/check-imports
 
 # demo builds everything, starts Pebble and challtestsrv on loopback and runs
-# acmehook with the repository's acmehook.toml (see .readme/engine.md).
+# acmehook with the repository's acmehook.toml (see README.md).
 demo: build
 	$(GO) run ./internal/demo
 
