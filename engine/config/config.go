@@ -15,6 +15,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"reflect"
 	"regexp"
 	"strconv"
 	"time"
@@ -197,11 +198,28 @@ func Load(path string) (*Config, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		cfg.abs = abs
 	}
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
-	if err != nil {
+	var loose map[string]any
+	if _, err := toml.Decode(string(data), &loose); err != nil {
 		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
 	}
-	var errs []error
+	tc := &typeChecker{c: cfg, bad: map[string]bool{}}
+	tc.table(reflect.TypeFor[Config](), loose, "")
+	errs := tc.errs
+	if len(errs) > 0 {
+		// Decode what is left; lines still come from the original text.
+		var buf bytes.Buffer
+		if err := toml.NewEncoder(&buf).Encode(loose); err != nil {
+			return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
+		}
+		data = buf.Bytes()
+	}
+	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
+	if err != nil {
+		if len(errs) > 0 { // a misfit the type check did not know: no line
+			return nil, errors.Join(append([]error{ErrInvalid}, append(errs, &Error{File: path, Message: err.Error()})...)...)
+		}
+		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
+	}
 	for _, k := range undecoded(md.Undecoded()) {
 		errs = append(errs, cfg.unknownKey(k))
 	}
@@ -212,7 +230,13 @@ func Load(path string) (*Config, error) {
 	cfg.complete(base)
 	errs = append(errs, cfg.resolveSecrets()...)
 	if err := cfg.Validate(); err != nil {
-		errs = append(errs, unjoin(err)...)
+		for _, e := range unjoin(err) {
+			// A value removed as a misfit is reported once, as a misfit.
+			var ce *Error
+			if !errors.As(e, &ce) || !tc.bad[ce.Key] {
+				errs = append(errs, e)
+			}
+		}
 	}
 	sortByLine(errs)
 	if len(errs) > 0 {
