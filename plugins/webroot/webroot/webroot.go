@@ -58,6 +58,11 @@ type Solver struct {
 	// created holds the directories this process created, so CleanUp
 	// removes them (and only them) once empty.
 	created map[string]bool
+	// dirs is held for reading from creating the directories to writing
+	// the file, and for writing while removing empty ones, so that one
+	// challenge's CleanUp never removes a directory another's Present is
+	// about to write into.
+	dirs sync.RWMutex
 }
 
 // New returns a Solver that logs to the plugin's log.
@@ -157,6 +162,8 @@ func (s *Solver) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.Pre
 	if err != nil {
 		return nil, err
 	}
+	s.dirs.RLock()
+	defer s.dirs.RUnlock()
 	dir, err := s.makeDir(root)
 	if err != nil {
 		return nil, err
@@ -201,7 +208,7 @@ func (s *Solver) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.Cle
 func (s *Solver) makeDir(root string) (string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	dir := root
+	dir, real := root, ""
 	for _, name := range []string{".well-known", "acme-challenge"} {
 		dir = filepath.Join(dir, name)
 		err := os.Mkdir(dir, 0o755)
@@ -219,14 +226,21 @@ func (s *Solver) makeDir(root string) (string, error) {
 		default:
 			return "", fmt.Errorf("creating %s: %w", dir, err)
 		}
+		// Checked at each level, so that a .well-known linking out of
+		// the root is refused before acme-challenge is made through it.
+		if real, err = resolveInside(root, dir); err != nil {
+			return "", err
+		}
 	}
-	return resolveInside(root, dir)
+	return real, nil
 }
 
 // removeCreatedDirs removes, deepest first, the directories this process
 // created that are empty now. A directory still holding another challenge's
 // file stays until that challenge is cleaned up.
 func (s *Solver) removeCreatedDirs() {
+	s.dirs.Lock()
+	defer s.dirs.Unlock()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dirs := make([]string, 0, len(s.created))

@@ -2,11 +2,14 @@ package webroot
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/acmehook/acmehook/acme"
@@ -184,8 +187,38 @@ func TestSymlinkEscapeRefused(t *testing.T) {
 	if !errors.Is(err, ErrOutsideRoot) {
 		t.Fatalf("Present through a symlink out of the root = %v, want %v", err, ErrOutsideRoot)
 	}
-	if _, err := os.Stat(filepath.Join(outside, "acme-challenge", token)); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("file written outside the root: %v", err)
+	if got := listTree(t, outside); len(got) != 1 {
+		t.Errorf("tree outside the root after Present = %q, want nothing created there", got)
+	}
+}
+
+// TestConcurrentChallenges: challenges presented and cleaned up at once
+// through one Solver all succeed, and the directories go with the last.
+func TestConcurrentChallenges(t *testing.T) {
+	root := t.TempDir()
+	s := configured(t, map[string]any{"root": root})
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	errs := make(chan error, 400)
+	for i := range 200 {
+		wg.Go(func() {
+			tok := base64.RawURLEncoding.EncodeToString(fmt.Appendf(nil, "concurrent-token-%04d", i))
+			c := challenge(fmt.Sprintf("c%d.example.com", i), tok, tok+".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI")
+			if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+				errs <- fmt.Errorf("Present(%d) = %w", i, err)
+			}
+			if _, err := s.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+				errs <- fmt.Errorf("CleanUp(%d) = %w", i, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if got := listTree(t, root); len(got) != 1 {
+		t.Errorf("tree after every CleanUp = %q, want the root alone", got)
 	}
 }
 
