@@ -1,11 +1,13 @@
 package engine
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -86,6 +88,11 @@ type env struct {
 	gate   string // the deploy script fails while this file is missing
 	now    func() time.Time
 	config string // the TOML text last written
+	// srv is the CA written into the configuration (the shared pebble
+	// when nil); caExtra is added to its [ca] table.
+	srv     *testpebble.Server
+	caExtra string
+	logs    *bytes.Buffer // when set, run also logs here, at Debug
 }
 
 func newEnv(t *testing.T) *env {
@@ -128,6 +135,10 @@ acmehook.on("renew", gated)
 // given [[certificate]] tables, and loads it.
 func (e *env) write(certs string) *config.Config {
 	e.t.Helper()
+	srv := pebble
+	if e.srv != nil {
+		srv = e.srv
+	}
 	e.config = fmt.Sprintf(`
 storage = "storage"
 concurrency = 4
@@ -136,6 +147,7 @@ directory = %q
 ca_bundle = %q
 email = ["ops@example.com"]
 agree_tos = true
+%s
 
 [self_check]
 http_port = %d
@@ -167,7 +179,7 @@ resolvers = [%q]
 propagation_interval = "50ms"
 propagation_timeout = "10s"
 env = { CHALLTESTSRV_URL = %q }
-%s`, pebble.DirectoryURL, pebble.CAFile,
+%s`, srv.DirectoryURL, srv.CAFile, e.caExtra,
 		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
 		bins["webroot"], webRoot,
 		bins["webroot"], filepath.Join(e.dir, "unserved"),
@@ -194,10 +206,15 @@ func (e *env) run(cfg *config.Config, opts RunOptions) map[string]Result {
 		e.t.Fatal(err)
 	}
 	defer st.Close()
+	var logOut io.Writer = e.t.Output()
+	level := slog.LevelInfo
+	if e.logs != nil {
+		logOut, level = io.MultiWriter(logOut, e.logs), slog.LevelDebug
+	}
 	eng, err := New(Options{
 		Config:           cfg,
 		Store:            st,
-		Logger:           slog.New(slog.NewTextHandler(e.t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Logger:           slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})),
 		Now:              e.now,
 		ProgressInterval: time.Second,
 	})

@@ -1,0 +1,147 @@
+package engine
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/internal/testpebble"
+)
+
+// TestCertificateOptions runs against a Pebble that requires external
+// account binding and offers an alternate root, and checks that each
+// [ca] and [[certificate]] option has its visible effect: the account is
+// bound with the EAB key read from the environment (which no log line
+// shows) and has the configured key type; every certificate key type
+// gives a key of that type; preferred_chain selects the alternate chain;
+// reuse_key keeps the key across a forced renewal, and its absence
+// changes it. Without EAB the account is refused with the CA's problem.
+func TestCertificateOptions(t *testing.T) {
+	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
+	srv := testpebble.Start(t, testpebble.Options{
+		EABRequired: true, EABKeys: map[string]string{kid: hmac},
+		AlternateRoots: 1, AlwaysValid: true,
+	})
+	altRoot, _ := pem.Decode(srv.RootPEM(t, 1))
+	alt, err := x509.ParseCertificate(altRoot.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("ACMEHOOK_TEST_EAB_HMAC", hmac)
+
+	e := newEnv(t)
+	e.srv, e.logs = srv, &bytes.Buffer{}
+	e.caExtra = fmt.Sprintf("account_key_type = \"ec384\"\neab_kid = %q\neab_hmac_key_env = \"ACMEHOOK_TEST_EAB_HMAC\"", kid)
+	var certs strings.Builder
+	for _, kt := range []config.KeyType{config.RSA2048, config.RSA3072, config.RSA4096, config.EC256, config.EC384} {
+		fmt.Fprintf(&certs, "[[certificate]]\nname = %q\ndomains = [\"%s.opts.example.com\"]\nkey_type = %q\nsolver = \"webroot\"\n", kt, kt, kt)
+	}
+	certs.WriteString(fmt.Sprintf("[[certificate]]\nname = \"alt\"\ndomains = [\"alt.opts.example.com\"]\nsolver = \"webroot\"\npreferred_chain = %q\n", alt.Subject.CommonName))
+	certs.WriteString("[[certificate]]\nname = \"reuse\"\ndomains = [\"reuse.opts.example.com\"]\nsolver = \"webroot\"\nreuse_key = true\n")
+	cfg := e.write(certs.String())
+	res := e.run(cfg, RunOptions{})
+	for _, c := range cfg.Certificates {
+		if r := res[c.Name]; r.Action != ActionIssued || r.Err != nil {
+			t.Fatalf("%s = %s %v, want issued", c.Name, r.Action, r.Err)
+		}
+	}
+
+	t.Run("account", func(t *testing.T) {
+		st, err := store.Open(cfg.Storage, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		a, err := st.LoadAccount(t.Context(), cfg.CA.Directory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		key, err := parseKeyPEM(a.KeyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := keyType(key.Public()); got != config.EC384 {
+			t.Errorf("account key type = %s, want ec384", got)
+		}
+		if a.Info.EABKeyID != kid {
+			t.Errorf("stored account EAB key ID = %q, want %q", a.Info.EABKeyID, kid)
+		}
+		if strings.Contains(e.logs.String(), hmac) {
+			t.Errorf("the EAB HMAC key appears in the log")
+		}
+	})
+	for _, kt := range []config.KeyType{config.RSA2048, config.RSA3072, config.RSA4096, config.EC256, config.EC384} {
+		t.Run("key type "+string(kt), func(t *testing.T) {
+			v := e.current(cfg, string(kt))
+			leaf, err := parseLeaf(v.CertPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := keyType(leaf.PublicKey); got != kt {
+				t.Errorf("certificate key type = %s, want %s", got, kt)
+			}
+			key, err := parseKeyPEM(v.KeyPEM)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := keyType(key.Public()); got != kt {
+				t.Errorf("stored key type = %s, want %s", got, kt)
+			}
+		})
+	}
+	t.Run("preferred chain", func(t *testing.T) {
+		v := e.current(cfg, "alt")
+		leaf, err := parseLeaf(v.CertPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inter := x509.NewCertPool()
+		inter.AppendCertsFromPEM(v.ChainPEM)
+		altOnly := x509.NewCertPool()
+		altOnly.AddCert(alt)
+		if _, err := leaf.Verify(x509.VerifyOptions{DNSName: "alt.opts.example.com", Roots: altOnly, Intermediates: inter}); err != nil {
+			t.Errorf("stored chain does not lead to the preferred root %q: %v", alt.Subject.CommonName, err)
+		}
+		def := e.current(cfg, string(config.EC256))
+		inter = x509.NewCertPool()
+		inter.AppendCertsFromPEM(def.ChainPEM)
+		defLeaf, _ := parseLeaf(def.CertPEM)
+		if _, err := defLeaf.Verify(x509.VerifyOptions{DNSName: "ec256.opts.example.com", Roots: altOnly, Intermediates: inter}); err == nil {
+			t.Errorf("a certificate without preferred_chain also chains to the alternate root; the test proves nothing")
+		}
+	})
+	t.Run("reuse_key", func(t *testing.T) {
+		before := map[string]*store.Version{"reuse": e.current(cfg, "reuse"), "ec256": e.current(cfg, "ec256")}
+		res := e.run(cfg, RunOptions{Names: []string{"reuse", "ec256"}, Force: true})
+		for name, prev := range before {
+			if r := res[name]; r.Action != ActionRenewed || r.Err != nil {
+				t.Fatalf("%s forced = %s %v, want renewed", name, r.Action, r.Err)
+			}
+			now := e.current(cfg, name)
+			same := bytes.Equal(now.KeyPEM, prev.KeyPEM)
+			if want := name == "reuse"; same != want {
+				t.Errorf("%s: key kept across renewal = %v, want %v", name, same, want)
+			}
+		}
+	})
+	t.Run("without EAB", func(t *testing.T) {
+		e2 := newEnv(t)
+		e2.srv = srv
+		cfg := e2.write("[[certificate]]\nname = \"noeab\"\ndomains = [\"noeab.opts.example.com\"]\nsolver = \"webroot\"\n")
+		r := e2.run(cfg, RunOptions{})["noeab"]
+		p := problemOf(r.Err)
+		if r.Action != ActionFailed || p == nil || p.Type != "urn:ietf:params:acme:error:externalAccountRequired" {
+			t.Fatalf("run = %s %v (problem %+v), want failed with externalAccountRequired", r.Action, r.Err, p)
+		}
+		if _, err := os.Stat(filepath.Join(cfg.Storage, "certificates", "noeab", "current")); err == nil {
+			t.Errorf("a certificate was stored although the account was refused")
+		}
+	})
+}
