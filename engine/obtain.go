@@ -148,14 +148,19 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 	// are kept); its renewal information is asked for at once, so the next
 	// run knows its window without contacting the CA.
 	meta.Renewal.RecordSuccess(e.now())
-	e.fetchARI(ctx, v, &meta.Renewal, log)
-	// Mark the deploy pending before the version becomes current, so a
-	// crash between storing and deploying still deploys on the next run.
+	if ctx.Err() == nil {
+		e.fetchARI(ctx, v, &meta.Renewal, log)
+	}
+	// The certificate is in hand: it is stored even when the run is being
+	// stopped (SIGTERM), so the order is not wasted. Mark the deploy
+	// pending before the version becomes current, so a stop or a crash
+	// between storing and deploying still deploys on the next run.
+	sctx := context.WithoutCancel(ctx)
 	meta.PendingDeploy = true
-	if err := e.store.SaveMeta(ctx, cert.Name, meta); err != nil {
+	if err := e.store.SaveMeta(sctx, cert.Name, meta); err != nil {
 		return e.failed(ctx, cert, meta, res, fmt.Errorf("saving metadata: %w", err), log)
 	}
-	if err := e.store.SaveCertificate(ctx, cert.Name, v); err != nil {
+	if err := e.store.SaveCertificate(sctx, cert.Name, v); err != nil {
 		return e.failed(ctx, cert, meta, res, fmt.Errorf("storing certificate: %w", err), log)
 	}
 	res.Action, res.Version, res.Serial, res.NotAfter = ActionIssued, v.ID, v.Info.Serial, v.Info.NotAfter
@@ -164,6 +169,11 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 		res.Action, name, prevSerial = ActionRenewed, luahost.Renew, prev.Info.Serial
 	}
 	log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
+	if err := ctx.Err(); err != nil {
+		log.Warn("stopping before the deploy; it runs on the next start", "version", v.ID)
+		res.Err = fmt.Errorf("%w: %w", ErrDeploy, err)
+		return res
+	}
 	return e.deploy(ctx, cert, v, leaf, name, prevSerial, meta, res, log)
 }
 
