@@ -873,3 +873,49 @@ func TestE2EBadConfig(t *testing.T) {
 		}
 	})
 }
+
+// TestE2ESecretsNeverPrinted gives the EAB HMAC key and a plugin secret
+// through environment variables and checks that neither appears in
+// anything acmehook prints, at debug level: check, a run that uses the
+// plugin secret, and a rejected configuration holding an inline secret.
+func TestE2ESecretsNeverPrinted(t *testing.T) {
+	const hmac, token = "c2VjcmV0LWhtYWMta2V5LXZhbHVl", "s3cret-dns-api-token"
+	t.Setenv("ACMEHOOK_E2E_HMAC", hmac)
+	t.Setenv("ACMEHOOK_E2E_TOKEN", token)
+	tests := []struct {
+		name  string
+		ca    string // added to [ca]
+		args  []string
+		code  int
+		certs string
+	}{
+		{"check", "eab_kid = \"kid\"\neab_hmac_key_env = \"ACMEHOOK_E2E_HMAC\"\n", []string{"check", "--log-level", "debug"}, 0, ""},
+		{"run", "", []string{"run", "--log-level", "debug"}, 0,
+			"[[certificate]]\nname = \"dns\"\ndomains = [\"secret.example.org\"]\nsolver = \"dnsexec\"\n"},
+		{"rejected", fmt.Sprintf("eab_kid = \"kid\"\neab_hmac_key = %q\neab_hmac_key_env = \"ACMEHOOK_E2E_HMAC\"\n", hmac), []string{"check", "--log-level", "debug"}, 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newSite(t)
+			s.write(tt.certs)
+			// The plugin secret reaches dnsexec's program as API_TOKEN.
+			s.text = strings.Replace(s.text, "env = { CHALLTESTSRV_URL", "env = { API_TOKEN = { secret_env = \"ACMEHOOK_E2E_TOKEN\" }, CHALLTESTSRV_URL", 1)
+			s.text = strings.Replace(s.text, "agree_tos = true\n", "agree_tos = true\n"+tt.ca, 1)
+			if err := os.WriteFile(s.config, []byte(s.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			o := s.acmehook(tt.args...)
+			if o.code != tt.code {
+				t.Fatalf("exit = %d, want %d\n%s", o.code, tt.code, o)
+			}
+			for _, secret := range []string{hmac, token} {
+				if strings.Contains(o.stdout+o.stderr, secret) {
+					t.Errorf("output contains the secret %q\n%s", secret, o)
+				}
+			}
+			if tt.code == 2 && !strings.Contains(o.stderr, "set only one of eab_hmac_key") {
+				t.Errorf("stderr does not explain the rejection\n%s", o)
+			}
+		})
+	}
+}
