@@ -25,6 +25,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -37,9 +38,22 @@ const (
 	DefaultTimeout       = 2 * time.Minute
 	DefaultCallStackSize = 200
 	DefaultOutputLimit   = 1 << 20
+	DefaultMemoryLimit   = 512 << 20
 	maxScriptSize        = 1 << 20
 	maxStringRep         = 16 << 20
+
+	// The value stack ("registry") grows in large steps up to a fixed
+	// size: gopher-lua's default step of 32 slots makes a huge unpack()
+	// copy the stack thousands of times, for seconds past the deadline.
+	registryMaxSize   = 256 << 10 // slots of 16 bytes: 4 MiB
+	registryGrowStep  = 4 << 10
+	memoryPollPeriod  = 10 * time.Millisecond
+	heapObjectsMetric = "/memory/classes/heap/objects:bytes"
 )
+
+// ErrMemoryLimit is the cause of a run stopped because the heap grew by
+// more than Options.MemoryLimit while it ran.
+var ErrMemoryLimit = errors.New("luahost: memory limit exceeded")
 
 // Options configures a Host. The zero value is usable.
 type Options struct {
@@ -58,6 +72,14 @@ type Options struct {
 	Vars map[string]string
 	// CallStackSize limits Lua call depth. Zero means DefaultCallStackSize.
 	CallStackSize int
+	// MemoryLimit stops a run whose heap growth exceeds it, in bytes.
+	// gopher-lua has no allocator hook, so this is a guard, not a quota:
+	// the process's Go heap is sampled every 10 ms, growth is measured
+	// from the start of the run and includes garbage not yet collected
+	// and concurrent runs, and a single huge operation (s .. s) completes
+	// before the run is stopped. Zero means DefaultMemoryLimit; negative
+	// disables the guard.
+	MemoryLimit int64
 	// OutputLimit caps the bytes kept from each of an exec'd program's
 	// stdout and stderr, and from an HTTP response body. Zero means
 	// DefaultOutputLimit.
@@ -88,6 +110,9 @@ func New(opts Options) *Host {
 	if opts.OutputLimit <= 0 {
 		opts.OutputLimit = DefaultOutputLimit
 	}
+	if opts.MemoryLimit == 0 {
+		opts.MemoryLimit = DefaultMemoryLimit
+	}
 	if opts.HTTPClient == nil {
 		opts.HTTPClient = &http.Client{}
 	}
@@ -109,7 +134,7 @@ type ScriptError struct {
 	Event     EventName // event being handled
 	Message   string    // Lua error message without the "path:line:" prefix
 	Traceback string    // Lua stack traceback, if any
-	Err       error     // underlying cause: context.DeadlineExceeded, context.Canceled, a file error, or nil
+	Err       error     // underlying cause: context.DeadlineExceeded, context.Canceled, ErrMemoryLimit, a file error, or nil
 }
 
 // Error reads like "scripts/nginx.lua:14: attempt to index a nil value (event issued)".
@@ -136,13 +161,19 @@ func (e *ScriptError) Unwrap() error { return e.Err }
 // returns nil. Any failure is a *ScriptError: for ChallengeProvision it is
 // the script's veto; for the post-events the engine records it and retries
 // the deploy later. A run stopped by its deadline unwraps to
-// context.DeadlineExceeded.
+// context.DeadlineExceeded, one stopped by the memory guard to
+// ErrMemoryLimit.
 func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 	if !ev.Name.Valid() {
 		return fmt.Errorf("luahost: dispatching %s: unknown event %q", script, ev.Name)
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.opts.Timeout)
 	defer cancel()
+	ctx, stop := context.WithCancelCause(ctx)
+	defer stop(nil)
+	if h.opts.MemoryLimit > 0 {
+		defer watchMemory(h.opts.MemoryLimit, stop)()
+	}
 
 	src, err := readScript(script)
 	if err != nil {
@@ -153,7 +184,8 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 		SkipOpenLibs:        true,
 		CallStackSize:       h.opts.CallStackSize,
 		RegistrySize:        1024,
-		RegistryMaxSize:     1024 * 256,
+		RegistryMaxSize:     registryMaxSize,
+		RegistryGrowStep:    registryGrowStep,
 		MinimizeStackMemory: true,
 	})
 	defer L.Close()
@@ -192,7 +224,7 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 				Line:    fn.Proto.LineDefined,
 				Event:   ev.Name,
 				Message: "handler returned error: " + handlerMessage(msg),
-				Err:     ctx.Err(),
+				Err:     runCause(ctx),
 			}
 		}
 	}
@@ -253,15 +285,64 @@ func runError(ctx context.Context, script string, ev EventName, err error) *Scri
 	if strings.Contains(e.Message, "callstack overflow") {
 		e.Message = "stack overflow: call depth exceeds the limit (runaway recursion?)"
 	}
-	if cerr := ctx.Err(); cerr != nil {
+	if strings.Contains(e.Message, "registry overflow") {
+		e.Message = "value stack overflow: too many values at once (huge unpack or argument list?)"
+	}
+	if cerr := runCause(ctx); cerr != nil {
 		e.Err = cerr
-		if errors.Is(cerr, context.DeadlineExceeded) {
-			e.Message = "run stopped at its deadline: " + e.Message
-		} else {
-			e.Message = "run canceled: " + e.Message
+		// gopher-lua reports a stop as the bare context error.
+		detail := ": " + e.Message
+		if e.Message == context.Canceled.Error() || e.Message == context.DeadlineExceeded.Error() {
+			detail = ""
+		}
+		switch {
+		case errors.Is(cerr, context.DeadlineExceeded):
+			e.Message = "run stopped at its deadline (endless loop?)" + detail
+		case errors.Is(cerr, ErrMemoryLimit):
+			e.Message = "run stopped: the heap grew past the memory limit (unbounded table or string?)" + detail
+		default:
+			e.Message = "run canceled" + detail
 		}
 	}
 	return e
+}
+
+// runCause returns why ctx is done (ErrMemoryLimit, DeadlineExceeded,
+// Canceled), or nil.
+func runCause(ctx context.Context) error {
+	if ctx.Err() == nil {
+		return nil
+	}
+	return context.Cause(ctx)
+}
+
+// watchMemory samples the heap every memoryPollPeriod and calls stop with
+// ErrMemoryLimit once it has grown by more than limit bytes. The returned
+// function ends the watch.
+func watchMemory(limit int64, stop context.CancelCauseFunc) (end func()) {
+	sample := []metrics.Sample{{Name: heapObjectsMetric}}
+	heap := func() int64 {
+		metrics.Read(sample)
+		return int64(sample[0].Value.Uint64())
+	}
+	base := heap()
+	done := make(chan struct{})
+	go func() {
+		t := time.NewTicker(memoryPollPeriod)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				if heap()-base > limit {
+					stop(ErrMemoryLimit)
+					return
+				}
+			}
+		}
+	}()
+	return func() { close(done) }
 }
 
 // lineFromTraceback finds the innermost frame of script in a gopher-lua

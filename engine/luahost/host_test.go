@@ -124,6 +124,41 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// TestMemoryGuard: scripts that grow a string, a table or the value stack
+// without bound are stopped long before their (generous) deadline, with an
+// error that says why, and the host keeps working.
+func TestMemoryGuard(t *testing.T) {
+	tests := []struct {
+		name, code, want string
+		cause            error
+	}{
+		{"doubling string", `local s = "x" while true do s = s .. s end`, "memory limit", ErrMemoryLimit},
+		{"growing table", `local t = {} local i = 0 while true do i = i + 1; t[i] = {i} end`, "memory limit", ErrMemoryLimit},
+		{"huge unpack", `local t = {} for i = 1, 3e5 do t[i] = i end
+print(unpack(t))`, "value stack overflow", nil},
+	}
+	h := New(Options{Timeout: 20 * time.Second, MemoryLimit: 64 << 20})
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := run(t, h, tt.code, Event{Name: Issued})
+			var se *ScriptError
+			if !errors.As(err, &se) || !strings.Contains(se.Message, tt.want) || se.Line == 0 {
+				t.Fatalf("Dispatch = %v, want *ScriptError with a line containing %q", err, tt.want)
+			}
+			t.Logf("error: %v", se)
+			if errors.Is(err, context.DeadlineExceeded) {
+				t.Errorf("stopped by the deadline, want the memory limit")
+			}
+			if tt.cause != nil && !errors.Is(err, tt.cause) {
+				t.Errorf("errors.Is(err, %v) = false", tt.cause)
+			}
+		})
+	}
+	if err := run(t, h, `local t = {} for i = 1, 1000 do t[i] = string.rep("x", 100) end`, Event{Name: Issued}); err != nil {
+		t.Fatalf("Dispatch of a small script after the guard stopped runs = %v", err)
+	}
+}
+
 func TestScriptErrors(t *testing.T) {
 	tests := []struct {
 		name, src string

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -153,8 +154,24 @@ func TestDeadlineStopsGoFunctions(t *testing.T) {
 		}
 	}))
 	defer slow.Close()
+	// A TCP server that accepts and never answers the TLS handshake.
+	silent, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer silent.Close()
+	go func() {
+		for {
+			c, err := silent.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
 	h := New(Options{Timeout: 300 * time.Millisecond})
 	tests := []struct{ name, code string }{
+		{"tls.probe", `local r, err = acmehook.tls.probe("` + silent.Addr().String() + `", "www.example", {timeout = 10}); error(err)`},
 		{"exec", `local r, err = acmehook.exec({"sleep", "10"}); error(err)`},
 		{"sleep", `local r, err = acmehook.sleep(10); error(err)`},
 		{"http", `local r, err = acmehook.http.request({url = "` + slow.URL + `"}); error(err)`},
