@@ -787,6 +787,16 @@ func TestE2EBadConfig(t *testing.T) {
 			},
 		},
 		{
+			name:  "wrong types beside other problems",
+			certs: "[[certificate]]\nname = \"a\"\ndomains = [\"a_b.example.com\"]\nsolver = \"webroot\"\nreuse_key = \"yes\"\nscripts = \"events.lua\"\n",
+			args:  []string{"run"},
+			problems: []problem{
+				{`domains = ["a_b.example.com"]`, "certificate[0].domains[0]", `"a_b.example.com" is not a valid domain name (label "a_b")`},
+				{`reuse_key =`, "certificate[0].reuse_key", "incompatible types: TOML value has type string; destination has type boolean"},
+				{`scripts =`, "certificate[0].scripts", "incompatible types: TOML value has type string; destination has type array"},
+			},
+		},
+		{
 			name:     "bad duration",
 			certs:    "[[certificate]]\nname = \"a\"\ndomains = [\"a.example.com\"]\nsolver = \"webroot\"\nscript_timeout = \"30 seconds\"\n",
 			args:     []string{"run"},
