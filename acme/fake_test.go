@@ -23,6 +23,9 @@ type fakeCA struct {
 	srv *httptest.Server
 	// dir overrides directory entries (e.g. to inject http URLs).
 	dir map[string]string
+	// dirNonce sends a Replay-Nonce with the directory too. Pebble and
+	// Boulder send one only from newNonce and in answers to POSTs.
+	dirNonce bool
 
 	mu        sync.Mutex
 	nonce     int
@@ -82,7 +85,9 @@ func (f *fakeCA) newNonce() string {
 
 func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 	f.mu.Lock()
-	w.Header().Set("Replay-Nonce", f.newNonce())
+	if r.URL.Path != "/dir" || f.dirNonce {
+		w.Header().Set("Replay-Nonce", f.newNonce())
+	}
 	f.mu.Unlock()
 	switch {
 	case r.URL.Path == "/dir":

@@ -300,6 +300,12 @@ func (c *Client) postJSON(ctx context.Context, s signer, u string, payload, v an
 // nonce takes a nonce from the pool, asking newNonce only when it is
 // empty (RFC 8555 §7.2).
 func (c *Client) nonce(ctx context.Context) (string, error) {
+	// The directory first (cached after the first call): a server that
+	// sends a Replay-Nonce with it saves the HEAD below.
+	dir, err := c.Directory(ctx)
+	if err != nil {
+		return "", err
+	}
 	c.mu.Lock()
 	if n := len(c.nonces); n > 0 {
 		nonce := c.nonces[n-1]
@@ -308,10 +314,6 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 		return nonce, nil
 	}
 	c.mu.Unlock()
-	dir, err := c.Directory(ctx)
-	if err != nil {
-		return "", err
-	}
 	for attempt := 0; ; attempt++ {
 		r, err := c.send(ctx, http.MethodHead, dir.NewNonce, nil, "")
 		if c.shouldRetry5xx(ctx, r, err, attempt) {

@@ -92,6 +92,24 @@ func TestNoncePool(t *testing.T) {
 	}
 }
 
+// TestNonceFromDirectory: a nonce that came with the directory is used, so
+// no newNonce request is needed at all.
+func TestNonceFromDirectory(t *testing.T) {
+	f := newFakeCA(t)
+	f.dirNonce = true
+	acct := f.account()
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusPending)) })
+	c := f.client()
+	for range 3 {
+		if _, err := c.GetOrder(ctxT(t), acct, f.url("/order/1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.heads != 0 {
+		t.Errorf("newNonce HEADs = %d, want 0 (the directory's Replay-Nonce, then each answer's)", f.heads)
+	}
+}
+
 func TestServerErrorRetriedOnlyWhenSafe(t *testing.T) {
 	f := newFakeCA(t)
 	acct := f.account()
