@@ -59,7 +59,8 @@ func stopped(t *testing.T, done <-chan error) {
 // while a challenge is presented and about to be answered abandons the
 // order safely: the challenge is not answered, the solver's files are
 // cleaned up and challenge-cleanup reaches the script, nothing is stored,
-// and no backoff is earned (the next run orders at once).
+// failed is not raised, and no backoff is earned (the next run orders at
+// once).
 func TestDaemonStopDuringChallenge(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.write("[[certificate]]\nname = \"stop\"\ndomains = [\"stop.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
@@ -88,6 +89,9 @@ func TestDaemonStopDuringChallenge(t *testing.T) {
 		t.Errorf("challenge file left after the stop (stat: %v)", err)
 	}
 	e.event("stop.challenge-cleanup.stop.example.com")
+	if _, err := os.Stat(filepath.Join(e.out, "stop.failed.json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("failed raised for a stop (stat: %v), want nothing: the order was abandoned, not failed", err)
+	}
 	st, err := store.Open(cfg.Storage, store.Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -318,25 +318,27 @@ func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *stor
 }
 
 // failed records err for cert, raises failed to its scripts and returns
-// res marked failed.
+// res marked failed. A run stopped from outside (SIGTERM) only abandons the
+// order: that is not the certificate's failure, so nothing is raised or
+// recorded and no backoff is earned.
 func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *store.Meta, res Result, err error, log *slog.Logger) Result {
+	res.Action, res.Err = ActionFailed, err
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		log.Warn("stopping: order abandoned; the next run orders again", "error", err)
+		return res
+	}
 	attrs := []any{"error", err}
 	if p := problemOf(err); p != nil {
 		attrs = append(attrs, "problem_type", p.Type, "problem_detail", p.Detail)
 	}
 	log.Error("certificate failed", attrs...)
-	res.Action, res.Err = ActionFailed, err
 	if serr := e.dispatch(context.WithoutCancel(ctx), cert, failedEvent(cert, err)); serr != nil {
 		log.Warn("failed script failed", "error", serr)
 	}
 	if meta == nil {
 		return res
 	}
-	// A run stopped from outside (SIGTERM) is not the CA's failure and
-	// earns no backoff.
-	if !(errors.Is(err, context.Canceled) && ctx.Err() != nil) {
-		e.recordFailure(meta, err)
-	}
+	e.recordFailure(meta, err)
 	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(luahost.Failed), Result: "error", Detail: err.Error()})
 	if serr := e.store.SaveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
