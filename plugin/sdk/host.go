@@ -73,12 +73,15 @@ type Plugin struct {
 	name   string
 	client *plugin.Client
 	rpc    solverv1.SolverClient
+	kill   context.CancelFunc // ends the process's context
 	closed sync.Once
 }
 
 // Launch starts the plugin at opts.Path, performs go-plugin's handshake
 // (protocol version, AutoMTLS) and, if opts.Config is not nil, configures it.
-// On error nothing is left running.
+// If ctx ends before the handshake completes, the process is killed and
+// Launch returns ctx's error; once launched, the plugin outlives ctx until
+// Close. On error nothing is left running.
 func Launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	if opts.Name == "" {
 		opts.Name = opts.Path
@@ -120,7 +123,12 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 			return nil, fmt.Errorf("environment entry %q is not KEY=value", kv)
 		}
 	}
-	cmd := exec.Command(opts.Path)
+	// The process's own context is cancelled, killing it, when ctx ends
+	// during the start (go-plugin's start watches only its timeout) and,
+	// for good measure, by Close.
+	procCtx, kill := context.WithCancel(context.Background())
+	stopWatching := context.AfterFunc(ctx, kill)
+	cmd := exec.CommandContext(procCtx, opts.Path)
 	cmd.Env = append(minimalEnv(), opts.Env...)
 	cmd.Dir = opts.Dir
 	logger := opts.Logger
@@ -142,8 +150,14 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 		SyncStderr:       &lineWriter{l: logger, stream: "stderr"},
 	})
 	rpc, err := client.Client()
+	if !stopWatching() {
+		// ctx ended during the start and the process was killed.
+		client.Kill()
+		return nil, ctx.Err()
+	}
 	if err != nil {
 		client.Kill()
+		kill()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, ErrChecksum
 		}
@@ -155,9 +169,10 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	raw, err := rpc.Dispense(pluginName)
 	if err != nil {
 		client.Kill()
+		kill()
 		return nil, err
 	}
-	return &Plugin{name: opts.Name, client: client, rpc: raw.(solverv1.SolverClient)}, nil
+	return &Plugin{name: opts.Name, client: client, rpc: raw.(solverv1.SolverClient), kill: kill}, nil
 }
 
 // minimalEnv is the host environment a plugin inherits.
@@ -182,7 +197,10 @@ func (p *Plugin) Exited() bool { return p.client.Exited() }
 // Close stops the plugin process: it asks it to exit, and kills it if it has
 // not within two seconds. It is safe to call more than once.
 func (p *Plugin) Close() error {
-	p.closed.Do(p.client.Kill)
+	p.closed.Do(func() {
+		p.client.Kill()
+		p.kill()
+	})
 	return nil
 }
 

@@ -11,8 +11,10 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -152,21 +154,29 @@ func TestRunByHand(t *testing.T) {
 // that the host (this test process) and, where it survives, the plugin go on.
 func TestFaults(t *testing.T) {
 	tests := []struct {
-		mode     string
-		timeout  time.Duration
-		want     string
-		wantIs   error
-		survives bool
+		name, mode  string
+		timeout     time.Duration
+		cancelAfter time.Duration // the caller cancels ctx mid-call
+		want        string
+		wantIs      error
+		survives    bool
 	}{
-		{mode: "panic", timeout: 5 * time.Second, want: "plugin faulty: present example.com: plugin panicked in Present: boom in example.com", survives: true},
-		{mode: "hang", timeout: 300 * time.Millisecond, want: "plugin faulty: present example.com: context deadline exceeded", wantIs: context.DeadlineExceeded, survives: true},
-		{mode: "exit", timeout: 5 * time.Second, want: "plugin faulty: present example.com: sdk: plugin process exited", wantIs: sdk.ErrExited},
+		{name: "panic", mode: "panic", timeout: 5 * time.Second, want: "plugin faulty: present example.com: plugin panicked in Present: boom in example.com", survives: true},
+		{name: "hang", mode: "hang", timeout: 300 * time.Millisecond, want: "plugin faulty: present example.com: context deadline exceeded", wantIs: context.DeadlineExceeded, survives: true},
+		{name: "hang, caller cancels", mode: "hang", timeout: 5 * time.Second, cancelAfter: 300 * time.Millisecond,
+			want: "plugin faulty: present example.com: context canceled", wantIs: context.Canceled, survives: true},
+		{name: "exit", mode: "exit", timeout: 5 * time.Second, want: "plugin faulty: present example.com: sdk: plugin process exited", wantIs: sdk.ErrExited},
 	}
 	for _, tt := range tests {
-		t.Run(tt.mode, func(t *testing.T) {
-			p := launch(t, "faulty", sdk.LaunchOptions{Config: map[string]any{"mode": tt.mode}})
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			p := launch(t, "faulty", sdk.LaunchOptions{Env: []string{"FAULTY_PIDFILE=" + pidFile}, Config: map[string]any{"mode": tt.mode}})
+			pid := readPID(t, pidFile)
 			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
 			defer cancel()
+			if tt.cancelAfter > 0 {
+				time.AfterFunc(tt.cancelAfter, cancel)
+			}
 			_, err := p.Present(ctx, &sdk.PresentRequest{Challenge: challenge("example.com")})
 			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
 				t.Fatalf("Present = %v, want %q", err, tt.want)
@@ -196,6 +206,83 @@ func TestFaults(t *testing.T) {
 			if d := time.Since(start); d > 5*time.Second {
 				t.Errorf("Close took %v", d)
 			}
+			waitGone(t, pid)
+		})
+	}
+}
+
+// readPID returns the process id a test plugin wrote to file.
+func readPID(t *testing.T, file string) int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(file)
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reading the plugin's pid from %s: %q, %v", file, b, err)
+		}
+	}
+}
+
+// waitGone fails the test unless process pid is gone (killed and reaped)
+// within a moment.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("plugin process %d still exists", pid)
+			return
+		}
+	}
+}
+
+// TestLaunchWithoutHandshake: a program that never completes the
+// handshake is killed at StartTimeout, or as soon as the caller cancels
+// ctx, and Launch says which.
+func TestLaunchWithoutHandshake(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "silent")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho $$ > \"$PIDFILE\"\nexec sleep 60\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		startTimeout time.Duration
+		cancelAfter  time.Duration
+		want         string
+		wantIs       error
+	}{
+		{name: "start timeout", startTimeout: 500 * time.Millisecond,
+			want: "plugin silent: starting " + script + ": timeout while waiting for plugin to start"},
+		{name: "caller cancels", startTimeout: 20 * time.Second, cancelAfter: 500 * time.Millisecond,
+			want: "plugin silent: starting " + script + ": context canceled", wantIs: context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancelAfter > 0 {
+				time.AfterFunc(tt.cancelAfter, cancel)
+			}
+			start := time.Now()
+			p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "silent", Path: script, StartTimeout: tt.startTimeout, Env: []string{"PIDFILE=" + pidFile}})
+			if err == nil {
+				p.Close()
+				t.Fatalf("Launch = nil error, want %q", tt.want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Launch returned after %v", d)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("Launch = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Launch = %v, want errors.Is %v", err, tt.wantIs)
+			}
+			waitGone(t, readPID(t, pidFile))
 		})
 	}
 }

@@ -2,13 +2,15 @@
 // key "mode" picks how Present behaves: "ok" succeeds and logs, "panic"
 // panics, "hang" never answers, "exit" kills the process, "env" fails with
 // the plugin's environment as its message, "levels" logs one record at each
-// level and succeeds.
+// level and succeeds. With $FAULTY_PIDFILE set, it writes its process id
+// there when it starts.
 package main
 
 import (
 	"context"
 	"fmt"
 	"os"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -68,4 +70,12 @@ func (s *solver) CleanUp(context.Context, *sdk.CleanUpRequest) (*sdk.CleanUpResp
 	return &sdk.CleanUpResponse{}, nil
 }
 
-func main() { sdk.Serve(&solver{}) }
+func main() {
+	if f := os.Getenv("FAULTY_PIDFILE"); f != "" {
+		if err := os.WriteFile(f, []byte(strconv.Itoa(os.Getpid())), 0o600); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+	}
+	sdk.Serve(&solver{})
+}
