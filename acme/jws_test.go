@@ -186,3 +186,118 @@ func TestChangeAccountKeyJWS(t *testing.T) {
 		t.Errorf("inner payload = %s, want account URL and old public key", payload)
 	}
 }
+
+// TestRequestAuthentication checks, for every operation, what the server
+// receives: a "jwk" header (newAccount and revocation by the certificate's
+// key, RFC 8555 §6.2) or the account's "kid", and an empty payload for
+// POST-as-GET (§6.3).
+func TestRequestAuthentication(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	certKey := testKeys(t)["ES384"]
+	certPEM := selfSignedPEM(t)
+	certs, err := ParseChainPEM(certPEM)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.dir["newAuthz"] = f.url("/new-authz")
+	authz := map[string]any{"status": "pending", "identifier": DNS("a.example"), "challenges": []map[string]string{
+		{"type": "http-01", "url": f.url("/chall/1"), "status": "pending", "token": "DGyRejmCefe7v4NfDGDKfA"}}}
+	for path, h := range map[string]func(w http.ResponseWriter, req fakeRequest){
+		"/acct": func(w http.ResponseWriter, req fakeRequest) {
+			w.Header().Set("Location", acct.URL)
+			writeJSON(w, 200, map[string]string{"status": "valid"})
+		},
+		"/acct/1": func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, map[string]string{"status": "valid"}) },
+		"/order": func(w http.ResponseWriter, req fakeRequest) {
+			w.Header().Set("Location", f.url("/order/1"))
+			writeJSON(w, 201, orderJSON(f, StatusPending))
+		},
+		"/order/1": func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusPending)) },
+		"/authz/1": func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, authz) },
+		"/new-authz": func(w http.ResponseWriter, req fakeRequest) {
+			w.Header().Set("Location", f.url("/authz/1"))
+			writeJSON(w, 201, authz)
+		},
+		"/chall/1": func(w http.ResponseWriter, req fakeRequest) {
+			writeJSON(w, 200, authz["challenges"].([]map[string]string)[0])
+		},
+		"/finalize/1": func(w http.ResponseWriter, req fakeRequest) {
+			o := orderJSON(f, StatusValid)
+			o["certificate"] = f.url("/cert/1")
+			writeJSON(w, 200, o)
+		},
+		"/cert/1":    func(w http.ResponseWriter, req fakeRequest) { w.Write(certPEM) },
+		"/revoke":    func(w http.ResponseWriter, req fakeRequest) {},
+		"/keychange": func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, map[string]string{"status": "valid"}) },
+	} {
+		f.handle(path, h)
+	}
+	csr, err := NewCSR(certKey, []Identifier{DNS("a.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	order := Order{URL: f.url("/order/1"), Finalize: f.url("/finalize/1")}
+	ch := Challenge{Type: ChallengeHTTP01, URL: f.url("/chall/1"), Token: "DGyRejmCefe7v4NfDGDKfA"}
+
+	tests := []struct {
+		name string
+		call func(c *Client) error
+		path string
+		// jwk is the key expected in a "jwk" header; nil means "kid".
+		jwk     crypto.Signer
+		payload string // "" is POST-as-GET; "*" any non-empty payload
+	}{
+		{"NewAccount", func(c *Client) error { _, err := c.NewAccount(ctxT(t), Account{Key: acct.Key}, nil); return err }, "/acct", acct.Key, "*"},
+		{"FindAccount", func(c *Client) error { _, err := c.FindAccount(ctxT(t), acct.Key); return err }, "/acct", acct.Key, `{"onlyReturnExisting":true}`},
+		{"GetAccount", func(c *Client) error { _, err := c.GetAccount(ctxT(t), acct); return err }, "/acct/1", nil, ""},
+		{"UpdateAccount", func(c *Client) error { _, err := c.UpdateAccount(ctxT(t), acct); return err }, "/acct/1", nil, `{"contact":[]}`},
+		{"DeactivateAccount", func(c *Client) error { _, err := c.DeactivateAccount(ctxT(t), acct); return err }, "/acct/1", nil, `{"status":"deactivated"}`},
+		{"ChangeAccountKey", func(c *Client) error { _, err := c.ChangeAccountKey(ctxT(t), acct, testKeys(t)["ES256"]); return err }, "/keychange", nil, "*"},
+		{"NewOrder", func(c *Client) error {
+			_, err := c.NewOrder(ctxT(t), acct, Order{Identifiers: []Identifier{DNS("a.example")}})
+			return err
+		}, "/order", nil, `{"identifiers":[{"type":"dns","value":"a.example"}]}`},
+		{"GetOrder", func(c *Client) error { _, err := c.GetOrder(ctxT(t), acct, order.URL); return err }, "/order/1", nil, ""},
+		{"NewAuthorization", func(c *Client) error { _, err := c.NewAuthorization(ctxT(t), acct, DNS("a.example")); return err }, "/new-authz", nil, "*"},
+		{"GetAuthorization", func(c *Client) error { _, err := c.GetAuthorization(ctxT(t), acct, f.url("/authz/1")); return err }, "/authz/1", nil, ""},
+		{"AcceptChallenge", func(c *Client) error { _, err := c.AcceptChallenge(ctxT(t), acct, ch); return err }, "/chall/1", nil, "{}"},
+		{"FinalizeOrder", func(c *Client) error { _, err := c.FinalizeOrder(ctxT(t), acct, order, csr); return err }, "/finalize/1", nil, "*"},
+		{"FetchCertificate", func(c *Client) error { _, err := c.FetchCertificate(ctxT(t), acct, f.url("/cert/1")); return err }, "/cert/1", nil, ""},
+		{"RevokeCertificate", func(c *Client) error {
+			return c.RevokeCertificate(ctxT(t), acct, certs[0].Raw, ReasonSuperseded)
+		}, "/revoke", nil, `{"certificate":"` + b64.EncodeToString(certs[0].Raw) + `","reason":4}`},
+		{"RevokeCertificateWithKey", func(c *Client) error {
+			return c.RevokeCertificateWithKey(ctxT(t), certKey, certs[0].Raw, ReasonKeyCompromise)
+		}, "/revoke", certKey, `{"certificate":"` + b64.EncodeToString(certs[0].Raw) + `","reason":1}`},
+	}
+	c := f.client()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := len(f.posts(tt.path))
+			if err := tt.call(c); err != nil {
+				t.Fatal(err)
+			}
+			reqs := f.posts(tt.path)
+			if len(reqs) != before+1 {
+				t.Fatalf("%d requests to %s, want 1", len(reqs)-before, tt.path)
+			}
+			req := reqs[before]
+			if tt.jwk != nil {
+				if req.Header.JSONWebKey == nil || req.Header.KeyID != "" {
+					t.Errorf("header has kid %q, jwk %v; want a jwk and no kid", req.Header.KeyID, req.Header.JSONWebKey)
+				} else if !tt.jwk.Public().(*ecdsa.PublicKey).Equal(req.Header.JSONWebKey.Key) {
+					t.Error("jwk header carries the wrong key")
+				}
+			} else if req.Header.KeyID != acct.URL || req.Header.JSONWebKey != nil {
+				t.Errorf("header has kid %q, jwk %v; want kid %s and no jwk", req.Header.KeyID, req.Header.JSONWebKey, acct.URL)
+			}
+			switch got := string(req.Payload); {
+			case tt.payload == "*" && got == "":
+				t.Error("payload is empty, want a request object")
+			case tt.payload != "*" && got != tt.payload:
+				t.Errorf("payload = %q, want %q", got, tt.payload)
+			}
+		})
+	}
+}
