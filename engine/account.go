@@ -43,7 +43,7 @@ func (e *Engine) Account(ctx context.Context) (acme.Account, error) {
 	}
 	acct, err := e.client.NewAccount(ctx, acme.Account{
 		Key:                  key,
-		Contact:              e.contacts(),
+		Contact:              e.cfg.CA.Contact(),
 		TermsOfServiceAgreed: e.cfg.CA.AgreeTOS,
 	}, eab)
 	if err != nil {
@@ -104,14 +104,6 @@ func (e *Engine) accountKey(ctx context.Context) (crypto.Signer, store.AccountIn
 	return key, a.Info, nil
 }
 
-func (e *Engine) contacts() []string {
-	var out []string
-	for _, m := range e.cfg.CA.Email {
-		out = append(out, "mailto:"+m)
-	}
-	return out
-}
-
 // eab returns the external account binding of the configuration, or nil.
 func (e *Engine) eab() (*acme.ExternalAccountBinding, error) {
 	ca := e.cfg.CA
@@ -161,7 +153,7 @@ func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
 	if err != nil {
 		return acme.Account{}, err
 	}
-	acct.Contact = e.contacts()
+	acct.Contact = e.cfg.CA.Contact()
 	up, err := e.client.UpdateAccount(ctx, acct)
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("updating account %s: %w", acct.URL, err)
