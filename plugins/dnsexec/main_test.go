@@ -397,6 +397,27 @@ func TestHostileValues(t *testing.T) {
 	}
 }
 
+// TestHostileCNAMETarget: a CNAME on the record name pointing at a name
+// that is not a plain DNS name fails the call; neither name reaches the
+// program.
+func TestHostileCNAMETarget(t *testing.T) {
+	f := launch(t, "ok", nil)
+	for _, target := range []string{"-rf.example.com.", "a;touch.example.com.", "$(id).example.com."} {
+		t.Run(target, func(t *testing.T) {
+			c := challenge("evil.example.com")
+			pebble.DNS.AddDNSCNAMERecord(c.DNS01RecordName, target)
+			defer pebble.DNS.DeleteDNSCNAMERecord(c.DNS01RecordName)
+			_, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c})
+			if want := "plugin dnsexec: present evil.example.com: CNAME of _acme-challenge.evil.example.com.: dnsexec: not a valid DNS name"; err == nil || !strings.HasPrefix(err.Error(), want) {
+				t.Errorf("Present = %v, want %q", err, want)
+			}
+			if runs := f.runs(t); len(runs) != 0 {
+				t.Errorf("program ran with %q", runs[0].Args)
+			}
+		})
+	}
+}
+
 func TestIssueWithPebble(t *testing.T) {
 	f := launch(t, "ok", nil)
 	c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}

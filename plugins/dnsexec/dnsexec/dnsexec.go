@@ -271,9 +271,14 @@ func (s *Solver) run(ctx context.Context, action string, c sdk.Challenge) error 
 	}
 	fqdn := c.DNS01RecordName
 	r := &resolver{servers: cfg.Resolvers, log: s.log()}
-	if target, err := r.followCNAME(ctx, fqdn); err == nil {
+	switch target, err := r.followCNAME(ctx, fqdn); {
+	case err == nil:
 		fqdn = target
-	} else {
+	case errors.Is(err, ErrInvalidName):
+		// A CNAME to a name the program must not see is refused, not
+		// worked around by setting the record at the original name.
+		return err
+	default:
 		s.log().Warn("not following CNAME", "name", fqdn, "error", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Timeout))
