@@ -9,10 +9,12 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
+	"maps"
 	"math/big"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -447,4 +449,114 @@ func selfSignedPEM(t *testing.T) []byte {
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+// deadlineRecorder records the deadline of each request's context.
+type deadlineRecorder struct {
+	next      http.RoundTripper
+	deadlines []time.Duration // time left when the request was sent; -1 for none
+}
+
+func (d *deadlineRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	left := time.Duration(-1)
+	if dl, ok := r.Context().Deadline(); ok {
+		left = time.Until(dl)
+	}
+	d.deadlines = append(d.deadlines, left)
+	return d.next.RoundTrip(r)
+}
+
+func TestRequestTimeout(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusPending)) })
+
+	// With no deadline of the caller's, each request still has one.
+	rec := &deadlineRecorder{next: f.srv.Client().Transport}
+	c := f.client()
+	c.HTTPClient = &http.Client{Transport: rec}
+	if _, err := c.GetOrder(context.Background(), acct, f.url("/order/1")); err != nil {
+		t.Fatal(err)
+	}
+	if len(rec.deadlines) != 3 { // directory, newNonce, order
+		t.Fatalf("%d requests, want 3", len(rec.deadlines))
+	}
+	for i, left := range rec.deadlines {
+		if left < DefaultRequestTimeout-5*time.Second || left > DefaultRequestTimeout {
+			t.Errorf("request %d: time left %v, want about DefaultRequestTimeout (%v)", i, left, DefaultRequestTimeout)
+		}
+	}
+
+	// A server that does not answer is given up on after RequestTimeout,
+	// long before the caller's deadline.
+	done := make(chan struct{})
+	defer close(done)
+	f.handle("/order/2", func(w http.ResponseWriter, req fakeRequest) {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	})
+	c = f.client()
+	c.RequestTimeout = 100 * time.Millisecond
+	c.MaxRetries = 1
+	if _, err := c.Directory(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	_, err := c.GetOrder(ctxT(t), acct, f.url("/order/2"))
+	if !errors.Is(err, context.DeadlineExceeded) || time.Since(start) > 2*time.Second {
+		t.Errorf("GetOrder from a silent server = %v after %v, want DeadlineExceeded after about 100ms", err, time.Since(start))
+	}
+}
+
+// TestSafeRequestsRetried5xx: the directory GET and the newNonce HEAD are
+// safe to repeat, so a 503 is retried.
+func TestSafeRequestsRetried5xx(t *testing.T) {
+	var mu sync.Mutex
+	hits := map[string]int{}
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		hits[r.Method+" "+r.URL.Path]++
+		n := hits[r.Method+" "+r.URL.Path]
+		mu.Unlock()
+		if n <= 2 {
+			w.Header().Set("Retry-After", "0")
+			writeProblem(w, 503, ProblemServerInternal, "busy")
+			return
+		}
+		switch r.URL.Path {
+		case "/dir":
+			base := "https://" + r.Host
+			writeJSON(w, 200, map[string]string{"newNonce": base + "/nonce", "newAccount": base + "/acct", "newOrder": base + "/order"})
+		case "/nonce":
+			w.Header().Set("Replay-Nonce", "fresh")
+		}
+	}))
+	defer srv.Close()
+	c := &Client{DirectoryURL: srv.URL + "/dir", HTTPClient: srv.Client()}
+	n, err := c.nonce(ctxT(t))
+	if err != nil || n != "fresh" {
+		t.Fatalf("nonce = %q, %v, want fresh after retries", n, err)
+	}
+	if want := map[string]int{"GET /dir": 3, "HEAD /nonce": 3}; !maps.Equal(hits, want) {
+		t.Errorf("requests = %v, want %v", hits, want)
+	}
+}
+
+// TestRedirectToHTTPRefused: a redirect is a URL from the server like any
+// other; a plain-http one is not followed.
+func TestRedirectToHTTPRefused(t *testing.T) {
+	var plain int
+	insecure := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { plain++ }))
+	defer insecure.Close()
+	srv := httptest.NewTLSServer(http.RedirectHandler(insecure.URL+"/dir", http.StatusFound))
+	defer srv.Close()
+	c := &Client{DirectoryURL: srv.URL + "/dir", HTTPClient: srv.Client()}
+	if _, err := c.Directory(ctxT(t)); !errors.Is(err, ErrInsecureURL) {
+		t.Errorf("Directory redirected to http = %v, want ErrInsecureURL", err)
+	}
+	if plain != 0 {
+		t.Errorf("the http server got %d requests, want 0", plain)
+	}
 }
