@@ -76,7 +76,7 @@ type Options struct {
 	// answering it (a self-check, for example).
 	BeforeAccept ChallengeHook
 	// Scripts runs the certificates' Lua scripts. Nil means a luahost.Host
-	// logging to Logger.
+	// logging to Logger, with the [lua] library directory and vars.
 	Scripts *luahost.Host
 	// ProgressInterval is how often a progress line is logged while waiting
 	// on validation, propagation or issuance; zero means 5 seconds.
@@ -122,7 +122,7 @@ func New(opts Options) (*Engine, error) {
 	}
 	scripts := opts.Scripts
 	if scripts == nil {
-		scripts = luahost.New(luahost.Options{Logger: log})
+		scripts = luahost.New(luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
 	}
 	if err := checkPolicies(opts.Config); err != nil {
 		return nil, err

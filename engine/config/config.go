@@ -59,6 +59,7 @@ type Config struct {
 
 	CA           CA                 `toml:"ca"`
 	SelfCheck    SelfCheck          `toml:"self_check"`
+	Lua          Lua                `toml:"lua"`
 	Plugins      map[string]*Plugin `toml:"plugins"`
 	Certificates []*Certificate     `toml:"certificate"`
 
@@ -229,6 +230,7 @@ func Load(path string) (*Config, error) {
 	}
 	cfg.complete(base)
 	errs = append(errs, cfg.resolveSecrets()...)
+	errs = append(errs, cfg.completeLua(base)...)
 	if err := cfg.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			// A value removed as a misfit is reported once, as a misfit.
@@ -266,9 +268,9 @@ func undecoded(keys []toml.Key) []undecodedKey {
 	seen := map[string]int{}
 outer:
 	for _, k := range keys {
-		// Plugin config tables are free-form: decoded into map[string]any,
-		// which BurntSushi/toml does not mark as decoded.
-		if len(k) > 3 && k[0] == "plugins" && k[2] == "config" {
+		// Plugin config tables and [lua.vars] are free-form: decoded into
+		// map[string]any, which BurntSushi/toml does not mark as decoded.
+		if len(k) > 3 && k[0] == "plugins" && k[2] == "config" || len(k) > 2 && k[0] == "lua" && k[1] == "vars" {
 			continue
 		}
 		for _, o := range out {

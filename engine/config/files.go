@@ -10,8 +10,8 @@ import (
 
 // CheckFiles checks the files the configuration names: ca_bundle holds at
 // least one PEM certificate, every plugin path is an executable regular
-// file, every script a readable regular file, and the directory of every
-// output path exists. It is separate from Validate so that a file can be
+// file, every script a readable regular file, [lua] lib_dir a directory,
+// and the directory of every output path exists. It is separate from Validate so that a file can be
 // validated where those files do not exist (a build machine, the tests);
 // the engine calls it before a run and `acmehook check` reports it. Like
 // Validate, it returns every problem joined, in file order.
@@ -65,6 +65,9 @@ func (c *Config) CheckFiles() error {
 				add(fmt.Sprintf("certificate[%d].output.%s", i, o.key), "directory %s does not exist", c.shown(filepath.Dir(o.path)))
 			}
 		}
+	}
+	if err := c.checkLuaFiles(); err != nil {
+		errs = append(errs, err)
 	}
 	sortByLine(errs)
 	return errors.Join(errs...)

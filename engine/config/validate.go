@@ -78,6 +78,7 @@ func (c *Config) Validate() error {
 	}
 
 	errs = append(errs, c.validateSelfCheck()...)
+	errs = append(errs, c.validateLua()...)
 
 	// [plugins.NAME]
 	for _, name := range sortedKeys(c.Plugins) {
