@@ -1,0 +1,151 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer a running process writes to while the test
+// reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// waitFor polls cond every 20ms until it holds, failing the test after 30s.
+func waitFor(t *testing.T, what string, cond func() bool, log *syncBuffer) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s; daemon log:\n%s", what, log)
+		}
+	}
+}
+
+// TestE2EDaemon runs "acmehook daemon" as a user would and signals it:
+// it issues the configured certificate, keeps its configuration when
+// SIGHUP brings an invalid one, issues a certificate added by a valid
+// reload, and on SIGTERM, with a validation in flight, cleans the challenge
+// up and exits 0 with "daemon stopping", no error logged, no failed event
+// and no backoff recorded.
+func TestE2EDaemon(t *testing.T) {
+	s := newSite(t)
+	cert := func(name, host, extra string) string {
+		return fmt.Sprintf("[[certificate]]\nname = %q\ndomains = [%q]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n%s", name, host, extra)
+	}
+	one := cert("one", "one.daemon.example.com", "")
+	s.write(one)
+	cmd := s.command("daemon")
+	var out syncBuffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	signal := func(sig syscall.Signal) {
+		t.Helper()
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatalf("signalling the daemon: %v", err)
+		}
+	}
+	has := func(name string) func() bool {
+		return func() bool {
+			_, err := os.Stat(filepath.Join(s.events, name+".json"))
+			return err == nil
+		}
+	}
+	logged := func(msg string, n int) func() bool {
+		return func() bool { return strings.Count(out.String(), msg) >= n }
+	}
+
+	waitFor(t, "the first certificate", has("one.issued"), &out)
+	s.stored("one", []string{"one.daemon.example.com"})
+	waitFor(t, "the daemon to sleep", logged("msg=\"next check\"", 1), &out)
+
+	// An invalid configuration is refused; the daemon goes on with the old.
+	if err := os.WriteFile(s.config, []byte(s.text+"[[certificate]]\nname = \"broken\"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	signal(syscall.SIGHUP)
+	waitFor(t, "the invalid reload to be refused", logged("keeping the previous one", 1), &out)
+	waitFor(t, "the daemon to sleep again", logged("msg=\"next check\"", 2), &out)
+
+	// A valid one is taken: the added certificates are issued at once.
+	// Validations of "three" are held, so it is in flight when SIGTERM
+	// comes (self_check = false: the challenge is answered, and the hold
+	// catches the CA's validation).
+	hd := holds.hold("three.daemon.example.com")
+	defer close(hd.release)
+	s.write(one + cert("two", "two.daemon.example.com", "") + cert("three", "three.daemon.example.com", "self_check = false\n"))
+	signal(syscall.SIGHUP)
+	waitFor(t, "the reload", logged("configuration reloaded", 1), &out)
+	waitFor(t, "the added certificate", has("two.issued"), &out)
+	s.stored("two", []string{"two.daemon.example.com"})
+	select {
+	case <-hd.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the validation of three never arrived; daemon log:\n%s", &out)
+	}
+
+	mark := len(out.String())
+	signal(syscall.SIGTERM)
+	select {
+	case err := <-exited:
+		if err != nil {
+			t.Errorf("daemon exit after SIGTERM: %v, want status 0\n%s", err, &out)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("the daemon did not stop on SIGTERM; log:\n%s", &out)
+	}
+	tail := out.String()[mark:]
+	if !strings.Contains(tail, "msg=\"daemon stopping\"") || strings.Contains(tail, "level=ERROR") {
+		t.Errorf("log after SIGTERM: want \"daemon stopping\" and no error\n%s", tail)
+	}
+	if !strings.Contains(tail, "order abandoned") {
+		t.Errorf("log after SIGTERM does not say the in-flight order was abandoned:\n%s", tail)
+	}
+	s.event("three.challenge-cleanup.three.daemon.example.com")
+	if left, err := filepath.Glob(filepath.Join(webRoot, ".well-known", "acme-challenge", "*")); err != nil || len(left) != 0 {
+		t.Errorf("challenge files left after SIGTERM: %v %v", left, err)
+	}
+	if _, err := os.Stat(filepath.Join(s.events, "three.failed.json")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("failed raised for the abandoned order (stat: %v)", err)
+	}
+	if _, err := os.Stat(filepath.Join(s.dir, "storage", "certificates", "three", "current")); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("three has a current certificate after SIGTERM (stat: %v)", err)
+	}
+	var meta struct {
+		Renewal map[string]any `json:"renewal"`
+	}
+	if b, err := os.ReadFile(filepath.Join(s.dir, "storage", "certificates", "three", "meta.json")); err == nil {
+		if err := json.Unmarshal(b, &meta); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if meta.Renewal["consecutive_failures"] != nil || meta.Renewal["retry_at"] != nil {
+		t.Errorf("three's renewal state after SIGTERM = %v, want no failure or backoff", meta.Renewal)
+	}
+}
