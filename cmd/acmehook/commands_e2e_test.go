@@ -1,0 +1,120 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestE2ECommands drives plugins, run with --log-format json, list and
+// the account subcommands through the binary, in the order an operator
+// would, and checks what each prints and leaves on disk.
+func TestE2ECommands(t *testing.T) {
+	s := newSite(t)
+	s.write("[[certificate]]\nname = \"cmd\"\ndomains = [\"cmd.example.com\"]\nsolver = \"webroot\"\n")
+
+	t.Run("plugins", func(t *testing.T) {
+		o := s.acmehook("plugins")
+		if o.code != 0 {
+			t.Fatalf("exit = %d, want 0\n%s", o.code, o)
+		}
+		for plugin, want := range map[string][]string{
+			"webroot":    {"http-01", "false"},
+			"standalone": {"tls-alpn-01"},
+			"dnsexec":    {"dns-01", "true"},
+		} {
+			l := resultLine(o, plugin)
+			for _, w := range want {
+				if !strings.Contains(l, w) {
+					t.Errorf("plugins: row %q lacks %q\n%s", l, w, o.stdout)
+				}
+			}
+		}
+	})
+
+	t.Run("run logs JSON", func(t *testing.T) {
+		o := s.acmehook("run", "--log-format", "json", "--log-level", "debug")
+		if o.code != 0 {
+			t.Fatalf("exit = %d, want 0\n%s", o.code, o)
+		}
+		msgs := map[string]bool{}
+		for _, l := range strings.Split(strings.TrimSpace(o.stderr), "\n") {
+			var rec map[string]any
+			if err := json.Unmarshal([]byte(l), &rec); err != nil {
+				t.Fatalf("stderr line is not JSON: %q (%v)", l, err)
+			}
+			if rec["cert"] == "cmd" {
+				msgs[rec["msg"].(string)] = true
+			}
+		}
+		for _, want := range []string{"obtaining certificate", "waiting for validation", "waiting for issuance", "certificate stored"} {
+			if !msgs[want] {
+				t.Errorf("no JSON log record %q for cert=cmd; got %v", want, msgs)
+			}
+		}
+	})
+
+	t.Run("list", func(t *testing.T) {
+		o := s.acmehook("list")
+		if o.code != 0 {
+			t.Fatalf("exit = %d, want 0\n%s", o.code, o)
+		}
+		if !strings.HasPrefix(o.stdout, "NAME ") || !strings.Contains(o.stdout, "NEXT RENEWAL") || !strings.Contains(o.stdout, "LAST RESULT") {
+			t.Errorf("list header missing\n%s", o.stdout)
+		}
+		l := resultLine(o, "cmd")
+		for _, want := range []string{"cmd.example.com", "Pebble Intermediate CA", "UTC", "issued ok"} {
+			if !strings.Contains(l, want) {
+				t.Errorf("list row %q lacks %q", l, want)
+			}
+		}
+	})
+
+	acctDir := filepath.Join(s.dir, "storage", "accounts")
+	keyPath := func() string {
+		m, _ := filepath.Glob(filepath.Join(acctDir, "*", "key.pem"))
+		if len(m) != 1 {
+			t.Fatalf("account keys stored: %v, want one", m)
+		}
+		return m[0]
+	}
+	steps := []struct {
+		args   []string
+		stdout string
+	}{
+		{[]string{"account", "show"}, "status:     valid"},
+		{[]string{"account", "update"}, "contact mailto:ops@example.com"},
+		{[]string{"account", "rollover"}, "new key in place"},
+		{[]string{"account", "show"}, "status:     valid"},
+		{[]string{"account", "deactivate"}, ": deactivated"},
+	}
+	for _, st := range steps {
+		t.Run(strings.Join(st.args, " "), func(t *testing.T) {
+			before, _ := os.ReadFile(keyPath())
+			o := s.acmehook(st.args...)
+			if o.code != 0 || !strings.Contains(o.stdout, st.stdout) {
+				t.Fatalf("want exit 0 and %q\n%s", st.stdout, o)
+			}
+			after, _ := os.ReadFile(keyPath())
+			if changed := !bytes.Equal(before, after); changed != (st.args[1] == "rollover") {
+				t.Errorf("account key changed = %v", changed)
+			}
+			if st.args[1] != "rollover" {
+				return
+			}
+			old, _ := filepath.Glob(filepath.Join(filepath.Dir(keyPath()), "key-*.pem.old"))
+			if len(old) != 1 {
+				t.Fatalf("previous keys kept: %v, want one", old)
+			}
+			if kept, _ := os.ReadFile(old[0]); !bytes.Equal(kept, before) {
+				t.Errorf("%s does not hold the previous key", old[0])
+			}
+			if m := mode(t, old[0]); m != 0o600 {
+				t.Errorf("%s mode = %v, want 0600", old[0], m)
+			}
+		})
+	}
+}
