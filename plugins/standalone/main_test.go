@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,10 +12,13 @@ import (
 	"encoding/asn1"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -178,6 +182,90 @@ func TestServesRealRequests(t *testing.T) {
 		}
 		l.Close()
 	}
+}
+
+// TestDualStackAndCleanExit: with the default form of address (":port",
+// no host) the plugin subprocess answers http-01 and tls-alpn-01 over IPv4
+// and, where the host has it, IPv6 loopback; stopped, it exits by itself
+// with status 0 rather than being killed.
+func TestDualStackAndCleanExit(t *testing.T) {
+	_, httpPort := freeAddr(t)
+	_, tlsPort := freeAddr(t)
+	logs := &lockedBuffer{}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
+		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		Config: map[string]any{"http_listen": []any{":" + strconv.Itoa(httpPort)}, "tls_listen": []any{":" + strconv.Itoa(tlsPort)}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	const token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+	const keyAuth = token + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+	id := sdk.Identifier{Type: "dns", Value: "dual.example.com"}
+	tlsCh, err := sdk.NewChallenge(acme.Authorization{Identifier: acme.DNS(id.Value)}, acme.Challenge{Type: "tls-alpn-01", Token: token}, mustKey(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []sdk.Challenge{{Type: "http-01", Identifier: id, Token: token, KeyAuthorization: keyAuth}, tlsCh} {
+		if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+			t.Fatalf("Present(%s) = %v", c.Type, err)
+		}
+	}
+	hosts := []string{"127.0.0.1"}
+	if l, err := net.Listen("tcp6", "[::1]:0"); err == nil {
+		l.Close()
+		hosts = append(hosts, "::1")
+	} else {
+		t.Logf("no IPv6 loopback (%v): checking IPv4 only", err)
+	}
+	for _, host := range hosts {
+		hc := &http.Client{Timeout: 5 * time.Second}
+		resp, err := hc.Get("http://" + net.JoinHostPort(host, strconv.Itoa(httpPort)) + acme.HTTP01PathPrefix + token)
+		if err != nil {
+			t.Errorf("http-01 over %s: %v", host, err)
+		} else {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 || string(b) != keyAuth {
+				t.Errorf("http-01 over %s = %d %q, want 200 %q", host, resp.StatusCode, b, keyAuth)
+			}
+		}
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", net.JoinHostPort(host, strconv.Itoa(tlsPort)),
+			&tls.Config{ServerName: id.Value, NextProtos: []string{acme.ALPNProto}, InsecureSkipVerify: true})
+		if err != nil {
+			t.Errorf("tls-alpn-01 over %s: %v", host, err)
+		} else {
+			if names := conn.ConnectionState().PeerCertificates[0].DNSNames; len(names) != 1 || names[0] != id.Value {
+				t.Errorf("tls-alpn-01 over %s: certificate for %v, want [%s]", host, names, id.Value)
+			}
+			conn.Close()
+		}
+	}
+	p.Close()
+	out := logs.String()
+	if !strings.Contains(out, `level=INFO msg="plugin process exited"`) || strings.Contains(out, "failed to exit gracefully") {
+		t.Errorf("plugin did not exit cleanly when stopped; host log:\n%s", out)
+	}
+}
+
+// lockedBuffer is a bytes.Buffer safe for the logger's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
 
 // TestIssueWithPebble: one issuance per challenge type, solved by the
