@@ -33,6 +33,7 @@ type fakeCA struct {
 	requests  []fakeRequest
 	heads     int
 	handlers  map[string]func(w http.ResponseWriter, req fakeRequest)
+	gets      map[string]http.HandlerFunc
 	accountPK any
 }
 
@@ -58,6 +59,16 @@ func (f *fakeCA) client() *Client {
 }
 
 func (f *fakeCA) url(p string) string { return f.srv.URL + p }
+
+// handleGet sets the answer to unauthenticated GETs at path.
+func (f *fakeCA) handleGet(path string, h http.HandlerFunc) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.gets == nil {
+		f.gets = map[string]http.HandlerFunc{}
+	}
+	f.gets[path] = h
+}
 
 // handle sets the answer to POSTs at path.
 func (f *fakeCA) handle(path string, h func(w http.ResponseWriter, req fakeRequest)) {
@@ -104,7 +115,14 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 		f.mu.Unlock()
 		return
 	case r.Method != http.MethodPost:
-		http.NotFound(w, r)
+		f.mu.Lock()
+		h := f.gets[r.URL.Path]
+		f.mu.Unlock()
+		if r.Method != http.MethodGet || h == nil {
+			http.NotFound(w, r)
+			return
+		}
+		h(w, r)
 		return
 	}
 	body, _ := io.ReadAll(r.Body)

@@ -17,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 func ctxT(t *testing.T) context.Context {
@@ -311,8 +313,8 @@ func TestDirectoryFetchedOnce(t *testing.T) {
 		}
 		want := Meta{TermsOfService: "https://x.example/tos", Website: "https://x.example", CAAIdentities: []string{"x.example"},
 			ExternalAccountRequired: true, Profiles: map[string]string{"classic": "90 days"}}
-		if d.Meta.TermsOfService != want.TermsOfService || d.Meta.Profiles["classic"] != "90 days" || !d.Meta.ExternalAccountRequired || d.Meta.CAAIdentities[0] != "x.example" {
-			t.Errorf("Meta = %+v, want %+v", d.Meta, want)
+		if diff := cmp.Diff(want, d.Meta); diff != "" {
+			t.Errorf("Meta differs (-want +got):\n%s", diff)
 		}
 	}
 	if n != 1 {
@@ -558,5 +560,52 @@ func TestRedirectToHTTPRefused(t *testing.T) {
 	}
 	if plain != 0 {
 		t.Errorf("the http server got %d requests, want 0", plain)
+	}
+}
+
+func TestGetRenewalInfo(t *testing.T) {
+	// The certificate of RFC 9773 §4.1's example (see TestARICertID).
+	cert := &x509.Certificate{
+		AuthorityKeyId: []byte{0x69, 0x88, 0x5B, 0x6B, 0x87, 0x46, 0x40, 0x41, 0xE1, 0xB3, 0x7B, 0x84, 0x7B, 0xA0, 0xAE, 0x2C, 0xDE, 0x01, 0xC8, 0xD4},
+		SerialNumber:   big.NewInt(0x87654321),
+	}
+	const certID = "aYhba4dGQEHhs3uEe6CuLN4ByNQ.AIdlQyE"
+	f := newFakeCA(t)
+	if _, err := f.client().GetRenewalInfo(ctxT(t), cert); !errors.Is(err, ErrNotSupported) {
+		t.Errorf("GetRenewalInfo without renewalInfo in the directory = %v, want ErrNotSupported", err)
+	}
+
+	f = newFakeCA(t)
+	f.dir["renewalInfo"] = f.url("/ari/")
+	retryAt := time.Now().Add(2 * time.Hour).UTC().Truncate(time.Second)
+	f.handleGet("/ari/"+certID, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Retry-After", retryAt.Format(http.TimeFormat))
+		writeJSON(w, 200, map[string]any{
+			"suggestedWindow": map[string]string{"start": "2026-03-01T00:00:00Z", "end": "2026-03-03T00:00:00Z"},
+			"explanationURL":  "https://ca.example/incident/42",
+		})
+	})
+	ri, err := f.client().GetRenewalInfo(ctxT(t), cert)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w := ri.SuggestedWindow
+	if !w.Start.Equal(time.Date(2026, 3, 1, 0, 0, 0, 0, time.UTC)) || !w.End.Equal(time.Date(2026, 3, 3, 0, 0, 0, 0, time.UTC)) ||
+		ri.ExplanationURL != "https://ca.example/incident/42" {
+		t.Errorf("GetRenewalInfo = %+v, want the window 2026-03-01..03 and the explanation URL", ri)
+	}
+	if d := ri.RetryAfter - 2*time.Hour; d < -5*time.Second || d > 5*time.Second {
+		t.Errorf("RetryAfter = %v, want about 2h (from an HTTP-date)", ri.RetryAfter)
+	}
+
+	// A malformed window is refused; the directory URL may lack the
+	// final slash.
+	f = newFakeCA(t)
+	f.dir["renewalInfo"] = f.url("/ari")
+	f.handleGet("/ari/"+certID, func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, 200, map[string]any{"suggestedWindow": map[string]string{"start": "2026-03-03T00:00:00Z", "end": "2026-03-01T00:00:00Z"}})
+	})
+	if _, err := f.client().GetRenewalInfo(ctxT(t), cert); !errors.Is(err, ErrMalformedResponse) {
+		t.Errorf("GetRenewalInfo with an inverted window = %v, want ErrMalformedResponse", err)
 	}
 }
