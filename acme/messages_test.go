@@ -9,6 +9,7 @@ import (
 	"errors"
 	"math/big"
 	"net"
+	"net/http"
 	"reflect"
 	"strings"
 	"testing"
@@ -173,5 +174,62 @@ func TestNewCSR(t *testing.T) {
 	_, err = c.FinalizeOrder(ctxT(t), Account{Key: key, URL: "https://127.0.0.1:1/acct/1"}, Order{Finalize: "https://127.0.0.1:1/fin"}, der)
 	if !errors.Is(err, ErrCertKeyIsAccountKey) {
 		t.Errorf("FinalizeOrder with the account key = %v, want ErrCertKeyIsAccountKey", err)
+	}
+}
+
+// TestProblemTypes pins the constant of every error type listed in RFC
+// 8555 §6.7, and of the extensions, to its URN.
+func TestProblemTypes(t *testing.T) {
+	for name, got := range map[string]string{
+		"accountDoesNotExist":     ProblemAccountDoesNotExist,
+		"alreadyRevoked":          ProblemAlreadyRevoked,
+		"badCSR":                  ProblemBadCSR,
+		"badNonce":                ProblemBadNonce,
+		"badPublicKey":            ProblemBadPublicKey,
+		"badRevocationReason":     ProblemBadRevocationReason,
+		"badSignatureAlgorithm":   ProblemBadSignatureAlgorithm,
+		"caa":                     ProblemCAA,
+		"compound":                ProblemCompound,
+		"connection":              ProblemConnection,
+		"dns":                     ProblemDNS,
+		"externalAccountRequired": ProblemExternalAccountRequired,
+		"incorrectResponse":       ProblemIncorrectResponse,
+		"invalidContact":          ProblemInvalidContact,
+		"malformed":               ProblemMalformed,
+		"orderNotReady":           ProblemOrderNotReady,
+		"rateLimited":             ProblemRateLimited,
+		"rejectedIdentifier":      ProblemRejectedIdentifier,
+		"serverInternal":          ProblemServerInternal,
+		"tls":                     ProblemTLS,
+		"unauthorized":            ProblemUnauthorized,
+		"unsupportedContact":      ProblemUnsupportedContact,
+		"unsupportedIdentifier":   ProblemUnsupportedIdentifier,
+		"userActionRequired":      ProblemUserActionRequired,
+		"alreadyReplaced":         ProblemAlreadyReplaced, // RFC 9773 §7.4
+		"invalidProfile":          ProblemInvalidProfile,  // draft-ietf-acme-profiles
+	} {
+		if want := "urn:ietf:params:acme:error:" + name; got != want {
+			t.Errorf("constant for %s = %q, want %q", name, got, want)
+		}
+	}
+}
+
+func TestRevokeReasonChecked(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/revoke", func(w http.ResponseWriter, req fakeRequest) {})
+	c := f.client()
+	for _, reason := range []int{-1, 7, 11} {
+		if err := c.RevokeCertificate(ctxT(t), acct, []byte{1}, reason); err == nil {
+			t.Errorf("RevokeCertificate(reason %d) succeeded, want an error", reason)
+		}
+	}
+	if n := len(f.posts("/revoke")); n != 0 {
+		t.Errorf("%d revocations with invalid reasons were sent, want 0", n)
+	}
+	for _, reason := range []int{ReasonUnspecified, ReasonRemoveFromCRL, ReasonAACompromise} {
+		if err := c.RevokeCertificate(ctxT(t), acct, []byte{1}, reason); err != nil {
+			t.Errorf("RevokeCertificate(reason %d) = %v", reason, err)
+		}
 	}
 }
