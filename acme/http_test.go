@@ -609,3 +609,28 @@ func TestGetRenewalInfo(t *testing.T) {
 		t.Errorf("GetRenewalInfo with an inverted window = %v, want ErrMalformedResponse", err)
 	}
 }
+
+// TestFinalizeValidWithoutCertificate: a valid order must name its
+// certificate, whether finalize answers valid at once or after a poll.
+func TestFinalizeValidWithoutCertificate(t *testing.T) {
+	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(certKey, []Identifier{DNS("a.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, status := range []string{StatusValid, StatusProcessing} {
+		t.Run(status, func(t *testing.T) {
+			f := newFakeCA(t)
+			acct := f.account()
+			f.handle("/finalize/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, status)) })
+			f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusValid)) })
+			_, err := f.client().FinalizeOrder(ctxT(t), acct, Order{URL: f.url("/order/1"), Finalize: f.url("/finalize/1")}, csr)
+			if !errors.Is(err, ErrMalformedResponse) {
+				t.Errorf("FinalizeOrder = %v, want ErrMalformedResponse", err)
+			}
+		})
+	}
+}

@@ -124,7 +124,7 @@ func (c *Client) FinalizeOrder(ctx context.Context, acct Account, order Order, c
 	}
 	switch o.Status {
 	case StatusValid:
-		return o, nil
+		return issued(o)
 	case StatusProcessing, StatusReady:
 	default:
 		return o, fmt.Errorf("finalizing order %s: %w", order.URL, orderError(o))
@@ -145,6 +145,14 @@ func (c *Client) FinalizeOrder(ctx context.Context, acct Account, order Order, c
 	}, o.RetryAfter)
 	if err != nil {
 		return o, fmt.Errorf("finalizing order %s: %w", url, err)
+	}
+	return issued(o)
+}
+
+// issued checks that a valid order names its certificate.
+func issued(o Order) (Order, error) {
+	if o.Certificate == "" {
+		return o, fmt.Errorf("finalizing order %s: %w: valid order without a certificate URL", o.URL, ErrMalformedResponse)
 	}
 	return o, nil
 }
