@@ -265,6 +265,27 @@ func TestIssueProfile(t *testing.T) {
 	}
 }
 
+// TestIssueValidity asks for notBefore and notAfter (RFC 8555 §7.4), which
+// Pebble echoes in the order and puts in the certificate.
+func TestIssueValidity(t *testing.T) {
+	c := newClient(pebble)
+	acct := newAccount(t, c)
+	nb := time.Now().Add(time.Hour).UTC().Truncate(time.Second)
+	na := nb.Add(50 * time.Hour)
+	ids := []acme.Identifier{acme.DNS("validity.example.com")}
+	o, err := c.NewOrder(testCtx(t), acct, acme.Order{Identifiers: ids, NotBefore: nb, NotAfter: na})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !o.NotBefore.Equal(nb) || !o.NotAfter.Equal(na) {
+		t.Errorf("order validity = %s .. %s, want %s .. %s", o.NotBefore, o.NotAfter, nb, na)
+	}
+	chain, _ := issue(t, c, pebble, acct, acme.Order{Identifiers: ids, NotBefore: nb, NotAfter: na}, dns01)
+	if leaf := chain.Certificates[0]; !leaf.NotBefore.Equal(nb) || !leaf.NotAfter.Equal(na) {
+		t.Errorf("certificate validity = %s .. %s, want %s .. %s", leaf.NotBefore, leaf.NotAfter, nb, na)
+	}
+}
+
 func TestDirectoryMeta(t *testing.T) {
 	s := startPebble(t, testpebble.Options{EABRequired: true, EABKeys: map[string]string{"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}})
 	c := newClient(s)
