@@ -143,12 +143,14 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 }
 
 // progressLog logs msg at once at Debug and then at Info every
-// ProgressInterval until stop is called, so a long wait is visible.
+// ProgressInterval until stop is called, so a long wait is visible. No
+// line is logged once stop has returned.
 func (e *Engine) progressLog(log *slog.Logger, msg string) (stop func()) {
 	log.Debug(msg)
-	done := make(chan struct{})
+	done, exited := make(chan struct{}), make(chan struct{})
 	start := time.Now()
 	go func() {
+		defer close(exited)
 		t := time.NewTicker(e.progress)
 		defer t.Stop()
 		for {
@@ -161,7 +163,10 @@ func (e *Engine) progressLog(log *slog.Logger, msg string) (stop func()) {
 		}
 	}()
 	var once sync.Once
-	return func() { once.Do(func() { close(done) }) }
+	return func() {
+		once.Do(func() { close(done) })
+		<-exited
+	}
 }
 
 // sameNames reports whether a and b hold the same names in any order.

@@ -1,0 +1,53 @@
+package engine
+
+import (
+	"bytes"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a bytes.Buffer safe for the progress goroutine and the test.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestProgressLog: while a wait lasts, a progress line with the elapsed
+// time is logged at Info every interval; none after the wait ends.
+func TestProgressLog(t *testing.T) {
+	var out syncBuffer
+	e := &Engine{progress: 20 * time.Millisecond}
+	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	stop := e.progressLog(log.With("cert", "www"), "waiting for validation")
+	time.Sleep(110 * time.Millisecond)
+	stop()
+	stop() // idempotent
+	lines := strings.Count(out.String(), "\n")
+	if lines < 2 {
+		t.Fatalf("progress lines = %d, want at least 2:\n%s", lines, out.String())
+	}
+	for _, l := range strings.Split(strings.TrimSpace(out.String()), "\n") {
+		if !strings.Contains(l, `level=INFO msg="waiting for validation" cert=www elapsed=`) {
+			t.Errorf("progress line %q lacks the message, certificate or elapsed time", l)
+		}
+	}
+	time.Sleep(60 * time.Millisecond)
+	if after := strings.Count(out.String(), "\n"); after != lines {
+		t.Errorf("%d progress lines after stop", after-lines)
+	}
+}
