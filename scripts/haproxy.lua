@@ -1,12 +1,18 @@
 -- haproxy.lua: deploy a certificate to HAProxy as one combined PEM (full
 -- chain followed by the private key), then reload HAProxy.
 --
--- Settings (acmehook.vars, all optional):
---   haproxy_cert_dir  directory of haproxy's crt lines   /etc/haproxy/certs
+-- For certificate NAME it writes haproxy_cert_dir/NAME.pem, mode 0600, which
+-- a bind line loads with `crt /etc/haproxy/certs/` (the whole directory) or
+-- `crt /etc/haproxy/certs/NAME.pem`. A failing reload fails the deploy:
+-- acmehook keeps the certificate and retries the deploy on its next run.
+--
+-- Settings, in acmehook.toml under [lua.vars] (all optional):
+--   haproxy_cert_dir  directory of the combined PEMs       /etc/haproxy/certs
 --   haproxy_reload    reload command, split on spaces     systemctl reload haproxy
 --                     (run directly, not through a shell)
---
--- Writes <haproxy_cert_dir>/<cert_name>.pem with mode 0600.
+--   test_deploy       "true": `acmehook script test` really deploys its
+--                     throwaway certificate (by default a test event only
+--                     checks that the directory is writable)
 local acmehook = require("acmehook")
 local files, vars = acmehook.files, acmehook.vars
 
@@ -17,12 +23,20 @@ for word in (vars.haproxy_reload or "systemctl reload haproxy"):gmatch("%S+") do
 end
 
 local function deploy(ev)
+  assert(files.mkdir(dir, {mode = "0755"}))
+  if ev.test and vars.test_deploy ~= "true" then
+    local marker = dir .. "/.acmehook-write-test"
+    assert(files.write(marker, "", {mode = "0600"}))
+    assert(files.remove(marker))
+    acmehook.log.info("test event: " .. dir .. " is writable, nothing deployed (set test_deploy = \"true\" to deploy)")
+    return
+  end
+
   local key = assert(files.read(ev.key_path))
   local fullchain = ev.fullchain_pem
   if fullchain:sub(-1) ~= "\n" then
     fullchain = fullchain .. "\n"
   end
-  assert(files.mkdir(dir, {mode = "0755"}))
   local pem = dir .. "/" .. ev.cert_name .. ".pem"
   assert(files.write(pem, fullchain .. key, {mode = "0600"}))
 

@@ -1,68 +1,132 @@
 -- nginx.lua: deploy a new certificate to nginx, test the configuration,
 -- reload, and check that nginx serves the new certificate.
 --
--- Settings (acmehook.vars, all optional):
---   nginx          nginx binary                         /usr/sbin/nginx
---   nginx_tls_dir  directory nginx reads certificates   /etc/nginx/tls
---   nginx_group    group allowed to read the key        (none: owner only)
---   probe_address  host:port nginx serves TLS on        127.0.0.1:443
---   probe_tries    probes, half a second apart          10
+-- For certificate NAME it writes, in nginx_tls_dir:
+--   NAME.crt  certificate and chain (fullchain), mode 0644
+--   NAME.key  private key, mode 0600 (0640 and group nginx_group if set)
+-- so the server block only needs:
+--   ssl_certificate     /etc/nginx/tls/NAME.crt;
+--   ssl_certificate_key /etc/nginx/tls/NAME.key;
+-- nginx's master process reads them as root, so no owner change is needed.
 --
--- Writes <nginx_tls_dir>/<cert_name>.crt (full chain, 0644) and
--- <cert_name>.key (0640). If `nginx -t` rejects them, the previous files
--- are put back and the deploy fails, so acmehook retries it later.
+-- If `nginx -t` rejects the new files, the previous ones are put back and the
+-- deploy fails: acmehook keeps the certificate and retries the deploy on its
+-- next run. The same happens if nginx does not serve the new certificate
+-- after the reload.
+--
+-- Settings, in acmehook.toml under [lua.vars] (all optional):
+--   nginx             nginx binary                          /usr/sbin/nginx
+--   nginx_tls_dir     directory of the .crt and .key files   /etc/nginx/tls
+--   nginx_group       group that may read the key            (none)
+--   probe_address     host:port where nginx serves TLS       127.0.0.1:443
+--   probe_servername  name sent as SNI when probing          first non-wildcard domain
+--   probe_tries       probes, half a second apart            10
+--   test_deploy       "true": `acmehook script test` really deploys its
+--                     throwaway certificate (by default a test event only
+--                     checks the directory, `nginx -t` and the probe)
 local acmehook = require("acmehook")
 local files, vars = acmehook.files, acmehook.vars
 
 local nginx = vars.nginx or "/usr/sbin/nginx"
 local dir = vars.nginx_tls_dir or "/etc/nginx/tls"
 local group = vars.nginx_group
+local key_mode = group and "0640" or "0600"
 local probe_address = vars.probe_address or "127.0.0.1:443"
 local probe_tries = tonumber(vars.probe_tries) or 10
-
--- put writes content to path, or removes path when content is nil.
-local function put(path, content, mode)
-  if content == nil then
-    return assert(files.remove(path))
-  end
-  return assert(files.write(path, content, {mode = mode, group = group}))
-end
 
 local function trim(s)
   return (s:gsub("%s+$", ""))
 end
 
+-- run_nginx runs nginx with args; unless it exits 0 it returns nil and
+-- nginx's own message.
+local function run_nginx(...)
+  local r = assert(acmehook.exec({nginx, ...}, {timeout = 30}))
+  if r.code ~= 0 then
+    local msg = "nginx " .. table.concat({...}, " ") .. " exited " .. r.code
+    if trim(r.stderr) ~= "" then
+      msg = msg .. ": " .. trim(r.stderr)
+    end
+    return nil, msg
+  end
+  return true
+end
+
+-- put writes content to path, or removes path when content is nil (the
+-- file did not exist before).
+local function put(path, content, mode, grp)
+  if content == nil then
+    return assert(files.remove(path))
+  end
+  return assert(files.write(path, content, {mode = mode, group = grp}))
+end
+
+-- probe_name is the SNI for the probe: a wildcard is not a host name.
+local function probe_name(ev)
+  if vars.probe_servername then
+    return vars.probe_servername
+  end
+  for _, d in ipairs(ev.domains) do
+    if not d:find("^%*%.") then
+      return d
+    end
+  end
+  return "acmehook-probe" .. ev.domains[1]:sub(2) -- *.example.com -> acmehook-probe.example.com
+end
+
+-- dry_run is what a test event does unless test_deploy is set: everything
+-- that can be checked without replacing the live certificate.
+local function dry_run(ev)
+  assert(files.mkdir(dir, {mode = "0755"}))
+  local marker = dir .. "/.acmehook-write-test"
+  assert(files.write(marker, "", {mode = "0600", group = group}))
+  assert(files.remove(marker))
+  assert(run_nginx("-t"))
+  local served, err = acmehook.tls.probe(probe_address, probe_name(ev))
+  if not served then
+    error("cannot probe nginx at " .. probe_address .. ": " .. err)
+  end
+  acmehook.log.info("test event: checked, nothing deployed (set test_deploy = \"true\" to deploy)",
+    {dir = dir, address = probe_address, serving = served.serial, not_after = os.date("!%Y-%m-%d", served.not_after)})
+end
+
 local function deploy(ev)
+  if ev.test and vars.test_deploy ~= "true" then
+    return dry_run(ev)
+  end
   local crt = dir .. "/" .. ev.cert_name .. ".crt"
   local key = dir .. "/" .. ev.cert_name .. ".key"
   assert(files.mkdir(dir, {mode = "0755"}))
   local old_crt, old_key = files.read(crt), files.read(key) -- nil when absent
 
+  -- 1. Copy (each file is replaced atomically).
   assert(files.copy(ev.fullchain_path, crt, {mode = "0644"}))
-  assert(files.copy(ev.key_path, key, {mode = "0640", group = group}))
+  assert(files.copy(ev.key_path, key, {mode = key_mode, group = group}))
 
-  local test = assert(acmehook.exec({nginx, "-t"}, {timeout = 30}))
-  if test.code ~= 0 then
+  -- 2. Test the configuration with the new files; put the old ones back if
+  --    nginx rejects them, so a later restart still works.
+  local ok, err = run_nginx("-t")
+  if not ok then
     put(crt, old_crt, "0644")
-    put(key, old_key, "0640")
-    error("nginx -t rejected the new certificate (previous files restored): " .. trim(test.stderr))
-  end
-  local reload = assert(acmehook.exec({nginx, "-s", "reload"}, {timeout = 30}))
-  if reload.code ~= 0 then
-    error("nginx -s reload exited " .. reload.code .. ": " .. trim(reload.stderr))
+    put(key, old_key, key_mode, group)
+    error("the new certificate was rejected (previous files restored): " .. err)
   end
 
-  local last
+  -- 3. Reload: nginx starts new workers with the new certificate.
+  assert(run_nginx("-s", "reload"))
+
+  -- 4. Check what nginx actually serves; the reload takes a moment.
+  local name, last = probe_name(ev), nil
   for _ = 1, probe_tries do
-    local served, err = acmehook.tls.probe(probe_address, ev.domains[1])
+    local served, perr = acmehook.tls.probe(probe_address, name)
     if served and served.serial == ev.serial then
       acmehook.log.info("nginx serves the new certificate", {serial = ev.serial, address = probe_address})
       return
     end
-    last = err or ("serial " .. served.serial)
+    last = perr or ("it serves serial " .. served.serial)
     acmehook.sleep(0.5)
   end
-  error("nginx at " .. probe_address .. " does not serve serial " .. ev.serial .. " after reload: " .. last)
+  error("nginx at " .. probe_address .. " (" .. name .. ") does not serve serial " .. ev.serial .. " after reload: " .. last)
 end
 
 acmehook.on("issued", deploy)

@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -43,11 +44,17 @@ func fakeProgram(t *testing.T, log, body string) string {
 
 // tlsServer serves, on every handshake, the certificate currently in
 // dir/www.crt and dir/www.key, as nginx does after a reload; if frozen is
-// set it keeps serving that pair instead.
-func tlsServer(t *testing.T, dir string, frozen *tls.Certificate) string {
+// set it keeps serving that pair instead. It sends the last SNI it saw
+// (buffered, latest wins) on sni.
+func tlsServer(t *testing.T, dir string, frozen *tls.Certificate, sni chan string) string {
 	t.Helper()
 	srv := httptest.NewUnstartedServer(http.NotFoundHandler())
-	srv.TLS = &tls.Config{GetCertificate: func(*tls.ClientHelloInfo) (*tls.Certificate, error) {
+	srv.TLS = &tls.Config{GetCertificate: func(hello *tls.ClientHelloInfo) (*tls.Certificate, error) {
+		select {
+		case <-sni:
+		default:
+		}
+		sni <- hello.ServerName
 		if frozen != nil {
 			return frozen, nil
 		}
@@ -68,31 +75,51 @@ func readFile(t *testing.T, path string) string {
 	return string(b)
 }
 
+// TestNginxScript runs scripts/nginx.lua against real files, a fake nginx
+// (a shell script logging its arguments) and a local TLS server that
+// serves whatever www.crt and www.key hold, as nginx after a reload.
 func TestNginxScript(t *testing.T) {
 	old := synthetic(t, Issued)
 	oldPair, err := tls.LoadX509KeyPair(old.FullchainPath, old.KeyPath)
 	if err != nil {
 		t.Fatal(err)
 	}
+	ownGroup := strconv.Itoa(os.Getegid())
 	tests := []struct {
 		name      string
 		ev        EventName
+		domains   []string          // default www.example, example
+		vars      map[string]string // added to the defaults
+		live      bool              // Event.Test unset, as from the engine
 		nginxBody string
 		frozen    bool   // the server keeps serving the old certificate
 		wantErr   string // "" for success
 		wantCalls string
-		wantNew   bool // the new files are in place
+		wantNew   bool        // the new files are in place
+		keyMode   os.FileMode // when wantNew; default 0600
+		wantSNI   string      // default www.example
 	}{
-		{name: "issued", ev: Issued, wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "renew", ev: Renew, wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "config test fails, files restored", ev: Renew,
+		{name: "issued", ev: Issued, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "renew", ev: Renew, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "key readable by a group", ev: Renew, live: true, vars: map[string]string{"nginx_group": ownGroup},
+			wantCalls: "-t\n-s reload\n", wantNew: true, keyMode: 0o640},
+		{name: "wildcard first", ev: Renew, live: true, domains: []string{"*.www.example", "www.example"},
+			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "www.example"},
+		{name: "wildcard only", ev: Renew, live: true, domains: []string{"*.www.example"},
+			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "acmehook-probe.www.example"},
+		{name: "probe_servername", ev: Renew, live: true, vars: map[string]string{"probe_servername": "alias.example"},
+			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "alias.example"},
+		{name: "config test fails, files restored", ev: Renew, live: true,
 			nginxBody: `if [ "$1" = -t ]; then echo "nginx: [emerg] cannot load certificate" >&2; exit 1; fi`,
-			wantErr:   "nginx -t rejected the new certificate (previous files restored): nginx: [emerg] cannot load certificate", wantCalls: "-t\n"},
-		{name: "reload fails", ev: Issued, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
+			wantErr:   "the new certificate was rejected (previous files restored): nginx -t exited 1: nginx: [emerg] cannot load certificate", wantCalls: "-t\n"},
+		{name: "reload fails", ev: Issued, live: true, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
 			wantErr: "nginx -s reload exited 2", wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "old certificate still served", ev: Issued, frozen: true,
+		{name: "old certificate still served", ev: Issued, live: true, frozen: true,
 			wantErr: "does not serve serial", wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "revoke ignored", ev: Revoke, wantCalls: ""},
+		{name: "revoke ignored", ev: Revoke, live: true, wantCalls: ""},
+		{name: "test event checks only", ev: Renew, wantCalls: "-t\n"},
+		{name: "test event, config broken", ev: Renew, nginxBody: "exit 1", wantErr: "nginx -t exited 1", wantCalls: "-t\n"},
+		{name: "test event with test_deploy", ev: Renew, vars: map[string]string{"test_deploy": "true"}, wantCalls: "-t\n-s reload\n", wantNew: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -104,18 +131,31 @@ func TestNginxScript(t *testing.T) {
 			if tt.frozen {
 				frozen = &oldPair
 			}
-			addr := tlsServer(t, tlsDir, frozen)
+			sni := make(chan string, 1)
+			addr := tlsServer(t, tlsDir, frozen, sni)
 			log := filepath.Join(t.TempDir(), "calls")
 			os.WriteFile(log, nil, 0o644)
-			h := New(Options{Vars: map[string]string{
+			vars := map[string]string{
 				"nginx":         fakeProgram(t, log, tt.nginxBody),
 				"nginx_tls_dir": tlsDir,
 				"probe_address": addr,
 				"probe_tries":   "2",
-			}})
-			ev := synthetic(t, tt.ev)
+			}
+			for k, v := range tt.vars {
+				vars[k] = v
+			}
+			h := New(Options{Vars: vars})
+			domains := tt.domains
+			if domains == nil {
+				domains = []string{"www.example", "example"}
+			}
+			ev, err := SyntheticEvent(tt.ev, "www", domains, t.TempDir())
+			if err != nil {
+				t.Fatal(err)
+			}
+			ev.Test = !tt.live
 
-			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "nginx.lua"), ev)
+			err = h.Dispatch(context.Background(), filepath.Join(scriptsDir, "nginx.lua"), ev)
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Dispatch = %v, want nil", err)
 			}
@@ -139,11 +179,28 @@ func TestNginxScript(t *testing.T) {
 			if got := readFile(t, filepath.Join(tlsDir, "www.key")); got != wantKey {
 				t.Errorf("www.key is not the expected key (new: %v)", tt.wantNew)
 			}
+			if entries, _ := os.ReadDir(tlsDir); len(entries) != 2 {
+				t.Errorf("%s holds %d files, want www.crt and www.key only", tlsDir, len(entries))
+			}
 			if tt.wantNew {
-				for file, mode := range map[string]os.FileMode{"www.crt": 0o644, "www.key": 0o640} {
+				keyMode := tt.keyMode
+				if keyMode == 0 {
+					keyMode = 0o600
+				}
+				for file, mode := range map[string]os.FileMode{"www.crt": 0o644, "www.key": keyMode} {
 					if fi, _ := os.Stat(filepath.Join(tlsDir, file)); fi.Mode() != mode {
 						t.Errorf("mode of %s = %v, want %v", file, fi.Mode(), mode)
 					}
+				}
+			}
+			if tt.wantSNI != "" {
+				select {
+				case got := <-sni:
+					if got != tt.wantSNI {
+						t.Errorf("probe sent SNI %q, want %q", got, tt.wantSNI)
+					}
+				default:
+					t.Errorf("no probe reached the server")
 				}
 			}
 		})
@@ -152,26 +209,35 @@ func TestNginxScript(t *testing.T) {
 
 func TestHAProxyScript(t *testing.T) {
 	tests := []struct {
-		name    string
-		ev      EventName
-		body    string
-		wantErr string
-		deploy  bool
+		name       string
+		ev         EventName
+		test       bool // a synthetic event from acmehook script test
+		testDeploy bool
+		body       string
+		wantErr    string
+		deploy     bool
 	}{
-		{"issued", Issued, "", "", true},
-		{"renew", Renew, "", "", true},
-		{"reload fails", Renew, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
-		{"failed ignored", Failed, "", "", false},
+		{"issued", Issued, false, false, "", "", true},
+		{"renew", Renew, false, false, "", "", true},
+		{"reload fails", Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
+		{"failed ignored", Failed, false, false, "", "", false},
+		{"test event checks only", Renew, true, false, "", "", false},
+		{"test event with test_deploy", Renew, true, true, "", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			certDir := filepath.Join(t.TempDir(), "certs")
 			log := filepath.Join(t.TempDir(), "calls")
-			h := New(Options{Vars: map[string]string{
+			vars := map[string]string{
 				"haproxy_cert_dir": certDir,
 				"haproxy_reload":   fakeProgram(t, log, tt.body) + " reload haproxy",
-			}})
+			}
+			if tt.testDeploy {
+				vars["test_deploy"] = "true"
+			}
+			h := New(Options{Vars: vars})
 			ev := synthetic(t, tt.ev)
+			ev.Test = tt.test
 			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "haproxy.lua"), ev)
 			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("Dispatch = %v, want error %q", err, tt.wantErr)
@@ -180,6 +246,12 @@ func TestHAProxyScript(t *testing.T) {
 			if !tt.deploy {
 				if _, err := os.Stat(pemPath); !errors.Is(err, os.ErrNotExist) {
 					t.Errorf("stat %s = %v, want not exist", pemPath, err)
+				}
+				if _, err := os.Stat(log); !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("reload command run without a deploy")
+				}
+				if entries, _ := os.ReadDir(certDir); len(entries) != 0 {
+					t.Errorf("%s holds %d files, want none", certDir, len(entries))
 				}
 				return
 			}
