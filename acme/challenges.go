@@ -115,6 +115,26 @@ func HTTP01ChallengePath(token string) (string, error) {
 	return HTTP01PathPrefix + token, nil
 }
 
+// HTTP01ChallengeURL returns the URL a CA fetches to validate the http-01
+// challenge token for id, RFC 8555 §8.3: "http://", the domain name (or
+// the IP address, RFC 8738 §3), port 80, then HTTP01ChallengePath(token).
+// Wildcard names cannot use http-01. The token and the name are checked
+// first: server data that does not fit a URL's host is refused.
+func HTTP01ChallengeURL(id Identifier, token string) (string, error) {
+	path, err := HTTP01ChallengePath(token)
+	if err != nil {
+		return "", err
+	}
+	host, err := hostOf(id)
+	if err != nil {
+		return "", fmt.Errorf("building http-01 URL: %w", err)
+	}
+	if strings.Contains(host, ":") {
+		host = "[" + host + "]"
+	}
+	return "http://" + host + path, nil
+}
+
 // DNS01TXTRecordName returns the name of the dns-01 TXT record for domain,
 // "_acme-challenge." + domain, without a leading "*." of a wildcard,
 // RFC 8555 §8.4.

@@ -140,6 +140,42 @@ func TestHTTP01ChallengePath(t *testing.T) {
 	}
 }
 
+func TestHTTP01ChallengeURL(t *testing.T) {
+	const token = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+	tests := []struct {
+		id      Identifier
+		token   string
+		want    string
+		wantErr error
+	}{
+		{DNS("www.example.com"), token, "http://www.example.com/.well-known/acme-challenge/" + token, nil},
+		{DNS("www.example.com."), token, "http://www.example.com/.well-known/acme-challenge/" + token, nil},
+		{ParseIdentifier("192.0.2.1"), token, "http://192.0.2.1/.well-known/acme-challenge/" + token, nil},
+		{ParseIdentifier("2001:db8::1"), token, "http://[2001:db8::1]/.well-known/acme-challenge/" + token, nil},
+		{DNS("www.example.com"), "../../etc/passwd", "", ErrInvalidToken},
+		{DNS("*.example.com"), token, "", nil},
+		{DNS("evil.example/x?"), token, "", nil},
+		{DNS("user@evil.example"), token, "", nil},
+		{DNS("evil.example:8080"), token, "", nil},
+		{DNS("evil.example#"), token, "", nil},
+		{DNS(""), token, "", nil},
+		{Identifier{Type: IdentifierIP, Value: "256.0.0.1"}, token, "", nil},
+		{Identifier{Type: "email", Value: "a@example.com"}, token, "", nil},
+	}
+	for _, tt := range tests {
+		got, err := HTTP01ChallengeURL(tt.id, tt.token)
+		if tt.want != "" {
+			if got != tt.want || err != nil {
+				t.Errorf("HTTP01ChallengeURL(%v, %q) = %q, %v, want %q", tt.id, tt.token, got, err, tt.want)
+			}
+			continue
+		}
+		if err == nil || got != "" || (tt.wantErr != nil && !errors.Is(err, tt.wantErr)) {
+			t.Errorf("HTTP01ChallengeURL(%v, %q) = %q, %v, want an error", tt.id, tt.token, got, err)
+		}
+	}
+}
+
 func TestDNS01(t *testing.T) {
 	for in, want := range map[string]string{
 		"example.com":       "_acme-challenge.example.com",

@@ -22,7 +22,7 @@
 //
 // An issuance is: NewOrder; for each authorization GetAuthorization, pick a
 // challenge, make it answerable (see KeyAuthorization, DNS01TXTRecord,
-// HTTP01ChallengePath, TLSALPN01ChallengeCert and package
+// HTTP01ChallengePath, HTTP01ChallengeURL, TLSALPN01ChallengeCert and package
 // acme/standalone), AcceptChallenge, WaitAuthorization; then NewCSR,
 // FinalizeOrder and FetchCertificate (or FetchPreferredChain).
 //

@@ -68,3 +68,25 @@ func ValidateToken(token string) error {
 	}
 	return nil
 }
+
+// validHostName reports whether name is a DNS name made of labels of
+// letters, digits, hyphens and underscores only, so that it can be the
+// host of a URL as it is: an identifier from the server with "/", "@",
+// ":" or "#" in it could otherwise point a URL elsewhere.
+func validHostName(name string) bool {
+	if name == "" || len(name) > 253 {
+		return false
+	}
+	for _, label := range strings.Split(name, ".") {
+		if label == "" || len(label) > 63 {
+			return false
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return false
+			}
+		}
+	}
+	return true
+}

@@ -196,10 +196,11 @@ func (v *Verifier) dialer() *net.Dialer {
 func hostOf(id Identifier) (string, error) {
 	switch id.Type {
 	case IdentifierDNS:
-		if id.Wildcard() || id.Value == "" {
+		name := strings.TrimSuffix(id.Value, ".")
+		if id.Wildcard() || !validHostName(name) {
 			return "", fmt.Errorf("acme: cannot connect to %q", id.Value)
 		}
-		return strings.TrimSuffix(id.Value, "."), nil
+		return name, nil
 	case IdentifierIP:
 		a, err := netip.ParseAddr(id.Value)
 		if err != nil {
