@@ -2,17 +2,21 @@ package engine
 
 import (
 	"bytes"
+	"context"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
 // TestCertificateOptions runs against a Pebble that requires external
@@ -144,4 +148,74 @@ func TestCertificateOptions(t *testing.T) {
 			t.Errorf("a certificate was stored although the account was refused")
 		}
 	})
+}
+
+// TestConcurrencyBound: with concurrency = 2, no more than two
+// certificates are between presenting and answering a challenge at once,
+// and two are (the bound is used, not just respected).
+func TestConcurrencyBound(t *testing.T) {
+	e := newEnv(t)
+	var certs strings.Builder
+	for i := range 5 {
+		fmt.Fprintf(&certs, "[[certificate]]\nname = \"c%d\"\ndomains = [\"c%d.bound.example.com\"]\nsolver = \"webroot\"\n", i, i)
+	}
+	cfg := e.write(certs.String())
+	cfg.Concurrency = 2
+	var mu sync.Mutex
+	inFlight, most := 0, 0
+	hook := func(ctx context.Context, _ *config.Certificate, _ *Plugin, _ sdk.Challenge) error {
+		mu.Lock()
+		inFlight++
+		most = max(most, inFlight)
+		mu.Unlock()
+		time.Sleep(100 * time.Millisecond)
+		mu.Lock()
+		inFlight--
+		mu.Unlock()
+		return nil
+	}
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	eng, err := New(Options{Config: cfg, Store: st, BeforeAccept: hook})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	res, err := eng.Run(t.Context(), RunOptions{})
+	if err != nil || !res.OK() {
+		t.Fatalf("Run = %+v, %v", res.Failed(), err)
+	}
+	if most != 2 {
+		t.Errorf("certificates in flight at once = %d, want 2 (concurrency)", most)
+	}
+}
+
+// TestFailedRenewalKeepsCurrent: a forced renewal that the CA refuses
+// leaves the current certificate, key and output copies as they were.
+func TestFailedRenewalKeepsCurrent(t *testing.T) {
+	e := newEnv(t)
+	if err := os.Mkdir(filepath.Join(e.dir, "out"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	cert := "[[certificate]]\nname = \"keep\"\ndomains = [\"keep.example.com\"]\nsolver = %q\nself_check = false\n[certificate.output]\nfullchain = \"out/keep.pem\"\n"
+	cfg := e.write(fmt.Sprintf(cert, "webroot"))
+	if r := e.run(cfg, RunOptions{})["keep"]; r.Action != ActionIssued {
+		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
+	}
+	before := e.current(cfg, "keep")
+	cfg = e.write(fmt.Sprintf(cert, "unserved"))
+	r := e.run(cfg, RunOptions{Names: []string{"keep"}, Force: true})["keep"]
+	if r.Action != ActionFailed || problemOf(r.Err) == nil {
+		t.Fatalf("forced renewal = %s %v, want failed with the CA's problem", r.Action, r.Err)
+	}
+	after := e.current(cfg, "keep")
+	if after.ID != before.ID || !bytes.Equal(after.KeyPEM, before.KeyPEM) || !bytes.Equal(after.CertPEM, before.CertPEM) {
+		t.Errorf("current version after a failed renewal = %s, want %s unchanged", after.ID, before.ID)
+	}
+	if out, err := os.ReadFile(filepath.Join(e.dir, "out", "keep.pem")); err != nil || !bytes.Equal(out, before.Fullchain()) {
+		t.Errorf("output copy changed by a failed renewal (%v)", err)
+	}
 }
