@@ -143,7 +143,7 @@ func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct ac
 		created, err = place(o)
 	}
 	if err != nil {
-		return acme.Order{}, fmt.Errorf("creating order: %w", err)
+		return acme.Order{}, err // the client's error says "creating order"
 	}
 	if created.Replaces != "" {
 		log.Debug("order replaces a certificate", "order", created.URL, "replaces", created.Replaces)

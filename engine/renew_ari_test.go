@@ -1,12 +1,20 @@
 package engine
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/acmehook/acmehook/acme"
 )
 
 // ariProxy alters Pebble's renewalInfo responses: a set retryAfter
@@ -109,5 +117,88 @@ func TestARIFailureDoesNotBlock(t *testing.T) {
 	r := e.runWith(cfg, o, RunOptions{})["arifail"]
 	if r.Action != ActionRenewed || r.Err != nil || !strings.Contains(r.Reason, " of ") || !strings.Contains(r.Reason, "lifetime") {
 		t.Errorf("run past the lifetime rule with ARI failing = %s %q %v, want renewed by the lifetime rule", r.Action, r.Reason, r.Err)
+	}
+}
+
+// orderProxy refuses newOrder requests with a problem of type problem:
+// those naming a certificate in replaces, or every one when all is set.
+// It records, for each newOrder request, whether it had replaces.
+type orderProxy struct {
+	rt       http.RoundTripper
+	problem  string
+	all      bool
+	mu       sync.Mutex
+	replaces []bool
+}
+
+func (p *orderProxy) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/order-plz") {
+		return p.rt.RoundTrip(r)
+	}
+	b, err := io.ReadAll(r.Body)
+	if err != nil {
+		return nil, err
+	}
+	r.Body = io.NopCloser(bytes.NewReader(b))
+	var jws struct{ Payload string }
+	if err := json.Unmarshal(b, &jws); err != nil {
+		return nil, err
+	}
+	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	if err != nil {
+		return nil, err
+	}
+	has := bytes.Contains(payload, []byte(`"replaces"`))
+	p.mu.Lock()
+	p.replaces = append(p.replaces, has)
+	p.mu.Unlock()
+	if !has && !p.all {
+		return p.rt.RoundTrip(r)
+	}
+	body := `{"type":"` + p.problem + `","detail":"refused by the test"}`
+	return &http.Response{
+		StatusCode: http.StatusBadRequest, Status: "400 Bad Request", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+		Header:  http.Header{"Content-Type": {"application/problem+json"}},
+		Body:    io.NopCloser(strings.NewReader(body)),
+		Request: r, ContentLength: int64(len(body)),
+	}, nil
+}
+
+// TestReplacesRefused: a renewal names the replaced certificate; a CA
+// that refuses that gets the order once more without replaces, and never
+// a third time; a rateLimited refusal is not retried.
+func TestReplacesRefused(t *testing.T) {
+	tests := []struct {
+		name    string
+		problem string
+		all     bool
+		want    Action
+		orders  []bool // replaces sent, per newOrder request
+	}{
+		{"malformed replaces", acme.ProblemMalformed, false, ActionRenewed, []bool{true, false}},
+		{"alreadyReplaced", acme.ProblemAlreadyReplaced, false, ActionRenewed, []bool{true, false}},
+		{"every order refused", acme.ProblemMalformed, true, ActionFailed, []bool{true, false}},
+		{"rate limited", acme.ProblemRateLimited, true, ActionFailed, []bool{true}},
+	}
+	e := newEnv(t)
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			name := fmt.Sprintf("rr%d", i)
+			cfg := e.write(fmt.Sprintf("[[certificate]]\nname = %q\ndomains = [\"%s.example.com\"]\nsolver = \"webroot\"\n", name, name))
+			if r := e.run(cfg, RunOptions{})[name]; r.Action != ActionIssued || r.Err != nil {
+				t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
+			}
+			proxy := &orderProxy{rt: pebble.HTTPClient().Transport, problem: tt.problem, all: tt.all}
+			r := e.runWith(cfg, Options{HTTPClient: &http.Client{Transport: proxy}}, RunOptions{Force: true})[name]
+			if r.Action != tt.want {
+				t.Errorf("forced renewal = %s %v, want %s", r.Action, r.Err, tt.want)
+			}
+			if !slices.Equal(proxy.replaces, tt.orders) {
+				t.Errorf("newOrder requests with replaces = %v, want %v", proxy.replaces, tt.orders)
+			}
+			if p := problemOf(r.Err); tt.want == ActionFailed && (p == nil || p.Type != tt.problem) {
+				t.Errorf("error = %v, want the CA's %s", r.Err, tt.problem)
+			}
+		})
 	}
 }
