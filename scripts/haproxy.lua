@@ -11,8 +11,9 @@
 --   haproxy_reload    reload command, split on spaces     systemctl reload haproxy
 --                     (run directly, not through a shell)
 --   test_deploy       "true": `acmehook script test` really deploys its
---                     throwaway certificate (by default a test event only
---                     checks that the directory is writable)
+--                     throwaway certificate (by default a test event changes
+--                     nothing: it checks that haproxy_cert_dir exists and is
+--                     writable)
 local acmehook = require("acmehook")
 local files, vars = acmehook.files, acmehook.vars
 
@@ -23,8 +24,10 @@ for word in (vars.haproxy_reload or "systemctl reload haproxy"):gmatch("%S+") do
 end
 
 local function deploy(ev)
-  assert(files.mkdir(dir, {mode = "0755"}))
   if ev.test and vars.test_deploy ~= "true" then
+    if not files.exists(dir) then
+      error(dir .. " does not exist: create it, or set haproxy_cert_dir")
+    end
     local marker = dir .. "/.acmehook-write-test"
     assert(files.write(marker, "", {mode = "0600"}))
     assert(files.remove(marker))
@@ -32,6 +35,7 @@ local function deploy(ev)
     return
   end
 
+  assert(files.mkdir(dir, {mode = "0755"}))
   local key = assert(files.read(ev.key_path))
   local fullchain = ev.fullchain_pem
   if fullchain:sub(-1) ~= "\n" then

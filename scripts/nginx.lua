@@ -22,8 +22,10 @@
 --   probe_servername  name sent as SNI when probing          first non-wildcard domain
 --   probe_tries       probes, half a second apart            10
 --   test_deploy       "true": `acmehook script test` really deploys its
---                     throwaway certificate (by default a test event only
---                     checks the directory, `nginx -t` and the probe)
+--                     throwaway certificate (by default a test event changes
+--                     nothing: it checks that nginx_tls_dir exists and is
+--                     writable, that `nginx -t` passes and that the probe
+--                     reaches nginx)
 local acmehook = require("acmehook")
 local files, vars = acmehook.files, acmehook.vars
 
@@ -77,7 +79,9 @@ end
 -- dry_run is what a test event does unless test_deploy is set: everything
 -- that can be checked without replacing the live certificate.
 local function dry_run(ev)
-  assert(files.mkdir(dir, {mode = "0755"}))
+  if not files.exists(dir) then
+    error(dir .. " does not exist: create it, or set nginx_tls_dir")
+  end
   local marker = dir .. "/.acmehook-write-test"
   assert(files.write(marker, "", {mode = "0600", group = group}))
   assert(files.remove(marker))

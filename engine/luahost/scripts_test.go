@@ -120,6 +120,7 @@ func TestNginxScript(t *testing.T) {
 		{name: "test event checks only", ev: Renew, wantCalls: "-t\n"},
 		{name: "test event, config broken", ev: Renew, nginxBody: "exit 1", wantErr: "nginx -t exited 1", wantCalls: "-t\n"},
 		{name: "test event with test_deploy", ev: Renew, vars: map[string]string{"test_deploy": "true"}, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "test event, no directory", ev: Renew, vars: map[string]string{"nginx_tls_dir": "/nonexistent/tls"}, wantErr: "/nonexistent/tls does not exist", wantCalls: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -222,6 +223,7 @@ func TestHAProxyScript(t *testing.T) {
 		{"reload fails", Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
 		{"failed ignored", Failed, false, false, "", "", false},
 		{"test event checks only", Renew, true, false, "", "", false},
+		{"test event, no directory", Renew, true, false, "", "does not exist", false},
 		{"test event with test_deploy", Renew, true, true, "", "", true},
 	}
 	for _, tt := range tests {
@@ -234,6 +236,9 @@ func TestHAProxyScript(t *testing.T) {
 			}
 			if tt.testDeploy {
 				vars["test_deploy"] = "true"
+			}
+			if tt.test && tt.wantErr == "" {
+				os.Mkdir(certDir, 0o755)
 			}
 			h := New(Options{Vars: vars})
 			ev := synthetic(t, tt.ev)
@@ -252,6 +257,9 @@ func TestHAProxyScript(t *testing.T) {
 				}
 				if entries, _ := os.ReadDir(certDir); len(entries) != 0 {
 					t.Errorf("%s holds %d files, want none", certDir, len(entries))
+				}
+				if _, err := os.Stat(certDir); tt.wantErr != "" && !errors.Is(err, os.ErrNotExist) {
+					t.Errorf("a failed test event created %s", certDir)
 				}
 				return
 			}
