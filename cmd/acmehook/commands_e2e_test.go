@@ -2,7 +2,9 @@ package main
 
 import (
 	"bytes"
+	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -116,5 +118,40 @@ func TestE2ECommands(t *testing.T) {
 				t.Errorf("%s mode = %v, want 0600", old[0], m)
 			}
 		})
+	}
+}
+
+// TestE2EPluginChecksum: a plugin whose binary does not match its sha256
+// is not started, and only the certificate that needs it fails, before
+// any request to the CA for it; a plugin with the right sha256 runs.
+func TestE2EPluginChecksum(t *testing.T) {
+	sum := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x", sha256.Sum256(b))
+	}
+	s := newSite(t)
+	s.write("[[certificate]]\nname = \"checked\"\ndomains = [\"checked.sum.example.com\"]\nsolver = \"standalone\"\n" +
+		"[[certificate]]\nname = \"tampered\"\ndomains = [\"tampered.sum.example.com\"]\nsolver = \"webroot\"\n")
+	s.text = strings.Replace(s.text, "[plugins.webroot]\n", fmt.Sprintf("[plugins.webroot]\nsha256 = %q\n", sum(bins["dnsexec"])), 1)
+	s.text = strings.Replace(s.text, "[plugins.standalone]\n", fmt.Sprintf("[plugins.standalone]\nsha256 = %q\n", sum(bins["standalone"])), 1)
+	if err := os.WriteFile(s.config, []byte(s.text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	pebble.Counter().Reset()
+	o := s.acmehook("run")
+	if o.code != 1 {
+		t.Fatalf("exit = %d, want 1\n%s", o.code, o)
+	}
+	if l := resultLine(o, "tampered"); !strings.Contains(l, "failed") || !strings.Contains(l, "checksum mismatch") {
+		t.Errorf("tampered: result line = %q, want failed with the checksum mismatch", l)
+	}
+	if l := resultLine(o, "checked"); !strings.Contains(l, " issued ") {
+		t.Errorf("checked: result line = %q, want issued", l)
+	}
+	if n := newOrders(); n != 1 {
+		t.Errorf("newOrder requests = %d, want 1 (none for the tampered plugin's certificate)", n)
 	}
 }
