@@ -150,46 +150,65 @@ func TestCertificateOptions(t *testing.T) {
 	})
 }
 
-// TestConcurrencyBound: with concurrency = 2, no more than two
-// certificates are between presenting and answering a challenge at once,
-// and two are (the bound is used, not just respected).
+// TestConcurrencyBound: certificates are processed at most concurrency at
+// a time, and the authorizations of one order in parallel: the most
+// challenges between presenting and answering at once is exactly what
+// the bound allows (so it is used, not just respected).
 func TestConcurrencyBound(t *testing.T) {
-	e := newEnv(t)
-	var certs strings.Builder
-	for i := range 5 {
-		fmt.Fprintf(&certs, "[[certificate]]\nname = \"c%d\"\ndomains = [\"c%d.bound.example.com\"]\nsolver = \"webroot\"\n", i, i)
+	tests := []struct {
+		name        string
+		concurrency int
+		certs       int // certificates
+		names       int // names per certificate
+		want        int // challenges in flight at most
+	}{
+		{"five certificates, concurrency 2", 2, 5, 1, 2},
+		{"three names of one order, concurrency 1", 1, 1, 3, 3},
 	}
-	cfg := e.write(certs.String())
-	cfg.Concurrency = 2
-	var mu sync.Mutex
-	inFlight, most := 0, 0
-	hook := func(ctx context.Context, _ *config.Certificate, _ *Plugin, _ sdk.Challenge) error {
-		mu.Lock()
-		inFlight++
-		most = max(most, inFlight)
-		mu.Unlock()
-		time.Sleep(100 * time.Millisecond)
-		mu.Lock()
-		inFlight--
-		mu.Unlock()
-		return nil
-	}
-	st, err := store.Open(cfg.Storage, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer st.Close()
-	eng, err := New(Options{Config: cfg, Store: st, BeforeAccept: hook})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer eng.Close()
-	res, err := eng.Run(t.Context(), RunOptions{})
-	if err != nil || !res.OK() {
-		t.Fatalf("Run = %+v, %v", res.Failed(), err)
-	}
-	if most != 2 {
-		t.Errorf("certificates in flight at once = %d, want 2 (concurrency)", most)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			var certs strings.Builder
+			for i := range tt.certs {
+				var names []string
+				for j := range tt.names {
+					names = append(names, fmt.Sprintf("%q", fmt.Sprintf("n%d.c%d.bound%d.example.com", j, i, tt.concurrency)))
+				}
+				fmt.Fprintf(&certs, "[[certificate]]\nname = \"c%d\"\ndomains = [%s]\nsolver = \"webroot\"\n", i, strings.Join(names, ", "))
+			}
+			cfg := e.write(certs.String())
+			cfg.Concurrency = tt.concurrency
+			var mu sync.Mutex
+			inFlight, most := 0, 0
+			hook := func(ctx context.Context, _ *config.Certificate, _ *Plugin, _ sdk.Challenge) error {
+				mu.Lock()
+				inFlight++
+				most = max(most, inFlight)
+				mu.Unlock()
+				time.Sleep(100 * time.Millisecond)
+				mu.Lock()
+				inFlight--
+				mu.Unlock()
+				return nil
+			}
+			st, err := store.Open(cfg.Storage, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			eng, err := New(Options{Config: cfg, Store: st, BeforeAccept: hook})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer eng.Close()
+			res, err := eng.Run(t.Context(), RunOptions{})
+			if err != nil || !res.OK() {
+				t.Fatalf("Run = %+v, %v", res.Failed(), err)
+			}
+			if most != tt.want {
+				t.Errorf("challenges in flight at once = %d, want %d", most, tt.want)
+			}
+		})
 	}
 }
 
