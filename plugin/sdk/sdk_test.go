@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -36,25 +37,37 @@ func TestMain(m *testing.M) {
 	}
 	code := func() int {
 		defer os.RemoveAll(dir)
-		for name, pkg := range map[string]string{
-			"faulty":       "./internal/testplugins/faulty",
-			"wrongversion": "./internal/testplugins/wrongversion",
-			"example":      "./example",
-		} {
-			bin[name] = filepath.Join(dir, name)
-			if out, err := exec.Command("go", "build", "-o", bin[name], pkg).CombinedOutput(); err != nil {
-				fmt.Fprintf(os.Stderr, "building %s: %v\n%s", pkg, err, out)
-				return 1
-			}
+		// One go build for all: each main package becomes dir/<its base name>.
+		pkgs := []string{"./internal/testplugins/faulty", "./internal/testplugins/wrongversion", "./internal/testplugins/bare", "./example"}
+		if out, err := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building the test plugins: %v\n%s", err, out)
+			return 1
+		}
+		for _, pkg := range pkgs {
+			bin[filepath.Base(pkg)] = filepath.Join(dir, filepath.Base(pkg))
 		}
 		return m.Run()
 	}()
 	os.Exit(code)
 }
 
+// TestProtocolVersionMatchesProto pins sdk.ProtocolVersion to
+// PROTOCOL_VERSION_CURRENT both in solver.proto's text and in the generated
+// code, so that neither can change alone.
 func TestProtocolVersionMatchesProto(t *testing.T) {
 	if got, want := sdk.ProtocolVersion, int(solverv1.ProtocolVersion_PROTOCOL_VERSION_CURRENT); got != want {
-		t.Errorf("sdk.ProtocolVersion = %d, want PROTOCOL_VERSION_CURRENT %d from solver.proto", got, want)
+		t.Errorf("sdk.ProtocolVersion = %d, want PROTOCOL_VERSION_CURRENT %d from the generated code", got, want)
+	}
+	src, err := os.ReadFile("internal/proto/acmehook/solver/v1/solver.proto")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^\s*PROTOCOL_VERSION_CURRENT\s*=\s*(\d+)\s*;`).FindSubmatch(src)
+	if m == nil {
+		t.Fatal("solver.proto defines no PROTOCOL_VERSION_CURRENT")
+	}
+	if got, want := sdk.ProtocolVersion, string(m[1]); strconv.Itoa(got) != want {
+		t.Errorf("sdk.ProtocolVersion = %d, want PROTOCOL_VERSION_CURRENT %s from solver.proto", got, want)
 	}
 }
 
@@ -110,6 +123,54 @@ func TestExamplePlugin(t *testing.T) {
 	}
 	if got := txt(t, pebble.DNSAddr, c.DNS01RecordName); len(got) != 0 {
 		t.Errorf("TXT %s after CleanUp = %q, want none", c.DNS01RecordName, got)
+	}
+}
+
+// TestBarePlugin drives a plugin written from solver.proto and the README
+// alone, without go-plugin or Serve, as one in another language would be:
+// the handshake, AutoMTLS, the calls with real effects, and a prompt exit
+// through go-plugin's GRPCController.Shutdown when closed.
+func TestBarePlugin(t *testing.T) {
+	dir := t.TempDir()
+	rec := &recorder{}
+	p := launch(t, "bare", sdk.LaunchOptions{Env: []string{"BARE_DIR=" + dir}, Config: map[string]any{}, Logger: slog.New(rec)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if info, err := p.Info(ctx, &sdk.InfoRequest{}); err != nil || info.Name != "bare" || !slices.Equal(info.ChallengeTypes, []string{"http-01"}) {
+		t.Fatalf("Info = %+v, %v, want bare solving http-01", info, err)
+	}
+	c := challenge("bare.example.com")
+	path := filepath.Join(dir, c.Token)
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != c.KeyAuthorization {
+		t.Errorf("ReadFile(%s) after Present = %q, %v, want %q", path, b, err, c.KeyAuthorization)
+	}
+	if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Stat(%s) after CleanUp = %v, want it gone", path, err)
+	}
+	c.Token = "../escape"
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err == nil || !strings.HasPrefix(err.Error(), "plugin bare: present bare.example.com: token") {
+		t.Errorf("Present(hostile token) = %v, want the plugin's refusal naming it", err)
+	}
+	p.Close()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	exited := false
+	for _, r := range rec.records {
+		switch {
+		case r.Message == "plugin failed to exit gracefully":
+			t.Error("bare plugin was killed, want it to exit on Shutdown")
+		case r.Message == "plugin process exited":
+			exited = r.Level == slog.LevelInfo
+		}
+	}
+	if !exited {
+		t.Error("no record of the bare plugin exiting with status 0")
 	}
 }
 
@@ -360,6 +421,10 @@ func TestEnvironmentIsMinimal(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), "VENDOR_TOKEN=granted") {
 		t.Errorf("plugin environment %q lacks VENDOR_TOKEN from LaunchOptions.Env", err)
+	}
+	// AutoMTLS: the host hands the plugin its client certificate.
+	if !strings.Contains(err.Error(), "PLUGIN_CLIENT_CERT=-----BEGIN CERTIFICATE-----") {
+		t.Errorf("plugin environment %q lacks PLUGIN_CLIENT_CERT: AutoMTLS is off", err)
 	}
 }
 
