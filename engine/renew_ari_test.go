@@ -52,7 +52,7 @@ func (a *ariProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 // unchanged, so the time chosen in it stays put.
 func TestARIRetryAfterAndChosenTime(t *testing.T) {
 	e := newEnv(t)
-	cfg := e.write("[[certificate]]\nname = \"ra\"\ndomains = [\"ra.example.com\"]\nsolver = \"webroot\"\n")
+	cfg := e.write("[[certificate]]\nname = \"ra\"\ndomains = [\"ra.example.com\"]\nsolver = \"webroot\"\nprofile = \"default\"\n")
 	o := Options{HTTPClient: &http.Client{Transport: &ariProxy{rt: pebble.HTTPClient().Transport, retryAfter: "7200"}}}
 	start := time.Now().Truncate(time.Second)
 	e.now = func() time.Time { return start }
