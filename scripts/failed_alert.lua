@@ -2,7 +2,10 @@
 -- The payload {"text": "..."} is accepted by Slack and Mattermost incoming
 -- webhooks and by most chat bridges.
 --
--- Settings (acmehook.vars):
+-- acmehook retries on its next run (or the daemon at its next check), with
+-- a backoff; `acmehook explain NAME` shows the certificate's state.
+--
+-- Settings, in acmehook.toml under [lua.vars]:
 --   alert_url  incoming-webhook URL (required)
 local acmehook = require("acmehook")
 
@@ -17,10 +20,6 @@ acmehook.on("failed", function(ev)
     .. " (" .. table.concat(ev.domains, ", ") .. "): " .. (err.message or "unknown error")
   if err.problem_type then
     text = text .. " [" .. err.problem_type:gsub("^urn:ietf:params:acme:error:", "") .. "]"
-  end
-  if ev.not_after then
-    local days = math.floor((ev.not_after - os.time()) / 86400)
-    text = text .. "; the current certificate expires in " .. days .. " days"
   end
   if ev.test then
     text = "[test] " .. text

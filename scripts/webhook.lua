@@ -1,14 +1,17 @@
 -- webhook.lua: POST a JSON notification when a certificate is issued,
 -- renewed or revoked.
 --
--- Settings (acmehook.vars):
+-- Settings, in acmehook.toml under [lua.vars]:
 --   webhook_url    endpoint to POST to (required)
---   webhook_token  sent as "Authorization: Bearer <token>" (optional)
+--   webhook_token  sent as "Authorization: Bearer <token>" (optional; keep
+--                  it out of the file: { secret_env = "WEBHOOK_TOKEN" })
 --
 -- Body: {"event", "cert_name", "domains", "serial", "issuer", "not_before",
 -- "not_after" (RFC 3339 UTC), "previous_serial" (renew),
 -- "revocation_reason" (revoke), "test" (synthetic events)}.
--- A non-2xx answer fails the event so acmehook retries it later.
+-- A non-2xx answer fails the event: for issued and renew, acmehook keeps the
+-- certificate and retries the deploy (every script of the certificate) on
+-- its next run; a failed revoke notification is recorded.
 local acmehook = require("acmehook")
 local vars = acmehook.vars
 

@@ -339,23 +339,28 @@ func TestEventTable(t *testing.T) {
 			and ev.not_after > os.time() and ev.test == true and ev.previous_serial == nil and ev.error == nil and ev.challenge == nil`},
 		{Renew, `ev.previous_serial ~= nil and ev.previous_serial ~= ev.serial`},
 		{Revoke, `ev.revocation_reason == 4`},
-		{Failed, `ev.error.problem_type == "urn:ietf:params:acme:error:rateLimited" and ev.error.message:find("synthetic") and ev.error.problem_detail ~= nil`},
+		{Failed, `ev.error.problem_type == "urn:ietf:params:acme:error:rateLimited" and ev.error.message:find("synthetic") and ev.error.problem_detail ~= nil
+			and ev.cert_name == "www" and #ev.domains == 2 and ev.serial == nil and ev.cert_path == nil and ev.not_after == nil and ev.challenge == nil`},
 		{ChallengeProvision, `ev.challenge.type == "dns-01" and ev.challenge.identifier == "www.example" and ev.challenge.dns_name == "_acme-challenge.www.example."
-			and ev.challenge.key_authorization:sub(1, #ev.challenge.token) == ev.challenge.token and #ev.challenge.dns_value == 43`},
-		{ChallengeCleanup, `ev.challenge.token ~= nil`},
+			and ev.challenge.key_authorization:sub(1, #ev.challenge.token) == ev.challenge.token and #ev.challenge.dns_value == 43
+			and ev.cert_name == "www" and ev.serial == nil and ev.cert_pem == nil and ev.error == nil`},
+		{ChallengeCleanup, `ev.challenge.token ~= nil and ev.serial == nil`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.name), func(t *testing.T) {
+			certEvent := tt.name == Issued || tt.name == Renew || tt.name == Revoke
 			ev, err := SyntheticEvent(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name)))
-			if err == nil {
+			if certEvent && err == nil {
 				t.Fatal("SyntheticEvent into a missing directory succeeded")
 			}
 			os.Mkdir(filepath.Join(dir, string(tt.name)), 0o700)
 			if ev, err = SyntheticEvent(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name))); err != nil {
 				t.Fatal(err)
 			}
-			if fi, err := os.Stat(ev.KeyPath); err != nil || fi.Mode() != 0o600 {
-				t.Errorf("key file mode = %v (%v), want 0600", fi.Mode(), err)
+			if certEvent {
+				if fi, err := os.Stat(ev.KeyPath); err != nil || fi.Mode() != 0o600 {
+					t.Errorf("key file mode = %v (%v), want 0600", fi.Mode(), err)
+				}
 			}
 			src := "local acmehook = require('acmehook')\nlocal seen = {}\n" +
 				"for _, e in ipairs(acmehook.events) do acmehook.on(e, function(ev) seen[#seen + 1] = e; assert(" + tt.check + ") end) end\n" +

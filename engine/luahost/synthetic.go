@@ -15,17 +15,20 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 )
 
 // SyntheticEvent builds an event for testing a script without a CA, as
-// "acmehook script test SCRIPT EVENT --cert NAME" does. It writes a
-// throwaway P-256 issuer and a leaf for domains into dir (cert.pem,
-// key.pem with mode 0600, chain.pem, fullchain.pem) and fills every field
-// that the named event carries: paths and PEMs, serial and validity,
-// previous_serial on renew, revocation_reason on revoke, an ACME problem on
-// failed and dns-01 challenge fields on challenge events. Test is set.
-// The caller owns dir and removes it.
+// "acmehook script test SCRIPT EVENT --cert NAME" does. It fills the
+// fields the engine fills for that event, and only those. For issued,
+// renew and revoke it writes a throwaway P-256 issuer and a leaf for
+// domains into dir (cert.pem, key.pem with mode 0600, chain.pem,
+// fullchain.pem) and fills paths and PEMs, serial, validity and issuer,
+// previous_serial on renew and revocation_reason on revoke. failed carries
+// an ACME problem, the challenge events dns-01 challenge fields; neither
+// carries a certificate, as from the engine. Test is set. The caller owns
+// dir and removes it.
 func SyntheticEvent(name EventName, certName string, domains []string, dir string) (Event, error) {
 	if !name.Valid() {
 		return Event{}, fmt.Errorf("luahost: synthetic event: unknown event %q", name)
@@ -34,6 +37,30 @@ func SyntheticEvent(name EventName, certName string, domains []string, dir strin
 		return Event{}, errors.New("luahost: synthetic event: no domains")
 	}
 	ev := Event{Name: name, CertName: certName, Domains: domains, Test: true}
+	switch name {
+	case Failed:
+		ev.Error = &EventError{
+			Message:       "synthetic failure: finalizing order: too many certificates already issued",
+			ProblemType:   "urn:ietf:params:acme:error:rateLimited",
+			ProblemDetail: "too many certificates already issued for this exact set of identifiers",
+		}
+		return ev, nil
+	case ChallengeProvision, ChallengeCleanup:
+		token := make([]byte, 32)
+		rand.Read(token)
+		tok := base64.RawURLEncoding.EncodeToString(token)
+		keyAuth := tok + ".synthetic-account-thumbprint"
+		sum := sha256.Sum256([]byte(keyAuth))
+		ev.Challenge = &Challenge{
+			Type:             "dns-01",
+			Identifier:       domains[0],
+			Token:            tok,
+			KeyAuthorization: keyAuth,
+			DNSName:          "_acme-challenge." + strings.TrimPrefix(domains[0], "*.") + ".",
+			DNSValue:         base64.RawURLEncoding.EncodeToString(sum[:]),
+		}
+		return ev, nil
+	}
 
 	now := time.Now().Truncate(time.Second)
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -116,26 +143,6 @@ func SyntheticEvent(name EventName, certName string, domains []string, dir strin
 		ev.PreviousSerial = randSerial().Text(16)
 	case Revoke:
 		ev.RevocationReason = 4 // superseded, RFC 5280 §5.3.1
-	case Failed:
-		ev.Error = &EventError{
-			Message:       "synthetic failure: finalizing order: too many certificates already issued",
-			ProblemType:   "urn:ietf:params:acme:error:rateLimited",
-			ProblemDetail: "too many certificates already issued for this exact set of identifiers",
-		}
-	case ChallengeProvision, ChallengeCleanup:
-		token := make([]byte, 32)
-		rand.Read(token)
-		tok := base64.RawURLEncoding.EncodeToString(token)
-		keyAuth := tok + ".synthetic-account-thumbprint"
-		sum := sha256.Sum256([]byte(keyAuth))
-		ev.Challenge = &Challenge{
-			Type:             "dns-01",
-			Identifier:       domains[0],
-			Token:            tok,
-			KeyAuthorization: keyAuth,
-			DNSName:          "_acme-challenge." + domains[0] + ".",
-			DNSValue:         base64.RawURLEncoding.EncodeToString(sum[:]),
-		}
 	}
 	return ev, nil
 }
