@@ -61,9 +61,14 @@ type Client struct {
 	dir    *Directory
 }
 
-// Polling defaults.
+// Polling defaults. A CA that validates or issues in a few milliseconds
+// (Pebble, a local step-ca) is found done at the first poll, 50 ms after
+// the request; one that takes seconds (Let's Encrypt) is polled at 50,
+// 150, 350, 750, 1550 ms..., about as often as a 75 ms start would
+// (log2 1.5 ≈ 0.6 poll more at most). A Retry-After from the server
+// always takes precedence.
 const (
-	DefaultPollInterval    = 75 * time.Millisecond
+	DefaultPollInterval    = 50 * time.Millisecond
 	DefaultMaxPollInterval = 3 * time.Second
 )
 
