@@ -5,7 +5,6 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
-	"path/filepath"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
@@ -36,19 +35,24 @@ func (e *Engine) dispatch(ctx context.Context, cert *config.Certificate, ev luah
 	return errors.Join(errs...)
 }
 
-// storeDir is implemented by stores whose versions are files that scripts
+// fileStore is implemented by stores whose versions are files that scripts
 // can read (store.FileStore).
-type storeDir interface{ Dir() string }
+type fileStore interface {
+	Files(name, id string) (store.VersionFiles, error)
+}
 
-// versionPaths returns the files of version id of name in a FileStore's
-// layout (see README.md, "Storage"), or empty strings for other stores.
-func (e *Engine) versionPaths(name, id string) (cert, key, chain, fullchain string) {
-	d, ok := e.store.(storeDir)
-	if !ok || id == "" {
-		return "", "", "", ""
+// versionFiles returns the files of version id of name, or empty paths for
+// a store that keeps no files.
+func (e *Engine) versionFiles(name, id string) store.VersionFiles {
+	fst, ok := e.store.(fileStore)
+	if !ok {
+		return store.VersionFiles{}
 	}
-	dir := filepath.Join(d.Dir(), "certificates", name, "versions", id)
-	return filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem"), filepath.Join(dir, "chain.pem"), filepath.Join(dir, "fullchain.pem")
+	f, err := fst.Files(name, id)
+	if err != nil {
+		return store.VersionFiles{}
+	}
+	return f
 }
 
 // certEvent builds issued, renew or revoke data for version v of cert.
@@ -69,7 +73,8 @@ func (e *Engine) certEvent(name luahost.EventName, cert *config.Certificate, v *
 	if leaf != nil {
 		ev.Issuer = leaf.Issuer.String()
 	}
-	ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = e.versionPaths(cert.Name, v.ID)
+	f := e.versionFiles(cert.Name, v.ID)
+	ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = f.Cert, f.Key, f.Chain, f.Fullchain
 	return ev
 }
 

@@ -426,6 +426,31 @@ func (s *FileStore) LoadVersion(ctx context.Context, name, id string) (*Version,
 	return s.loadVersion(cdir, name, id)
 }
 
+// VersionFiles are the paths of one stored version's files.
+type VersionFiles struct {
+	Cert, Key, Chain, Fullchain string
+}
+
+// Files returns where version id of name keeps its files, for scripts and
+// programs that read them (a web server's key and fullchain). It does not
+// check that the version exists.
+func (s *FileStore) Files(name, id string) (VersionFiles, error) {
+	cdir, err := s.certDir(name)
+	if err != nil {
+		return VersionFiles{}, err
+	}
+	if !idRE.MatchString(id) {
+		return VersionFiles{}, fmt.Errorf("certificate %s version %q: %w", name, id, ErrNotFound)
+	}
+	vdir := filepath.Join(cdir, versionsDir, id)
+	return VersionFiles{
+		Cert:      filepath.Join(vdir, certFile),
+		Key:       filepath.Join(vdir, keyFile),
+		Chain:     filepath.Join(vdir, chainFile),
+		Fullchain: filepath.Join(vdir, fullchainFile),
+	}, nil
+}
+
 func (s *FileStore) loadVersion(cdir, name, id string) (*Version, error) {
 	vdir := filepath.Join(cdir, versionsDir, id)
 	v := &Version{ID: id}

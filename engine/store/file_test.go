@@ -154,6 +154,15 @@ func TestSaveLoadAndPreviousKept(t *testing.T) {
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("LoadCertificate after saving %s (-want +got):\n%s", serial, diff)
 		}
+		files, err := s.Files("site", v.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for path, want := range map[string][]byte{files.Key: v.KeyPEM, files.Cert: v.CertPEM, files.Chain: v.ChainPEM, files.Fullchain: v.Fullchain()} {
+			if b, err := os.ReadFile(path); err != nil || !bytes.Equal(b, want) {
+				t.Errorf("Files: %s does not hold what was saved (%v)", path, err)
+			}
+		}
 	}
 	got, err := s.Versions(ctx, "site")
 	if err != nil {
