@@ -248,7 +248,10 @@ func TestRequestAuthentication(t *testing.T) {
 		jwk     crypto.Signer
 		payload string // "" is POST-as-GET; "*" any non-empty payload
 	}{
-		{"NewAccount", func(c *Client) error { _, err := c.NewAccount(ctxT(t), Account{Key: acct.Key}, nil); return err }, "/acct", acct.Key, "*"},
+		{"NewAccount", func(c *Client) error {
+			_, err := c.NewAccount(ctxT(t), Account{Key: acct.Key, Contact: []string{"mailto:a@example.com"}, TermsOfServiceAgreed: true}, nil)
+			return err
+		}, "/acct", acct.Key, `{"contact":["mailto:a@example.com"],"termsOfServiceAgreed":true}`},
 		{"FindAccount", func(c *Client) error { _, err := c.FindAccount(ctxT(t), acct.Key); return err }, "/acct", acct.Key, `{"onlyReturnExisting":true}`},
 		{"GetAccount", func(c *Client) error { _, err := c.GetAccount(ctxT(t), acct); return err }, "/acct/1", nil, ""},
 		{"UpdateAccount", func(c *Client) error { _, err := c.UpdateAccount(ctxT(t), acct); return err }, "/acct/1", nil, `{"contact":[]}`},
