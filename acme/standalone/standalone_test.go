@@ -159,6 +159,28 @@ func TestHTTP01ServerDualStack(t *testing.T) {
 	}
 }
 
+// TestTLSALPN01ServerDualStack checks that ":0" is one port answering
+// tls-alpn-01 over IPv4 and IPv6.
+func TestTLSALPN01ServerDualStack(t *testing.T) {
+	if !haveIPv6(t) {
+		t.Skip("no IPv6 loopback")
+	}
+	s := &TLSALPN01Server{ListenAddrs: []string{":0"}}
+	startTLS(t, s)
+	if err := s.Add(acme.DNS("a.example"), "ka-a"); err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(s.Addrs()[0].String())
+	for _, host := range []string{"127.0.0.1", "::1"} {
+		cs, err := probe(net.JoinHostPort(host, port), "a.example", []string{"acme-tls/1"})
+		if err != nil {
+			t.Errorf("handshake over %s: %v", host, err)
+			continue
+		}
+		checkALPNCert(t, cs, "ka-a")
+	}
+}
+
 func TestHTTP01ServerConcurrent(t *testing.T) {
 	s := &HTTP01Server{ListenAddrs: []string{"127.0.0.1:0"}}
 	startHTTP(t, s)
