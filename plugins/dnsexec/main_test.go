@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -68,25 +67,7 @@ type fixture struct {
 	p       *sdk.Plugin
 	record  string
 	pidFile string
-	logs    *syncBuffer
-}
-
-// syncBuffer is a bytes.Buffer safe for the logger's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	logs    *sdktest.LogBuffer
 }
 
 func launch(t *testing.T, mode string, extra map[string]any) *fixture {
@@ -99,7 +80,7 @@ func launch(t *testing.T, mode string, extra map[string]any) *fixture {
 func launchWith(t *testing.T, mode string, extra map[string]any, opts sdk.LaunchOptions) *fixture {
 	t.Helper()
 	dir := t.TempDir()
-	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &syncBuffer{}}
+	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &sdktest.LogBuffer{}}
 	cfg := map[string]any{
 		"program": hook,
 		"env": map[string]any{

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -18,7 +17,6 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -191,7 +189,7 @@ func TestServesRealRequests(t *testing.T) {
 func TestDualStackAndCleanExit(t *testing.T) {
 	_, httpPort := freeAddr(t)
 	_, tlsPort := freeAddr(t)
-	logs := &lockedBuffer{}
+	logs := &sdktest.LogBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
@@ -248,24 +246,6 @@ func TestDualStackAndCleanExit(t *testing.T) {
 	if !strings.Contains(out, `level=INFO msg="plugin process exited"`) || strings.Contains(out, "failed to exit gracefully") {
 		t.Errorf("plugin did not exit cleanly when stopped; host log:\n%s", out)
 	}
-}
-
-// lockedBuffer is a bytes.Buffer safe for the logger's goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // TestIssueWithPebble: one issuance per challenge type, solved by the

@@ -4,6 +4,7 @@
 package sdktest
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -11,6 +12,7 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
+	"sync"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -102,4 +104,26 @@ func solve(ctx context.Context, c *acme.Client, p *sdk.Plugin, acct acme.Account
 		return fmt.Errorf("waiting for authorization of %s: %w", authz.Identifier.Value, err)
 	}
 	return nil
+}
+
+// LogBuffer collects what a logger writes, safe for the goroutines that
+// relay a plugin's log lines: give Launch a logger writing to it, such as
+// slog.New(slog.NewJSONHandler(buf, nil)), and read it after Close.
+type LogBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+// Write appends p.
+func (l *LogBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String returns everything written so far.
+func (l *LogBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
