@@ -51,7 +51,7 @@ func (c *cli) cmdExplain(ctx context.Context, args []string) error {
 }
 
 func (c *cli) cmdRevoke(ctx context.Context, args []string) error {
-	fs := c.flags("revoke", "acmehook revoke NAME [--reason REASON] [--with-cert-key]\n\nRevokes the current certificate of NAME at the CA, raises revoke to its scripts and\nmarks it for replacement by the next run (or at once by a running daemon's next check).\nFor keyCompromise the key is moved aside and never used again, even with reuse_key.\n\nExamples:\n  acmehook revoke www --reason superseded\n  acmehook revoke www --reason keyCompromise --with-cert-key")
+	fs := c.flags("revoke", "acmehook revoke NAME [--reason REASON] [--with-cert-key]\n\nRevokes the current certificate of NAME at the CA, raises revoke to its scripts and\nmarks it for replacement by the next run. It needs the storage lock: while acmehook daemon\nruns, stop it, revoke, and start it again (at start it replaces the revoked certificate).\nFor keyCompromise the key is moved aside and never used again, even with reuse_key.\n\nExamples:\n  acmehook revoke www --reason superseded\n  acmehook revoke www --reason keyCompromise --with-cert-key")
 	reason := fs.String("reason", "unspecified", "revocation `reason`: "+strings.Join(engine.RevocationReasonNames(), ", "))
 	withKey := fs.Bool("with-cert-key", false, "sign the request with the certificate's key instead of the account key")
 	// Flags may come before or after NAME.
@@ -75,6 +75,9 @@ func (c *cli) cmdRevoke(ctx context.Context, args []string) error {
 		return usageError{err.Error()}
 	}
 	_, eng, closeAll, err := c.open()
+	if errors.Is(err, store.ErrLocked) {
+		return fmt.Errorf("%w; revoke needs the storage lock: if acmehook daemon holds it, stop the daemon, revoke, and start it again", err)
+	}
 	if err != nil {
 		return err
 	}
