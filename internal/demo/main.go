@@ -157,7 +157,13 @@ func run(ctx context.Context) error {
 
 func step(s string) { fmt.Printf("\n==> %s\n", s) }
 
+// acmehookTimeout bounds each acmehook command, so that a hang shows as an
+// error instead of a demo that never ends (a run takes about a second).
+const acmehookTimeout = time.Minute
+
 func acmehook(ctx context.Context, args ...string) error {
+	ctx, cancel := context.WithTimeout(ctx, acmehookTimeout)
+	defer cancel()
 	cmd := exec.CommandContext(ctx, "bin/acmehook", append([]string{"--config", "acmehook.toml"}, args...)...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	return cmd.Run()
@@ -171,7 +177,10 @@ func output(ctx context.Context, name string, args ...string) (string, error) {
 	return strings.TrimSpace(string(out)), nil
 }
 
-type process struct{ cmd *exec.Cmd }
+type process struct {
+	cmd *exec.Cmd
+	log *os.File
+}
 
 func start(bin string, args []string, logName string, env ...string) (*process, error) {
 	logFile, err := os.Create(filepath.Join(runDir, logName))
@@ -186,7 +195,7 @@ func start(bin string, args []string, logName string, env ...string) (*process, 
 		logFile.Close()
 		return nil, fmt.Errorf("starting %s: %w", bin, err)
 	}
-	return &process{cmd: cmd}, nil
+	return &process{cmd: cmd, log: logFile}, nil
 }
 
 func (p *process) stop() {
@@ -199,6 +208,7 @@ func (p *process) stop() {
 		syscall.Kill(-p.cmd.Process.Pid, syscall.SIGKILL)
 		<-done
 	}
+	p.log.Close()
 }
 
 func waitListening(ctx context.Context, addr string) error {
