@@ -12,13 +12,11 @@ import (
 	"os"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/internal/testpebble"
-	"github.com/letsencrypt/challtestsrv"
 )
 
 // pebble is the Pebble shared by the tests that need no special options
@@ -32,41 +30,23 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	pebble = s
-	dnsServers = append(dnsServers, s.DNS)
 	code := m.Run()
 	s.Close()
 	os.Exit(code)
 }
 
-// dnsServers are the DNS servers of every Pebble of this process.
-// challtestsrv registers its handler in miekg/dns's global mux, so the
-// DNS listener of every Pebble answers from the records of the one created
-// last: dns01 sets its records in all of them. (A limitation of
-// internal/testpebble as of this writing.)
-var (
-	dnsMu      sync.Mutex
-	dnsServers []*challtestsrv.ChallSrv
-)
-
-// publishTXT sets a TXT record in every test DNS server.
+// publishTXT sets a TXT record in the test DNS server, which every Pebble
+// of the process shares (see internal/testpebble).
 func publishTXT(name, value string) {
 	if !strings.HasSuffix(name, ".") {
 		name += "."
 	}
-	dnsMu.Lock()
-	defer dnsMu.Unlock()
-	for _, d := range dnsServers {
-		d.AddDNSTXTRecord(name, value)
-	}
+	pebble.DNS.AddDNSTXTRecord(name, value)
 }
 
 // startPebble starts a Pebble for one test.
 func startPebble(t testing.TB, opts testpebble.Options) *testpebble.Server {
-	s := testpebble.Start(t, opts)
-	dnsMu.Lock()
-	dnsServers = append(dnsServers, s.DNS)
-	dnsMu.Unlock()
-	return s
+	return testpebble.Start(t, opts)
 }
 
 func newClient(s *testpebble.Server) *acme.Client {
@@ -124,13 +104,7 @@ func dns01(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Aut
 	ch := pick(t, authz, acme.ChallengeDNS01)
 	name := acme.DNS01TXTRecordName(authz.Identifier.Value) + "."
 	publishTXT(name, acme.DNS01TXTRecord(keyAuth(t, acct, ch)))
-	t.Cleanup(func() {
-		dnsMu.Lock()
-		defer dnsMu.Unlock()
-		for _, d := range dnsServers {
-			d.DeleteDNSTXTRecord(name)
-		}
-	})
+	t.Cleanup(func() { s.DNS.DeleteDNSTXTRecord(name) })
 	return ch
 }
 

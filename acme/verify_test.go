@@ -92,21 +92,11 @@ func silentListener(t *testing.T) int {
 	return portOf(t, ln.Addr().String())
 }
 
-// setTXT serves a TXT record in the DNS of every Pebble of this process
-// (see dnsServers) until the test ends.
+// setTXT serves a TXT record in the test DNS server (shared by every
+// Pebble of the process) until the test ends.
 func setTXT(t *testing.T, name, value string) {
-	dnsMu.Lock()
-	defer dnsMu.Unlock()
-	for _, d := range dnsServers {
-		d.AddDNSTXTRecord(name, value)
-	}
-	t.Cleanup(func() {
-		dnsMu.Lock()
-		defer dnsMu.Unlock()
-		for _, d := range dnsServers {
-			d.DeleteDNSTXTRecord(name)
-		}
-	})
+	pebble.DNS.AddDNSTXTRecord(name, value)
+	t.Cleanup(func() { pebble.DNS.DeleteDNSTXTRecord(name) })
 }
 
 // TestVerifier runs every self-check against real local servers, with the
