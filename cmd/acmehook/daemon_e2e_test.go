@@ -2,7 +2,10 @@ package main
 
 import (
 	"bytes"
+	"crypto"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -148,4 +151,70 @@ func TestE2EDaemon(t *testing.T) {
 	if meta.Renewal["consecutive_failures"] != nil || meta.Renewal["retry_at"] != nil {
 		t.Errorf("three's renewal state after SIGTERM = %v, want no failure or backoff", meta.Renewal)
 	}
+}
+
+// TestE2ERevoke revokes with the binary for keyCompromise, signed by the
+// certificate's key: Pebble reports it revoked with the reason, revoke
+// reaches the script, the key is moved aside (0600), explain says the
+// certificate is revoked and due, and the next run replaces it with a new
+// key although reuse_key is set.
+func TestE2ERevoke(t *testing.T) {
+	s := newSite(t)
+	s.write("[[certificate]]\nname = \"rv\"\ndomains = [\"rv.e2e.example.com\"]\nsolver = \"webroot\"\nreuse_key = true\nscripts = [\"events.lua\"]\n")
+	if o := s.acmehook("run"); o.code != 0 {
+		t.Fatalf("first run: %s", o)
+	}
+	old, _ := s.stored("rv", []string{"rv.e2e.example.com"})
+	serial := old.SerialNumber.Text(16)
+
+	o := s.acmehook("revoke", "rv", "--reason", "keyCompromise", "--with-cert-key")
+	if o.code != 0 || !strings.Contains(o.stdout, "rv: serial "+serial+" revoked (keyCompromise)") || !strings.Contains(o.stdout, "key moved aside to ") {
+		t.Fatalf("revoke: want exit 0, the serial revoked and the key moved aside\n%s", o)
+	}
+	if st := pebble.CertStatus(t, serial); st["Status"] != "Revoked" || st["Reason"] != float64(1) {
+		t.Errorf("Pebble's status = %v, want Revoked with reason 1", st)
+	}
+	if ev := s.event("rv.revoke"); ev["revocation_reason"] != float64(1) || ev["serial"] != serial {
+		t.Errorf("revoke event = reason %v serial %v, want 1 %s", ev["revocation_reason"], ev["serial"], serial)
+	}
+	aside, err := filepath.Glob(filepath.Join(s.dir, "storage", "certificates", "rv", "aside", "*.key.pem"))
+	if err != nil || len(aside) != 1 {
+		t.Fatalf("keys moved aside = %v (%v), want one", aside, err)
+	}
+	if m := mode(t, aside[0]); m != 0o600 {
+		t.Errorf("%s mode = %v, want 0600", aside[0], m)
+	}
+	if o := s.acmehook("explain", "rv"); o.code != 0 || !strings.Contains(o.stdout, "revoked:") || !strings.Contains(o.stdout, "due now") {
+		t.Errorf("explain after revoking: want revoked and due now\n%s", o)
+	}
+
+	o = s.acmehook("run")
+	if o.code != 0 || !strings.Contains(resultLine(o, "rv"), " renewed ") {
+		t.Fatalf("run after revoking: want renewed\n%s", o)
+	}
+	leaf, _ := s.stored("rv", []string{"rv.e2e.example.com"})
+	if leafKeyEqual(leaf, old.PublicKey) {
+		t.Errorf("the replacement certificate uses the compromised key")
+	}
+	b, err := os.ReadFile(aside[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatalf("%s holds no PEM block", aside[0])
+	}
+	key, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	if err != nil {
+		key, err = x509.ParseECPrivateKey(blk.Bytes)
+	}
+	if signer, ok := key.(crypto.Signer); err != nil || !ok || !leafKeyEqual(old, signer.Public()) {
+		t.Errorf("%s does not hold the revoked certificate's key (%v)", aside[0], err)
+	}
+}
+
+// leafKeyEqual reports whether c is for the public key pub.
+func leafKeyEqual(c *x509.Certificate, pub crypto.PublicKey) bool {
+	k, ok := c.PublicKey.(interface{ Equal(crypto.PublicKey) bool })
+	return ok && k.Equal(pub)
 }
