@@ -51,6 +51,7 @@ func TestSandboxUnavailable(t *testing.T) {
 		{"coroutine", `coroutine.create(print)`, "attempt to index a non-table object(nil) with key 'create'"},
 		{"string.rep bomb", `string.rep("x", 1e9)`, "result larger than"},
 		{"string.rep overflow", `string.rep("xx", 2^62)`, "result larger than"},
+		{"string.rep as a method", `local s = ("x"):rep(1e9)`, "result larger than"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -137,7 +138,7 @@ func TestMemoryGuard(t *testing.T) {
 		{"huge unpack", `local t = {} for i = 1, 3e5 do t[i] = i end
 print(unpack(t))`, "value stack overflow", nil},
 	}
-	h := New(Options{Timeout: 20 * time.Second, MemoryLimit: 64 << 20})
+	h := New(Options{Timeout: 20 * time.Second, MemoryLimit: 32 << 20})
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			err := run(t, h, tt.code, Event{Name: Issued})
