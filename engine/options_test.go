@@ -238,3 +238,36 @@ func TestFailedRenewalKeepsCurrent(t *testing.T) {
 		t.Errorf("output copy changed by a failed renewal (%v)", err)
 	}
 }
+
+// TestCallTimeout: a plugin call that hangs is cut at the plugin's
+// call_timeout; the certificate fails naming the plugin, and cleanup
+// still runs.
+func TestCallTimeout(t *testing.T) {
+	e := newEnv(t)
+	hang := filepath.Join(e.dir, "hang.sh")
+	if err := os.WriteFile(hang, []byte("#!/bin/sh\n[ \"$1\" = present ] && exec sleep 30\nexit 0\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write(fmt.Sprintf(`
+[[certificate]]
+name = "slow"
+domains = ["*.slow.example.com"]
+solver = "hang"
+scripts = ["events.lua"]
+
+[plugins.hang]
+path = %q
+call_timeout = "2s" # also bounds the launch's Info call: not too short on a loaded machine
+[plugins.hang.config]
+program = %q
+`, bins["dnsexec"], hang))
+	start := time.Now()
+	r := e.run(cfg, RunOptions{})["slow"]
+	if r.Action != ActionFailed || !strings.Contains(r.Err.Error(), "plugin hang: presenting dns-01") {
+		t.Fatalf("run = %s %v, want failed presenting through plugin hang", r.Action, r.Err)
+	}
+	if d := time.Since(start); d > 15*time.Second {
+		t.Errorf("run took %s; the call was not cut at call_timeout", d)
+	}
+	e.event("slow.challenge-cleanup.*.slow.example.com")
+}
