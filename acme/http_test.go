@@ -634,3 +634,38 @@ func TestFinalizeValidWithoutCertificate(t *testing.T) {
 		})
 	}
 }
+
+// TestFinalizeHonoursRetryAfter: the Retry-After of the finalize answer
+// sets the first poll; one past the caller's deadline ends the wait at
+// once, without polling.
+func TestFinalizeHonoursRetryAfter(t *testing.T) {
+	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := NewCSR(certKey, []Identifier{DNS("a.example")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/finalize/1", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Retry-After", "30")
+		writeJSON(w, 200, orderJSON(f, StatusProcessing))
+	})
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		o := orderJSON(f, StatusValid)
+		o["certificate"] = f.url("/cert/1")
+		writeJSON(w, 200, o)
+	})
+	ctx, cancel := context.WithTimeout(ctxT(t), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	o, err := f.client().FinalizeOrder(ctx, acct, Order{URL: f.url("/order/1"), Finalize: f.url("/finalize/1")}, csr)
+	if !errors.Is(err, context.DeadlineExceeded) || o.Status != StatusProcessing || time.Since(start) > 2*time.Second {
+		t.Errorf("FinalizeOrder = %q, %v after %v, want processing and DeadlineExceeded at once", o.Status, err, time.Since(start))
+	}
+	if n := len(f.posts("/order/1")); n != 0 {
+		t.Errorf("polls = %d, want 0 (Retry-After: 30 is past the deadline)", n)
+	}
+}
