@@ -3,6 +3,7 @@
 package store
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,8 +42,13 @@ func lockFile(path string, now time.Time) (*os.File, error) {
 	}
 	host, _ := os.Hostname()
 	b, _ := json.Marshal(LockHolder{PID: os.Getpid(), Hostname: host, Started: now.UTC()})
-	if err := f.Truncate(0); err == nil {
-		_, err = f.WriteAt(append(b, '\n'), 0)
+	b = append(b, '\n')
+	// Overwrite, then cut what an earlier holder left: a process reading
+	// meanwhile never finds the file empty (describeHolder reads the
+	// first JSON value and ignores a stale tail).
+	_, err = f.WriteAt(b, 0)
+	if err == nil {
+		err = f.Truncate(int64(len(b)))
 	}
 	if err != nil {
 		f.Close()
@@ -61,7 +67,7 @@ func describeHolder(f *os.File) string {
 		return "holder unknown"
 	}
 	var h LockHolder
-	if err := json.Unmarshal(b, &h); err != nil {
+	if err := json.NewDecoder(bytes.NewReader(b)).Decode(&h); err != nil {
 		return "holder recorded as " + strings.TrimSpace(string(b))
 	}
 	return "held by " + h.String()
