@@ -305,16 +305,22 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	}
 	name, domains := "test", []string{"test.example.com"}
 	timeout := config.DefaultScriptTimeout
-	if *certName != "" {
+	hopts := luahost.Options{Logger: c.log}
+	// The configuration gives the scripts their [lua] settings; it is
+	// optional unless --cert names one of its certificates.
+	if _, statErr := os.Stat(c.g.config); *certName != "" || statErr == nil {
 		cfg, err := c.loadConfig()
 		if err != nil {
 			return err
 		}
-		cert := cfg.Certificate(*certName)
-		if cert == nil {
-			return usagef("no certificate %q in %s", *certName, cfg.File())
+		hopts.LibDir, hopts.Vars = cfg.Lua.LibDir, cfg.Lua.RevealedVars()
+		if *certName != "" {
+			cert := cfg.Certificate(*certName)
+			if cert == nil {
+				return usagef("no certificate %q in %s", *certName, cfg.File())
+			}
+			name, domains, timeout = cert.Name, cert.Domains, cert.ScriptTimeout.Duration
 		}
-		name, domains, timeout = cert.Name, cert.Domains, cert.ScriptTimeout.Duration
 	}
 	dir, err := os.MkdirTemp("", "acmehook-script-test-")
 	if err != nil {
@@ -327,7 +333,7 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if err := luahost.New(luahost.Options{Logger: c.log}).Dispatch(sctx, script, ev); err != nil {
+	if err := luahost.New(hopts).Dispatch(sctx, script, ev); err != nil {
 		return err
 	}
 	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", pos[0], event)

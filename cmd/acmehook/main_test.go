@@ -27,6 +27,10 @@ func TestCommandLine(t *testing.T) {
 	okScript := write("ok.lua", `local a = require("acmehook")
 a.on("renew", function(ev) assert(ev.test and ev.cert_name == "www" and ev.domains[1] == "www.example.com" and ev.previous_serial) end)
 `)
+	varsConfig := write("vars.toml", "storage = \"s\"\n[ca]\ndirectory = \"https://127.0.0.1/dir\"\n[lua.vars]\nmarker = \"from-config\"\n")
+	varsScript := write("vars.lua", `local a = require("acmehook")
+a.on("issued", function(ev) if a.vars.marker ~= "from-config" then error("vars.marker = " .. tostring(a.vars.marker)) end end)
+`)
 	failScript := write("fail.lua", `local a = require("acmehook")
 a.on("issued", function(ev) error("reload failed") end)
 `)
@@ -52,6 +56,8 @@ a.on("issued", function(ev) error("reload failed") end)
 		{name: "script test", args: []string{"--config", goodConfig, "script", "test", okScript, "renew", "--cert", "www"}, code: exitOK, stdout: "renew handled without error"},
 		{name: "script test flag first", args: []string{"--config", goodConfig, "script", "test", "--cert", "www", okScript, "renew"}, code: exitOK, stdout: "renew handled without error"},
 		{name: "script test failing", args: []string{"script", "test", failScript, "issued"}, code: exitFailed, stderr: "fail.lua:2: reload failed"},
+		{name: "script test with [lua.vars]", args: []string{"--config", varsConfig, "script", "test", varsScript, "issued"}, code: exitOK, stdout: "issued handled without error"},
+		{name: "script test without the config's vars", args: []string{"--config", filepath.Join(dir, "none.toml"), "script", "test", varsScript, "issued"}, code: exitFailed, stderr: "vars.marker = nil"},
 		{name: "script test unknown event", args: []string{"script", "test", okScript, "expired"}, code: exitUsage, stderr: `unknown event "expired"`},
 	}
 	for _, tt := range tests {
