@@ -378,6 +378,31 @@ func TestHostileValues(t *testing.T) {
 	}
 }
 
+// TestValueWithLeadingDash: a record value may begin with '-' (it is
+// base64url); it reaches the program intact as its third argument, never
+// as an option, and the record is set and removed.
+func TestValueWithLeadingDash(t *testing.T) {
+	f := launch(t, "ok", nil)
+	c := challenge("dash.example.com")
+	c.DNS01RecordValue = "-rf_" + strings.Repeat("A", 39)
+	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	if got := txt(t, c.DNS01RecordName); !slices.Equal(got, []string{c.DNS01RecordValue}) {
+		t.Errorf("TXT %s after Present = %q, want [%q]", c.DNS01RecordName, got, c.DNS01RecordValue)
+	}
+	if _, err := f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if got := txt(t, c.DNS01RecordName); len(got) != 0 {
+		t.Errorf("TXT %s after CleanUp = %q, want none", c.DNS01RecordName, got)
+	}
+	runs := f.runs(t)
+	if len(runs) != 2 || !slices.Equal(runs[0].Args, []string{"present", c.DNS01RecordName, c.DNS01RecordValue}) {
+		t.Errorf("program runs = %+v, want present %s %s first", runs, c.DNS01RecordName, c.DNS01RecordValue)
+	}
+}
+
 // TestHostileCNAMETarget: a CNAME on the record name pointing at a name
 // that is not a plain DNS name fails the call; neither name reaches the
 // program.

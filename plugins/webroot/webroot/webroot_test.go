@@ -131,6 +131,28 @@ func TestRootPerDomain(t *testing.T) {
 	}
 }
 
+// TestLeadingDashToken: a token may begin with '-' (it is base64url); it
+// names its file like any other.
+func TestLeadingDashToken(t *testing.T) {
+	root := t.TempDir()
+	s := configured(t, map[string]any{"root": root})
+	tok := "-rf_" + strings.Repeat("A", 39)
+	c := challenge("example.com", tok, tok+".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI")
+	if _, err := s.Present(context.Background(), &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	path := filepath.Join(root, ".well-known", "acme-challenge", tok)
+	if b, err := os.ReadFile(path); err != nil || string(b) != c.KeyAuthorization {
+		t.Errorf("ReadFile(%s) = %q, %v, want %q", path, b, err, c.KeyAuthorization)
+	}
+	if _, err := s.CleanUp(context.Background(), &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if got := listTree(t, root); len(got) != 1 {
+		t.Errorf("tree after CleanUp = %q, want the root alone", got)
+	}
+}
+
 // TestHostileValues: no token or name that is not a plain base64url token
 // reaches a path; nothing appears under (or beside) the root.
 func TestHostileValues(t *testing.T) {
