@@ -11,8 +11,8 @@ import (
 	"testing"
 )
 
-// TestE2ECommands drives plugins, run with --log-format json, list and
-// the account subcommands through the binary, in the order an operator
+// TestE2ECommands drives plugins, run with --log-format json, list, issue
+// and the account subcommands through the binary, in the order an operator
 // would, and checks what each prints and leaves on disk.
 func TestE2ECommands(t *testing.T) {
 	s := newSite(t)
@@ -72,6 +72,24 @@ func TestE2ECommands(t *testing.T) {
 			if !strings.Contains(l, want) {
 				t.Errorf("list row %q lacks %q", l, want)
 			}
+		}
+	})
+
+	t.Run("issue", func(t *testing.T) {
+		before, _ := s.stored("cmd", []string{"cmd.example.com"})
+		pebble.Counter().Reset()
+		o := s.acmehook("issue", "cmd")
+		if o.code != 0 {
+			t.Fatalf("exit = %d, want 0\n%s", o.code, o)
+		}
+		if l := resultLine(o, "cmd"); !strings.Contains(l, " renewed ") || !strings.Contains(l, "forced") {
+			t.Errorf("issue: result line = %q, want renewed, forced", l)
+		}
+		if n := newOrders(); n != 1 {
+			t.Errorf("newOrder requests = %d, want 1", n)
+		}
+		if after, _ := s.stored("cmd", []string{"cmd.example.com"}); after.SerialNumber.Cmp(before.SerialNumber) == 0 {
+			t.Errorf("issue kept serial %x, want a new certificate", after.SerialNumber)
 		}
 	})
 
