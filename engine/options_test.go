@@ -263,7 +263,7 @@ program = %q
 `, bins["dnsexec"], hang))
 	start := time.Now()
 	r := e.run(cfg, RunOptions{})["slow"]
-	if r.Action != ActionFailed || !strings.Contains(r.Err.Error(), "plugin hang: presenting dns-01") {
+	if r.Action != ActionFailed || !strings.Contains(r.Err.Error(), "presenting dns-01: plugin hang: present ") {
 		t.Fatalf("run = %s %v, want failed presenting through plugin hang", r.Action, r.Err)
 	}
 	if d := time.Since(start); d > 15*time.Second {

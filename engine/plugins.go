@@ -92,14 +92,14 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Logger:       ps.logger,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("plugin %s: launching %s: %w", name, pc.Path, err)
+		return nil, err // sdk.Launch names the plugin and the path
 	}
 	callCtx, cancel := context.WithTimeout(ctx, pc.CallTimeout.Duration)
 	defer cancel()
 	info, err := p.Info(callCtx, &sdk.InfoRequest{})
 	if err != nil {
 		p.Close()
-		return nil, fmt.Errorf("plugin %s: info: %w", name, err)
+		return nil, err // the SDK names the plugin and the call
 	}
 	ps.logger.Info("plugin started", "plugin", name, "name", info.Name, "version", info.Version, "challenges", info.ChallengeTypes)
 	return &Plugin{Plugin: p, Config: pc, Info: info}, nil

@@ -227,7 +227,7 @@ func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certifi
 		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(callTimeout, cleanupTimeout))
 		defer cancel()
 		if _, err := p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: pc}); err != nil {
-			res.CleanUpErr = fmt.Errorf("plugin %s: cleaning up %s for %s: %w", res.Solver, ch.Type, id.Value, err)
+			res.CleanUpErr = fmt.Errorf("cleaning up %s: %w", ch.Type, err)
 		}
 	}()
 	log.Info("presenting challenge (check, no CA)")
@@ -235,7 +235,7 @@ func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certifi
 	_, err = p.Present(pctx, &sdk.PresentRequest{Challenge: pc})
 	cancel()
 	if err != nil {
-		res.Err = fmt.Errorf("plugin %s: presenting %s for %s: %w", res.Solver, ch.Type, id.Value, err)
+		res.Err = fmt.Errorf("presenting %s: %w", ch.Type, err)
 		return res
 	}
 	if p.Info.WaitsForPropagation {
@@ -243,7 +243,7 @@ func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certifi
 		_, err = p.Wait(wctx, &sdk.WaitRequest{Challenge: pc})
 		cancel()
 		if err != nil {
-			res.Err = fmt.Errorf("plugin %s: waiting for %s of %s: %w", res.Solver, ch.Type, id.Value, err)
+			res.Err = fmt.Errorf("waiting for %s propagation: %w", ch.Type, err)
 			return res
 		}
 	}

@@ -104,7 +104,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 	_, err = p.Present(pctx, &sdk.PresentRequest{Challenge: pc})
 	cancel()
 	if err != nil {
-		return fmt.Errorf("plugin %s: presenting %s for %s: %w", solver, ch.Type, id.Value, err)
+		return fmt.Errorf("presenting %s: %w", ch.Type, err)
 	}
 	if p.Info.WaitsForPropagation {
 		wctx, cancel := context.WithTimeout(ctx, callTimeout)
@@ -113,7 +113,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 		stop()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("plugin %s: waiting for %s of %s: %w", solver, ch.Type, id.Value, err)
+			return fmt.Errorf("waiting for %s propagation: %w", ch.Type, err)
 		}
 	}
 	if err := e.dispatch(ctx, cert, challengeEvent(luahost.ChallengeProvision, cert, pc)); err != nil {
