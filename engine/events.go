@@ -79,13 +79,25 @@ func (e *Engine) certEvent(name luahost.EventName, cert *config.Certificate, v *
 }
 
 // failedEvent builds the failed event for err: its text, and the ACME
-// problem type and detail when the CA reported one (RFC 8555 §6.7).
-func failedEvent(cert *config.Certificate, err error) luahost.Event {
-	ee := &luahost.EventError{Message: err.Error()}
-	if p := problemOf(err); p != nil {
-		ee.ProblemType, ee.ProblemDetail = p.Type, p.Detail
+// problem type and detail when the CA reported one (RFC 8555 §6.7). When
+// a certificate is current (a renewal failed), the event describes it too,
+// so an alert can say how long the certificate in service has left.
+func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err error) luahost.Event {
+	ev := luahost.Event{Name: luahost.Failed, CertName: cert.Name, Domains: domains(cert)}
+	cur, lerr := e.store.LoadCertificate(ctx, cert.Name)
+	if cur != nil && (lerr == nil || errors.Is(lerr, store.ErrKeyMovedAside)) {
+		if leaf, perr := parseLeaf(cur.CertPEM); perr == nil {
+			ev = e.certEvent(luahost.Failed, cert, cur, leaf, "")
+			if lerr != nil {
+				ev.KeyPath = "" // moved aside after a keyCompromise revocation
+			}
+		}
 	}
-	return luahost.Event{Name: luahost.Failed, CertName: cert.Name, Domains: domains(cert), Error: ee}
+	ev.Error = &luahost.EventError{Message: err.Error()}
+	if p := problemOf(err); p != nil {
+		ev.Error.ProblemType, ev.Error.ProblemDetail = p.Type, p.Detail
+	}
+	return ev
 }
 
 // challengeEvent builds challenge-provision or challenge-cleanup data.

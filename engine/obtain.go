@@ -332,7 +332,8 @@ func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *sto
 		attrs = append(attrs, "problem_type", p.Type, "problem_detail", p.Detail)
 	}
 	log.Error("certificate failed", attrs...)
-	if serr := e.dispatch(context.WithoutCancel(ctx), cert, failedEvent(cert, err)); serr != nil {
+	sctx := context.WithoutCancel(ctx)
+	if serr := e.dispatch(sctx, cert, e.failedEvent(sctx, cert, err)); serr != nil {
 		log.Warn("failed script failed", "error", serr)
 	}
 	if meta == nil {
@@ -340,7 +341,7 @@ func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *sto
 	}
 	e.recordFailure(meta, err)
 	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(luahost.Failed), Result: "error", Detail: err.Error()})
-	if serr := e.store.SaveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
+	if serr := e.store.SaveMeta(sctx, cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res

@@ -219,7 +219,7 @@ func TestFailedRenewalKeepsCurrent(t *testing.T) {
 	if err := os.Mkdir(filepath.Join(e.dir, "out"), 0o700); err != nil {
 		t.Fatal(err)
 	}
-	cert := "[[certificate]]\nname = \"keep\"\ndomains = [\"keep.example.com\"]\nsolver = %q\nself_check = false\n[certificate.output]\nfullchain = \"out/keep.pem\"\n"
+	cert := "[[certificate]]\nname = \"keep\"\ndomains = [\"keep.example.com\"]\nsolver = %q\nself_check = false\nscripts = [\"events.lua\"]\n[certificate.output]\nfullchain = \"out/keep.pem\"\n"
 	cfg := e.write(fmt.Sprintf(cert, "webroot"))
 	if r := e.run(cfg, RunOptions{})["keep"]; r.Action != ActionIssued {
 		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
@@ -236,6 +236,15 @@ func TestFailedRenewalKeepsCurrent(t *testing.T) {
 	}
 	if out, err := os.ReadFile(filepath.Join(e.dir, "out", "keep.pem")); err != nil || !bytes.Equal(out, before.Fullchain()) {
 		t.Errorf("output copy changed by a failed renewal (%v)", err)
+	}
+	// The failed event describes the certificate still in service, so an
+	// alert can say how urgent the failure is.
+	ev := e.event("keep.failed")
+	if ev["serial"] != before.Info.Serial || ev["not_after"] != float64(before.Info.NotAfter.Unix()) {
+		t.Errorf("failed event serial, not_after = %v, %v; want the current %s, %d", ev["serial"], ev["not_after"], before.Info.Serial, before.Info.NotAfter.Unix())
+	}
+	if errTable, _ := ev["error"].(map[string]any); errTable["problem_type"] != "urn:ietf:params:acme:error:unauthorized" {
+		t.Errorf("failed event error = %v, want the CA's unauthorized problem", ev["error"])
 	}
 }
 

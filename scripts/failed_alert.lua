@@ -21,6 +21,12 @@ acmehook.on("failed", function(ev)
   if err.problem_type then
     text = text .. " [" .. err.problem_type:gsub("^urn:ietf:params:acme:error:", "") .. "]"
   end
+  -- A failed renewal still has a certificate in service: say how urgent it is.
+  if ev.not_after then
+    local days = math.floor((ev.not_after - os.time()) / 86400)
+    text = text .. "; the certificate in service (serial " .. ev.serial .. ") expires "
+      .. os.date("!%Y-%m-%d %H:%M UTC", ev.not_after) .. ", in " .. days .. " days"
+  end
   if ev.test then
     text = "[test] " .. text
   end

@@ -390,7 +390,7 @@ func TestFailedAlertScript(t *testing.T) {
 				t.Fatalf("alerts sent = %d, want 1", len(rec.bodies))
 			}
 			text, _ := rec.bodies[0]["text"].(string)
-			for _, want := range []string{"[test] acmehook could not obtain www (www.example, example)", "too many certificates", "[rateLimited]"} {
+			for _, want := range []string{"[test] acmehook could not obtain www (www.example, example)", "too many certificates", "[rateLimited]", "the certificate in service (serial ", ") expires ", " days"} {
 				if !strings.Contains(text, want) {
 					t.Errorf("alert text %q does not contain %q", text, want)
 				}

@@ -26,9 +26,10 @@ import (
 // domains into dir (cert.pem, key.pem with mode 0600, chain.pem,
 // fullchain.pem) and fills paths and PEMs, serial, validity and issuer,
 // previous_serial on renew and revocation_reason on revoke. failed carries
-// an ACME problem, the challenge events dns-01 challenge fields; neither
-// carries a certificate, as from the engine. Test is set. The caller owns
-// dir and removes it.
+// an ACME problem and, as from the engine when a renewal fails, the
+// certificate still in service; the challenge events carry dns-01
+// challenge fields and no certificate. Test is set. The caller owns dir and
+// removes it.
 func SyntheticEvent(name EventName, certName string, domains []string, dir string) (Event, error) {
 	if !name.Valid() {
 		return Event{}, fmt.Errorf("luahost: synthetic event: unknown event %q", name)
@@ -44,7 +45,6 @@ func SyntheticEvent(name EventName, certName string, domains []string, dir strin
 			ProblemType:   "urn:ietf:params:acme:error:rateLimited",
 			ProblemDetail: "too many certificates already issued for this exact set of identifiers",
 		}
-		return ev, nil
 	case ChallengeProvision, ChallengeCleanup:
 		token := make([]byte, 32)
 		rand.Read(token)
