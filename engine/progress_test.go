@@ -1,36 +1,18 @@
 package engine
 
 import (
-	"bytes"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
-
-// syncBuffer is a bytes.Buffer safe for the progress goroutine and the test.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestProgressLog: while a wait lasts, a progress line with the elapsed
 // time is logged at Info every interval; none after the wait ends.
 func TestProgressLog(t *testing.T) {
-	var out syncBuffer
+	var out sdktest.LogBuffer
 	e := &Engine{progress: 20 * time.Millisecond}
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	stop := e.progressLog(log.With("cert", "www"), "waiting for validation")

@@ -1,7 +1,6 @@
 package engine
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,7 +9,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,25 +16,8 @@ import (
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
-
-// lockedBuffer is a log destination safe for concurrent writes.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // runLogged runs an engine over cfg once and returns the results by name
 // and its Debug log.
@@ -47,7 +28,7 @@ func (e *env) runLogged(cfg *config.Config) (map[string]Result, string) {
 		e.t.Fatal(err)
 	}
 	defer st.Close()
-	var logs lockedBuffer
+	var logs sdktest.LogBuffer
 	eng, err := New(Options{
 		Config: cfg,
 		Store:  st,

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"crypto"
 	"crypto/x509"
 	"encoding/json"
@@ -12,33 +11,15 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
 
-// syncBuffer is a bytes.Buffer a running process writes to while the test
-// reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // waitFor polls cond every 20ms until it holds, failing the test after 30s.
-func waitFor(t *testing.T, what string, cond func() bool, log *syncBuffer) {
+func waitFor(t *testing.T, what string, cond func() bool, log *sdktest.LogBuffer) {
 	t.Helper()
 	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -61,7 +42,7 @@ func TestE2EDaemon(t *testing.T) {
 	one := cert("one", "one.daemon.example.com", "")
 	s.write(one)
 	cmd := s.command("daemon")
-	var out syncBuffer
+	var out sdktest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
