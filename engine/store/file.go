@@ -345,6 +345,23 @@ func (s *FileStore) RolloverAccountKey(ctx context.Context, directory string, ke
 	return nil
 }
 
+// beginCert is begin (beginWrite when write) on certificate name, and
+// returns the name's directory too.
+func (s *FileStore) beginCert(ctx context.Context, name string, write bool) (cdir string, done func(), err error) {
+	begin := s.begin
+	if write {
+		begin = s.beginWrite
+	}
+	if done, err = begin(ctx, "certificate "+name); err != nil {
+		return "", nil, err
+	}
+	if cdir, err = s.certDir(name); err != nil {
+		done()
+		return "", nil, err
+	}
+	return cdir, done, nil
+}
+
 func (s *FileStore) certDir(name string) (string, error) {
 	if !ValidName(name) {
 		return "", fmt.Errorf("%w: %q", ErrInvalidName, name)
@@ -393,15 +410,11 @@ func currentID(certDir string) (string, error) {
 
 // LoadCertificate implements Store.
 func (s *FileStore) LoadCertificate(ctx context.Context, name string) (*Version, error) {
-	done, err := s.begin(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return nil, err
-	}
 	id, err := currentID(cdir)
 	if err != nil {
 		return nil, fmt.Errorf("loading certificate %s: %w", name, err)
@@ -411,15 +424,11 @@ func (s *FileStore) LoadCertificate(ctx context.Context, name string) (*Version,
 
 // LoadVersion implements Store.
 func (s *FileStore) LoadVersion(ctx context.Context, name, id string) (*Version, error) {
-	done, err := s.begin(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return nil, err
-	}
 	if !idRE.MatchString(id) {
 		return nil, fmt.Errorf("loading certificate %s version %q: %w", name, id, ErrNotFound)
 	}
@@ -478,15 +487,11 @@ func (s *FileStore) loadVersion(cdir, name, id string) (*Version, error) {
 
 // Versions implements Store.
 func (s *FileStore) Versions(ctx context.Context, name string) ([]string, error) {
-	done, err := s.begin(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return nil, err
-	}
 	return listVersions(cdir)
 }
 
@@ -515,15 +520,11 @@ func listVersions(cdir string) ([]string, error) {
 // the previous version current and untouched; a crash leaves at most an
 // unused directory, removed by the next Open.
 func (s *FileStore) SaveCertificate(ctx context.Context, name string, v *Version) error {
-	done, err := s.beginWrite(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, true)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return err
-	}
 	if len(v.KeyPEM) == 0 || len(v.CertPEM) == 0 {
 		return fmt.Errorf("saving certificate %s: key and certificate are required", name)
 	}
@@ -640,15 +641,11 @@ func (s *FileStore) prune(cdir, current string) {
 // MoveKeyAside implements Store. The key goes to aside/<version>.key.pem
 // (0600) and the version is recorded in Meta.KeysMovedAside.
 func (s *FileStore) MoveKeyAside(ctx context.Context, name string) (string, error) {
-	done, err := s.beginWrite(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, true)
 	if err != nil {
 		return "", err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return "", err
-	}
 	id, err := currentID(cdir)
 	if err != nil {
 		return "", fmt.Errorf("moving key of %s aside: %w", name, err)
@@ -683,15 +680,11 @@ func (s *FileStore) MoveKeyAside(ctx context.Context, name string) (string, erro
 
 // LoadMeta implements Store.
 func (s *FileStore) LoadMeta(ctx context.Context, name string) (*Meta, error) {
-	done, err := s.begin(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, false)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return nil, err
-	}
 	m, err := s.loadMeta(cdir)
 	if err != nil {
 		return nil, fmt.Errorf("loading metadata of %s: %w", name, err)
@@ -709,15 +702,11 @@ func (s *FileStore) loadMeta(cdir string) (*Meta, error) {
 
 // SaveMeta implements Store. Only the last MaxEvents events are kept.
 func (s *FileStore) SaveMeta(ctx context.Context, name string, m *Meta) error {
-	done, err := s.beginWrite(ctx, "certificate "+name)
+	cdir, done, err := s.beginCert(ctx, name, true)
 	if err != nil {
 		return err
 	}
 	defer done()
-	cdir, err := s.certDir(name)
-	if err != nil {
-		return err
-	}
 	for _, d := range []string{filepath.Join(s.dir, certsDir), cdir} {
 		if err := ensureDir(d); err != nil {
 			return fmt.Errorf("saving metadata of %s: %w", name, err)
