@@ -109,6 +109,7 @@ func newEnv(t *testing.T) *env {
 local acmehook = require("acmehook")
 local out, gate = %q, %q
 local function record(ev)
+  ev.var_marker = acmehook.vars.marker -- [lua.vars] from acmehook.toml
   local name = ev.cert_name .. "." .. ev.name
   if ev.challenge then name = name .. "." .. ev.challenge.identifier end
   assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
@@ -148,6 +149,9 @@ ca_bundle = %q
 email = ["ops@example.com"]
 agree_tos = true
 %s
+
+[lua.vars]
+marker = "from-acmehook.toml"
 
 [self_check]
 http_port = %d
@@ -388,6 +392,19 @@ func TestRun(t *testing.T) {
 			}
 			if ev["fullchain_pem"] != string(v.Fullchain()) {
 				t.Errorf("issued event fullchain_pem differs from the stored fullchain")
+			}
+			if ev["cert_pem"] != string(v.CertPEM) || ev["chain_pem"] != string(v.ChainPEM) {
+				t.Errorf("issued event cert_pem or chain_pem differs from the stored files")
+			}
+			var wantProfile any // nil in Lua when no profile was asked for
+			if v.Info.Profile != "" {
+				wantProfile = v.Info.Profile
+			}
+			if ev["issuer"] != leaf.Issuer.String() || int64(ev["not_before"].(float64)) != leaf.NotBefore.Unix() || ev["profile"] != wantProfile {
+				t.Errorf("issued event issuer, not_before, profile = %v, %v, %v; want %s, %d, %q", ev["issuer"], ev["not_before"], ev["profile"], leaf.Issuer, leaf.NotBefore.Unix(), v.Info.Profile)
+			}
+			if ev["var_marker"] != "from-acmehook.toml" {
+				t.Errorf("acmehook.vars.marker in the script = %v, want the [lua.vars] value from acmehook.toml", ev["var_marker"])
 			}
 			for _, id := range cert.Identifiers {
 				for _, kind := range []string{"challenge-provision", "challenge-cleanup"} {
