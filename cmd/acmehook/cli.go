@@ -222,20 +222,31 @@ func (c *cli) loadConfig() (*config.Config, error) {
 // open loads the configuration, opens the store and makes an engine; the
 // returned function closes both.
 func (c *cli) open() (*config.Config, *engine.Engine, func(), error) {
+	cfg, _, eng, closeAll, err := c.openWith(store.Open)
+	return cfg, eng, closeAll, err
+}
+
+// openReadOnly is open without taking the storage lock, for commands that
+// only read and so work beside a running daemon, which holds it.
+func (c *cli) openReadOnly() (*config.Config, *store.FileStore, *engine.Engine, func(), error) {
+	return c.openWith(store.OpenReadOnly)
+}
+
+func (c *cli) openWith(openStore func(string, store.Options) (*store.FileStore, error)) (*config.Config, *store.FileStore, *engine.Engine, func(), error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	st, err := store.Open(cfg.Storage, store.Options{Logger: c.log})
+	st, err := openStore(cfg.Storage, store.Options{Logger: c.log})
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("opening storage: %w", err)
+		return nil, nil, nil, nil, fmt.Errorf("opening storage: %w", err)
 	}
 	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log})
 	if err != nil {
 		st.Close()
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
-	return cfg, eng, func() {
+	return cfg, st, eng, func() {
 		if err := eng.Close(); err != nil {
 			c.log.Warn("stopping plugins", "error", err)
 		}

@@ -95,21 +95,11 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 	if err := noArgs(fs, "list"); err != nil {
 		return err
 	}
-	cfg, err := c.loadConfig()
+	cfg, st, eng, closeAll, err := c.openReadOnly()
 	if err != nil {
 		return err
 	}
-	// Read-only: list works beside a running daemon, which holds the lock.
-	st, err := store.OpenReadOnly(cfg.Storage, store.Options{Logger: c.log})
-	if err != nil {
-		return fmt.Errorf("opening storage: %w", err)
-	}
-	defer st.Close()
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log})
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
+	defer closeAll()
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
 	for _, cert := range cfg.Certificates {

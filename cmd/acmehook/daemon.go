@@ -24,21 +24,11 @@ func (c *cli) cmdExplain(ctx context.Context, args []string) error {
 		return usagef("explain needs the name of one certificate (see acmehook list)")
 	}
 	name := fs.Arg(0)
-	cfg, err := c.loadConfig()
+	cfg, _, eng, closeAll, err := c.openReadOnly()
 	if err != nil {
 		return err
 	}
-	// Read-only: explain works beside a running daemon, which holds the lock.
-	st, err := store.OpenReadOnly(cfg.Storage, store.Options{Logger: c.log})
-	if err != nil {
-		return fmt.Errorf("opening storage: %w", err)
-	}
-	defer st.Close()
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log})
-	if err != nil {
-		return err
-	}
-	defer eng.Close()
+	defer closeAll()
 	d, err := eng.Explain(ctx, name)
 	if errors.Is(err, engine.ErrUnknownCertificate) {
 		return usageError{err.Error()}
