@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -246,5 +247,51 @@ func TestDaemonCAOutage(t *testing.T) {
 	stopped(t, done)
 	if m := e.meta(cfg, "outage"); m.Renewal.Failures != 0 || m.Renewal.LastSuccess.IsZero() {
 		t.Errorf("renewal state after recovery = %+v, want the failures cleared", m.Renewal)
+	}
+}
+
+// TestDaemonStopDuringDeploy: a stop while the deploy script runs keeps the
+// certificate, leaves the deploy pending for the next start and records
+// the interrupted deploy in the metadata (saved although the run's context
+// is done).
+func TestDaemonStopDuringDeploy(t *testing.T) {
+	e := newEnv(t)
+	started := filepath.Join(e.dir, "deploy-started")
+	script := fmt.Sprintf(`local acmehook = require("acmehook")
+acmehook.on("issued", function(ev)
+  assert(acmehook.files.write(%q, ev.serial))
+  local ok, err = acmehook.sleep(30) -- a slow reload, cut short by the stop
+  if not ok then error(err) end
+end)
+`, started)
+	if err := os.WriteFile(filepath.Join(e.dir, "slow.lua"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write("[[certificate]]\nname = \"slow\"\ndomains = [\"slow-deploy.example.com\"]\nsolver = \"webroot\"\nscripts = [\"slow.lua\"]\nscript_timeout = \"1m\"\n")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := e.startDaemon(ctx, cfg, DaemonOptions{})
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		if _, err := os.Stat(started); err == nil {
+			break
+		}
+		if time.Now().After(deadline) {
+			cancel()
+			t.Fatal("the deploy script never started")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	stopped(t, done)
+
+	v := e.current(cfg, "slow")
+	verifyChain(t, v, []string{"slow-deploy.example.com"})
+	m := e.meta(cfg, "slow")
+	if !m.PendingDeploy {
+		t.Errorf("pending deploy after a stop during the script = false, want true")
+	}
+	if n := len(m.Events); n == 0 || m.Events[n-1].Name != "issued" || m.Events[n-1].Result != "error" || m.Events[n-1].Version != v.ID {
+		t.Errorf("last recorded event = %+v, want the interrupted issued deploy of %s", m.Events, v.ID)
 	}
 }

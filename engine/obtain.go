@@ -273,13 +273,19 @@ func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrDeploy, err)
 		ev.Result, ev.Detail = "error", err.Error()
-		log.Error("deploy failed; the certificate is kept and the deploy will be retried on the next run", "version", v.ID, "error", err)
+		if ctx.Err() != nil {
+			log.Warn("stopping: deploy interrupted; the certificate is kept and the next run deploys it", "version", v.ID, "error", err)
+		} else {
+			log.Error("deploy failed; the certificate is kept and the deploy will be retried on the next run", "version", v.ID, "error", err)
+		}
 		res.Err = err
 	} else {
 		log.Info("certificate deployed", "event", string(name), "version", v.ID)
 	}
 	meta.Events = append(meta.Events, ev)
-	if serr := e.store.SaveMeta(ctx, cert.Name, meta); serr != nil {
+	// Recorded even when the run is being stopped, so the pending deploy
+	// and its event survive a SIGTERM during the scripts.
+	if serr := e.store.SaveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res
