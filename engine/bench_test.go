@@ -3,14 +3,11 @@ package engine
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -29,7 +26,7 @@ func BenchmarkIssue(b *testing.B) {
 		{"dnsexec", "*.bench-dns.example.com", ""},
 	} {
 		b.Run(tc.solver, func(b *testing.B) {
-			cfg := benchConfig(b, fmt.Sprintf("[[certificate]]\nname = \"bench\"\ndomains = [%q]\nsolver = %q\nchallenge = %q\n", tc.domain, tc.solver, tc.challenge))
+			cfg := newEnv(b).write(fmt.Sprintf("[[certificate]]\nname = \"bench\"\ndomains = [%q]\nsolver = %q\nchallenge = %q\n", tc.domain, tc.solver, tc.challenge))
 			st, err := store.Open(cfg.Storage, store.Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -65,56 +62,4 @@ func BenchmarkIssue(b *testing.B) {
 			b.Logf("requests per issuance (N=%d): %s", b.N, strings.Join(keys, ", "))
 		})
 	}
-}
-
-// benchConfig writes and loads an acmehook.toml with the package's plugins
-// and Pebble, self-checks on loopback, and certs.
-func benchConfig(b *testing.B, certs string) *config.Config {
-	b.Helper()
-	dir := b.TempDir()
-	text := fmt.Sprintf(`storage = "storage"
-[ca]
-directory = %q
-ca_bundle = %q
-agree_tos = true
-
-[self_check]
-http_port = %d
-tls_port = %d
-resolvers = [%q]
-
-[plugins.webroot]
-path = %q
-[plugins.webroot.config]
-root = %q
-
-[plugins.standalone]
-path = %q
-[plugins.standalone.config]
-tls_listen = ["127.0.0.1:%d"]
-http_listen = []
-
-[plugins.dnsexec]
-path = %q
-[plugins.dnsexec.config]
-program = %q
-resolvers = [%q]
-propagation_interval = "50ms"
-propagation_timeout = "10s"
-env = { CHALLTESTSRV_URL = %q }
-%s`, pebble.DirectoryURL, pebble.CAFile,
-		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
-		bins["webroot"], webRoot,
-		bins["standalone"], pebble.TLSPort,
-		bins["dnsexec"], dnsProg, pebble.DNSAddr, pebble.DNSManagementURL,
-		certs)
-	path := filepath.Join(dir, "acmehook.toml")
-	if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-		b.Fatal(err)
-	}
-	cfg, err := config.Load(path)
-	if err != nil {
-		b.Fatalf("config.Load: %v\n%s", err, text)
-	}
-	return cfg
 }

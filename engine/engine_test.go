@@ -82,7 +82,7 @@ func testMain(m *testing.M) int {
 
 // env is one test's configuration directory, storage and script output.
 type env struct {
-	t      *testing.T
+	t      testing.TB
 	dir    string
 	out    string // where the event script writes what it saw
 	gate   string // the deploy script fails while this file is missing
@@ -95,7 +95,7 @@ type env struct {
 	logs    *bytes.Buffer // when set, run also logs here, at Debug
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	dir := t.TempDir()
 	e := &env{t: t, dir: dir, out: filepath.Join(dir, "events"), gate: filepath.Join(dir, "deploy-ok")}
