@@ -225,7 +225,7 @@ func TestPluginRelaunch(t *testing.T) {
 	cfg := e.write("[[certificate]]\nname = \"relaunch\"\ndomains = [\"relaunch.example.com\"]\nsolver = \"webroot\"\n")
 	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
 		ctx := context.Background()
-		p1, err := eng.Plugin(ctx, "webroot")
+		p1, err := eng.plugins.get(ctx, "webroot")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -249,7 +249,7 @@ func TestPluginRelaunch(t *testing.T) {
 		if err != nil || !res.OK() || res.Results[0].Action != ActionIssued {
 			t.Fatalf("run after the plugin died = %+v, %v; want issued", res, err)
 		}
-		p2, _ := eng.Plugin(ctx, "webroot")
+		p2, _ := eng.plugins.get(ctx, "webroot")
 		if p2 == p1 || p2.Exited() {
 			t.Errorf("the plugin was not launched again")
 		}

@@ -169,16 +169,8 @@ func caHTTPClient(bundle string) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// Client returns the ACME client the engine uses.
-func (e *Engine) Client() *acme.Client { return e.client }
-
 // Close stops every plugin the engine launched.
 func (e *Engine) Close() error { return e.plugins.closeAll() }
-
-// Plugin returns the running plugin called name, launching it on first use.
-func (e *Engine) Plugin(ctx context.Context, name string) (*Plugin, error) {
-	return e.plugins.get(ctx, name)
-}
 
 // Action says what a run did with a certificate.
 type Action string

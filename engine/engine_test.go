@@ -682,7 +682,7 @@ func TestAccount(t *testing.T) {
 	if err != nil || !res.OK() {
 		t.Fatalf("Run after rollover = %+v, %v", res, err)
 	}
-	found, err := eng.Client().FindAccount(ctx, rolled.Key)
+	found, err := eng.client.FindAccount(ctx, rolled.Key)
 	if err != nil || found.URL != acct.URL {
 		t.Errorf("FindAccount(new key) = %s, %v; want %s", found.URL, err, acct.URL)
 	}

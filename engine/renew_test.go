@@ -73,7 +73,7 @@ func (e *env) order(cfg *config.Config, v *store.Version) acme.Order {
 		if err != nil {
 			e.t.Fatal(err)
 		}
-		if o, err = eng.Client().GetOrder(ctx, acct, v.Info.OrderURL); err != nil {
+		if o, err = eng.client.GetOrder(ctx, acct, v.Info.OrderURL); err != nil {
 			e.t.Fatalf("GetOrder(%s): %v", v.Info.OrderURL, err)
 		}
 	})
