@@ -187,7 +187,7 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, accept
 			return nil, err
 		}
 		if err := c.checkURL(abs); err != nil {
-			return nil, fmt.Errorf("Location of %s: %w", u, err)
+			return nil, fmt.Errorf("checking the Location header of %s: %w", u, err)
 		}
 		r.location = abs
 	}
