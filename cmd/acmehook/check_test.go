@@ -4,17 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/acmehook/acmehook/internal/testpebble"
-	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
 
 // TestCheckSolve runs "check --solve" with a webroot whose directory is
@@ -23,24 +17,12 @@ import (
 // (configured as the CA) receives no request at all.
 func TestCheckSolve(t *testing.T) {
 	dir := t.TempDir()
-	bin, err := sdktest.Build(dir, "webroot", "../../plugins/webroot")
-	if err != nil {
+	bin := bins["webroot"]
+	// The package's web server serves webRoot where the self-check looks.
+	served, unserved := webRoot, filepath.Join(dir, "unserved")
+	if err := os.Mkdir(unserved, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pebble := testpebble.Start(t, testpebble.Options{})
-	served, unserved := filepath.Join(dir, "served"), filepath.Join(dir, "unserved")
-	for _, d := range []string{served, unserved} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
-	if err != nil {
-		t.Fatal(err)
-	}
-	web := &http.Server{Handler: http.FileServer(http.Dir(served)), ReadHeaderTimeout: 5 * time.Second}
-	go web.Serve(ln)
-	t.Cleanup(func() { web.Close() })
 
 	conf := filepath.Join(dir, "acmehook.toml")
 	body := fmt.Sprintf(`storage = "storage"
