@@ -76,7 +76,8 @@ type Options struct {
 	// answering it (a self-check, for example).
 	BeforeAccept ChallengeHook
 	// Scripts runs the certificates' Lua scripts. Nil means a luahost.Host
-	// logging to Logger, with the [lua] library directory and vars.
+	// logging to Logger, with the [lua] library directory and vars, whose
+	// Timeout is the longest script_timeout of the certificates.
 	Scripts *luahost.Host
 	// ProgressInterval is how often a progress line is logged while waiting
 	// on validation, propagation or issuance; zero means 5 seconds.
@@ -122,7 +123,13 @@ func New(opts Options) (*Engine, error) {
 	}
 	scripts := opts.Scripts
 	if scripts == nil {
-		scripts = luahost.New(luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
+		// dispatch bounds each script by its certificate's script_timeout;
+		// the host's own bound must not cut a longer one short.
+		var timeout time.Duration
+		for _, c := range opts.Config.Certificates {
+			timeout = max(timeout, c.ScriptTimeout.Duration)
+		}
+		scripts = luahost.New(luahost.Options{Logger: log, Timeout: timeout, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
 	}
 	if err := checkPolicies(opts.Config); err != nil {
 		return nil, err

@@ -323,6 +323,7 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
+	hopts.Timeout = timeout // the host's default must not cut a longer script_timeout short
 	if err := luahost.New(hopts).Dispatch(sctx, script, ev); err != nil {
 		return err
 	}
