@@ -9,28 +9,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/internal/testenv"
 	"github.com/acmehook/acmehook/internal/testpebble"
-	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
 
 // The package's shared test CA, plugin binaries and web server, set up by
 // TestMain.
 var (
+	tenv    *testenv.Env
 	pebble  *testpebble.Server
-	bins    = map[string]string{} // plugin name -> executable
-	dnsProg string                // dnsexec program that sets TXT records in pebble's DNS
-	webRoot string                // served on 127.0.0.1:pebble.HTTPPort
+	bins    map[string]string // plugin name -> executable
+	dnsProg string            // dnsexec program that sets TXT records in pebble's DNS
+	webRoot string            // served on 127.0.0.1:pebble.HTTPPort
 )
 
 func TestMain(m *testing.M) {
@@ -38,45 +36,14 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "engine-test-")
+	te, err := testenv.Start(nil)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	for name, pkg := range map[string]string{
-		"webroot":          "../plugins/webroot",
-		"standalone":       "../plugins/standalone",
-		"dnsexec":          "../plugins/dnsexec",
-		"challtestsrv-dns": "../internal/demo/challtestsrv-dns",
-	} {
-		bin, err := sdktest.Build(dir, name, pkg)
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		bins[name] = bin
-	}
+	defer te.Close()
+	tenv, pebble, bins, webRoot = te, te.Pebble, te.Bins, te.WebRoot
 	dnsProg = bins["challtestsrv-dns"]
-	pebble, err = testpebble.New(testpebble.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer pebble.Close()
-	webRoot = filepath.Join(dir, "www")
-	if err := os.Mkdir(webRoot, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	web := &http.Server{Handler: http.FileServer(http.Dir(webRoot)), ReadHeaderTimeout: 5 * time.Second}
-	go web.Serve(ln)
-	defer web.Close()
 	return m.Run()
 }
 
@@ -158,37 +125,9 @@ http_port = %d
 tls_port = %d
 resolvers = [%q]
 timeout = "2s"
-
-[plugins.webroot]
-path = %q
-[plugins.webroot.config]
-root = %q
-
-[plugins.unserved]
-path = %q
-[plugins.unserved.config]
-root = %q
-
-[plugins.standalone]
-path = %q
-[plugins.standalone.config]
-tls_listen = ["127.0.0.1:%d"]
-http_listen = []
-
-[plugins.dnsexec]
-path = %q
-[plugins.dnsexec.config]
-program = %q
-resolvers = [%q]
-propagation_interval = "50ms"
-propagation_timeout = "10s"
-env = { CHALLTESTSRV_URL = %q }
-%s`, srv.DirectoryURL, srv.CAFile, e.caExtra,
+%s%s`, srv.DirectoryURL, srv.CAFile, e.caExtra,
 		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
-		bins["webroot"], webRoot,
-		bins["webroot"], filepath.Join(e.dir, "unserved"),
-		bins["standalone"], pebble.TLSPort,
-		bins["dnsexec"], dnsProg, pebble.DNSAddr, pebble.DNSManagementURL,
+		tenv.PluginsConfig(filepath.Join(e.dir, "unserved")),
 		certs)
 	path := filepath.Join(e.dir, "acmehook.toml")
 	if err := os.WriteFile(path, []byte(e.config), 0o644); err != nil {

@@ -25,22 +25,23 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/acmehook/acmehook/internal/testenv"
 	"github.com/acmehook/acmehook/internal/testpebble"
 )
 
 // Shared by every test of the package, set up by TestMain.
 var (
+	tenv    *testenv.Env
 	pebble  *testpebble.Server
-	bins    = map[string]string{} // acmehook, webroot, standalone, dnsexec, challtestsrv-dns
-	webRoot string                // served on 127.0.0.1:pebble.HTTPPort
-	holds   = &holdHandler{}      // lets a test hold http-01 validations of a host
+	bins    map[string]string // acmehook, webroot, standalone, dnsexec, challtestsrv-dns
+	webRoot string            // served on 127.0.0.1:pebble.HTTPPort
+	holds   = &holdHandler{}  // lets a test hold http-01 validations of a host
 )
 
 func TestMain(m *testing.M) {
@@ -48,44 +49,16 @@ func TestMain(m *testing.M) {
 }
 
 func testMain(m *testing.M) int {
-	dir, err := os.MkdirTemp("", "acmehook-e2e-")
+	te, err := testenv.Start(func(h http.Handler) http.Handler {
+		holds.next = h
+		return holds
+	}, "github.com/acmehook/acmehook/cmd/acmehook")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	defer os.RemoveAll(dir)
-	// One go build for all five programs: they share the build cache and
-	// the link steps run in parallel.
-	build := exec.Command("go", "build", "-o", dir+string(filepath.Separator), ".",
-		"../../plugins/webroot", "../../plugins/standalone", "../../plugins/dnsexec",
-		"../../internal/demo/challtestsrv-dns")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building acmehook and plugins: %v\n%s", err, out)
-		return 1
-	}
-	for _, name := range []string{"acmehook", "webroot", "standalone", "dnsexec", "challtestsrv-dns"} {
-		bins[name] = filepath.Join(dir, name)
-	}
-	pebble, err = testpebble.New(testpebble.Options{})
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	defer pebble.Close()
-	webRoot = filepath.Join(dir, "www")
-	if err := os.Mkdir(webRoot, 0o755); err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 1
-	}
-	holds.next = http.FileServer(http.Dir(webRoot))
-	web := &http.Server{Handler: holds, ReadHeaderTimeout: 5 * time.Second}
-	go web.Serve(ln)
-	defer web.Close()
+	defer te.Close()
+	tenv, pebble, bins, webRoot = te, te.Pebble, te.Bins, te.WebRoot
 	return m.Run()
 }
 
@@ -199,37 +172,9 @@ agree_tos = true
 http_port = %d
 tls_port = %d
 resolvers = [%q]
-
-[plugins.webroot]
-path = %q
-[plugins.webroot.config]
-root = %q
-
-[plugins.unserved]
-path = %q
-[plugins.unserved.config]
-root = %q
-
-[plugins.standalone]
-path = %q
-[plugins.standalone.config]
-tls_listen = ["127.0.0.1:%d"]
-http_listen = []
-
-[plugins.dnsexec]
-path = %q
-[plugins.dnsexec.config]
-program = %q
-resolvers = [%q]
-propagation_interval = "50ms"
-propagation_timeout = "10s"
-env = { CHALLTESTSRV_URL = %q }
-`, pebble.DirectoryURL, pebble.CAFile,
+%s`, pebble.DirectoryURL, pebble.CAFile,
 		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
-		bins["webroot"], webRoot,
-		bins["webroot"], unserved,
-		bins["standalone"], pebble.TLSPort,
-		bins["dnsexec"], bins["challtestsrv-dns"], pebble.DNSAddr, pebble.DNSManagementURL)
+		tenv.PluginsConfig(unserved))
 }
 
 // write writes acmehook.toml: the base configuration and then extra.
