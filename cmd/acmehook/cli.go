@@ -182,6 +182,22 @@ func (c *cli) parse(fs *flag.FlagSet, args []string) error {
 	return c.setupLog()
 }
 
+// parseInterspersed is parse for a command whose flags may come before,
+// between or after its positional arguments, which it returns.
+func (c *cli) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := c.parse(fs, args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
+	}
+}
+
 // setupLog builds the logger from the global flags.
 func (c *cli) setupLog() error {
 	var level slog.Level

@@ -269,18 +269,9 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	}
 	fs := c.flags("script test", "acmehook script test SCRIPT EVENT [--cert NAME]\n\nFires a synthetic EVENT at SCRIPT with a throwaway certificate (ev.test = true).\nWith --cert the event carries that certificate's name and domains from the configuration.\n\nExamples:\n  acmehook script test scripts/nginx.lua renew --cert www\n  acmehook script test scripts/failed_alert.lua failed")
 	certName := fs.String("cert", "", "certificate `name` from the configuration")
-	// Flags may come before or after the positional arguments.
-	var pos []string
-	rest := args[1:]
-	for {
-		if err := c.parse(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := c.parseInterspersed(fs, args[1:])
+	if err != nil {
+		return err
 	}
 	if len(pos) != 2 {
 		return usagef("script test needs SCRIPT and EVENT")

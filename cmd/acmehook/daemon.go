@@ -44,18 +44,9 @@ func (c *cli) cmdRevoke(ctx context.Context, args []string) error {
 	fs := c.flags("revoke", "acmehook revoke NAME [--reason REASON] [--with-cert-key]\n\nRevokes the current certificate of NAME at the CA, raises revoke to its scripts and\nmarks it for replacement by the next run. It needs the storage lock: while acmehook daemon\nruns, stop it, revoke, and start it again (at start it replaces the revoked certificate).\nFor keyCompromise the key is moved aside and never used again, even with reuse_key.\n\nExamples:\n  acmehook revoke www --reason superseded\n  acmehook revoke www --reason keyCompromise --with-cert-key")
 	reason := fs.String("reason", "unspecified", "revocation `reason`: "+strings.Join(engine.RevocationReasonNames(), ", "))
 	withKey := fs.Bool("with-cert-key", false, "sign the request with the certificate's key instead of the account key")
-	// Flags may come before or after NAME.
-	var pos []string
-	rest := args
-	for {
-		if err := c.parse(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		rest = fs.Args()[1:]
+	pos, err := c.parseInterspersed(fs, args) // flags may come before or after NAME
+	if err != nil {
+		return err
 	}
 	if len(pos) != 1 {
 		return usagef("revoke needs the name of one certificate (see acmehook list)")
