@@ -126,7 +126,7 @@ func (f *fakeCA) serve(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	body, _ := io.ReadAll(r.Body)
-	jws, err := jose.ParseSigned(string(body), testAlgs)
+	jws, err := jose.ParseSignedJSON(string(body), testAlgs)
 	if err != nil {
 		f.t.Errorf("fake CA: %s: parsing JWS: %v", r.URL.Path, err)
 		http.Error(w, err.Error(), 400)

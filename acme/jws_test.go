@@ -63,9 +63,9 @@ func TestSignJWS(t *testing.T) {
 				if tt.payload == nil && string(members["payload"]) != `""` {
 					t.Errorf("POST-as-GET payload = %s, want \"\"", members["payload"])
 				}
-				jws, err := jose.ParseSigned(string(raw), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(wantAlg)})
+				jws, err := jose.ParseSignedJSON(string(raw), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(wantAlg)})
 				if err != nil {
-					t.Fatalf("ParseSigned with %s only: %v", wantAlg, err)
+					t.Fatalf("ParseSignedJSON with %s only: %v", wantAlg, err)
 				}
 				h := jws.Signatures[0].Protected
 				if h.Algorithm != wantAlg || h.Nonce != "nonce-1" || h.ExtraHeaders["url"] != "https://ca.example/x" {
@@ -116,9 +116,9 @@ func TestSignEAB(t *testing.T) {
 		if want == "" {
 			want = "HS256"
 		}
-		jws, err := jose.ParseSigned(string(raw), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(want)})
+		jws, err := jose.ParseSignedJSON(string(raw), []jose.SignatureAlgorithm{jose.SignatureAlgorithm(want)})
 		if err != nil {
-			t.Fatalf("ParseSigned(%s): %v", want, err)
+			t.Fatalf("ParseSignedJSON(%s): %v", want, err)
 		}
 		h := jws.Signatures[0].Protected
 		if h.KeyID != "kid-7" || h.ExtraHeaders["url"] != "https://ca.example/new-acct" || h.Nonce != "" || h.JSONWebKey != nil {
@@ -163,7 +163,7 @@ func TestChangeAccountKeyJWS(t *testing.T) {
 	// RFC 8555 §7.3.5: the inner JWS is signed by the new key, carries it
 	// as jwk, has the same url and no nonce; its payload names the account
 	// and the old key.
-	jws, err := jose.ParseSigned(string(inner), []jose.SignatureAlgorithm{jose.ES384})
+	jws, err := jose.ParseSignedJSON(string(inner), []jose.SignatureAlgorithm{jose.ES384})
 	if err != nil {
 		t.Fatalf("inner JWS: %v", err)
 	}
