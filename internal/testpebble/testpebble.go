@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -362,14 +363,19 @@ func (c *Counter) Reset() {
 	c.mu.Unlock()
 }
 
-// FreePort returns a TCP and UDP port free on 127.0.0.1 at the time of the call.
+// FreePort returns a port free for TCP and UDP on 127.0.0.1 at the time of
+// the call, for a server the test starts later. It is drawn at random below
+// the kernel's ephemeral range, so that between now and then no outgoing
+// connection of any process on the machine can be given it as its local
+// port (which ":0" ports, taken from that range, are exposed to).
 func FreePort() (int, error) {
-	for range 20 {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+	low := ephemeralLow()
+	for range 200 {
+		port := minPort + rand.IntN(low-minPort)
+		l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		if err != nil {
-			return 0, err
+			continue
 		}
-		port := l.Addr().(*net.TCPAddr).Port
 		u, err := net.ListenPacket("udp", net.JoinHostPort("127.0.0.1", strconv.Itoa(port)))
 		l.Close()
 		if err == nil {
@@ -377,7 +383,24 @@ func FreePort() (int, error) {
 			return port, nil
 		}
 	}
-	return 0, fmt.Errorf("no free port on 127.0.0.1")
+	return 0, fmt.Errorf("no free port on 127.0.0.1 in [%d, %d)", minPort, low)
+}
+
+// minPort is the lowest port FreePort hands out.
+const minPort = 10000
+
+// ephemeralLow returns the start of the kernel's ephemeral port range
+// (Linux's ip_local_port_range; 32768 where it cannot be read).
+func ephemeralLow() int {
+	b, err := os.ReadFile("/proc/sys/net/ipv4/ip_local_port_range")
+	if err == nil {
+		if f := strings.Fields(string(b)); len(f) == 2 {
+			if n, err := strconv.Atoi(f[0]); err == nil && n > minPort+1000 {
+				return n
+			}
+		}
+	}
+	return 32768
 }
 
 func boolEnv(b bool) string {
