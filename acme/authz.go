@@ -39,6 +39,9 @@ func (c *Client) WaitAuthorization(ctx context.Context, acct Account, url string
 		return true, 0, authzError(a)
 	})
 	if err != nil {
+		if a.Identifier.Value == "" { // the first fetch failed
+			return a, fmt.Errorf("waiting for authorization %s: %w", url, err)
+		}
 		return a, fmt.Errorf("waiting for authorization of %s: %w", a.Identifier, err)
 	}
 	return a, nil

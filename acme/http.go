@@ -89,9 +89,13 @@ func (c *Client) checkURL(raw string) error {
 	return nil
 }
 
+// discardLogger is what a Client without a Logger logs to. It holds no
+// state, so sharing it between clients is safe.
+var discardLogger = slog.New(slog.DiscardHandler)
+
 func (c *Client) logger() *slog.Logger {
 	if c.Logger == nil {
-		return slog.New(slog.DiscardHandler)
+		return discardLogger
 	}
 	return c.Logger
 }
