@@ -239,6 +239,9 @@ func (c *cli) loadConfig() (*config.Config, error) {
 // returned function closes both.
 func (c *cli) open() (*config.Config, *engine.Engine, func(), error) {
 	cfg, _, eng, closeAll, err := c.openWith(store.Open)
+	if errors.Is(err, store.ErrLocked) {
+		err = fmt.Errorf("%w; if acmehook daemon holds it, stop the daemon, run this command, and start it again (list and explain work beside it)", err)
+	}
 	return cfg, eng, closeAll, err
 }
 

@@ -56,9 +56,6 @@ func (c *cli) cmdRevoke(ctx context.Context, args []string) error {
 		return usageError{err.Error()}
 	}
 	_, eng, closeAll, err := c.open()
-	if errors.Is(err, store.ErrLocked) {
-		return fmt.Errorf("%w; revoke needs the storage lock: if acmehook daemon holds it, stop the daemon, revoke, and start it again", err)
-	}
 	if err != nil {
 		return err
 	}
