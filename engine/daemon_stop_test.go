@@ -90,7 +90,7 @@ func TestDaemonStopDuringChallenge(t *testing.T) {
 		t.Errorf("challenge file left after the stop (stat: %v)", err)
 	}
 	e.event("stop.challenge-cleanup.stop.example.com")
-	if _, err := os.Stat(filepath.Join(e.out, "stop.failed.json")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(e.work.Events, "stop.failed.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("failed raised for a stop (stat: %v), want nothing: the order was abandoned, not failed", err)
 	}
 	st, err := store.Open(cfg.Storage, store.Options{})
@@ -148,7 +148,7 @@ func TestDaemonStopAfterDownload(t *testing.T) {
 	if !m.PendingDeploy || m.Renewal.Failures != 0 || !m.Renewal.RetryAt.IsZero() {
 		t.Errorf("metadata after the stop: pending deploy %t, renewal %+v; want pending and no backoff", m.PendingDeploy, m.Renewal)
 	}
-	if _, err := os.Stat(filepath.Join(e.out, "late.issued.json")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(e.work.Events, "late.issued.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("issued raised during the stop (stat: %v), want it left for the next run", err)
 	}
 	pebble.Counter().Reset()
@@ -256,7 +256,7 @@ func TestDaemonCAOutage(t *testing.T) {
 // is done).
 func TestDaemonStopDuringDeploy(t *testing.T) {
 	e := newEnv(t)
-	started := filepath.Join(e.dir, "deploy-started")
+	started := filepath.Join(e.work.Dir, "deploy-started")
 	script := fmt.Sprintf(`local acmehook = require("acmehook")
 acmehook.on("issued", function(ev)
   assert(acmehook.files.write(%q, ev.serial))
@@ -264,7 +264,7 @@ acmehook.on("issued", function(ev)
   if not ok then error(err) end
 end)
 `, started)
-	if err := os.WriteFile(filepath.Join(e.dir, "slow.lua"), []byte(script), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(e.work.Dir, "slow.lua"), []byte(script), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	cfg := e.write("[[certificate]]\nname = \"slow\"\ndomains = [\"slow-deploy.example.com\"]\nsolver = \"webroot\"\nscripts = [\"slow.lua\"]\nscript_timeout = \"1m\"\n")

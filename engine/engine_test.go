@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/x509"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -50,9 +49,7 @@ func testMain(m *testing.M) int {
 // env is one test's configuration directory, storage and script output.
 type env struct {
 	t      testing.TB
-	dir    string
-	out    string // where the event script writes what it saw
-	gate   string // the deploy script fails while this file is missing
+	work   testenv.Workdir // events.lua, its events, the gate, a webroot nobody serves
 	now    func() time.Time
 	config string // the TOML text last written
 	// srv is the CA written into the configuration (the shared pebble
@@ -64,39 +61,8 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	dir := t.TempDir()
-	e := &env{t: t, dir: dir, out: filepath.Join(dir, "events"), gate: filepath.Join(dir, "deploy-ok")}
-	if err := os.Mkdir(e.out, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	// The event script: records every event as JSON, one file per event
-	// (and per identifier for challenge events); fails issued and renew
-	// of certificates named "gated-*" while the gate file is missing.
-	script := fmt.Sprintf(`
-local acmehook = require("acmehook")
-local out, gate = %q, %q
-local function record(ev)
-  ev.var_marker = acmehook.vars.marker -- [lua.vars] from acmehook.toml
-  local name = ev.cert_name .. "." .. ev.name
-  if ev.challenge then name = name .. "." .. ev.challenge.identifier end
-  assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
-end
-for _, n in ipairs(acmehook.events) do acmehook.on(n, record) end
-local function gated(ev)
-  if string.sub(ev.cert_name, 1, 6) == "gated-" and not acmehook.files.exists(gate) then
-    error("deploy target not ready")
-  end
-end
-acmehook.on("issued", gated)
-acmehook.on("renew", gated)
-`, e.out, e.gate)
-	if err := os.WriteFile(filepath.Join(dir, "events.lua"), []byte(script), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Mkdir(filepath.Join(dir, "unserved"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return e
+	w := testenv.NewWorkdir(t)
+	return &env{t: t, work: w}
 }
 
 // write writes acmehook.toml with the shared [ca] and [plugins] and the
@@ -127,9 +93,9 @@ resolvers = [%q]
 timeout = "2s"
 %s%s`, srv.DirectoryURL, srv.CAFile, e.caExtra,
 		pebble.HTTPPort, pebble.TLSPort, pebble.DNSAddr,
-		tenv.PluginsConfig(filepath.Join(e.dir, "unserved")),
+		tenv.PluginsConfig(e.work.Unserved),
 		certs)
-	path := filepath.Join(e.dir, "acmehook.toml")
+	path := filepath.Join(e.work.Dir, "acmehook.toml")
 	if err := os.WriteFile(path, []byte(e.config), 0o644); err != nil {
 		e.t.Fatal(err)
 	}
@@ -178,18 +144,10 @@ func (e *env) run(cfg *config.Config, opts RunOptions) map[string]Result {
 	return out
 }
 
-// event returns what the script recorded for an event file name.
+// event returns what events.lua recorded for an event file name.
 func (e *env) event(name string) map[string]any {
 	e.t.Helper()
-	b, err := os.ReadFile(filepath.Join(e.out, name+".json"))
-	if err != nil {
-		e.t.Fatalf("event %s not raised: %v", name, err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		e.t.Fatal(err)
-	}
-	return m
+	return e.work.Event(e.t, name)
 }
 
 // current returns the stored current version of name.
@@ -295,7 +253,7 @@ scripts = ["events.lua"]
 // runs again and checks that nothing is ordered.
 func TestRun(t *testing.T) {
 	e := newEnv(t)
-	if err := os.Mkdir(filepath.Join(e.dir, "out"), 0o700); err != nil {
+	if err := os.Mkdir(filepath.Join(e.work.Dir, "out"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	cfg := e.write(solverCerts)
@@ -366,10 +324,10 @@ func TestRun(t *testing.T) {
 		})
 	}
 	t.Run("output", func(t *testing.T) {
-		if m := fileMode(t, filepath.Join(e.dir, "out", "alpn.key.pem")); m != 0o600 {
+		if m := fileMode(t, filepath.Join(e.work.Dir, "out", "alpn.key.pem")); m != 0o600 {
 			t.Errorf("output key mode = %v, want 0600", m)
 		}
-		fc, err := os.ReadFile(filepath.Join(e.dir, "out", "alpn.fullchain.pem"))
+		fc, err := os.ReadFile(filepath.Join(e.work.Dir, "out", "alpn.fullchain.pem"))
 		if err != nil || string(fc) != string(e.current(cfg, "alpn").Fullchain()) {
 			t.Errorf("output fullchain differs from the stored one (%v)", err)
 		}
@@ -510,7 +468,7 @@ scripts = ["events.lua"]
 			t.Errorf("run = %s %v with %d orders, want a deploy error and no order", r.Action, r.Err, newOrders())
 		}
 	})
-	if err := os.WriteFile(e.gate, nil, 0o644); err != nil {
+	if err := os.WriteFile(e.work.Gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	pebble.Counter().Reset()
@@ -536,7 +494,7 @@ scripts = ["events.lua"]
 // before the challenge is answered, and cleanup still runs.
 func TestVeto(t *testing.T) {
 	e := newEnv(t)
-	veto := filepath.Join(e.dir, "veto.lua")
+	veto := filepath.Join(e.work.Dir, "veto.lua")
 	if err := os.WriteFile(veto, []byte(`local acmehook = require("acmehook")
 acmehook.on("challenge-provision", function(ev) error("not on my watch: " .. ev.challenge.identifier) end)
 `), 0o644); err != nil {

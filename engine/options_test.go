@@ -216,7 +216,7 @@ func TestConcurrencyBound(t *testing.T) {
 // leaves the current certificate, key and output copies as they were.
 func TestFailedRenewalKeepsCurrent(t *testing.T) {
 	e := newEnv(t)
-	if err := os.Mkdir(filepath.Join(e.dir, "out"), 0o700); err != nil {
+	if err := os.Mkdir(filepath.Join(e.work.Dir, "out"), 0o700); err != nil {
 		t.Fatal(err)
 	}
 	cert := "[[certificate]]\nname = \"keep\"\ndomains = [\"keep.example.com\"]\nsolver = %q\nself_check = false\nscripts = [\"events.lua\"]\n[certificate.output]\nfullchain = \"out/keep.pem\"\n"
@@ -234,7 +234,7 @@ func TestFailedRenewalKeepsCurrent(t *testing.T) {
 	if after.ID != before.ID || !bytes.Equal(after.KeyPEM, before.KeyPEM) || !bytes.Equal(after.CertPEM, before.CertPEM) {
 		t.Errorf("current version after a failed renewal = %s, want %s unchanged", after.ID, before.ID)
 	}
-	if out, err := os.ReadFile(filepath.Join(e.dir, "out", "keep.pem")); err != nil || !bytes.Equal(out, before.Fullchain()) {
+	if out, err := os.ReadFile(filepath.Join(e.work.Dir, "out", "keep.pem")); err != nil || !bytes.Equal(out, before.Fullchain()) {
 		t.Errorf("output copy changed by a failed renewal (%v)", err)
 	}
 	// The failed event describes the certificate still in service, so an
@@ -253,7 +253,7 @@ func TestFailedRenewalKeepsCurrent(t *testing.T) {
 // still runs.
 func TestCallTimeout(t *testing.T) {
 	e := newEnv(t)
-	hang := filepath.Join(e.dir, "hang.sh")
+	hang := filepath.Join(e.work.Dir, "hang.sh")
 	if err := os.WriteFile(hang, []byte("#!/bin/sh\n[ \"$1\" = present ] && exec sleep 30\nexit 0\n"), 0o755); err != nil {
 		t.Fatal(err)
 	}

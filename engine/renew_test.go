@@ -155,7 +155,7 @@ func TestRenewARI(t *testing.T) {
 	if got := e.order(cfg, old).Replaces; got != "" {
 		t.Errorf("first order replaces %q, want nothing", got)
 	}
-	backup := filepath.Join(e.dir, "backup")
+	backup := filepath.Join(e.work.Dir, "backup")
 	copyDir(t, cfg.Storage, backup)
 
 	pebble.SetRenewalInfo(t, old.CertPEM, start.Add(-48*time.Hour), start.Add(-24*time.Hour))

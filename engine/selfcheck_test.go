@@ -88,7 +88,7 @@ program = %q
 resolvers = [%q]
 skip_propagation = true
 env = { CHALLTESTSRV_URL = %q }
-`, bins["standalone"], port, bins["dnsexec"], wrongDNSProg(t, e.dir), pebble.DNSAddr, pebble.DNSManagementURL)
+`, bins["standalone"], port, bins["dnsexec"], wrongDNSProg(t, e.work.Dir), pebble.DNSAddr, pebble.DNSManagementURL)
 }
 
 // TestSelfCheckRefuses: a solver that presents the wrong value is caught
@@ -146,7 +146,7 @@ scripts = ["events.lua"]
 			}
 			e.event("bad.challenge-cleanup." + tc.domain)
 			if tc.solver == "unserved" {
-				left, err := os.ReadDir(filepath.Join(e.dir, "unserved", ".well-known", "acme-challenge"))
+				left, err := os.ReadDir(filepath.Join(e.work.Dir, "unserved", ".well-known", "acme-challenge"))
 				if err != nil && !errors.Is(err, fs.ErrNotExist) || len(left) != 0 {
 					t.Errorf("challenge files left after cleanup: %v %v", left, err)
 				}

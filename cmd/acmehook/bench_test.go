@@ -48,8 +48,8 @@ func BenchmarkHundredCertificates(b *testing.B) {
 		base := s.config
 		pebble.Counter().Reset()
 		for i := range hundred {
-			s.config = filepath.Join(s.dir, fmt.Sprintf("c%03d.toml", i))
-			s.text = baseConfig(filepath.Join(s.dir, "unserved")) + fmt.Sprintf("[[certificate]]\nname = \"c%03d\"\ndomains = [\"c%03d.many.bench.example.com\"]\nsolver = \"webroot\"\n", i, i)
+			s.config = filepath.Join(s.work.Dir, fmt.Sprintf("c%03d.toml", i))
+			s.text = baseConfig(filepath.Join(s.work.Dir, "unserved")) + fmt.Sprintf("[[certificate]]\nname = \"c%03d\"\ndomains = [\"c%03d.many.bench.example.com\"]\nsolver = \"webroot\"\n", i, i)
 			if err := os.WriteFile(s.config, []byte(s.text), 0o644); err != nil {
 				b.Fatal(err)
 			}

@@ -93,7 +93,7 @@ func TestE2ECommands(t *testing.T) {
 		}
 	})
 
-	acctDir := filepath.Join(s.dir, "storage", "accounts")
+	acctDir := filepath.Join(s.work.Dir, "storage", "accounts")
 	keyPath := func() string {
 		m, _ := filepath.Glob(filepath.Join(acctDir, "*", "key.pem"))
 		if len(m) != 1 {

@@ -57,7 +57,7 @@ func TestE2EDaemon(t *testing.T) {
 	}
 	has := func(name string) func() bool {
 		return func() bool {
-			_, err := os.Stat(filepath.Join(s.events, name+".json"))
+			_, err := os.Stat(filepath.Join(s.work.Events, name+".json"))
 			return err == nil
 		}
 	}
@@ -115,16 +115,16 @@ func TestE2EDaemon(t *testing.T) {
 	if left, err := filepath.Glob(filepath.Join(webRoot, ".well-known", "acme-challenge", "*")); err != nil || len(left) != 0 {
 		t.Errorf("challenge files left after SIGTERM: %v %v", left, err)
 	}
-	if _, err := os.Stat(filepath.Join(s.events, "three.failed.json")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(s.work.Events, "three.failed.json")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("failed raised for the abandoned order (stat: %v)", err)
 	}
-	if _, err := os.Stat(filepath.Join(s.dir, "storage", "certificates", "three", "current")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(s.work.Dir, "storage", "certificates", "three", "current")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("three has a current certificate after SIGTERM (stat: %v)", err)
 	}
 	var meta struct {
 		Renewal map[string]any `json:"renewal"`
 	}
-	if b, err := os.ReadFile(filepath.Join(s.dir, "storage", "certificates", "three", "meta.json")); err == nil {
+	if b, err := os.ReadFile(filepath.Join(s.work.Dir, "storage", "certificates", "three", "meta.json")); err == nil {
 		if err := json.Unmarshal(b, &meta); err != nil {
 			t.Fatal(err)
 		}
@@ -158,7 +158,7 @@ func TestE2ERevoke(t *testing.T) {
 	if ev := s.event("rv.revoke"); ev["revocation_reason"] != float64(1) || ev["serial"] != serial {
 		t.Errorf("revoke event = reason %v serial %v, want 1 %s", ev["revocation_reason"], ev["serial"], serial)
 	}
-	aside, err := filepath.Glob(filepath.Join(s.dir, "storage", "certificates", "rv", "aside", "*.key.pem"))
+	aside, err := filepath.Glob(filepath.Join(s.work.Dir, "storage", "certificates", "rv", "aside", "*.key.pem"))
 	if err != nil || len(aside) != 1 {
 		t.Fatalf("keys moved aside = %v (%v), want one", aside, err)
 	}

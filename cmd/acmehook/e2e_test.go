@@ -15,7 +15,6 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -108,52 +107,18 @@ func (h *holdHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.next.ServeHTTP(w, r)
 }
 
-// eventsScript records every event it receives as JSON in dir, one file per
-// event ("CERT.EVENT.json", challenge events "CERT.EVENT.IDENTIFIER.json"),
-// and fails issued and renew of certificates named "gated-*" while the file
-// gate is missing.
-const eventsScript = `
-local acmehook = require("acmehook")
-local out, gate = %q, %q
-local function record(ev)
-  local name = ev.cert_name .. "." .. ev.name
-  if ev.challenge then name = name .. "." .. ev.challenge.identifier end
-  assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
-end
-for _, n in ipairs(acmehook.events) do acmehook.on(n, record) end
-local function gated(ev)
-  if string.sub(ev.cert_name, 1, 6) == "gated-" and not acmehook.files.exists(gate) then
-    error("deploy target not ready")
-  end
-end
-acmehook.on("issued", gated)
-acmehook.on("renew", gated)
-`
-
 // site is one test's configuration directory.
 type site struct {
 	t      testing.TB
-	dir    string
-	config string // path of acmehook.toml
-	text   string // its content
-	events string // where events.lua records
-	gate   string // gated-* deploys fail while this file is missing
+	work   testenv.Workdir // events.lua, its events, the gate, a webroot nobody serves
+	config string          // path of acmehook.toml
+	text   string          // its content
 }
 
 func newSite(t testing.TB) *site {
 	t.Helper()
-	dir := t.TempDir()
-	s := &site{t: t, dir: dir, config: filepath.Join(dir, "acmehook.toml"),
-		events: filepath.Join(dir, "events"), gate: filepath.Join(dir, "deploy-ok")}
-	for _, d := range []string{s.events, filepath.Join(dir, "unserved")} {
-		if err := os.Mkdir(d, 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "events.lua"), []byte(fmt.Sprintf(eventsScript, s.events, s.gate)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return s
+	w := testenv.NewWorkdir(t)
+	return &site{t: t, work: w, config: filepath.Join(w.Dir, "acmehook.toml")}
 }
 
 // baseConfig is the storage, [ca] and [plugins] part shared by the tests;
@@ -180,7 +145,7 @@ resolvers = [%q]
 // write writes acmehook.toml: the base configuration and then extra.
 func (s *site) write(extra string) {
 	s.t.Helper()
-	s.text = baseConfig(filepath.Join(s.dir, "unserved")) + extra
+	s.text = baseConfig(s.work.Unserved) + extra
 	if err := os.WriteFile(s.config, []byte(s.text), 0o644); err != nil {
 		s.t.Fatal(err)
 	}
@@ -239,22 +204,14 @@ func (s *site) command(args ...string) *exec.Cmd {
 // event returns what events.lua recorded under name.
 func (s *site) event(name string) map[string]any {
 	s.t.Helper()
-	b, err := os.ReadFile(filepath.Join(s.events, name+".json"))
-	if err != nil {
-		s.t.Fatalf("event %s did not reach the script: %v", name, err)
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		s.t.Fatalf("event %s: %v", name, err)
-	}
-	return m
+	return s.work.Event(s.t, name)
 }
 
 // stored returns the current certificate of name from the storage, checked
 // to chain to Pebble's root for each of names, and the fullchain PEM.
 func (s *site) stored(name string, names []string) (*x509.Certificate, []byte) {
 	s.t.Helper()
-	cur := filepath.Join(s.dir, "storage", "certificates", name, "current")
+	cur := filepath.Join(s.work.Dir, "storage", "certificates", name, "current")
 	certPEM, err := os.ReadFile(filepath.Join(cur, "cert.pem"))
 	if err != nil {
 		s.t.Fatalf("certificate %s not stored: %v", name, err)
@@ -308,7 +265,7 @@ func newOrders() int {
 // the file modes on disk. A second run sends no request to the CA.
 func TestE2EAllSolvers(t *testing.T) {
 	s := newSite(t)
-	if err := os.Mkdir(filepath.Join(s.dir, "out"), 0o755); err != nil {
+	if err := os.Mkdir(filepath.Join(s.work.Dir, "out"), 0o755); err != nil {
 		t.Fatal(err)
 	}
 	s.write(`
@@ -386,7 +343,7 @@ scripts = ["events.lua"]
 			if ev["fullchain_pem"] != string(fullchain) {
 				t.Errorf("issued event fullchain_pem differs from the stored cert.pem + chain.pem")
 			}
-			if kp, _ := ev["key_path"].(string); kp == "" || !strings.HasPrefix(kp, filepath.Join(s.dir, "storage")) {
+			if kp, _ := ev["key_path"].(string); kp == "" || !strings.HasPrefix(kp, filepath.Join(s.work.Dir, "storage")) {
 				t.Errorf("issued event key_path = %v, want a path in the storage", ev["key_path"])
 			} else if b, err := os.ReadFile(kp); err != nil || !bytes.Contains(b, []byte("PRIVATE KEY")) {
 				t.Errorf("issued event key_path %s: no private key there (%v)", kp, err)
@@ -412,22 +369,22 @@ scripts = ["events.lua"]
 	}
 	t.Run("output copies", func(t *testing.T) {
 		_, fullchain := s.stored("alpn", nil)
-		if b, err := os.ReadFile(filepath.Join(s.dir, "out", "alpn.fullchain.pem")); err != nil || !bytes.Equal(b, fullchain) {
+		if b, err := os.ReadFile(filepath.Join(s.work.Dir, "out", "alpn.fullchain.pem")); err != nil || !bytes.Equal(b, fullchain) {
 			t.Errorf("out/alpn.fullchain.pem differs from the stored fullchain (%v)", err)
 		}
-		stored, _ := os.ReadFile(filepath.Join(s.dir, "storage", "certificates", "alpn", "current", "key.pem"))
-		if b, err := os.ReadFile(filepath.Join(s.dir, "out", "alpn.key.pem")); err != nil || !bytes.Equal(b, stored) {
+		stored, _ := os.ReadFile(filepath.Join(s.work.Dir, "storage", "certificates", "alpn", "current", "key.pem"))
+		if b, err := os.ReadFile(filepath.Join(s.work.Dir, "out", "alpn.key.pem")); err != nil || !bytes.Equal(b, stored) {
 			t.Errorf("out/alpn.key.pem differs from the stored key (%v)", err)
 		}
-		if m := mode(t, filepath.Join(s.dir, "out", "alpn.key.pem")); m != 0o600 {
+		if m := mode(t, filepath.Join(s.work.Dir, "out", "alpn.key.pem")); m != 0o600 {
 			t.Errorf("out/alpn.key.pem mode = %v, want 0600", m)
 		}
-		if m := mode(t, filepath.Join(s.dir, "out", "alpn.fullchain.pem")); m != 0o644 {
+		if m := mode(t, filepath.Join(s.work.Dir, "out", "alpn.fullchain.pem")); m != 0o644 {
 			t.Errorf("out/alpn.fullchain.pem mode = %v, want 0644", m)
 		}
 	})
 	t.Run("modes on disk", func(t *testing.T) {
-		checkModes(t, filepath.Join(s.dir, "storage"))
+		checkModes(t, filepath.Join(s.work.Dir, "storage"))
 	})
 	t.Run("second run", func(t *testing.T) {
 		pebble.Counter().Reset()
@@ -601,7 +558,7 @@ scripts = ["events.lua"]
 		}
 	}
 	s.stored("good", []string{"good.fail.example.com"})
-	if _, err := os.Stat(filepath.Join(s.dir, "storage", "certificates", "bad", "current")); !errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(filepath.Join(s.work.Dir, "storage", "certificates", "bad", "current")); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("bad has a current certificate (stat: %v)", err)
 	}
 	e, _ := s.event("bad.failed")["error"].(map[string]any)
@@ -638,7 +595,7 @@ scripts = ["events.lua"]
 			t.Errorf("run: exit %d with %d new orders, want 1 and none\n%s", o.code, newOrders(), o)
 		}
 	})
-	if err := os.WriteFile(s.gate, nil, 0o644); err != nil {
+	if err := os.WriteFile(s.work.Gate, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	pebble.Counter().Reset()
@@ -810,7 +767,7 @@ func TestE2EBadConfig(t *testing.T) {
 			if _, total := pebble.Counter().Snapshot(); total != 0 {
 				t.Errorf("%d requests to the CA, want none", total)
 			}
-			if _, err := os.Stat(filepath.Join(s.dir, "storage")); !errors.Is(err, fs.ErrNotExist) && tt.args[0] != "check" {
+			if _, err := os.Stat(filepath.Join(s.work.Dir, "storage")); !errors.Is(err, fs.ErrNotExist) && tt.args[0] != "check" {
 				t.Errorf("storage created for an invalid configuration (stat: %v)", err)
 			}
 		})
