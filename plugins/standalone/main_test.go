@@ -9,12 +9,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/asn1"
-	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strconv"
 	"strings"
 	"testing"
@@ -29,22 +27,7 @@ import (
 // binary is this plugin, built once by TestMain.
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "standalone-plugin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binary, err = sdktest.Build(dir, "standalone", ".")
-	code := 1
-	if err == nil {
-		code = m.Run()
-	} else {
-		fmt.Fprintln(os.Stderr, err)
-	}
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { sdktest.Main(m, "standalone", &binary) }
 
 func freeAddr(t *testing.T) (string, int) {
 	t.Helper()

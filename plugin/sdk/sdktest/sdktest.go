@@ -10,9 +10,11 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"sync"
+	"testing"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -27,6 +29,27 @@ func Build(dir, name, pkg string) (string, error) {
 		return "", fmt.Errorf("building %s: %w\n%s", pkg, err, b)
 	}
 	return out, nil
+}
+
+// Main is a TestMain for a plugin's own package: it builds the main
+// package in the current directory into a temporary directory as name,
+// sets *bin to the executable's path, runs the tests, removes the build and
+// exits with the tests' status. A build failure is printed and fails the
+// run.
+func Main(m *testing.M, name string, bin *string) {
+	os.Exit(func() int {
+		dir, err := os.MkdirTemp("", name+"-plugin-")
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		defer os.RemoveAll(dir)
+		if *bin, err = Build(dir, name, "."); err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			return 1
+		}
+		return m.Run()
+	}())
 }
 
 // Issue obtains a certificate for ids from the ACME server behind c with a
