@@ -373,10 +373,10 @@ func TestValidName(t *testing.T) {
 	}
 }
 
-// TestDocumentedKeys checks that README.md documents every key
+// TestDocumentedKeys checks that docs/configuration.md documents every key
 // the decoder accepts.
 func TestDocumentedKeys(t *testing.T) {
-	doc, err := os.ReadFile("../../README.md")
+	doc, err := os.ReadFile("../../docs/configuration.md")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -396,7 +396,7 @@ func TestDocumentedKeys(t *testing.T) {
 				continue
 			}
 			if !bytes.Contains(doc, []byte("`"+tag+"`")) && !bytes.Contains(doc, []byte("."+tag+"`")) {
-				t.Errorf("key %s (%s.%s) is not documented in README.md", tag, rt.Name(), f.Name)
+				t.Errorf("key %s (%s.%s) is not documented in docs/configuration.md", tag, rt.Name(), f.Name)
 			}
 		}
 	}
