@@ -2,6 +2,7 @@ package acme
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 )
@@ -20,40 +21,39 @@ func (c *Client) GetAuthorization(ctx context.Context, acct Account, url string)
 }
 
 // WaitAuthorization polls the authorization until it is no longer pending,
-// RFC 8555 §7.5.1, with the backoff and Retry-After handling of WaitOrder.
-// A valid authorization is returned with a nil error; any other final
-// status with an error wrapping the failed challenge's *Problem.
+// RFC 8555 §7.5.1, with the backoff, Retry-After handling and bounds of
+// WaitOrder. A valid authorization is returned with a nil error; an
+// invalid one with a *ValidationError carrying the challenges' problems;
+// another final status (deactivated, expired, revoked) with an error
+// naming it; a wait that ran out of time with a *PollError.
 func (c *Client) WaitAuthorization(ctx context.Context, acct Account, url string) (Authorization, error) {
-	var a Authorization
-	err := c.poll(ctx, func() (bool, time.Duration, error) {
-		var err error
-		if a, err = c.GetAuthorization(ctx, acct, url); err != nil {
-			return false, 0, err
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Authorization{}, err
+	}
+	a := Authorization{URL: url}
+	t := pollTarget{kind: "authorization", url: url}
+	err = c.poll(ctx, t, 0, func(ctx context.Context) (string, time.Duration, bool, error) {
+		got, err := c.authzRequest(ctx, s, url, nil, true)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("polling authorization %s: %w", url, err)
 		}
+		a = got
 		switch a.Status {
 		case StatusValid:
-			return true, 0, nil
+			return a.Status, 0, true, nil
 		case StatusPending:
-			return false, a.RetryAfter, nil
+			return a.Status, a.RetryAfter, false, nil
+		case StatusInvalid:
+			return a.Status, 0, true, &ValidationError{Authorizations: []Authorization{a}}
 		}
-		return true, 0, authzError(a)
+		return a.Status, 0, true, fmt.Errorf("authorization %s for %s is %s", url, authzIdentifier(a), a.Status)
 	})
-	if err != nil {
-		if a.Identifier.Value == "" { // the first fetch failed
-			return a, fmt.Errorf("waiting for authorization %s: %w", url, err)
-		}
-		return a, fmt.Errorf("waiting for authorization of %s: %w", a.Identifier, err)
+	var pe *PollError
+	if errors.As(err, &pe) && a.Identifier.Value != "" {
+		pe.Identifier = authzIdentifier(a)
 	}
-	return a, nil
-}
-
-func authzError(a Authorization) error {
-	for _, ch := range a.Challenges {
-		if ch.Error != nil {
-			return fmt.Errorf("authorization is %s: %s: %w", a.Status, ch.Type, ch.Error)
-		}
-	}
-	return fmt.Errorf("authorization is %s", a.Status)
+	return a, err
 }
 
 // DeactivateAuthorization deactivates an authorization, RFC 8555 §7.5.2.

@@ -30,7 +30,9 @@ type Client struct {
 	DirectoryURL string
 	// HTTPClient sends the requests; nil means http.DefaultClient.
 	HTTPClient *http.Client
-	// Logger receives Debug records of each request; nil discards.
+	// Logger receives Debug records of each request and of the solve
+	// flow's steps, and a Warn record for a failed Solver.CleanUp; nil
+	// discards.
 	Logger *slog.Logger
 	// UserAgent is prepended to the User-Agent header.
 	UserAgent string
@@ -51,6 +53,10 @@ type Client struct {
 	// MaxPollInterval caps the polling backoff; zero means
 	// DefaultMaxPollInterval.
 	MaxPollInterval time.Duration
+	// PollTimeout bounds each wait for an order or an authorization
+	// (WaitOrder, WaitAuthorization, FinalizeOrder's polling); the
+	// caller's context may end it sooner. Zero means DefaultPollTimeout.
+	PollTimeout time.Duration
 
 	initOnce sync.Once
 	hc       *http.Client

@@ -20,7 +20,20 @@
 //	order, err := c.NewOrder(ctx, acct, acme.Order{Identifiers: ids})
 //	order, err = c.FinalizeOrder(ctx, acct, order, csrDER)
 //
-// An issuance is: NewOrder; for each authorization GetAuthorization, pick a
+// The whole issuance is written once, as ObtainCertificate, with a Solver
+// that makes challenges answerable (acmez-style):
+//
+//	res, err := c.ObtainCertificate(ctx, acct, acme.CertificateRequest{
+//		Identifiers: ids, Key: certKey, Solver: mySolver, Roots: roots,
+//	})
+//
+// Its steps are methods of their own for callers that need them apart:
+// NewOrder (which checks the CA's identifiers), SolveAuthorizations (every
+// authorization concurrently: fetch, skip valid, refuse a foreign
+// identifier, choose the challenge, Present, answer, poll, CleanUp),
+// FinalizeOrder, FetchPreferredChain and VerifyCertificate.
+//
+// By hand, an issuance is: NewOrder; for each authorization GetAuthorization, pick a
 // challenge, make it answerable (see KeyAuthorization, DNS01TXTRecord,
 // HTTP01ChallengePath, HTTP01ChallengeURL, TLSALPN01ChallengeCert and package
 // acme/standalone), AcceptChallenge, WaitAuthorization; then NewCSR,
@@ -46,5 +59,10 @@
 //	if errors.As(err, &p) && p.Type == acme.ProblemRateLimited { ... p.RetryAfter ... }
 //
 // Untrusted server data fails with typed errors: ErrInsecureURL,
-// ErrMalformedResponse, ErrResponseTooLarge, ErrInvalidToken.
+// ErrMalformedResponse, ErrResponseTooLarge, ErrInvalidToken,
+// ErrIdentifierMismatch, *CertificateError. The flow's outcomes are typed
+// too, for errors.As: *ValidationError (invalid authorizations, with each
+// challenge's problem), *PollError (a wait that ran out of time, with the
+// state it was stuck in), *OrderError (an order in an unexpected state),
+// *NoChallengeError.
 package acme

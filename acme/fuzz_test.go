@@ -31,7 +31,7 @@ func FuzzDecode(f *testing.F) {
 			for _, ch := range az.Challenges {
 				ch.Recognized()
 			}
-			authzError(az)
+			_ = (&ValidationError{Authorizations: []Authorization{az}}).Error()
 		}
 		var p Problem
 		if decode(b, &p) == nil {

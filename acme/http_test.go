@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"maps"
@@ -420,7 +421,11 @@ func TestNewOrderRequest(t *testing.T) {
 	acct := f.account()
 	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
 		w.Header().Set("Location", "/order/7") // relative: resolved against the request URL
-		writeJSON(w, 201, orderJSON(f, StatusPending))
+		o := orderJSON(f, StatusPending)
+		var in struct{ Identifiers []Identifier }
+		json.Unmarshal(req.Payload, &in)
+		o["identifiers"] = in.Identifiers // as a CA echoes them
+		writeJSON(w, 201, o)
 	})
 	nb := time.Date(2026, 2, 1, 0, 0, 0, 0, time.UTC)
 	o, err := f.client().NewOrder(ctxT(t), acct, Order{

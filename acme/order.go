@@ -8,6 +8,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -18,6 +19,10 @@ var ErrCertKeyIsAccountKey = errors.New("acme: certificate key must differ from 
 // NewOrder asks for a certificate for order.Identifiers (dns and ip,
 // RFC 8738; wildcards as "*.example.com"), with the optional NotBefore,
 // NotAfter, Profile and Replaces (RFC 9773 §5) fields. RFC 8555 §7.4.
+// The order the CA creates must be for exactly those identifiers (DNS
+// names compared case-insensitively, IP addresses in canonical form, in
+// any order); otherwise the error wraps ErrIdentifierMismatch and the
+// order is returned, so its URL can be reported.
 func (c *Client) NewOrder(ctx context.Context, acct Account, order Order) (Order, error) {
 	s, err := accountSigner(acct)
 	if err != nil {
@@ -44,6 +49,9 @@ func (c *Client) NewOrder(ctx context.Context, acct Account, order Order) (Order
 	if o.URL == "" {
 		return Order{}, fmt.Errorf("creating order: %w: no order Location", ErrMalformedResponse)
 	}
+	if err := checkOrderIdentifiers(order.Identifiers, o.Identifiers); err != nil {
+		return o, fmt.Errorf("creating order %s: %w", o.URL, err)
+	}
 	return o, nil
 }
 
@@ -63,61 +71,95 @@ func (c *Client) GetOrder(ctx context.Context, acct Account, url string) (Order,
 // WaitOrder polls the order until it is ready, valid or invalid, RFC 8555
 // §7.4: it waits Client.PollInterval first, doubling up to
 // MaxPollInterval, and honours the server's Retry-After. An invalid order
-// is returned with an error wrapping its *Problem. It gives up when ctx
-// is done, returning the last state seen.
+// is an *OrderError wrapping its *Problem. The wait is bounded by ctx and
+// by Client.PollTimeout; when the bound comes first, or a Retry-After
+// would outlast it, it returns a *PollError with the last state seen (and
+// that state as the order).
 func (c *Client) WaitOrder(ctx context.Context, acct Account, url string) (Order, error) {
-	var o Order
-	err := c.poll(ctx, func() (bool, time.Duration, error) {
-		var err error
-		if o, err = c.GetOrder(ctx, acct, url); err != nil {
-			return false, 0, err
-		}
-		switch o.Status {
-		case StatusReady, StatusValid:
-			return true, 0, nil
-		case StatusPending, StatusProcessing:
-			return false, o.RetryAfter, nil
-		}
-		return true, 0, orderError(o)
-	})
-	if err != nil {
-		return o, fmt.Errorf("waiting for order %s: %w", url, err)
-	}
-	return o, nil
-}
-
-func orderError(o Order) error {
-	if o.Error != nil {
-		return fmt.Errorf("order is %s: %w", o.Status, o.Error)
-	}
-	return fmt.Errorf("order is %s", o.Status)
-}
-
-// FinalizeOrder sends the CSR (DER) to the order's finalize URL, RFC 8555
-// §7.4, and polls until the certificate is issued. It refuses a CSR whose
-// key is the account key. The returned order is valid and names the
-// certificate URL.
-func (c *Client) FinalizeOrder(ctx context.Context, acct Account, order Order, csrDER []byte) (Order, error) {
 	s, err := accountSigner(acct)
 	if err != nil {
 		return Order{}, err
 	}
+	o := Order{URL: url}
+	err = c.poll(ctx, pollTarget{kind: "order", url: url}, 0, func(ctx context.Context) (string, time.Duration, bool, error) {
+		got, err := c.orderRequest(ctx, s, url, nil)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("polling order %s: %w", url, err)
+		}
+		o = got
+		switch o.Status {
+		case StatusReady, StatusValid:
+			return o.Status, 0, true, nil
+		case StatusPending, StatusProcessing:
+			return o.Status, o.RetryAfter, false, nil
+		}
+		return o.Status, 0, true, orderError(o, StatusReady, StatusValid)
+	})
+	return o, err
+}
+
+// OrderError is an order found in a state the operation cannot go on
+// from: invalid (with the CA's problem), or another unexpected status.
+type OrderError struct {
+	// URL is the order's URL, Status the state it was found in.
+	URL, Status string
+	// Want are the states the operation expected.
+	Want []string
+	// Problem is the order's error, if the CA gave one.
+	Problem *Problem
+}
+
+// Error reads "acme: order https://… is invalid: <problem>" or "acme:
+// order https://… is pending, want ready or valid".
+func (e *OrderError) Error() string {
+	s := fmt.Sprintf("acme: order %s is %s", e.URL, e.Status)
+	if e.Problem != nil {
+		return s + ": " + problemText(e.Problem)
+	}
+	if len(e.Want) > 0 {
+		s += ", want " + strings.Join(e.Want, " or ")
+	}
+	return s
+}
+
+// Unwrap returns the order's problem.
+func (e *OrderError) Unwrap() error {
+	if e.Problem == nil {
+		return nil
+	}
+	return e.Problem
+}
+
+func orderError(o Order, want ...string) error {
+	return &OrderError{URL: o.URL, Status: o.Status, Want: want, Problem: o.Error}
+}
+
+// FinalizeOrder sends the CSR (DER) to the order's finalize URL, RFC 8555
+// §7.4, and polls until the certificate is issued, as WaitOrder polls. It
+// refuses a CSR whose key is the account key. The returned order is valid
+// and names the certificate URL. On failure the order returned is the
+// last state seen (order itself if none), so its URL is never lost.
+func (c *Client) FinalizeOrder(ctx context.Context, acct Account, order Order, csrDER []byte) (Order, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return order, err
+	}
 	csr, err := x509.ParseCertificateRequest(csrDER)
 	if err != nil {
-		return Order{}, fmt.Errorf("finalizing order %s: parsing CSR: %w", order.URL, err)
+		return order, fmt.Errorf("finalizing order %s: parsing CSR: %w", order.URL, err)
 	}
 	if samePublicKey(csr.PublicKey, acct.Key.Public()) {
-		return Order{}, fmt.Errorf("finalizing order %s: %w", order.URL, ErrCertKeyIsAccountKey)
+		return order, fmt.Errorf("finalizing order %s: %w", order.URL, ErrCertKeyIsAccountKey)
 	}
 	if order.Finalize == "" {
-		return Order{}, fmt.Errorf("finalizing order %s: %w: no finalize URL", order.URL, ErrMalformedResponse)
+		return order, fmt.Errorf("finalizing order %s: %w: no finalize URL", order.URL, ErrMalformedResponse)
 	}
 	req := struct {
 		CSR string `json:"csr"`
 	}{base64.RawURLEncoding.EncodeToString(csrDER)}
 	o, err := c.orderRequest(ctx, s, order.Finalize, req)
 	if err != nil {
-		return Order{}, fmt.Errorf("finalizing order %s: %w", order.URL, err)
+		return order, fmt.Errorf("finalizing order %s: %w", order.URL, err)
 	}
 	if o.URL == "" {
 		o.URL = order.URL
@@ -127,24 +169,25 @@ func (c *Client) FinalizeOrder(ctx context.Context, acct Account, order Order, c
 		return issued(o)
 	case StatusProcessing, StatusReady:
 	default:
-		return o, fmt.Errorf("finalizing order %s: %w", order.URL, orderError(o))
+		return o, fmt.Errorf("finalizing order: %w", orderError(o, StatusProcessing, StatusValid))
 	}
 	url := o.URL
-	err = c.poll(ctx, func() (bool, time.Duration, error) {
-		var err error
-		if o, err = c.GetOrder(ctx, acct, url); err != nil {
-			return false, 0, err
+	err = c.poll(ctx, pollTarget{kind: "order", url: url, status: o.Status}, o.RetryAfter, func(ctx context.Context) (string, time.Duration, bool, error) {
+		got, err := c.orderRequest(ctx, s, url, nil)
+		if err != nil {
+			return "", 0, false, fmt.Errorf("polling order %s: %w", url, err)
 		}
+		o = got
 		switch o.Status {
 		case StatusValid:
-			return true, 0, nil
+			return o.Status, 0, true, nil
 		case StatusProcessing, StatusReady:
-			return false, o.RetryAfter, nil
+			return o.Status, o.RetryAfter, false, nil
 		}
-		return true, 0, orderError(o)
-	}, o.RetryAfter)
+		return o.Status, 0, true, orderError(o, StatusProcessing, StatusValid)
+	})
 	if err != nil {
-		return o, fmt.Errorf("finalizing order %s: %w", url, err)
+		return o, fmt.Errorf("finalizing order: %w", err)
 	}
 	return issued(o)
 }
@@ -169,42 +212,6 @@ func (c *Client) orderRequest(ctx context.Context, s signer, url string, req any
 	}
 	o.RetryAfter = r.retryAfter
 	return o, nil
-}
-
-// poll calls check after a backoff until it reports done or fails. The
-// first wait is first[0] if given and non-zero (a Retry-After), otherwise
-// PollInterval.
-func (c *Client) poll(ctx context.Context, check func() (done bool, retryAfter time.Duration, err error), first ...time.Duration) error {
-	interval := c.PollInterval
-	if interval <= 0 {
-		interval = DefaultPollInterval
-	}
-	maxInterval := c.MaxPollInterval
-	if maxInterval <= 0 {
-		maxInterval = DefaultMaxPollInterval
-	}
-	wait := interval
-	if len(first) > 0 && first[0] > 0 {
-		wait = first[0]
-	}
-	for {
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < wait {
-			// Waiting would outlive the caller: give up now, not at the deadline.
-			return fmt.Errorf("next poll in %s is past the deadline: %w", wait.Round(time.Millisecond), context.DeadlineExceeded)
-		}
-		if err := sleep(ctx, wait); err != nil {
-			return err
-		}
-		done, retryAfter, err := check()
-		if done || err != nil {
-			return err
-		}
-		interval = min(interval*2, maxInterval)
-		wait = interval
-		if retryAfter > 0 {
-			wait = retryAfter
-		}
-	}
 }
 
 // CertificateChain is a certificate with its chain as the server sent it
