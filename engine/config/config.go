@@ -12,6 +12,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
@@ -44,6 +45,14 @@ const (
 	DefaultCallTimeout    = 5 * time.Minute
 	DefaultScriptTimeout  = 30 * time.Second
 )
+
+// MaxFileSize is the largest configuration file Load reads: a file of a
+// thousand certificates is about 200 KiB, so anything near the limit is a
+// mistake (a wrong path, a log file), refused before it is parsed.
+const MaxFileSize = 4 << 20
+
+// maxSecretSize bounds a secret file (an EAB key, an API token).
+const maxSecretSize = 64 << 10
 
 // ErrInvalid is wrapped by every error Load and Validate return for a
 // file that is readable but not acceptable.
@@ -191,11 +200,23 @@ type Output struct {
 // the returned error joins every problem found, each an *Error naming
 // file:line where known, and wraps ErrInvalid.
 func Load(path string) (*Config, error) {
-	data, err := os.ReadFile(path)
+	data, err := readLimited(path, MaxFileSize)
+	if errors.Is(err, errTooLarge) {
+		return nil, errors.Join(ErrInvalid, &Error{File: path, Message: fmt.Sprintf("larger than %d MiB; is this the configuration file?", MaxFileSize>>20)})
+	}
 	if err != nil {
 		return nil, fmt.Errorf("reading config: %w", err)
 	}
-	cfg := &Config{file: path, pos: scanPositions(string(data))}
+	return load(path, data)
+}
+
+// load is Load after the file has been read.
+func load(path string, data []byte) (*Config, error) {
+	pos, err := scanPositions(path, string(data))
+	if err != nil {
+		return nil, errors.Join(ErrInvalid, err)
+	}
+	cfg := &Config{file: path, pos: pos}
 	if abs, err := filepath.Abs(path); err == nil {
 		cfg.abs = abs
 	}
@@ -480,13 +501,37 @@ func isSecretTable(m map[string]any) bool {
 	return false
 }
 
+// errTooLarge is returned by readLimited for a file over its limit.
+var errTooLarge = errors.New("file too large")
+
+// readLimited reads the file at path, or fails with errTooLarge once it
+// has read more than limit bytes (a FIFO or /dev/zero ends too).
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, err
+	}
+	if int64(len(b)) > limit {
+		return nil, errTooLarge
+	}
+	return b, nil
+}
+
 // readSecret returns the content of file (trailing newlines trimmed) or
 // the value of the environment variable env; "" if both are empty. shown
 // is the file name as the user wrote it, for messages.
 func readSecret(file, shown, env string) (string, error) {
 	switch {
 	case file != "":
-		b, err := os.ReadFile(file)
+		b, err := readLimited(file, maxSecretSize)
+		if errors.Is(err, errTooLarge) {
+			return "", fmt.Errorf("secret file %s is larger than %d KiB", shown, maxSecretSize>>10)
+		}
 		if err != nil {
 			var pe *fs.PathError
 			if errors.As(err, &pe) {

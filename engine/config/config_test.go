@@ -494,3 +494,51 @@ func selfSigned(t *testing.T) string {
 	}
 	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
 }
+
+// TestLoadLimits: inputs that once hung the loader or could exhaust it are
+// refused with an error that names the file (and the line, where there is
+// one).
+func TestLoadLimits(t *testing.T) {
+	dir := t.TempDir()
+	big := filepath.Join(dir, "big.toml")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("# padding\n"), MaxFileSize/10+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bigSecret := filepath.Join(dir, "big.key")
+	if err := os.WriteFile(bigSecret, bytes.Repeat([]byte("a"), maxSecretSize+1), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, body, path, want string
+	}{
+		{"unbalanced brackets", "[[certificate]]\nname = \"a\"\ndomains = [ } ]\n", "", ":3: certificate.domains: expected value but found '}' instead"},
+		{"unbalanced in inline table", "a = { b = [ } ] }\n", "", ":1: "},
+		{"deep arrays", "a = " + strings.Repeat("[", 40) + strings.Repeat("]", 40), "", ":1: keys, arrays and inline tables nest deeper than 32 levels"},
+		{"deep dotted key", strings.Repeat("a.", 40) + "b = 1", "", ":1: keys, arrays and inline tables nest deeper than 32 levels"},
+		{"deep header", "x = 1\n[" + strings.Repeat("a.", 40) + "b]", "", ":2: keys, arrays and inline tables nest deeper than 32 levels"},
+		{"file too large", "", big, "big.toml: larger than 4 MiB; is this the configuration file?"},
+		{"secret file too large", "[ca]\ndirectory = \"letsencrypt\"\neab_kid = \"k\"\neab_hmac_key_file = \"big.key\"\n", "", ":4: ca.eab_hmac_key_file: secret file big.key is larger than 64 KiB"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := tt.path
+			if p == "" {
+				p = filepath.Join(dir, "acmehook.toml")
+				if err := os.WriteFile(p, []byte(tt.body), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			done := make(chan error, 1)
+			go func() { _, err := Load(p); done <- err }()
+			var err error
+			select {
+			case err = <-done:
+			case <-time.After(loadBound):
+				t.Fatalf("Load did not return within %s", loadBound)
+			}
+			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), tt.want) {
+				t.Errorf("Load = %v, want an ErrInvalid containing %q", err, tt.want)
+			}
+		})
+	}
+}

@@ -57,17 +57,31 @@ type keyPos struct {
 	line int
 }
 
+// MaxNesting bounds how deeply keys, tables, arrays and inline tables may
+// nest in a configuration file: a key's pieces (table header and dotted
+// key) plus the arrays and inline tables around a value. acmehook's own
+// keys nest at most 5 deep (plugins.NAME.config.KEY.secret_env); a
+// plugin's config table may use the rest. The bound
+// exists because BurntSushi/toml takes time quadratic in the nesting depth
+// (4,000 nested inline tables, a 16 kB file, take 9 s to decode).
+const MaxNesting = 32
+
 // positions indexes where keys appear in a TOML document. BurntSushi/toml
 // keeps key positions private, so this is a small scanner that understands
 // just enough TOML (headers, keys, strings, arrays, inline tables, comments)
-// to attribute a line to each key. It never decides what is valid: the
-// decoder has already accepted the document when it runs.
+// to attribute a line to each key, and that checks MaxNesting. It runs
+// before the decoder, so it must get through any input: every step
+// consumes at least one byte, and nesting is bounded before it recurses.
+// It never decides what else is valid; the decoder does.
 type positions struct {
 	keys   []keyPos
 	byPath map[string]int
 }
 
-func scanPositions(src string) *positions {
+// scanPositions indexes src, the content of file. The error, when not
+// nil, is an *Error naming the first line where src nests deeper than
+// MaxNesting.
+func scanPositions(file, src string) (*positions, error) {
 	s := &scanner{src: src, line: 1, arrIdx: map[string]int{}}
 	s.run()
 	p := &positions{keys: s.out, byPath: map[string]int{}}
@@ -76,7 +90,10 @@ func scanPositions(src string) *positions {
 			p.byPath[k.path] = k.line
 		}
 	}
-	return p
+	if s.deep > 0 {
+		return p, &Error{File: file, Line: s.deep, Message: fmt.Sprintf("keys, arrays and inline tables nest deeper than %d levels", MaxNesting)}
+	}
+	return p, nil
 }
 
 // line returns the line of the key at path, or of its closest enclosing
@@ -145,6 +162,20 @@ type scanner struct {
 	tpath  string   // current table, display path with indices
 	arrIdx map[string]int
 	out    []keyPos
+	deep   int // line where nesting first exceeded MaxNesting, or 0
+}
+
+// tooDeep reports whether depth exceeds MaxNesting; the first time, it
+// records the line and ends the scan.
+func (s *scanner) tooDeep(depth int) bool {
+	if depth <= MaxNesting {
+		return false
+	}
+	if s.deep == 0 {
+		s.deep = s.line
+	}
+	s.i = len(s.src)
+	return true
 }
 
 func (s *scanner) peek() byte {
@@ -194,12 +225,16 @@ func (s *scanner) run() {
 			s.skipLine()
 			continue
 		}
+		depth := len(s.table) + len(segs)
+		if s.tooDeep(depth) {
+			return
+		}
 		s.record(s.table, s.tpath, segs, line)
 		s.skipSpace(false)
 		if s.peek() == '=' {
 			s.advance()
 			s.skipSpace(false)
-			s.value(append(append([]string{}, s.table...), segs...), joinPath(s.tpath, segs))
+			s.value(append(append([]string{}, s.table...), segs...), joinPath(s.tpath, segs), depth)
 		}
 		s.skipLine()
 	}
@@ -244,6 +279,9 @@ func (s *scanner) header() {
 	s.skipSpace(false)
 	segs := s.key()
 	s.skipLine()
+	if s.tooDeep(len(segs)) {
+		return
+	}
 	// Rebuild the display path: every prefix that is an array of tables
 	// gets its current index.
 	var path strings.Builder
@@ -265,10 +303,11 @@ func (s *scanner) header() {
 	s.out = append(s.out, keyPos{segs: segs, path: s.tpath, line: line})
 }
 
-// key reads a possibly dotted, possibly quoted key.
+// key reads a possibly dotted, possibly quoted key. It stops after
+// MaxNesting+1 pieces, which is already too deep.
 func (s *scanner) key() []string {
 	var segs []string
-	for {
+	for len(segs) <= MaxNesting {
 		s.skipSpace(false)
 		switch c := s.peek(); {
 		case c == '"' || c == '\'':
@@ -288,6 +327,7 @@ func (s *scanner) key() []string {
 		}
 		s.advance()
 	}
+	return segs
 }
 
 func isBare(c byte) bool {
@@ -334,27 +374,39 @@ func (s *scanner) str() string {
 	return s.src[start:]
 }
 
-// value skips one value; keys of inline tables are recorded under the
-// key they belong to.
-func (s *scanner) value(table []string, path string) {
+// value skips one value at the given nesting depth; keys of inline
+// tables are recorded under the key they belong to. It may return without
+// consuming anything (at a stray ']' or '}'); its loops then step over
+// that byte themselves, so the scan always moves on.
+func (s *scanner) value(table []string, path string, depth int) {
 	switch s.peek() {
 	case '"', '\'':
 		s.str()
 	case '[':
+		if s.tooDeep(depth + 1) {
+			return
+		}
 		s.advance()
 		for s.i < len(s.src) {
 			s.skipSpace(true)
-			if s.peek() == ']' {
+			switch s.peek() {
+			case ']':
 				s.advance()
 				return
-			}
-			if s.peek() == ',' {
+			case ',':
 				s.advance()
 				continue
 			}
-			s.value(nil, "")
+			at := s.i
+			s.value(nil, "", depth+1)
+			if s.i == at {
+				s.advance()
+			}
 		}
 	case '{':
+		if s.tooDeep(depth + 1) {
+			return
+		}
 		s.advance()
 		for s.i < len(s.src) {
 			s.skipSpace(true)
@@ -372,6 +424,10 @@ func (s *scanner) value(table []string, path string) {
 				s.advance()
 				continue
 			}
+			sub := depth + len(segs)
+			if s.tooDeep(sub) {
+				return
+			}
 			if table != nil {
 				s.record(table, path, segs, line)
 			}
@@ -380,11 +436,11 @@ func (s *scanner) value(table []string, path string) {
 				s.advance()
 			}
 			s.skipSpace(false)
-			var sub []string
+			var subTable []string
 			if table != nil {
-				sub = append(append([]string{}, table...), segs...)
+				subTable = append(append([]string{}, table...), segs...)
 			}
-			s.value(sub, joinPath(path, segs))
+			s.value(subTable, joinPath(path, segs), sub)
 		}
 	default:
 		for s.i < len(s.src) {

@@ -32,7 +32,10 @@ solvers = { "x.example.com" = "web", y = { z = 1 } }
 esc = "quote \" [ ] # inside"
 after = 1
 `
-	p := scanPositions(src)
+	p, err := scanPositions("f.toml", src)
+	if err != nil {
+		t.Fatalf("scanPositions: %v", err)
+	}
 	want := map[string]int{
 		"top":                                    2,
 		"lit":                                    6,
