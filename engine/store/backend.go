@@ -19,13 +19,28 @@ var ErrLockLost = errors.New("store: lock lost")
 // ErrInvalidKey: a key or lock name that ValidKey rejects.
 var ErrInvalidKey = errors.New("store: invalid key")
 
+// ErrTooLarge: a value over MaxValueSize.
+var ErrTooLarge = errors.New("store: value too large")
+
+// MaxValueSize is the largest value a Backend must store: 1 MiB, below
+// etcd's default request limit (1.5 MiB).
+const MaxValueSize = 1 << 20
+
+// StorageLock is the name of the lock a single-node process holds over the
+// whole storage for its run (acmehook run, daemon, issue ...).
+const StorageLock = "storage"
+
 // Backend is the storage contract: keys and bytes, a lock that carries a
 // fencing token, and an ordered, fenced multi-operation write. Everything
 // certificate-shaped (accounts, versions, the current pointer, rollover,
 // keys moved aside, metadata) is one layer above, in Store, written once for
 // every backend. A backend does not parse what it stores.
 //
-// Keys are slash-separated paths; see ValidKey. Two naming rules give a key
+// Keys are slash-separated paths; see ValidKey. A key MUST NOT also be a
+// prefix of other keys ("a" and "a/b"): a file system cannot hold both, and
+// a backend MAY refuse the second. Values are small (certificates, keys,
+// JSON): a value over MaxValueSize fails with an error wrapping ErrTooLarge,
+// on Put and Apply and, should one be found, on Get. Two naming rules give a key
 // meaning a backend or a wrapper may act on: IsSecret (the value is a
 // private key, which an encrypting wrapper seals) and IsLink (the value names
 // a sibling prefix, which the file backend stores as a symbolic link).
@@ -53,10 +68,10 @@ type Backend interface {
 
 	// List returns what is directly below prefix, sorted, like a directory
 	// listing: for each key starting with prefix, the next path segment
-	// after prefix, followed by "/" if more segments follow. A segment
-	// that is both a key and a prefix of longer keys is listed twice (as
-	// "x" and "x/"). prefix MUST be "" or end in "/". Nothing below prefix
-	// is an empty list, not an error.
+	// after prefix, followed by "/" if more segments follow. prefix MUST
+	// be "" or end in "/". Nothing below prefix is an empty list, not an
+	// error. Once the last key below a prefix is deleted, the prefix is no
+	// longer listed.
 	List(ctx context.Context, prefix string) ([]string, error)
 
 	// Stat returns the size and modification time of the value under key,
@@ -202,7 +217,8 @@ func IsSecret(key string) bool {
 
 // IsLink reports whether the value under key names a sibling prefix, by the
 // naming rule: the key's last segment is "current". Its value is a relative
-// path below the key's parent, such as "versions/20261128T224300Z-04a1" for
+// path below the key's parent, itself a valid key (ValidKey; a backend MAY
+// refuse another value with ErrInvalidKey), such as "versions/20261128T224300Z-04a1" for
 // the key "certificates/www/current". Any backend may store it as bytes; the
 // file backend stores it as a symbolic link, so that programs reading the
 // storage directory (a web server reading current/fullchain.pem) follow it.

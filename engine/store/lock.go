@@ -19,6 +19,8 @@ type LockHolder struct {
 	PID      int       `json:"pid"`
 	Hostname string    `json:"hostname"`
 	Started  time.Time `json:"started"`
+	// Token is the fencing token of this holder's lock (Lock.Token).
+	Token uint64 `json:"token,omitempty"`
 }
 
 func (h LockHolder) String() string {
