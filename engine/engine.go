@@ -25,6 +25,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -75,10 +76,6 @@ type Options struct {
 	// BeforeAccept, when set, runs between presenting a challenge and
 	// answering it (a self-check, for example).
 	BeforeAccept ChallengeHook
-	// Scripts runs the certificates' Lua scripts. Nil means a luahost.Host
-	// logging to Logger, with the [lua] library directory and vars, whose
-	// Timeout is the longest script_timeout of the certificates.
-	Scripts *luahost.Host
 	// ProgressInterval is how often a progress line is logged while waiting
 	// on validation, propagation or issuance; zero means 5 seconds.
 	ProgressInterval time.Duration
@@ -92,7 +89,7 @@ type Engine struct {
 	log      *slog.Logger
 	now      func() time.Time
 	client   *acme.Client
-	scripts  *luahost.Host
+	hooks    map[string]event.Hook // per certificate name
 	hook     ChallengeHook
 	progress time.Duration
 	plugins  *plugins
@@ -121,16 +118,6 @@ func New(opts Options) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	scripts := opts.Scripts
-	if scripts == nil {
-		// dispatch bounds each script by its certificate's script_timeout;
-		// the host's own bound must not cut a longer one short.
-		var timeout time.Duration
-		for _, c := range opts.Config.Certificates {
-			timeout = max(timeout, c.ScriptTimeout.Duration)
-		}
-		scripts = luahost.New(luahost.Options{Logger: log, Timeout: timeout, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
-	}
 	if err := checkPolicies(opts.Config); err != nil {
 		return nil, err
 	}
@@ -150,7 +137,7 @@ func New(opts Options) (*Engine, error) {
 			UserAgent:      "acmehook/" + BuildVersion(),
 			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
 		},
-		scripts:  scripts,
+		hooks:    luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()}),
 		hook:     opts.BeforeAccept,
 		progress: progress,
 		plugins:  newPlugins(opts.Config, log),

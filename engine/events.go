@@ -4,35 +4,35 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
-	"fmt"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
-// dispatch raises ev to every script of cert, each under the certificate's
-// script_timeout. A pre-event (challenge-provision) stops at the first
-// failure, which is the script's veto; post-events run every script and
-// return every failure joined.
-func (e *Engine) dispatch(ctx context.Context, cert *config.Certificate, ev luahost.Event) error {
-	var errs []error
-	for _, script := range cert.Scripts {
-		sctx, cancel := context.WithTimeout(ctx, cert.ScriptTimeout.Duration)
-		err := e.scripts.Dispatch(sctx, script, ev)
-		cancel()
-		if err == nil {
-			continue
-		}
-		err = fmt.Errorf("running %s script %w", ev.Name, err)
-		if ev.Name.Pre() {
-			return err
-		}
-		errs = append(errs, err)
+// luaHooks is the engine's wiring of the Lua host: one event.Hook per
+// certificate, running its scripts, each under its script_timeout.
+func luaHooks(cfg *config.Config, opts luahost.Options) map[string]event.Hook {
+	hooks := make(map[string]event.Hook, len(cfg.Certificates))
+	for _, c := range cfg.Certificates {
+		o := opts
+		o.Scripts, o.Timeout = c.Scripts, c.ScriptTimeout.Duration
+		hooks[c.Name] = luahost.New(o)
 	}
-	return errors.Join(errs...)
+	return hooks
+}
+
+// raise hands ev to cert's hook. For a pre-event (challenge-provision) an
+// error is the veto; for a post-event it lists every handler that failed.
+func (e *Engine) raise(ctx context.Context, cert *config.Certificate, ev event.Event) error {
+	h, ok := e.hooks[cert.Name]
+	if !ok {
+		return nil
+	}
+	return h.Handle(ctx, ev)
 }
 
 // fileStore is implemented by stores whose versions are files that scripts
@@ -55,70 +55,67 @@ func (e *Engine) versionFiles(name, id string) store.VersionFiles {
 	return f
 }
 
-// certEvent builds issued, renew or revoke data for version v of cert.
-func (e *Engine) certEvent(name luahost.EventName, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, previousSerial string) luahost.Event {
-	ev := luahost.Event{
-		Name:           name,
-		CertName:       cert.Name,
-		Domains:        domains(cert),
-		CertPEM:        string(v.CertPEM),
-		ChainPEM:       string(v.ChainPEM),
-		FullchainPEM:   string(v.Fullchain()),
-		Serial:         v.Info.Serial,
-		NotBefore:      v.Info.NotBefore,
-		NotAfter:       v.Info.NotAfter,
-		Profile:        v.Info.Profile,
-		PreviousSerial: previousSerial,
+// eventCertificate describes version v of cert (leaf is its parsed
+// certificate, nil if unknown) for an event.
+func (e *Engine) eventCertificate(cert *config.Certificate, v *store.Version, leaf *x509.Certificate) event.Certificate {
+	c := event.Certificate{
+		Serial:    v.Info.Serial,
+		NotBefore: v.Info.NotBefore,
+		NotAfter:  v.Info.NotAfter,
+		Profile:   v.Info.Profile,
+		CertPEM:   string(v.CertPEM),
+		ChainPEM:  string(v.ChainPEM),
 	}
 	if leaf != nil {
-		ev.Issuer = leaf.Issuer.String()
+		c.Issuer = leaf.Issuer.String()
 	}
 	f := e.versionFiles(cert.Name, v.ID)
-	ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = f.Cert, f.Key, f.Chain, f.Fullchain
-	return ev
+	c.CertPath, c.KeyPath, c.ChainPath, c.FullchainPath = f.Cert, f.Key, f.Chain, f.Fullchain
+	return c
 }
 
-// failedEvent builds the failed event for err: its text, and the ACME
-// problem type and detail when the CA reported one (RFC 8555 §6.7). When
-// a certificate is current (a renewal failed), the event describes it too,
-// so an alert can say how long the certificate in service has left.
-func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err error) luahost.Event {
-	ev := luahost.Event{Name: luahost.Failed, CertName: cert.Name, Domains: domains(cert)}
+// deployEvent is the issued event for version v of cert, or the renew
+// event when it replaced the certificate whose serial is prevSerial.
+func (e *Engine) deployEvent(t event.Type, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, prevSerial string) event.Event {
+	c := e.eventCertificate(cert, v, leaf)
+	if t == event.Renew {
+		return event.NewRenew(cert.Name, domains(cert), c, prevSerial)
+	}
+	return event.NewIssued(cert.Name, domains(cert), c)
+}
+
+// failedEvent builds the failed event for err. When a certificate is
+// current (a renewal failed), the event describes it too, so an alert can
+// say how long the certificate in service has left.
+func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err error) event.Event {
+	var current *event.Certificate
 	cur, lerr := e.store.LoadCertificate(ctx, cert.Name)
 	if cur != nil && (lerr == nil || errors.Is(lerr, store.ErrKeyMovedAside)) {
 		if leaf, perr := parseLeaf(cur.CertPEM); perr == nil {
-			ev = e.certEvent(luahost.Failed, cert, cur, leaf, "")
+			c := e.eventCertificate(cert, cur, leaf)
 			if lerr != nil {
-				ev.KeyPath = "" // moved aside after a keyCompromise revocation
+				c.KeyPath = "" // moved aside after a keyCompromise revocation
 			}
+			current = &c
 		}
 	}
-	ev.Error = &luahost.EventError{Message: err.Error()}
-	if p := problemOf(err); p != nil {
-		ev.Error.ProblemType, ev.Error.ProblemDetail = p.Type, p.Detail
-	}
-	return ev
+	return event.NewFailed(cert.Name, domains(cert), current, err)
 }
 
 // challengeEvent builds challenge-provision or challenge-cleanup data.
-func challengeEvent(name luahost.EventName, cert *config.Certificate, ch sdk.Challenge) luahost.Event {
+func challengeEvent(t event.Type, cert *config.Certificate, ch sdk.Challenge) event.Event {
 	id := ch.Identifier.Value
 	if ch.Identifier.Wildcard {
 		id = "*." + id
 	}
-	return luahost.Event{
-		Name:     name,
-		CertName: cert.Name,
-		Domains:  domains(cert),
-		Challenge: &luahost.Challenge{
-			Type:             ch.Type,
-			Identifier:       id,
-			Token:            ch.Token,
-			KeyAuthorization: ch.KeyAuthorization,
-			DNSName:          ch.DNS01RecordName,
-			DNSValue:         ch.DNS01RecordValue,
-		},
-	}
+	return event.NewChallenge(t, cert.Name, domains(cert), event.Challenge{
+		Type:             ch.Type,
+		Identifier:       id,
+		Token:            ch.Token,
+		KeyAuthorization: ch.KeyAuthorization,
+		DNSName:          ch.DNS01RecordName,
+		DNSValue:         ch.DNS01RecordValue,
+	})
 }
 
 // problemOf returns the ACME problem in err's chain, or nil.

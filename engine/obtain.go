@@ -16,7 +16,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -164,9 +164,9 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 		return e.failed(ctx, cert, meta, res, fmt.Errorf("storing certificate: %w", err), log)
 	}
 	res.Action, res.Version, res.Serial, res.NotAfter = ActionIssued, v.ID, v.Info.Serial, v.Info.NotAfter
-	name, prevSerial := luahost.Issued, ""
+	name, prevSerial := event.Issued, ""
 	if prev != nil {
-		res.Action, name, prevSerial = ActionRenewed, luahost.Renew, prev.Info.Serial
+		res.Action, name, prevSerial = ActionRenewed, event.Renew, prev.Info.Serial
 	}
 	log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
 	if err := ctx.Err(); err != nil {
@@ -263,10 +263,10 @@ func (e *Engine) certKey(cert *config.Certificate, prev *store.Version) (crypto.
 // deploy writes the output copies and raises name (issued or renew) to
 // the scripts, then records the outcome: on failure the deploy is pending
 // and the result's error wraps ErrDeploy.
-func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, name luahost.EventName, prevSerial string, meta *store.Meta, res Result, log *slog.Logger) Result {
+func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, name event.Type, prevSerial string, meta *store.Meta, res Result, log *slog.Logger) Result {
 	err := e.writeOutputs(cert, v)
 	if err == nil {
-		err = e.dispatch(ctx, cert, e.certEvent(name, cert, v, leaf, prevSerial))
+		err = e.raise(ctx, cert, e.deployEvent(name, cert, v, leaf, prevSerial))
 	}
 	ev := store.Event{Time: e.now(), Name: string(name), Result: "ok", Version: v.ID}
 	meta.PendingDeploy = err != nil
@@ -296,9 +296,9 @@ func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.
 func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *store.Version, meta *store.Meta, res Result, log *slog.Logger) Result {
 	// The previous version, if any, makes this a renew; an event recorded
 	// for v says which one failed.
-	name, prevSerial := luahost.Issued, ""
+	name, prevSerial := event.Issued, ""
 	if ids, err := e.store.Versions(ctx, cert.Name); err == nil && len(ids) > 1 {
-		name = luahost.Renew
+		name = event.Renew
 		if i := slices.Index(ids, v.ID); i > 0 {
 			if pv, err := e.store.LoadVersion(ctx, cert.Name, ids[i-1]); err == nil {
 				prevSerial = pv.Info.Serial
@@ -307,8 +307,8 @@ func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *stor
 	}
 	for i := len(meta.Events) - 1; i >= 0; i-- {
 		ev := meta.Events[i]
-		if ev.Version == v.ID && (ev.Name == string(luahost.Issued) || ev.Name == string(luahost.Renew)) {
-			name = luahost.EventName(ev.Name)
+		if ev.Version == v.ID && (ev.Name == string(event.Issued) || ev.Name == string(event.Renew)) {
+			name = event.Type(ev.Name)
 			break
 		}
 	}
@@ -339,14 +339,14 @@ func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *sto
 	}
 	log.Error("certificate failed", attrs...)
 	sctx := context.WithoutCancel(ctx)
-	if serr := e.dispatch(sctx, cert, e.failedEvent(sctx, cert, err)); serr != nil {
+	if serr := e.raise(sctx, cert, e.failedEvent(sctx, cert, err)); serr != nil {
 		log.Warn("failed script failed", "error", serr)
 	}
 	if meta == nil {
 		return res
 	}
 	e.recordFailure(meta, err)
-	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(luahost.Failed), Result: "error", Detail: err.Error()})
+	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(event.Failed), Result: "error", Detail: err.Error()})
 	if serr := e.store.SaveMeta(sctx, cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}

@@ -9,7 +9,7 @@ import (
 	"strings"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -146,13 +146,12 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		return res, fmt.Errorf("revoked %s, but loading its metadata: %w", name, err)
 	}
 	meta.Renewal.RecordRevoked(e.now())
-	ev := store.Event{Time: e.now(), Name: string(luahost.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
-	sev := e.certEvent(luahost.Revoke, cert, v, leaf, "")
-	sev.RevocationReason = opts.Reason
+	ev := store.Event{Time: e.now(), Name: string(event.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
+	c := e.eventCertificate(cert, v, leaf)
 	if res.KeyMovedTo != "" {
-		sev.KeyPath = "" // no longer there
+		c.KeyPath = "" // no longer there
 	}
-	serr := e.dispatch(sctx, cert, sev)
+	serr := e.raise(sctx, cert, event.NewRevoke(cert.Name, domains(cert), c, opts.Reason))
 	if serr != nil {
 		ev.Result, ev.Detail = "error", ev.Detail+": "+serr.Error()
 	}

@@ -11,7 +11,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
@@ -94,7 +94,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 		if _, cerr := p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: pc}); cerr != nil {
 			log.Warn("challenge cleanup failed", "error", cerr)
 		}
-		if serr := e.dispatch(cctx, cert, challengeEvent(luahost.ChallengeCleanup, cert, pc)); serr != nil {
+		if serr := e.raise(cctx, cert, challengeEvent(event.ChallengeCleanup, cert, pc)); serr != nil {
 			log.Warn("challenge-cleanup script failed", "error", serr)
 		}
 	}()
@@ -116,7 +116,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 			return fmt.Errorf("waiting for %s propagation: %w", ch.Type, err)
 		}
 	}
-	if err := e.dispatch(ctx, cert, challengeEvent(luahost.ChallengeProvision, cert, pc)); err != nil {
+	if err := e.raise(ctx, cert, challengeEvent(event.ChallengeProvision, cert, pc)); err != nil {
 		return fmt.Errorf("%w: %s for %s: %w", ErrVetoed, ch.Type, id.Value, err)
 	}
 	if cert.SelfCheckEnabled() {

@@ -13,7 +13,7 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -280,13 +280,11 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	event := luahost.EventName(pos[1])
-	if !event.Valid() {
-		return usagef("unknown event %q; use one of %v", event, luahost.Events)
+	ev := event.Type(pos[1])
+	if !ev.Valid() {
+		return usagef("unknown event %q; use one of %v", ev, event.Types)
 	}
-	name, domains := "test", []string{"test.example.com"}
-	timeout := config.DefaultScriptTimeout
-	hopts := luahost.Options{Logger: c.log}
+	t := engine.ScriptTest{Script: script, Event: ev, Cert: *certName, Logger: c.log}
 	// The configuration gives the scripts their [lua] settings; it is
 	// optional unless --cert names one of its certificates.
 	if _, statErr := os.Stat(c.g.config); *certName != "" || statErr == nil {
@@ -294,31 +292,15 @@ func (c *cli) cmdScript(ctx context.Context, args []string) error {
 		if err != nil {
 			return err
 		}
-		hopts.LibDir, hopts.Vars = cfg.Lua.LibDir, cfg.Lua.RevealedVars()
-		if *certName != "" {
-			cert := cfg.Certificate(*certName)
-			if cert == nil {
-				return usagef("no certificate %q in %s", *certName, cfg.File())
-			}
-			name, domains, timeout = cert.Name, cert.Domains, cert.ScriptTimeout.Duration
+		if *certName != "" && cfg.Certificate(*certName) == nil {
+			return usagef("no certificate %q in %s", *certName, cfg.File())
 		}
+		t.Config = cfg
 	}
-	dir, err := os.MkdirTemp("", "acmehook-script-test-")
-	if err != nil {
+	if err := engine.RunScriptTest(ctx, t); err != nil {
 		return err
 	}
-	defer os.RemoveAll(dir)
-	ev, err := luahost.SyntheticEvent(event, name, domains, dir)
-	if err != nil {
-		return fmt.Errorf("making synthetic event: %w", err)
-	}
-	sctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	hopts.Timeout = timeout // the host's default must not cut a longer script_timeout short
-	if err := luahost.New(hopts).Dispatch(sctx, script, ev); err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", pos[0], event)
+	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", pos[0], ev)
 	return nil
 }
 

@@ -9,8 +9,9 @@
 // no io, debug, coroutine or package library; require resolves "acmehook" and,
 // when Options.LibDir is set, plain Lua modules from that directory.
 //
-// The package imports nothing of acmehook's; the engine builds an Event field
-// by field and calls Host.Dispatch.
+// The package imports only acmehook's event vocabulary (engine/event): a
+// Host is an event.Hook for the scripts of Options.Scripts, and Dispatch
+// runs one script for one event.
 package luahost
 
 import (
@@ -31,6 +32,8 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/acmehook/acmehook/engine/event"
 )
 
 // Defaults used when the corresponding Options field is zero.
@@ -60,6 +63,8 @@ type Options struct {
 	// Logger receives acmehook.log output and print, with script and
 	// event attributes. Nil discards.
 	Logger *slog.Logger
+	// Scripts are the scripts Handle dispatches each event to, in order.
+	Scripts []string
 	// Timeout bounds one Dispatch (loading the script and running its
 	// handlers), on top of any deadline already on the caller's ctx.
 	// Zero means DefaultTimeout.
@@ -129,12 +134,12 @@ func New(opts Options) *Host {
 // (challenge-provision) it is a veto, for a post-event the deploy should be
 // retried later.
 type ScriptError struct {
-	Script    string    // script path as given to Dispatch
-	Line      int       // line in Script, 0 if unknown
-	Event     EventName // event being handled
-	Message   string    // Lua error message without the "path:line:" prefix
-	Traceback string    // Lua stack traceback, if any
-	Err       error     // underlying cause: context.DeadlineExceeded, context.Canceled, ErrMemoryLimit, a file error, or nil
+	Script    string     // script path as given to Dispatch
+	Line      int        // line in Script, 0 if unknown
+	Event     event.Type // event being handled
+	Message   string     // Lua error message without the "path:line:" prefix
+	Traceback string     // Lua stack traceback, if any
+	Err       error      // underlying cause: context.DeadlineExceeded, context.Canceled, ErrMemoryLimit, a file error, or nil
 }
 
 // Error reads like "scripts/nginx.lua:14: attempt to index a nil value (event issued)".
@@ -156,16 +161,16 @@ func (e *ScriptError) Unwrap() error { return e.Err }
 
 // Dispatch runs script for ev: it loads the script in a fresh sandboxed
 // interpreter, runs its top level (which registers handlers with
-// acmehook.on) and calls every handler registered for ev.Name in order,
-// stopping at the first failure. A script without a handler for ev.Name
+// acmehook.on) and calls every handler registered for ev.Type in order,
+// stopping at the first failure. A script without a handler for ev.Type
 // returns nil. Any failure is a *ScriptError: for ChallengeProvision it is
 // the script's veto; for the post-events the engine records it and retries
 // the deploy later. A run stopped by its deadline unwraps to
 // context.DeadlineExceeded, one stopped by the memory guard to
 // ErrMemoryLimit.
-func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
-	if !ev.Name.Valid() {
-		return fmt.Errorf("luahost: dispatching %s: unknown event %q", script, ev.Name)
+func (h *Host) Dispatch(ctx context.Context, script string, ev event.Event) error {
+	if !ev.Type.Valid() {
+		return fmt.Errorf("luahost: dispatching %s: unknown event %q", script, ev.Type)
 	}
 	ctx, cancel := context.WithTimeout(ctx, h.opts.Timeout)
 	defer cancel()
@@ -177,7 +182,7 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 
 	src, err := readScript(script)
 	if err != nil {
-		return &ScriptError{Script: script, Event: ev.Name, Message: err.Error(), Err: err}
+		return &ScriptError{Script: script, Event: ev.Type, Message: err.Error(), Err: err}
 	}
 
 	L := lua.NewState(lua.Options{
@@ -189,32 +194,32 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 		MinimizeStackMemory: true,
 	})
 	defer L.Close()
-	m := &module{host: h, script: script, event: ev.Name, handlers: map[EventName][]*lua.LFunction{}}
-	m.log = h.log.With("script", script, "event", string(ev.Name))
+	m := &module{host: h, script: script, event: ev.Type, handlers: map[event.Type][]*lua.LFunction{}}
+	m.log = h.log.With("script", script, "event", string(ev.Type))
 	m.openSandbox(L)
 	L.SetContext(ctx)
 
 	fn, err := L.Load(bytes.NewReader(src), script)
 	if err != nil {
-		return syntaxError(script, ev.Name, err)
+		return syntaxError(script, ev.Type, err)
 	}
 	L.Push(fn)
 	if err := L.PCall(0, 0, nil); err != nil {
-		return runError(ctx, script, ev.Name, err)
+		return runError(ctx, script, ev.Type, err)
 	}
 
-	handlers := m.handlers[ev.Name]
+	handlers := m.handlers[ev.Type]
 	if len(handlers) == 0 {
-		h.log.Debug("script has no handler for event", "script", script, "event", string(ev.Name))
+		h.log.Debug("script has no handler for event", "script", script, "event", string(ev.Type))
 		return nil
 	}
-	table := ev.table(L)
+	table := eventTable(L, ev)
 	for _, fn := range handlers {
 		top := L.GetTop()
 		L.Push(fn)
 		L.Push(table)
 		if err := L.PCall(1, 2, nil); err != nil {
-			return runError(ctx, script, ev.Name, err)
+			return runError(ctx, script, ev.Type, err)
 		}
 		ok, msg := L.Get(top+1), L.Get(top+2)
 		L.SetTop(top)
@@ -222,7 +227,7 @@ func (h *Host) Dispatch(ctx context.Context, script string, ev Event) error {
 			return &ScriptError{
 				Script:  script,
 				Line:    fn.Proto.LineDefined,
-				Event:   ev.Name,
+				Event:   ev.Type,
 				Message: "handler returned error: " + handlerMessage(msg),
 				Err:     runCause(ctx),
 			}
@@ -252,7 +257,7 @@ var (
 	runPos    = regexp.MustCompile(`^(.*?):(\d+): (?s:(.*))$`)
 )
 
-func syntaxError(script string, ev EventName, err error) *ScriptError {
+func syntaxError(script string, ev event.Type, err error) *ScriptError {
 	e := &ScriptError{Script: script, Event: ev, Message: strings.TrimSpace(err.Error())}
 	var api *lua.ApiError
 	if errors.As(err, &api) && api.Cause != nil {
@@ -266,7 +271,7 @@ func syntaxError(script string, ev EventName, err error) *ScriptError {
 	return e
 }
 
-func runError(ctx context.Context, script string, ev EventName, err error) *ScriptError {
+func runError(ctx context.Context, script string, ev event.Type, err error) *ScriptError {
 	e := &ScriptError{Script: script, Event: ev, Message: err.Error()}
 	var api *lua.ApiError
 	if errors.As(err, &api) {

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
+
+	"github.com/acmehook/acmehook/engine/event"
 )
 
 // module is the acmehook Lua module for one run: its dependencies come from
@@ -23,9 +25,9 @@ import (
 type module struct {
 	host     *Host
 	script   string
-	event    EventName
+	event    event.Type
 	log      *slog.Logger
-	handlers map[EventName][]*lua.LFunction
+	handlers map[event.Type][]*lua.LFunction
 }
 
 // table builds the module table with an explicit function list.
@@ -65,8 +67,8 @@ func (m *module) table(L *lua.LState) *lua.LTable {
 		vars.RawSetString(k, lua.LString(v))
 	}
 	mod.RawSetString("vars", vars)
-	events := L.CreateTable(len(Events), 0)
-	for _, e := range Events {
+	events := L.CreateTable(len(event.Types), 0)
+	for _, e := range event.Types {
 		events.Append(lua.LString(e))
 	}
 	mod.RawSetString("events", events)
@@ -92,7 +94,7 @@ func (m *module) ctx(L *lua.LState) context.Context {
 
 // on(event, handler) subscribes handler to event; an unknown event raises.
 func (m *module) on(L *lua.LState) int {
-	name := EventName(L.CheckString(1))
+	name := event.Type(L.CheckString(1))
 	fn := L.CheckFunction(2)
 	if !name.Valid() {
 		L.ArgError(1, fmt.Sprintf("unknown event %q (known: %s)", name, eventList()))
@@ -102,8 +104,8 @@ func (m *module) on(L *lua.LState) int {
 }
 
 func eventList() string {
-	s := make([]string, len(Events))
-	for i, e := range Events {
+	s := make([]string, len(event.Types))
+	for i, e := range event.Types {
 		s[i] = string(e)
 	}
 	return strings.Join(s, ", ")

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/acmehook/acmehook/engine/event"
 )
 
 // luaQuote returns s as a Lua long-bracket-free quoted string.
@@ -51,7 +53,7 @@ assert(v == nil and err:find("no such file"), err)
 v, err = f.write(dir .. "/missing-dir/x", "x")
 assert(v == nil and err:find("no such file"), err)
 `
-	if err := run(t, New(Options{}), src, Event{Name: Issued}); err != nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: event.Issued}); err != nil {
 		t.Fatal(err)
 	}
 	tests := []struct {
@@ -98,7 +100,7 @@ if os_is_root then assert(ok, err) else assert(not ok and err:find("requires roo
 	if os.Geteuid() == 0 {
 		src = "os_is_root = true\n" + src
 	}
-	if err := run(t, New(Options{}), src, Event{Name: Issued}); err != nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: event.Issued}); err != nil {
 		t.Fatal(err)
 	}
 	if os.Geteuid() != 0 {
@@ -135,7 +137,7 @@ func TestExec(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			if err := run(t, h, "local acmehook = require('acmehook')\n"+tt.code, Event{Name: Issued}); err != nil {
+			if err := run(t, h, "local acmehook = require('acmehook')\n"+tt.code, event.Event{Type: event.Issued}); err != nil {
 				t.Fatal(err)
 			}
 			if d := time.Since(start); d > 3*time.Second {
@@ -179,7 +181,7 @@ func TestDeadlineStopsGoFunctions(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			start := time.Now()
-			err := run(t, h, "local acmehook = require('acmehook')\n"+tt.code, Event{Name: Issued})
+			err := run(t, h, "local acmehook = require('acmehook')\n"+tt.code, event.Event{Type: event.Issued})
 			if !errors.Is(err, context.DeadlineExceeded) {
 				t.Errorf("Dispatch = %v, want deadline exceeded", err)
 			}
@@ -218,7 +220,7 @@ assert(r2 == nil and err:find("refused"), err)
 local ok, err2 = pcall(acmehook.http.request, {url = "file:///etc/passwd"})
 assert(not ok and err2:find("http://"), err2)
 `
-	if err := run(t, New(Options{}), src, Event{Name: Issued}); err != nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: event.Issued}); err != nil {
 		t.Fatal(err)
 	}
 	if got.method != "PUT" || got.ctype != "application/json" || got.auth != "Bearer t" || string(got.body) != `{"serial":"ab"}` {
@@ -243,13 +245,13 @@ assert(bad == nil and err:find("nested too deeply"), err)
 bad, err = j.encode({f = print})
 assert(bad == nil and err:find("function"), err)
 `
-	if err := run(t, New(Options{}), src, Event{Name: Issued}); err != nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: event.Issued}); err != nil {
 		t.Fatal(err)
 	}
 }
 
 func TestX509AndProbe(t *testing.T) {
-	ev, err := SyntheticEvent(Issued, "www", []string{"www.example", "example"}, t.TempDir())
+	ev, err := event.Synthetic(event.Issued, "www", []string{"www.example", "example"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -302,7 +304,7 @@ acmehook.log.warn("deployed", {serial = "ab", attempt = 2, ok = true, ratio = 0.
 print("plain", 1)
 `
 	path := writeScript(t, "log.lua", src)
-	if err := h.Dispatch(context.Background(), path, Event{Name: Renew}); err != nil {
+	if err := h.Dispatch(context.Background(), path, event.Event{Type: event.Renew}); err != nil {
 		t.Fatal(err)
 	}
 	var lines []map[string]any
@@ -330,32 +332,32 @@ print("plain", 1)
 func TestEventTable(t *testing.T) {
 	dir := t.TempDir()
 	tests := []struct {
-		name  EventName
+		name  event.Type
 		check string
 	}{
-		{Issued, `ev.name == "issued" and ev.cert_name == "www" and ev.domains[1] == "www.example" and #ev.domains == 2
+		{event.Issued, `ev.name == "issued" and ev.cert_name == "www" and ev.domains[1] == "www.example" and #ev.domains == 2
 			and acmehook.files.read(ev.cert_path) == ev.cert_pem and acmehook.files.read(ev.fullchain_path) == ev.fullchain_pem
 			and acmehook.files.read(ev.chain_path) == ev.chain_pem and acmehook.files.exists(ev.key_path)
 			and ev.not_after > os.time() and ev.test == true and ev.previous_serial == nil and ev.error == nil and ev.challenge == nil`},
-		{Renew, `ev.previous_serial ~= nil and ev.previous_serial ~= ev.serial`},
-		{Revoke, `ev.revocation_reason == 4`},
-		{Failed, `ev.error.problem_type == "urn:ietf:params:acme:error:rateLimited" and ev.error.message:find("synthetic") and ev.error.problem_detail ~= nil
+		{event.Renew, `ev.previous_serial ~= nil and ev.previous_serial ~= ev.serial`},
+		{event.Revoke, `ev.revocation_reason == 4`},
+		{event.Failed, `ev.error.problem_type == "urn:ietf:params:acme:error:rateLimited" and ev.error.message:find("synthetic") and ev.error.problem_detail ~= nil
 			and ev.cert_name == "www" and #ev.domains == 2 and ev.serial ~= nil and acmehook.files.exists(ev.cert_path) and ev.not_after > os.time()
 			and ev.previous_serial == nil and ev.challenge == nil`},
-		{ChallengeProvision, `ev.challenge.type == "dns-01" and ev.challenge.identifier == "www.example" and ev.challenge.dns_name == "_acme-challenge.www.example."
+		{event.ChallengeProvision, `ev.challenge.type == "dns-01" and ev.challenge.identifier == "www.example" and ev.challenge.dns_name == "_acme-challenge.www.example."
 			and ev.challenge.key_authorization:sub(1, #ev.challenge.token) == ev.challenge.token and #ev.challenge.dns_value == 43
 			and ev.cert_name == "www" and ev.serial == nil and ev.cert_pem == nil and ev.error == nil`},
-		{ChallengeCleanup, `ev.challenge.token ~= nil and ev.serial == nil`},
+		{event.ChallengeCleanup, `ev.challenge.token ~= nil and ev.serial == nil`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.name), func(t *testing.T) {
-			certEvent := tt.name == Issued || tt.name == Renew || tt.name == Revoke
-			ev, err := SyntheticEvent(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name)))
+			certEvent := tt.name == event.Issued || tt.name == event.Renew || tt.name == event.Revoke
+			ev, err := event.Synthetic(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name)))
 			if certEvent && err == nil {
 				t.Fatal("SyntheticEvent into a missing directory succeeded")
 			}
 			os.Mkdir(filepath.Join(dir, string(tt.name)), 0o700)
-			if ev, err = SyntheticEvent(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name))); err != nil {
+			if ev, err = event.Synthetic(tt.name, "www", []string{"www.example", "example"}, filepath.Join(dir, string(tt.name))); err != nil {
 				t.Fatal(err)
 			}
 			if certEvent {
@@ -384,23 +386,23 @@ assert(require("site.paths") == paths and loads == 1)
 local ok, err = pcall(require, "site.missing")
 assert(not ok and err:find("not found"), err)
 `
-	if err := run(t, New(Options{LibDir: lib}), src, Event{Name: Issued}); err != nil {
+	if err := run(t, New(Options{LibDir: lib}), src, event.Event{Type: event.Issued}); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(t, New(Options{}), `require("site.paths")`, Event{Name: Issued}); err == nil {
+	if err := run(t, New(Options{}), `require("site.paths")`, event.Event{Type: event.Issued}); err == nil {
 		t.Error("require from a library dir without Options.LibDir succeeded")
 	}
 }
 
 func TestDispatchNoHandler(t *testing.T) {
 	src := "local acmehook = require('acmehook')\nacmehook.on('issued', function() error('must not run') end)\n"
-	if err := run(t, New(Options{}), src, Event{Name: Revoke}); err != nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: event.Revoke}); err != nil {
 		t.Errorf("Dispatch(revoke) to an issued-only script = %v, want nil", err)
 	}
-	if err := run(t, New(Options{}), src, Event{Name: "deployed"}); err == nil {
+	if err := run(t, New(Options{}), src, event.Event{Type: "deployed"}); err == nil {
 		t.Error("Dispatch of an unknown event succeeded")
 	}
-	err := New(Options{}).Dispatch(context.Background(), filepath.Join(t.TempDir(), "none.lua"), Event{Name: Issued})
+	err := New(Options{}).Dispatch(context.Background(), filepath.Join(t.TempDir(), "none.lua"), event.Event{Type: event.Issued})
 	var se *ScriptError
 	if !errors.As(err, &se) || !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Dispatch(missing script) = %v, want *ScriptError wrapping ErrNotExist", err)

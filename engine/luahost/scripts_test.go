@@ -14,6 +14,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/acmehook/acmehook/engine/event"
 )
 
 // The shipped scripts in ../../scripts, run against real files, real
@@ -21,9 +23,9 @@ import (
 
 const scriptsDir = "../../scripts"
 
-func synthetic(t *testing.T, name EventName) Event {
+func synthetic(t *testing.T, name event.Type) event.Event {
 	t.Helper()
-	ev, err := SyntheticEvent(name, "www", []string{"www.example", "example"}, t.TempDir())
+	ev, err := event.Synthetic(name, "www", []string{"www.example", "example"}, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +81,7 @@ func readFile(t *testing.T, path string) string {
 // (a shell script logging its arguments) and a local TLS server that
 // serves whatever www.crt and www.key hold, as nginx after a reload.
 func TestNginxScript(t *testing.T) {
-	old := synthetic(t, Issued)
+	old := synthetic(t, event.Issued)
 	oldPair, err := tls.LoadX509KeyPair(old.FullchainPath, old.KeyPath)
 	if err != nil {
 		t.Fatal(err)
@@ -87,7 +89,7 @@ func TestNginxScript(t *testing.T) {
 	ownGroup := strconv.Itoa(os.Getegid())
 	tests := []struct {
 		name      string
-		ev        EventName
+		ev        event.Type
 		domains   []string          // default www.example, example
 		vars      map[string]string // added to the defaults
 		live      bool              // Event.Test unset, as from the engine
@@ -99,28 +101,28 @@ func TestNginxScript(t *testing.T) {
 		keyMode   os.FileMode // when wantNew; default 0600
 		wantSNI   string      // default www.example
 	}{
-		{name: "issued", ev: Issued, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "renew", ev: Renew, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "key readable by a group", ev: Renew, live: true, vars: map[string]string{"nginx_group": ownGroup},
+		{name: "issued", ev: event.Issued, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "renew", ev: event.Renew, live: true, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "key readable by a group", ev: event.Renew, live: true, vars: map[string]string{"nginx_group": ownGroup},
 			wantCalls: "-t\n-s reload\n", wantNew: true, keyMode: 0o640},
-		{name: "wildcard first", ev: Renew, live: true, domains: []string{"*.www.example", "www.example"},
+		{name: "wildcard first", ev: event.Renew, live: true, domains: []string{"*.www.example", "www.example"},
 			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "www.example"},
-		{name: "wildcard only", ev: Renew, live: true, domains: []string{"*.www.example"},
+		{name: "wildcard only", ev: event.Renew, live: true, domains: []string{"*.www.example"},
 			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "acmehook-probe.www.example"},
-		{name: "probe_servername", ev: Renew, live: true, vars: map[string]string{"probe_servername": "alias.example"},
+		{name: "probe_servername", ev: event.Renew, live: true, vars: map[string]string{"probe_servername": "alias.example"},
 			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "alias.example"},
-		{name: "config test fails, files restored", ev: Renew, live: true,
+		{name: "config test fails, files restored", ev: event.Renew, live: true,
 			nginxBody: `if [ "$1" = -t ]; then echo "nginx: [emerg] cannot load certificate" >&2; exit 1; fi`,
 			wantErr:   "the new certificate was rejected (previous files restored): nginx -t exited 1: nginx: [emerg] cannot load certificate", wantCalls: "-t\n"},
-		{name: "reload fails", ev: Issued, live: true, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
+		{name: "reload fails", ev: event.Issued, live: true, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
 			wantErr: "nginx -s reload exited 2", wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "old certificate still served", ev: Issued, live: true, frozen: true,
+		{name: "old certificate still served", ev: event.Issued, live: true, frozen: true,
 			wantErr: "does not serve serial", wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "revoke ignored", ev: Revoke, live: true, wantCalls: ""},
-		{name: "test event checks only", ev: Renew, wantCalls: "-t\n"},
-		{name: "test event, config broken", ev: Renew, nginxBody: "exit 1", wantErr: "nginx -t exited 1", wantCalls: "-t\n"},
-		{name: "test event with test_deploy", ev: Renew, vars: map[string]string{"test_deploy": "true"}, wantCalls: "-t\n-s reload\n", wantNew: true},
-		{name: "test event, no directory", ev: Renew, vars: map[string]string{"nginx_tls_dir": "/nonexistent/tls"}, wantErr: "/nonexistent/tls does not exist", wantCalls: ""},
+		{name: "revoke ignored", ev: event.Revoke, live: true, wantCalls: ""},
+		{name: "test event checks only", ev: event.Renew, wantCalls: "-t\n"},
+		{name: "test event, config broken", ev: event.Renew, nginxBody: "exit 1", wantErr: "nginx -t exited 1", wantCalls: "-t\n"},
+		{name: "test event with test_deploy", ev: event.Renew, vars: map[string]string{"test_deploy": "true"}, wantCalls: "-t\n-s reload\n", wantNew: true},
+		{name: "test event, no directory", ev: event.Renew, vars: map[string]string{"nginx_tls_dir": "/nonexistent/tls"}, wantErr: "/nonexistent/tls does not exist", wantCalls: ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -150,7 +152,7 @@ func TestNginxScript(t *testing.T) {
 			if domains == nil {
 				domains = []string{"www.example", "example"}
 			}
-			ev, err := SyntheticEvent(tt.ev, "www", domains, t.TempDir())
+			ev, err := event.Synthetic(tt.ev, "www", domains, t.TempDir())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -211,20 +213,20 @@ func TestNginxScript(t *testing.T) {
 func TestHAProxyScript(t *testing.T) {
 	tests := []struct {
 		name       string
-		ev         EventName
+		ev         event.Type
 		test       bool // a synthetic event from acmehook script test
 		testDeploy bool
 		body       string
 		wantErr    string
 		deploy     bool
 	}{
-		{"issued", Issued, false, false, "", "", true},
-		{"renew", Renew, false, false, "", "", true},
-		{"reload fails", Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
-		{"failed ignored", Failed, false, false, "", "", false},
-		{"test event checks only", Renew, true, false, "", "", false},
-		{"test event, no directory", Renew, true, false, "", "does not exist", false},
-		{"test event with test_deploy", Renew, true, true, "", "", true},
+		{"issued", event.Issued, false, false, "", "", true},
+		{"renew", event.Renew, false, false, "", "", true},
+		{"reload fails", event.Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
+		{"failed ignored", event.Failed, false, false, "", "", false},
+		{"test event checks only", event.Renew, true, false, "", "", false},
+		{"test event, no directory", event.Renew, true, false, "", "does not exist", false},
+		{"test event with test_deploy", event.Renew, true, true, "", "", true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -312,13 +314,13 @@ func (rec *recorder) start(t *testing.T) string {
 
 func TestWebhookScript(t *testing.T) {
 	tests := []struct {
-		ev      EventName
+		ev      event.Type
 		status  int
 		calls   int
 		wantErr string
-		check   func(ev Event, body map[string]any) string
+		check   func(ev event.Event, body map[string]any) string
 	}{
-		{ev: Issued, calls: 1, check: func(ev Event, b map[string]any) string {
+		{ev: event.Issued, calls: 1, check: func(ev event.Event, b map[string]any) string {
 			if b["event"] != "issued" || b["cert_name"] != "www" || b["serial"] != ev.Serial || b["issuer"] != ev.Issuer ||
 				b["not_after"] != ev.NotAfter.UTC().Format("2006-01-02T15:04:05Z") || b["test"] != true {
 				return "issued fields"
@@ -328,21 +330,21 @@ func TestWebhookScript(t *testing.T) {
 			}
 			return ""
 		}},
-		{ev: Renew, calls: 1, check: func(ev Event, b map[string]any) string {
+		{ev: event.Renew, calls: 1, check: func(ev event.Event, b map[string]any) string {
 			if b["previous_serial"] != ev.PreviousSerial || b["event"] != "renew" {
 				return "previous_serial"
 			}
 			return ""
 		}},
-		{ev: Revoke, calls: 1, check: func(ev Event, b map[string]any) string {
+		{ev: event.Revoke, calls: 1, check: func(ev event.Event, b map[string]any) string {
 			if b["revocation_reason"] != 4.0 {
 				return "revocation_reason"
 			}
 			return ""
 		}},
-		{ev: Issued, status: http.StatusServiceUnavailable, calls: 1, wantErr: "webhook answered 503"},
-		{ev: Failed, calls: 0},
-		{ev: ChallengeProvision, calls: 0},
+		{ev: event.Issued, status: http.StatusServiceUnavailable, calls: 1, wantErr: "webhook answered 503"},
+		{ev: event.Failed, calls: 0},
+		{ev: event.ChallengeProvision, calls: 0},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.ev), func(t *testing.T) {
@@ -366,21 +368,21 @@ func TestWebhookScript(t *testing.T) {
 			}
 		})
 	}
-	err := New(Options{}).Dispatch(context.Background(), filepath.Join(scriptsDir, "webhook.lua"), synthetic(t, Issued))
+	err := New(Options{}).Dispatch(context.Background(), filepath.Join(scriptsDir, "webhook.lua"), synthetic(t, event.Issued))
 	if err == nil || !strings.Contains(err.Error(), "set vars.webhook_url") {
 		t.Errorf("Dispatch without webhook_url = %v, want a configuration error", err)
 	}
 }
 
 func TestFailedAlertScript(t *testing.T) {
-	for _, name := range Events {
+	for _, name := range event.Types {
 		t.Run(string(name), func(t *testing.T) {
 			rec := &recorder{}
 			h := New(Options{Vars: map[string]string{"alert_url": rec.start(t)}})
 			if err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "failed_alert.lua"), synthetic(t, name)); err != nil {
 				t.Fatal(err)
 			}
-			if name != Failed {
+			if name != event.Failed {
 				if len(rec.bodies) != 0 {
 					t.Errorf("alert sent for %s", name)
 				}

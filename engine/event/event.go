@@ -1,0 +1,204 @@
+// Package event is the engine's event vocabulary: the lifecycle events a
+// certificate goes through, the data each one carries, and the Hook
+// interface the engine raises them through (modelled on certmagic's
+// Config.OnEvent).
+//
+// The engine builds every event with the constructors of this package, and
+// so does `acmehook script test` (Synthetic): what a script receives is
+// defined once, here. The Lua host (engine/luahost) is one Hook; it turns
+// an Event into a Lua table field by field.
+//
+// The package is a leaf: it imports the standard library and acme only.
+package event
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+)
+
+// Type names a lifecycle event. Its value is the name scripts subscribe to
+// (acmehook.on) and the name recorded in a certificate's stored events.
+type Type string
+
+// The events. ChallengeProvision is the only pre-event: a Hook's error
+// vetoes the challenge. The others are post-events: an error cannot undo
+// anything and is reported, and for issued and renew the deploy is retried
+// by the next run.
+const (
+	ChallengeProvision Type = "challenge-provision"
+	ChallengeCleanup   Type = "challenge-cleanup"
+	Issued             Type = "issued"
+	Renew              Type = "renew"
+	Revoke             Type = "revoke"
+	Failed             Type = "failed"
+)
+
+// Types lists every event in lifecycle order.
+var Types = []Type{ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed}
+
+// Valid reports whether t is one of Types.
+func (t Type) Valid() bool { return slices.Contains(Types, t) }
+
+// Pre reports whether t is a pre-event, which a Hook may veto.
+func (t Type) Pre() bool { return t == ChallengeProvision }
+
+// Hook receives the engine's events.
+//
+// Handle MUST return by the time ctx is done. For a pre-event (Type.Pre) a
+// non-nil error vetoes what the event announces: the challenge is not
+// answered. For a post-event the error is reported (and the deploy of an
+// issued or renew event is retried by the next run); it undoes nothing.
+type Hook interface {
+	Handle(ctx context.Context, ev Event) error
+}
+
+// Hooks is a Hook that hands every event to each of its hooks in turn. A
+// pre-event stops at the first error (the veto); a post-event reaches
+// every hook and the errors are joined.
+type Hooks []Hook
+
+// Handle implements Hook.
+func (hs Hooks) Handle(ctx context.Context, ev Event) error {
+	var errs []error
+	for _, h := range hs {
+		err := h.Handle(ctx, ev)
+		if err == nil {
+			continue
+		}
+		if ev.Type.Pre() {
+			return err
+		}
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Event is the data of one lifecycle event. Zero-valued fields are absent:
+// each constructor fills exactly the fields of its event. The Lua key of
+// each field is given beside it.
+type Event struct {
+	Type    Type     // name
+	Cert    string   // cert_name: the certificate's name in the configuration
+	Domains []string // domains: its identifiers (DNS names and IP addresses) as configured
+
+	// The certificate the event is about (issued, renew, revoke), or the
+	// one still in service (failed).
+	Serial         string    // serial: lowercase hex
+	Issuer         string    // issuer: the issuer's distinguished name
+	NotBefore      time.Time // not_before
+	NotAfter       time.Time // not_after
+	Profile        string    // profile: the ACME profile it was ordered with, if any
+	PreviousSerial string    // previous_serial: on renew, the certificate it replaces
+
+	// Files of the certificate in the storage, and their PEM texts. The
+	// private key is only ever passed as a path.
+	CertPath      string // cert_path
+	KeyPath       string // key_path; empty once the key was moved aside
+	ChainPath     string // chain_path
+	FullchainPath string // fullchain_path
+	CertPEM       string // cert_pem
+	ChainPEM      string // chain_pem: the issuer certificates, leaf's issuer first
+	FullchainPEM  string // fullchain_pem
+
+	// RevocationReason is the RFC 5280 §5.3.1 reason code of a revoke
+	// event.
+	RevocationReason int // revocation_reason
+
+	Error     *Error     // error: on failed
+	Challenge *Challenge // challenge: on the challenge events
+
+	// Test marks an event made up by `acmehook script test` (Synthetic).
+	Test bool // test
+	// DryRun marks an event of a dry run, which changes nothing.
+	DryRun bool // dry_run
+}
+
+// Error is why a failed event failed: the error's text and, when the CA
+// reported one, its ACME problem document (RFC 8555 §6.7).
+type Error struct {
+	Message         string // message
+	ProblemType     string // problem_type, e.g. "urn:ietf:params:acme:error:rateLimited"
+	ProblemDetail   string // problem_detail
+	ProblemInstance string // problem_instance: a URL with more about this occurrence
+}
+
+// Challenge is the challenge a challenge event is about (RFC 8555 §8).
+type Challenge struct {
+	Type             string // type: "http-01", "dns-01", "tls-alpn-01"
+	Identifier       string // identifier: the name being validated, "*." included for a wildcard
+	Token            string // token
+	KeyAuthorization string // key_authorization (RFC 8555 §8.1)
+	DNSName          string // dns_name: "_acme-challenge.<domain>." for dns-01
+	DNSValue         string // dns_value: the TXT record value for dns-01
+}
+
+// Certificate is a stored certificate as events describe it.
+type Certificate struct {
+	Serial    string // lowercase hex
+	Issuer    string // distinguished name
+	NotBefore time.Time
+	NotAfter  time.Time
+	Profile   string
+	CertPEM   string
+	ChainPEM  string
+	// Paths of its files; empty for a storage that keeps no files. An
+	// empty KeyPath says the key is not available (moved aside).
+	CertPath, KeyPath, ChainPath, FullchainPath string
+}
+
+func (ev *Event) setCertificate(c Certificate) {
+	ev.Serial, ev.Issuer, ev.Profile = c.Serial, c.Issuer, c.Profile
+	ev.NotBefore, ev.NotAfter = c.NotBefore, c.NotAfter
+	ev.CertPEM, ev.ChainPEM, ev.FullchainPEM = c.CertPEM, c.ChainPEM, c.CertPEM+c.ChainPEM
+	ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = c.CertPath, c.KeyPath, c.ChainPath, c.FullchainPath
+}
+
+// NewIssued is the issued event: certificate name's first certificate,
+// c, was stored.
+func NewIssued(name string, domains []string, c Certificate) Event {
+	ev := Event{Type: Issued, Cert: name, Domains: domains}
+	ev.setCertificate(c)
+	return ev
+}
+
+// NewRenew is the renew event: c replaced the certificate whose serial is
+// previousSerial.
+func NewRenew(name string, domains []string, c Certificate, previousSerial string) Event {
+	ev := Event{Type: Renew, Cert: name, Domains: domains, PreviousSerial: previousSerial}
+	ev.setCertificate(c)
+	return ev
+}
+
+// NewRevoke is the revoke event: the CA revoked c for reason (RFC 5280
+// §5.3.1).
+func NewRevoke(name string, domains []string, c Certificate, reason int) Event {
+	ev := Event{Type: Revoke, Cert: name, Domains: domains, RevocationReason: reason}
+	ev.setCertificate(c)
+	return ev
+}
+
+// NewFailed is the failed event for err: its text and the ACME problem in
+// its chain, if any. current, when not nil, is the certificate still in
+// service (a renewal failed), so a handler can say how long it has left.
+func NewFailed(name string, domains []string, current *Certificate, err error) Event {
+	ev := Event{Type: Failed, Cert: name, Domains: domains}
+	if current != nil {
+		ev.setCertificate(*current)
+	}
+	ev.Error = &Error{Message: err.Error()}
+	var p *acme.Problem
+	if errors.As(err, &p) {
+		ev.Error.ProblemType, ev.Error.ProblemDetail, ev.Error.ProblemInstance = p.Type, p.Detail, p.Instance
+	}
+	return ev
+}
+
+// NewChallenge is a challenge event, t being ChallengeProvision or
+// ChallengeCleanup, for challenge ch of certificate name.
+func NewChallenge(t Type, name string, domains []string, ch Challenge) Event {
+	return Event{Type: t, Cert: name, Domains: domains, Challenge: &ch}
+}

@@ -1,0 +1,122 @@
+package event
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/acmehook/acmehook/acme"
+)
+
+var testCert = Certificate{
+	Serial: "0a", Issuer: "CN=Test CA", NotBefore: time.Unix(1, 0), NotAfter: time.Unix(2, 0), Profile: "shortlived",
+	CertPEM: "C", ChainPEM: "I", CertPath: "/s/cert.pem", KeyPath: "/s/key.pem", ChainPath: "/s/chain.pem", FullchainPath: "/s/fullchain.pem",
+}
+
+func TestConstructors(t *testing.T) {
+	withCert := func(ev Event) Event {
+		ev.Serial, ev.Issuer, ev.NotBefore, ev.NotAfter, ev.Profile = "0a", "CN=Test CA", time.Unix(1, 0), time.Unix(2, 0), "shortlived"
+		ev.CertPEM, ev.ChainPEM, ev.FullchainPEM = "C", "I", "CI"
+		ev.CertPath, ev.KeyPath, ev.ChainPath, ev.FullchainPath = "/s/cert.pem", "/s/key.pem", "/s/chain.pem", "/s/fullchain.pem"
+		return ev
+	}
+	domains := []string{"www.example", "192.0.2.1"}
+	problem := &acme.Problem{Type: acme.ProblemRateLimited, Detail: "slow down", Instance: "https://ca.example/p/1"}
+	ch := Challenge{Type: "http-01", Identifier: "www.example", Token: "tok", KeyAuthorization: "tok.thumb"}
+	tests := []struct {
+		name string
+		got  Event
+		want Event
+	}{
+		{"issued", NewIssued("www", domains, testCert), withCert(Event{Type: Issued, Cert: "www", Domains: domains})},
+		{"renew", NewRenew("www", domains, testCert, "09"), withCert(Event{Type: Renew, Cert: "www", Domains: domains, PreviousSerial: "09"})},
+		{"revoke", NewRevoke("www", domains, testCert, acme.ReasonKeyCompromise), withCert(Event{Type: Revoke, Cert: "www", Domains: domains, RevocationReason: 1})},
+		{"failed, first issuance", NewFailed("www", domains, nil, errors.New("no")),
+			Event{Type: Failed, Cert: "www", Domains: domains, Error: &Error{Message: "no"}}},
+		{"failed with a problem, certificate in service", NewFailed("www", domains, &testCert, fmt.Errorf("creating order: %w", problem)),
+			withCert(Event{Type: Failed, Cert: "www", Domains: domains, Error: &Error{
+				Message: "creating order: " + problem.Error(), ProblemType: acme.ProblemRateLimited, ProblemDetail: "slow down", ProblemInstance: "https://ca.example/p/1"}})},
+		{"challenge", NewChallenge(ChallengeProvision, "www", domains, ch), Event{Type: ChallengeProvision, Cert: "www", Domains: domains, Challenge: &ch}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, tt.got); diff != "" {
+				t.Errorf("event (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestTypes(t *testing.T) {
+	for _, ty := range Types {
+		if !ty.Valid() {
+			t.Errorf("%s.Valid() = false", ty)
+		}
+		if ty.Pre() != (ty == ChallengeProvision) {
+			t.Errorf("%s.Pre() = %t", ty, ty.Pre())
+		}
+	}
+	if Type("deployed").Valid() {
+		t.Error(`Type("deployed").Valid() = true`)
+	}
+}
+
+type recorder struct {
+	name string
+	err  error
+	seen *[]string
+}
+
+func (r recorder) Handle(_ context.Context, ev Event) error {
+	*r.seen = append(*r.seen, r.name)
+	return r.err
+}
+
+func TestHooks(t *testing.T) {
+	var seen []string
+	a, b := errors.New("a vetoes"), errors.New("b fails")
+	hs := Hooks{recorder{"a", a, &seen}, recorder{"b", b, &seen}, recorder{"c", nil, &seen}}
+	if err := hs.Handle(context.Background(), Event{Type: ChallengeProvision}); err != a || strings.Join(seen, "") != "a" {
+		t.Errorf("pre-event: err %v, handlers %v; want %v from a alone", err, seen, a)
+	}
+	seen = nil
+	err := hs.Handle(context.Background(), Event{Type: Issued})
+	if !errors.Is(err, a) || !errors.Is(err, b) || strings.Join(seen, "") != "abc" {
+		t.Errorf("post-event: err %v, handlers %v; want a's and b's errors from a, b, c", err, seen)
+	}
+}
+
+func TestSynthetic(t *testing.T) {
+	for _, ty := range Types {
+		t.Run(string(ty), func(t *testing.T) {
+			dir := t.TempDir()
+			ev, err := Synthetic(ty, "www", []string{"www.example", "192.0.2.1"}, dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if ev.Type != ty || !ev.Test || ev.Cert != "www" || len(ev.Domains) != 2 {
+				t.Errorf("Synthetic(%s) = %+v", ty, ev)
+			}
+			hasCert := ty != ChallengeProvision && ty != ChallengeCleanup
+			if (ev.Serial != "") != hasCert || (ev.Challenge != nil) == hasCert {
+				t.Errorf("Synthetic(%s): serial %q, challenge %v", ty, ev.Serial, ev.Challenge)
+			}
+			if hasCert {
+				b, err := os.ReadFile(filepath.Join(dir, "fullchain.pem"))
+				if err != nil || string(b) != ev.FullchainPEM {
+					t.Errorf("fullchain.pem = %q (%v), want the event's fullchain_pem", b, err)
+				}
+			}
+		})
+	}
+	if _, err := Synthetic("deployed", "www", []string{"www.example"}, t.TempDir()); err == nil {
+		t.Error("Synthetic(deployed) succeeded")
+	}
+}
