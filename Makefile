@@ -32,9 +32,10 @@ bench:
 clean:
 	rm -rf $(BIN)
 
-# proto regenerates plugin/sdk's gRPC code: protoc from Debian, the Go
-# generators at pinned versions into a local bin directory.
-PROTO_DIR           := plugin/sdk/internal/proto
+# proto regenerates the solver protocol's gRPC code in plugin/internal/proto:
+# protoc from Debian, the Go generators at pinned versions into a local bin
+# directory.
+PROTO_DIR           := plugin/internal/proto
 PROTOC_GEN_GO       := google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 PROTOC_GEN_GO_GRPC  := google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.5.1
 proto:

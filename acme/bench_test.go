@@ -4,13 +4,13 @@ import (
 	"testing"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // BenchmarkIssue measures one dns-01 issuance with an existing account
 // against in-process Pebble, default client settings.
 func BenchmarkIssue(b *testing.B) {
-	s := startPebble(b, testpebble.Options{})
+	s := startPebble(b, pebbletest.Options{})
 	c := newClient(s)
 	acct := newAccount(b, c)
 	ids := []acme.Identifier{acme.DNS("bench.example.com")}

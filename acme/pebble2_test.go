@@ -22,13 +22,13 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/acme/standalone"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // http01 serves the key authorization from acme/standalone on the port
 // Pebble's VA connects to.
 func http01(srv *standalone.HTTP01Server) solver {
-	return func(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
+	return func(t testing.TB, s *pebbletest.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
 		ch := pick(t, authz, acme.ChallengeHTTP01)
 		if err := srv.Add(ch.Token, keyAuth(t, acct, ch)); err != nil {
 			t.Fatalf("HTTP01Server.Add: %v", err)
@@ -38,7 +38,7 @@ func http01(srv *standalone.HTTP01Server) solver {
 }
 
 func tlsalpn01(srv *standalone.TLSALPN01Server) solver {
-	return func(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
+	return func(t testing.TB, s *pebbletest.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
 		ch := pick(t, authz, acme.ChallengeTLSALPN01)
 		if err := srv.Add(authz.Identifier, keyAuth(t, acct, ch)); err != nil {
 			t.Fatalf("TLSALPN01Server.Add: %v", err)
@@ -94,7 +94,7 @@ func TestExternalAccountBinding(t *testing.T) {
 	// HS512 needs a key of at least 64 bytes (RFC 7518 §3.2).
 	mac512 := make([]byte, 64)
 	rand.Read(mac512)
-	s := startPebble(t, testpebble.Options{EABRequired: true, EABKeys: map[string]string{
+	s := startPebble(t, pebbletest.Options{EABRequired: true, EABKeys: map[string]string{
 		kid: macB64, "kid-512": base64.RawURLEncoding.EncodeToString(mac512)}})
 	c := newClient(s)
 	ctx := testCtx(t)
@@ -238,7 +238,7 @@ func TestBadSignatureAlgorithm(t *testing.T) {
 }
 
 func TestAlternateChains(t *testing.T) {
-	s := startPebble(t, testpebble.Options{AlternateRoots: 2, ChainLength: 2})
+	s := startPebble(t, pebbletest.Options{AlternateRoots: 2, ChainLength: 2})
 	c := newClient(s)
 	acct := newAccount(t, c)
 	ids := []acme.Identifier{acme.DNS("alt.example.com")}
@@ -370,7 +370,7 @@ func TestRenewalInfo(t *testing.T) {
 }
 
 func TestIssueWithRejectedNonces(t *testing.T) {
-	s := startPebble(t, testpebble.Options{NonceRejectPercent: 50})
+	s := startPebble(t, pebbletest.Options{NonceRejectPercent: 50})
 	c := newClient(s)
 	acct := newAccount(t, c)
 	s.Counter().Reset()
@@ -390,7 +390,7 @@ func TestIssueWithRejectedNonces(t *testing.T) {
 // account to the protocol minimum. PollInterval is long enough that each
 // poll finds the authorization validated and the certificate issued.
 func TestRequestCount(t *testing.T) {
-	s := startPebble(t, testpebble.Options{Strict: true})
+	s := startPebble(t, pebbletest.Options{Strict: true})
 	setup := newClient(s)
 	acct := newAccount(t, setup)
 

@@ -16,15 +16,15 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // pebble is the Pebble shared by the tests that need no special options
 // (no rejected nonces, no authorization reuse).
-var pebble *testpebble.Server
+var pebble *pebbletest.Server
 
 func TestMain(m *testing.M) {
-	s, err := testpebble.New(testpebble.Options{})
+	s, err := pebbletest.New(pebbletest.Options{})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
@@ -36,7 +36,7 @@ func TestMain(m *testing.M) {
 }
 
 // publishTXT sets a TXT record in the test DNS server, which every Pebble
-// of the process shares (see internal/testpebble).
+// of the process shares (see plugin/sdk/sdktest/pebbletest).
 func publishTXT(name, value string) {
 	if !strings.HasSuffix(name, ".") {
 		name += "."
@@ -45,11 +45,11 @@ func publishTXT(name, value string) {
 }
 
 // startPebble starts a Pebble for one test.
-func startPebble(t testing.TB, opts testpebble.Options) *testpebble.Server {
-	return testpebble.Start(t, opts)
+func startPebble(t testing.TB, opts pebbletest.Options) *pebbletest.Server {
+	return pebbletest.Start(t, opts)
 }
 
-func newClient(s *testpebble.Server) *acme.Client {
+func newClient(s *pebbletest.Server) *acme.Client {
 	return &acme.Client{DirectoryURL: s.DirectoryURL, HTTPClient: s.HTTPClient()}
 }
 
@@ -79,7 +79,7 @@ func newAccount(t testing.TB, c *acme.Client) acme.Account {
 
 // solver makes the CA able to validate one challenge of authz and returns
 // that challenge.
-type solver func(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Authorization) acme.Challenge
+type solver func(t testing.TB, s *pebbletest.Server, acct acme.Account, authz acme.Authorization) acme.Challenge
 
 func keyAuth(t testing.TB, acct acme.Account, ch acme.Challenge) string {
 	t.Helper()
@@ -100,7 +100,7 @@ func pick(t testing.TB, authz acme.Authorization, typ string) acme.Challenge {
 }
 
 // dns01 sets the TXT record in the test DNS server.
-func dns01(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
+func dns01(t testing.TB, s *pebbletest.Server, acct acme.Account, authz acme.Authorization) acme.Challenge {
 	ch := pick(t, authz, acme.ChallengeDNS01)
 	name := acme.DNS01TXTRecordName(authz.Identifier.Value) + "."
 	publishTXT(name, acme.DNS01TXTRecord(keyAuth(t, acct, ch)))
@@ -110,7 +110,7 @@ func dns01(t testing.TB, s *testpebble.Server, acct acme.Account, authz acme.Aut
 
 // issue runs one issuance for order with solve and returns the chain and
 // the certificate key.
-func issue(t testing.TB, c *acme.Client, s *testpebble.Server, acct acme.Account, order acme.Order, solve solver) (acme.CertificateChain, crypto.Signer) {
+func issue(t testing.TB, c *acme.Client, s *pebbletest.Server, acct acme.Account, order acme.Order, solve solver) (acme.CertificateChain, crypto.Signer) {
 	t.Helper()
 	ctx := testCtx(t)
 	o, err := c.NewOrder(ctx, acct, order)
@@ -157,7 +157,7 @@ func issue(t testing.TB, c *acme.Client, s *testpebble.Server, acct acme.Account
 
 // verifyChain checks that chain leads to one of Pebble's roots and covers
 // every identifier.
-func verifyChain(t testing.TB, s *testpebble.Server, chain acme.CertificateChain, roots int, ids []acme.Identifier) {
+func verifyChain(t testing.TB, s *pebbletest.Server, chain acme.CertificateChain, roots int, ids []acme.Identifier) {
 	t.Helper()
 	inter := x509.NewCertPool()
 	for _, c := range chain.Certificates[1:] {
@@ -261,7 +261,7 @@ func TestIssueValidity(t *testing.T) {
 }
 
 func TestDirectoryMeta(t *testing.T) {
-	s := startPebble(t, testpebble.Options{EABRequired: true, EABKeys: map[string]string{"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}})
+	s := startPebble(t, pebbletest.Options{EABRequired: true, EABKeys: map[string]string{"kid-1": "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"}})
 	c := newClient(s)
 	dir, err := c.Directory(testCtx(t))
 	if err != nil {

@@ -11,13 +11,13 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // dnsSolver answers dns-01 through the test DNS server and records what
 // the flow asked of it.
 type dnsSolver struct {
-	s *testpebble.Server
+	s *pebbletest.Server
 	// types overrides the challenge types offered (nil: dns-01 only).
 	types []string
 	// wrong publishes a TXT value the CA will not accept.
@@ -217,7 +217,7 @@ func TestSolveAuthorizationsFailures(t *testing.T) {
 // TestSolveAuthorizationsSkipsValid: with authorization reuse, the second
 // order's authorization is already valid and no solver is called.
 func TestSolveAuthorizationsSkipsValid(t *testing.T) {
-	s := startPebble(t, testpebble.Options{AuthzReusePercent: 100})
+	s := startPebble(t, pebbletest.Options{AuthzReusePercent: 100})
 	c := newClient(s)
 	acct := newAccount(t, c)
 	ids := dnsIDs("reuse.example.com")
@@ -238,7 +238,7 @@ func TestSolveAuthorizationsSkipsValid(t *testing.T) {
 // authorization poll, finalize, one order poll, the certificate. The poll
 // interval is long enough for each poll to find the work done.
 func TestObtainCertificateRequestCount(t *testing.T) {
-	s := startPebble(t, testpebble.Options{Strict: true})
+	s := startPebble(t, pebbletest.Options{Strict: true})
 	c := newClient(s)
 	c.PollInterval = 300 * time.Millisecond
 	acct, err := c.NewAccount(testCtx(t), acme.Account{Key: newKey(t), TermsOfServiceAgreed: true}, nil)

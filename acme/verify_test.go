@@ -23,7 +23,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/acme/standalone"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // vtoken returns a distinct valid token for a test case.
@@ -109,7 +109,7 @@ func TestVerifier(t *testing.T) {
 	t.Run("TLSALPN01", func(t *testing.T) { testVerifyTLSALPN01(t, pebble) })
 }
 
-func testVerifyHTTP01(t *testing.T, pebble *testpebble.Server) {
+func testVerifyHTTP01(t *testing.T, pebble *pebbletest.Server) {
 	const ka = "the-key-authorization"
 	handlers := map[string]http.HandlerFunc{}
 	mux := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -200,7 +200,7 @@ func testVerifyHTTP01(t *testing.T, pebble *testpebble.Server) {
 
 // testVerifyHTTP01Standalone checks the standalone server end to end, over
 // IPv4 and, where the host has it, IPv6.
-func testVerifyHTTP01Standalone(t *testing.T, pebble *testpebble.Server) {
+func testVerifyHTTP01Standalone(t *testing.T, pebble *pebbletest.Server) {
 	srv := &standalone.HTTP01Server{ListenAddrs: []string{"127.0.0.1:0"}}
 	if ln, err := net.Listen("tcp", "[::1]:0"); err == nil {
 		ln.Close()
@@ -264,7 +264,7 @@ func silentResolver(t *testing.T) string {
 	return pc.LocalAddr().String()
 }
 
-func testVerifyDNS01(t *testing.T, pebble *testpebble.Server) {
+func testVerifyDNS01(t *testing.T, pebble *pebbletest.Server) {
 	const ka = "tok.thumb"
 	setTXT(t, "_acme-challenge.ok.example.", acme.DNS01TXTRecord(ka))
 	setTXT(t, "_acme-challenge.wrong.example.", acme.DNS01TXTRecord("other"))
@@ -339,7 +339,7 @@ func acmeExt(t *testing.T, keyAuth string, critical bool) *pkix.Extension {
 	return &pkix.Extension{Id: asn1.ObjectIdentifier{1, 3, 6, 1, 5, 5, 7, 1, 31}, Critical: critical, Value: v}
 }
 
-func testVerifyTLSALPN01(t *testing.T, pebble *testpebble.Server) {
+func testVerifyTLSALPN01(t *testing.T, pebble *pebbletest.Server) {
 	const ka = "tok.thumb"
 	srv := &standalone.TLSALPN01Server{ListenAddrs: []string{"127.0.0.1:0"}}
 	if ln, err := net.Listen("tcp", "[::1]:0"); err == nil {

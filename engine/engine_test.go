@@ -17,14 +17,14 @@ import (
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testenv"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // The package's shared test CA, plugin binaries and web server, set up by
 // TestMain.
 var (
 	tenv    *testenv.Env
-	pebble  *testpebble.Server
+	pebble  *pebbletest.Server
 	bins    map[string]string // plugin name -> executable
 	dnsProg string            // dnsexec program that sets TXT records in pebble's DNS
 	webRoot string            // served on 127.0.0.1:pebble.HTTPPort
@@ -54,7 +54,7 @@ type env struct {
 	config string // the TOML text last written
 	// srv is the CA written into the configuration (the shared pebble
 	// when nil); caExtra is added to its [ca] table.
-	srv     *testpebble.Server
+	srv     *pebbletest.Server
 	caExtra string
 	logs    *bytes.Buffer // when set, run also logs here, at Debug
 }

@@ -15,8 +15,8 @@ import (
 
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
-	"github.com/acmehook/acmehook/internal/testpebble"
 	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // TestCertificateOptions runs against a Pebble that requires external
@@ -29,7 +29,7 @@ import (
 // changes it. Without EAB the account is refused with the CA's problem.
 func TestCertificateOptions(t *testing.T) {
 	const kid, hmac = "kid-1", "zWNDZM6eQGHWpSRTPal5eIUYFTu7EajVIoguysqZ9wG44nMEtx3MUAsUDkMTQ12W"
-	srv := testpebble.Start(t, testpebble.Options{
+	srv := pebbletest.Start(t, pebbletest.Options{
 		EABRequired: true, EABKeys: map[string]string{kid: hmac},
 		AlternateRoots: 1, AlwaysValid: true,
 	})

@@ -10,14 +10,14 @@ import (
 	"sync"
 
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/host"
 )
 
 // Plugin is a running solver plugin with what it reported about itself.
 type Plugin struct {
-	*sdk.Plugin
+	*host.Plugin
 	Config *config.Plugin
-	Info   *sdk.InfoResponse
+	Info   *host.InfoResponse
 }
 
 // Capabilities converts the plugin's Info into what the config package
@@ -81,7 +81,7 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		}
 	}
 	ps.logger.Debug("launching plugin", "plugin", name, "path", pc.Path)
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{
+	p, err := host.Launch(ctx, host.LaunchOptions{
 		Name:         name,
 		Path:         pc.Path,
 		SHA256:       pc.SHA256,
@@ -92,11 +92,11 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Logger:       ps.logger,
 	})
 	if err != nil {
-		return nil, err // sdk.Launch names the plugin and the path
+		return nil, err // host.Launch names the plugin and the path
 	}
 	callCtx, cancel := context.WithTimeout(ctx, pc.CallTimeout.Duration)
 	defer cancel()
-	info, err := p.Info(callCtx, &sdk.InfoRequest{})
+	info, err := p.Info(callCtx, &host.InfoRequest{})
 	if err != nil {
 		p.Close()
 		return nil, err // the SDK names the plugin and the call

@@ -18,7 +18,7 @@ import (
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // withEngine opens cfg's storage and an engine with o (Config, Store and,
@@ -130,7 +130,7 @@ func copyDir(t *testing.T, src, dst string) {
 
 // ariFetches counts the renewalInfo requests Pebble served since the last
 // Reset.
-func ariFetches(srv *testpebble.Server) int {
+func ariFetches(srv *pebbletest.Server) int {
 	counts, _ := srv.Counter().Snapshot()
 	return counts["GET /draft-ietf-acme-ari-03/"]
 }
@@ -222,7 +222,7 @@ func (n noARI) RoundTrip(r *http.Request) (*http.Response, error) {
 // TestRenewLifetimeWithoutARI: from a CA without ARI, a 2-day certificate
 // is renewed at half its lifetime, to the minute, with the injected clock.
 func TestRenewLifetimeWithoutARI(t *testing.T) {
-	srv := testpebble.Start(t, testpebble.Options{AlwaysValid: true, Profiles: map[string]testpebble.Profile{
+	srv := pebbletest.Start(t, pebbletest.Options{AlwaysValid: true, Profiles: map[string]pebbletest.Profile{
 		"twoday": {Description: "two days", Validity: 48 * time.Hour},
 	}})
 	e := newEnv(t)

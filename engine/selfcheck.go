@@ -15,6 +15,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
@@ -216,7 +217,7 @@ func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certifi
 	}
 	authz := acme.Authorization{Identifier: acme.Identifier{Type: id.Type, Value: strings.TrimPrefix(id.Value, "*.")}, Wildcard: id.Wildcard()}
 	ch := acme.Challenge{Type: res.Challenge, Token: base64.RawURLEncoding.EncodeToString(tok)}
-	pc, err := sdk.NewChallenge(authz, ch, key.Public())
+	pc, err := host.NewChallenge(authz, ch, key.Public())
 	if err != nil {
 		res.Err = fmt.Errorf("preparing %s challenge for %s: %w", ch.Type, id.Value, err)
 		return res

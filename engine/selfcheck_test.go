@@ -15,8 +15,8 @@ import (
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
-	"github.com/acmehook/acmehook/internal/testpebble"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // runLogged runs an engine over cfg once and returns the results by name
@@ -70,7 +70,7 @@ func wrongDNSProg(t *testing.T, dir string) string {
 // catch it).
 func extraPlugins(t *testing.T, e *env) string {
 	t.Helper()
-	port, err := testpebble.FreePort()
+	port, err := pebbletest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
@@ -81,7 +82,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 		}
 		return fmt.Errorf("%w for %s: the CA offers %v, plugin %s solves %v", ErrNoChallenge, id.Value, offered, solver, p.Info.ChallengeTypes)
 	}
-	pc, err := sdk.NewChallenge(authz, ch, acct.Key.Public())
+	pc, err := host.NewChallenge(authz, ch, acct.Key.Public())
 	if err != nil {
 		return fmt.Errorf("preparing %s challenge for %s: %w", ch.Type, id.Value, err)
 	}

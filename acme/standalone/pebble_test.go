@@ -13,7 +13,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/acme/standalone"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // TestPebbleValidates has Pebble's validation authority validate several
@@ -21,7 +21,7 @@ import (
 // SNI is its reverse-DNS name) against both servers, after acme.Verifier
 // self-checked each challenge the same way, and issues a certificate.
 func TestPebbleValidates(t *testing.T) {
-	pebble := testpebble.Start(t, testpebble.Options{})
+	pebble := pebbletest.Start(t, pebbletest.Options{})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 

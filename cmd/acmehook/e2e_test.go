@@ -31,13 +31,13 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/internal/testenv"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // Shared by every test of the package, set up by TestMain.
 var (
 	tenv    *testenv.Env
-	pebble  *testpebble.Server
+	pebble  *pebbletest.Server
 	bins    map[string]string // acmehook, webroot, standalone, dnsexec, challtestsrv-dns
 	webRoot string            // served on 127.0.0.1:pebble.HTTPPort
 	holds   = &holdHandler{}  // lets a test hold http-01 validations of a host

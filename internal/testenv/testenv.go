@@ -15,7 +15,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // Plugins are the main packages every Env builds: the three solver plugins
@@ -29,7 +29,7 @@ var Plugins = []string{
 
 // Env is one test binary's environment.
 type Env struct {
-	Pebble *testpebble.Server
+	Pebble *pebbletest.Server
 	// Bins maps a built program's name (the last element of its package
 	// path: webroot, standalone, dnsexec, challtestsrv-dns, ...) to its
 	// executable.
@@ -64,7 +64,7 @@ func Start(wrap func(http.Handler) http.Handler, extra ...string) (_ *Env, err e
 	for _, p := range pkgs {
 		e.Bins[path.Base(p)] = filepath.Join(dir, path.Base(p))
 	}
-	if e.Pebble, err = testpebble.New(testpebble.Options{}); err != nil {
+	if e.Pebble, err = pebbletest.New(pebbletest.Options{}); err != nil {
 		return nil, err
 	}
 	if err := os.Mkdir(e.WebRoot, 0o755); err != nil {

@@ -2,84 +2,133 @@ package sdk
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
+	"log/slog"
 	"runtime/debug"
+	"sync"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/structpb"
 
-	solverv1 "github.com/acmehook/acmehook/plugin/sdk/internal/proto/acmehook/solver/v1"
+	solverv1 "github.com/acmehook/acmehook/plugin/internal/proto/acmehook/solver/v1"
 )
 
-// grpcPlugin is the go-plugin glue of both sides.
+// grpcPlugin is the plugin side of go-plugin's glue.
 type grpcPlugin struct {
 	plugin.NetRPCUnsupportedPlugin
-	impl Solver // plugin side only
+	srv *server
 }
 
 func (p *grpcPlugin) GRPCServer(_ *plugin.GRPCBroker, s *grpc.Server) error {
-	solverv1.RegisterSolverServer(s, &server{impl: p.impl})
+	solverv1.RegisterSolverServer(s, p.srv)
 	return nil
 }
 
-func (p *grpcPlugin) GRPCClient(_ context.Context, _ *plugin.GRPCBroker, c *grpc.ClientConn) (any, error) {
-	return solverv1.NewSolverClient(c), nil
+func (p *grpcPlugin) GRPCClient(context.Context, *plugin.GRPCBroker, *grpc.ClientConn) (any, error) {
+	return nil, errors.New("sdk: the plugin side has no client")
 }
 
-// server adapts a Solver to the generated gRPC service. A panic in the
-// solver becomes an error for that call, with its stack in the plugin's log,
-// so one bad challenge does not take the process down.
+// server adapts a Plugin to the generated gRPC service: Info answers from
+// the description, Configure builds the solver once with New, and the
+// challenge calls go to that solver. A panic in the solver becomes an error
+// for that call, with its stack in the plugin's log, so one bad challenge
+// does not take the process down.
 type server struct {
 	solverv1.UnimplementedSolverServer
-	impl Solver
+	desc   Plugin
+	logger *slog.Logger
+
+	mu   sync.Mutex
+	impl Solver // set once by Configure
+}
+
+func (s *server) solver() Solver {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.impl
 }
 
 // guard turns a panic into a gRPC error.
-func guard(method string, err *error) {
+func (s *server) guard(method string, err *error) {
 	if r := recover(); r != nil {
-		logger.Error("plugin panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
+		s.logger.Error("plugin panicked", "method", method, "panic", fmt.Sprint(r), "stack", string(debug.Stack()))
 		*err = status.Errorf(codes.Internal, "plugin panicked in %s: %v", method, r)
 	}
 }
 
-func (s *server) Info(ctx context.Context, _ *solverv1.InfoRequest) (out *solverv1.InfoResponse, err error) {
-	defer guard("Info", &err)
-	r, err := s.impl.Info(ctx, &InfoRequest{})
-	if err != nil {
-		return nil, err
+// configured returns the solver, or a FailedPrecondition error before
+// Configure.
+func (s *server) configured() (Solver, error) {
+	if impl := s.solver(); impl != nil {
+		return impl, nil
+	}
+	return nil, status.Error(codes.FailedPrecondition, "not configured: the host calls Configure before any challenge")
+}
+
+func (s *server) Info(context.Context, *solverv1.InfoRequest) (*solverv1.InfoResponse, error) {
+	ids := s.desc.IdentifierTypes
+	if len(ids) == 0 {
+		ids = []string{"dns"}
+	}
+	types := s.desc.ChallengeTypes
+	if o, ok := s.solver().(Offerer); ok {
+		types = o.Offers()
 	}
 	return &solverv1.InfoResponse{
-		Name:                r.Name,
-		Version:             r.Version,
-		ChallengeTypes:      r.ChallengeTypes,
-		IdentifierTypes:     r.IdentifierTypes,
-		WaitsForPropagation: r.WaitsForPropagation,
+		Name:                s.desc.Name,
+		Version:             s.desc.Version,
+		ChallengeTypes:      types,
+		IdentifierTypes:     ids,
+		WaitsForPropagation: s.desc.WaitsForPropagation,
 	}, nil
 }
 
-func (s *server) Configure(ctx context.Context, req *solverv1.ConfigureRequest) (out *solverv1.ConfigureResponse, err error) {
-	defer guard("Configure", &err)
-	if _, err := s.impl.Configure(ctx, &ConfigureRequest{Config: req.GetConfig().AsMap()}); err != nil {
+func (s *server) Configure(ctx context.Context, req *solverv1.ConfigureRequest) (_ *solverv1.ConfigureResponse, err error) {
+	defer s.guard("Configure", &err)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.impl != nil {
+		return nil, status.Error(codes.FailedPrecondition, "already configured")
+	}
+	impl, err := s.desc.New(ctx, Config{Values: req.GetConfig().AsMap(), Logger: s.logger})
+	if err != nil {
 		return nil, err
 	}
+	if impl == nil {
+		return nil, errors.New("sdk: New returned no solver and no error")
+	}
+	switch _, waits := impl.(Waiter); {
+	case waits && !s.desc.WaitsForPropagation:
+		return nil, errors.New("sdk: the solver implements Wait but Plugin.WaitsForPropagation is false, so acmehook would never call it")
+	case !waits && s.desc.WaitsForPropagation:
+		return nil, errors.New("sdk: Plugin.WaitsForPropagation is true but the solver does not implement Wait")
+	}
+	s.impl = impl
 	return &solverv1.ConfigureResponse{}, nil
 }
 
-func (s *server) Present(ctx context.Context, req *solverv1.PresentRequest) (out *solverv1.PresentResponse, err error) {
-	defer guard("Present", &err)
-	if _, err := s.impl.Present(ctx, &PresentRequest{Challenge: challengeFromProto(req.GetChallenge())}); err != nil {
+func (s *server) Present(ctx context.Context, req *solverv1.PresentRequest) (_ *solverv1.PresentResponse, err error) {
+	defer s.guard("Present", &err)
+	impl, err := s.configured()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := impl.Present(ctx, &PresentRequest{Challenge: challengeFromProto(req.GetChallenge())}); err != nil {
 		return nil, err
 	}
 	return &solverv1.PresentResponse{}, nil
 }
 
-func (s *server) Wait(ctx context.Context, req *solverv1.WaitRequest) (out *solverv1.WaitResponse, err error) {
-	defer guard("Wait", &err)
-	w, ok := s.impl.(Waiter)
+func (s *server) Wait(ctx context.Context, req *solverv1.WaitRequest) (_ *solverv1.WaitResponse, err error) {
+	defer s.guard("Wait", &err)
+	impl, err := s.configured()
+	if err != nil {
+		return nil, err
+	}
+	w, ok := impl.(Waiter)
 	if !ok {
 		return &solverv1.WaitResponse{}, nil
 	}
@@ -89,30 +138,16 @@ func (s *server) Wait(ctx context.Context, req *solverv1.WaitRequest) (out *solv
 	return &solverv1.WaitResponse{}, nil
 }
 
-func (s *server) CleanUp(ctx context.Context, req *solverv1.CleanUpRequest) (out *solverv1.CleanUpResponse, err error) {
-	defer guard("CleanUp", &err)
-	if _, err := s.impl.CleanUp(ctx, &CleanUpRequest{Challenge: challengeFromProto(req.GetChallenge())}); err != nil {
+func (s *server) CleanUp(ctx context.Context, req *solverv1.CleanUpRequest) (_ *solverv1.CleanUpResponse, err error) {
+	defer s.guard("CleanUp", &err)
+	impl, err := s.configured()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := impl.CleanUp(ctx, &CleanUpRequest{Challenge: challengeFromProto(req.GetChallenge())}); err != nil {
 		return nil, err
 	}
 	return &solverv1.CleanUpResponse{}, nil
-}
-
-func challengeToProto(c Challenge) *solverv1.Challenge {
-	return &solverv1.Challenge{
-		Type: c.Type,
-		Identifier: &solverv1.Identifier{
-			Type:     c.Identifier.Type,
-			Value:    c.Identifier.Value,
-			Wildcard: c.Identifier.Wildcard,
-		},
-		Token:            c.Token,
-		KeyAuthorization: c.KeyAuthorization,
-		Dns01RecordName:  c.DNS01RecordName,
-		Dns01RecordValue: c.DNS01RecordValue,
-		TlsAlpn01CertPem: c.TLSALPN01CertPEM,
-		TlsAlpn01KeyPem:  c.TLSALPN01KeyPEM,
-		Url:              c.URL,
-	}
 }
 
 func challengeFromProto(c *solverv1.Challenge) Challenge {
@@ -131,25 +166,4 @@ func challengeFromProto(c *solverv1.Challenge) Challenge {
 		TLSALPN01KeyPEM:  c.GetTlsAlpn01KeyPem(),
 		URL:              c.GetUrl(),
 	}
-}
-
-// configToProto converts a configuration table for the wire. A JSON round
-// trip first turns what a TOML decoder produces (int64, time.Time,
-// []map[string]any) into the JSON types structpb accepts.
-func configToProto(config map[string]any) (*structpb.Struct, error) {
-	b, err := json.Marshal(config)
-	if err != nil {
-		return nil, fmt.Errorf("converting configuration: %w", err)
-	}
-	plain := map[string]any{}
-	if config != nil {
-		if err := json.Unmarshal(b, &plain); err != nil {
-			return nil, fmt.Errorf("converting configuration: %w", err)
-		}
-	}
-	s, err := structpb.NewStruct(plain)
-	if err != nil {
-		return nil, fmt.Errorf("converting configuration: %w", err)
-	}
-	return s, nil
 }

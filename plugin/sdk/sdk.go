@@ -1,18 +1,27 @@
-// Package sdk is what an acmehook solver plugin imports, and what acmehook
-// uses to run one.
+// Package sdk is what an acmehook solver plugin imports.
 //
 // A solver plugin is a separate executable that makes ACME challenges
 // (RFC 8555 §8, RFC 8737) answerable: it writes a file for http-01, sets a
 // TXT record for dns-01, or serves a certificate for tls-alpn-01. acmehook
-// starts it through HashiCorp go-plugin over gRPC with automatic mutual TLS,
-// launches it once and reuses it for every challenge.
+// starts it through HashiCorp go-plugin over gRPC with mutual TLS, launches
+// it once and reuses it for every challenge of a run.
 //
-// A plugin's main is one line:
+// A plugin's main describes the plugin and names its constructor:
 //
-//	func main() { sdk.Serve(myvendor.New()) }
+//	func main() {
+//		if err := sdk.Serve(sdk.Plugin{Name: "mydns", Version: "1.0.0",
+//			ChallengeTypes: []string{"dns-01"}, New: newSolver}); err != nil {
+//			fmt.Fprintln(os.Stderr, err)
+//			os.Exit(1)
+//		}
+//	}
 //
-// where myvendor's type implements [Solver] (and [Waiter] if it waits for DNS
-// propagation itself). The host side is [Launch].
+// newSolver receives the plugin's configuration table and logger once and
+// returns a ready [Solver], so a solver needs no mutex and no "not
+// configured" state. A dns-01 solver that waits for propagation implements
+// [Waiter] as well, usually in one line with the propagation package. The
+// sdktest package tests a plugin from the vendor's own module. acmehook's
+// side of the protocol is plugin/host; a plugin never imports it.
 package sdk
 
 import (
@@ -23,34 +32,78 @@ import (
 	"log/slog"
 	"time"
 
-	"github.com/hashicorp/go-plugin"
+	"github.com/acmehook/acmehook/plugin/internal/wire"
 )
 
 // ProtocolVersion is the version of the solver protocol this SDK speaks
 // (PROTOCOL_VERSION_CURRENT in solver.proto). Host and plugin must agree.
-const ProtocolVersion = 1
+const ProtocolVersion = wire.ProtocolVersion
 
-// pluginName is the key of the solver in go-plugin's plugin set.
-const pluginName = "solver"
+// Plugin describes a solver plugin to [Serve]. acmehook asks for the
+// description (the protocol's Info) before it sends the configuration.
+type Plugin struct {
+	// Name and Version identify the plugin in acmehook's log and in
+	// `acmehook plugins`. Name is required.
+	Name, Version string
+	// ChallengeTypes the plugin solves, preferred first: "http-01",
+	// "dns-01", "tls-alpn-01". Required.
+	ChallengeTypes []string
+	// IdentifierTypes the plugin solves: "dns", "ip". Empty means "dns".
+	IdentifierTypes []string
+	// WaitsForPropagation tells acmehook to call Wait after Present. The
+	// solver New returns MUST then implement [Waiter], and MUST NOT when
+	// it is false; Serve refuses the configuration otherwise.
+	WaitsForPropagation bool
+	// New returns the solver for a configuration. acmehook calls it once,
+	// when the plugin starts, with its table from acmehook's configuration.
+	// An error (an unknown key, a missing value) stops the plugin's
+	// launch with that message. Required.
+	New func(ctx context.Context, cfg Config) (Solver, error)
+}
 
-// handshake is go-plugin's handshake. The cookie is a convenience that stops
-// a plugin run by hand, not a security measure: checksums are (see
-// LaunchOptions.SHA256).
-var handshake = plugin.HandshakeConfig{
-	ProtocolVersion:  ProtocolVersion,
-	MagicCookieKey:   "ACMEHOOK_PLUGIN",
-	MagicCookieValue: "solver",
+// Config is what a solver's constructor receives.
+type Config struct {
+	// Values is the plugin's configuration table as JSON-compatible values
+	// (strings, float64 numbers, bools, nil, []any, map[string]any).
+	// Decode turns it into a struct.
+	Values map[string]any
+	// Logger is the plugin's logger (Serve always sets it; use Log, which
+	// discards for a Config built by hand without one). What a plugin logs
+	// through it appears in acmehook's log, attributed to the plugin, at
+	// the same level. Never log key authorizations or private keys above
+	// Debug.
+	Logger *slog.Logger
+}
+
+// Decode decodes the configuration table into v (a pointer to a struct
+// with json tags) strictly: a key v has no field for is an error naming
+// it. Fields hold their defaults when their key is absent; durations
+// decode into [Duration].
+func (c Config) Decode(v any) error {
+	b, err := json.Marshal(c.Values)
+	if err != nil {
+		return fmt.Errorf("encoding configuration: %w", err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("decoding configuration: %w", err)
+	}
+	return nil
+}
+
+// Log returns c.Logger, or a logger that discards when it is nil.
+func (c Config) Log() *slog.Logger {
+	if c.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return c.Logger
 }
 
 // Solver is what a plugin implements. Every method MUST honour ctx and MUST
-// be safe for concurrent use: the host may present several challenges at
-// once through one process.
+// be safe for concurrent use: acmehook presents several challenges at once
+// through one process (at most the plugin's max_calls).
 type Solver interface {
-	// Info describes the plugin. It MUST be cheap and work before Configure.
-	Info(ctx context.Context, req *InfoRequest) (*InfoResponse, error)
-	// Configure receives the plugin's configuration table. The host calls it
-	// once, before any challenge. Unknown keys SHOULD be an error.
-	Configure(ctx context.Context, req *ConfigureRequest) (*ConfigureResponse, error)
 	// Present makes the challenge answerable. It MUST refuse values it
 	// cannot use safely (a token that is not base64url, a name with path
 	// separators) rather than sanitize them.
@@ -61,10 +114,18 @@ type Solver interface {
 }
 
 // Waiter is implemented by a Solver that waits itself until a presented
-// challenge is visible to the CA (DNS propagation). InfoResponse's
-// WaitsForPropagation tells the host to call it.
+// challenge is visible to the CA (DNS propagation); Plugin's
+// WaitsForPropagation says so to acmehook.
 type Waiter interface {
 	Wait(ctx context.Context, req *WaitRequest) (*WaitResponse, error)
+}
+
+// Offerer is implemented by a Solver whose configuration narrows the
+// challenge types it solves (a server with http-01 turned off): once the
+// solver is built, the plugin's Info answers Offers instead of
+// Plugin.ChallengeTypes, so acmehook never picks a type that is off.
+type Offerer interface {
+	Offers() []string
 }
 
 // Closer is implemented by a Solver that holds resources (listening
@@ -73,32 +134,6 @@ type Waiter interface {
 type Closer interface {
 	Close() error
 }
-
-// InfoRequest asks a plugin to describe itself.
-type InfoRequest struct{}
-
-// InfoResponse describes a plugin.
-type InfoResponse struct {
-	Name    string
-	Version string
-	// ChallengeTypes the plugin solves: "http-01", "dns-01", "tls-alpn-01".
-	ChallengeTypes []string
-	// IdentifierTypes the plugin solves: "dns", "ip".
-	IdentifierTypes []string
-	// WaitsForPropagation is true when the plugin implements Waiter.
-	WaitsForPropagation bool
-}
-
-// ConfigureRequest carries the plugin's configuration table.
-type ConfigureRequest struct {
-	// Config is the table as JSON-compatible values (strings, float64
-	// numbers, bools, nil, []any, map[string]any). Decode it with
-	// DecodeConfig.
-	Config map[string]any
-}
-
-// ConfigureResponse answers Configure.
-type ConfigureResponse struct{}
 
 // PresentRequest asks the plugin to make a challenge answerable.
 type PresentRequest struct{ Challenge Challenge }
@@ -164,22 +199,6 @@ func (c Challenge) LogValue() slog.Value {
 	)
 }
 
-// DecodeConfig decodes a configuration table into v (a pointer to a struct
-// with json tags) strictly: a key v has no field for is an error naming it.
-// Durations decode into [Duration].
-func DecodeConfig(config map[string]any, v any) error {
-	b, err := json.Marshal(config)
-	if err != nil {
-		return fmt.Errorf("encoding configuration: %w", err)
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return fmt.Errorf("decoding configuration: %w", err)
-	}
-	return nil
-}
-
 // Duration is a time.Duration written in configuration as a string such as
 // "30s" or "2m".
 type Duration time.Duration
@@ -196,9 +215,4 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	}
 	*d = Duration(v)
 	return nil
-}
-
-// pluginSet is the go-plugin plugin set of both sides.
-func pluginSet(impl Solver) plugin.PluginSet {
-	return plugin.PluginSet{pluginName: &grpcPlugin{impl: impl}}
 }

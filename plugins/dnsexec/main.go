@@ -5,8 +5,16 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugins/dnsexec/dnsexec"
 )
 
-func main() { sdk.Serve(dnsexec.New()) }
+func main() {
+	if err := sdk.Serve(dnsexec.Plugin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

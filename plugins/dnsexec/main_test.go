@@ -21,16 +21,17 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // binary is this plugin and hook the test DNS program, built by TestMain;
 // pebble is the package's CA and DNS server.
 var (
 	binary, hook string
-	pebble       *testpebble.Server
+	pebble       *pebbletest.Server
 )
 
 func TestMain(m *testing.M) {
@@ -45,7 +46,7 @@ func TestMain(m *testing.M) {
 			hook, err = sdktest.Build(dir, "hook", "./testdata/hook")
 		}
 		if err == nil {
-			pebble, err = testpebble.New(testpebble.Options{})
+			pebble, err = pebbletest.New(pebbletest.Options{})
 		}
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
@@ -64,7 +65,7 @@ type run struct {
 
 // fixture is one launched plugin with its program's record file.
 type fixture struct {
-	p       *sdk.Plugin
+	p       *host.Plugin
 	record  string
 	pidFile string
 	logs    *sdktest.LogBuffer
@@ -72,12 +73,12 @@ type fixture struct {
 
 func launch(t *testing.T, mode string, extra map[string]any) *fixture {
 	t.Helper()
-	return launchWith(t, mode, extra, sdk.LaunchOptions{})
+	return launchWith(t, mode, extra, host.LaunchOptions{})
 }
 
 // launchWith launches the plugin with opts (Name, Path, Config and Logger
 // set here) and the test program configured for mode, plus extra keys.
-func launchWith(t *testing.T, mode string, extra map[string]any, opts sdk.LaunchOptions) *fixture {
+func launchWith(t *testing.T, mode string, extra map[string]any, opts host.LaunchOptions) *fixture {
 	t.Helper()
 	dir := t.TempDir()
 	f := &fixture{record: filepath.Join(dir, "record"), pidFile: filepath.Join(dir, "pid"), logs: &sdktest.LogBuffer{}}
@@ -102,7 +103,7 @@ func launchWith(t *testing.T, mode string, extra map[string]any, opts sdk.Launch
 	var err error
 	opts.Name, opts.Path, opts.Config = "dnsexec", binary, cfg
 	opts.Logger = slog.New(slog.NewJSONHandler(f.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	f.p, err = sdk.Launch(ctx, opts)
+	f.p, err = host.Launch(ctx, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -231,7 +232,7 @@ func TestPresentWaitCleanUp(t *testing.T) {
 // configuration's env names) reach the program, the env table wins over
 // them, and go-plugin's handshake variables stay out.
 func TestProgramEnvironment(t *testing.T) {
-	f := launchWith(t, "ok", nil, sdk.LaunchOptions{Env: []string{"CHALLTESTSRV_URL=http://127.0.0.1:8055", "TESTHOOK_MODE=fail"}})
+	f := launchWith(t, "ok", nil, host.LaunchOptions{Env: []string{"CHALLTESTSRV_URL=http://127.0.0.1:8055", "TESTHOOK_MODE=fail"}})
 	c := challenge("env.example.com")
 	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
 		t.Fatalf("Present = %v (TESTHOOK_MODE=fail from the host must lose to the env table's ok)", err)
@@ -257,7 +258,7 @@ func TestProgramEnvironment(t *testing.T) {
 // TestRelativeProgram: a relative program is found in LaunchOptions.Dir,
 // the plugin's working directory.
 func TestRelativeProgram(t *testing.T) {
-	f := launchWith(t, "ok", map[string]any{"program": filepath.Base(hook)}, sdk.LaunchOptions{Dir: filepath.Dir(hook)})
+	f := launchWith(t, "ok", map[string]any{"program": filepath.Base(hook)}, host.LaunchOptions{Dir: filepath.Dir(hook)})
 	c := challenge("relative.example.com")
 	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
 		t.Fatalf("Present = %v", err)
@@ -414,7 +415,7 @@ func TestHostileCNAMETarget(t *testing.T) {
 			pebble.DNS.AddDNSCNAMERecord(c.DNS01RecordName, target)
 			defer pebble.DNS.DeleteDNSCNAMERecord(c.DNS01RecordName)
 			_, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c})
-			if want := "plugin dnsexec: present evil.example.com: CNAME of _acme-challenge.evil.example.com.: dnsexec: not a valid DNS name"; err == nil || !strings.HasPrefix(err.Error(), want) {
+			if want := "plugin dnsexec: present evil.example.com: CNAME of _acme-challenge.evil.example.com.: dns01: not a valid DNS name"; err == nil || !strings.HasPrefix(err.Error(), want) {
 				t.Errorf("Present = %v, want %q", err, want)
 			}
 			if runs := f.runs(t); len(runs) != 0 {

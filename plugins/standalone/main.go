@@ -5,8 +5,16 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugins/standalone/standalone"
 )
 
-func main() { sdk.Serve(standalone.New()) }
+func main() {
+	if err := sdk.Serve(standalone.Plugin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

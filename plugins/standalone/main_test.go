@@ -19,9 +19,10 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // binary is this plugin, built once by TestMain.
@@ -31,18 +32,18 @@ func TestMain(m *testing.M) { sdktest.Main(m, "standalone", &binary) }
 
 func freeAddr(t *testing.T) (string, int) {
 	t.Helper()
-	port, err := testpebble.FreePort()
+	port, err := pebbletest.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
 	return net.JoinHostPort("127.0.0.1", strconv.Itoa(port)), port
 }
 
-func launch(t *testing.T, httpAddr, tlsAddr string) *sdk.Plugin {
+func launch(t *testing.T, httpAddr, tlsAddr string) *host.Plugin {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "standalone", Path: binary,
 		Config: map[string]any{"http_listen": []any{httpAddr}, "tls_listen": []any{tlsAddr}}})
 	if err != nil {
 		t.Fatal(err)
@@ -57,13 +58,13 @@ func TestInfoWithoutHTTP(t *testing.T) {
 	tlsAddr, _ := freeAddr(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "standalone", Path: binary,
 		Config: map[string]any{"http_listen": []any{}, "tls_listen": []any{tlsAddr}}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
-	info, err := p.Info(ctx, &sdk.InfoRequest{})
+	info, err := p.Info(ctx, &host.InfoRequest{})
 	if err != nil || len(info.ChallengeTypes) != 1 || info.ChallengeTypes[0] != "tls-alpn-01" {
 		t.Errorf("Info() = %+v, %v, want challenge types [tls-alpn-01]", info, err)
 	}
@@ -84,7 +85,7 @@ func TestServesRealRequests(t *testing.T) {
 	const keyAuth = token + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 	id := sdk.Identifier{Type: "dns", Value: "standalone.example.com"}
 	httpCh := sdk.Challenge{Type: "http-01", Identifier: id, Token: token, KeyAuthorization: keyAuth}
-	tlsCh, err := sdk.NewChallenge(acme.Authorization{Identifier: acme.DNS(id.Value)}, acme.Challenge{Type: "tls-alpn-01", Token: token}, mustKey(t))
+	tlsCh, err := host.NewChallenge(acme.Authorization{Identifier: acme.DNS(id.Value)}, acme.Challenge{Type: "tls-alpn-01", Token: token}, mustKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -175,7 +176,7 @@ func TestDualStackAndCleanExit(t *testing.T) {
 	logs := &sdktest.LogBuffer{}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "standalone", Path: binary,
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "standalone", Path: binary,
 		Logger: slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		Config: map[string]any{"http_listen": []any{":" + strconv.Itoa(httpPort)}, "tls_listen": []any{":" + strconv.Itoa(tlsPort)}}})
 	if err != nil {
@@ -185,7 +186,7 @@ func TestDualStackAndCleanExit(t *testing.T) {
 	const token = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
 	const keyAuth = token + ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
 	id := sdk.Identifier{Type: "dns", Value: "dual.example.com"}
-	tlsCh, err := sdk.NewChallenge(acme.Authorization{Identifier: acme.DNS(id.Value)}, acme.Challenge{Type: "tls-alpn-01", Token: token}, mustKey(t))
+	tlsCh, err := host.NewChallenge(acme.Authorization{Identifier: acme.DNS(id.Value)}, acme.Challenge{Type: "tls-alpn-01", Token: token}, mustKey(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -234,7 +235,7 @@ func TestDualStackAndCleanExit(t *testing.T) {
 // TestIssueWithPebble: one issuance per challenge type, solved by the
 // plugin subprocess listening on Pebble's validation ports.
 func TestIssueWithPebble(t *testing.T) {
-	pebble := testpebble.Start(t, testpebble.Options{})
+	pebble := pebbletest.Start(t, pebbletest.Options{})
 	p := launch(t, net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)), net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.TLSPort)))
 	c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}
 	for _, typ := range []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01} {

@@ -5,8 +5,16 @@
 package main
 
 import (
+	"fmt"
+	"os"
+
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugins/webroot/webroot"
 )
 
-func main() { sdk.Serve(webroot.New()) }
+func main() {
+	if err := sdk.Serve(webroot.Plugin); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

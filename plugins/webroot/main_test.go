@@ -15,9 +15,10 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // binary is this plugin, built once by TestMain.
@@ -25,11 +26,11 @@ var binary string
 
 func TestMain(m *testing.M) { sdktest.Main(m, "webroot", &binary) }
 
-func launch(t *testing.T, root string) *sdk.Plugin {
+func launch(t *testing.T, root string) *host.Plugin {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,7 +47,7 @@ func TestServedByWebServer(t *testing.T) {
 	defer web.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	info, err := p.Info(ctx, &sdk.InfoRequest{})
+	info, err := p.Info(ctx, &host.InfoRequest{})
 	if err != nil || info.Name != "webroot" || info.ChallengeTypes[0] != "http-01" || info.WaitsForPropagation {
 		t.Fatalf("Info = %+v, %v", info, err)
 	}
@@ -97,7 +98,7 @@ func TestRelativeRootInDir(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	p, err := sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Dir: dir, Config: map[string]any{"root": "site/html"}})
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "webroot", Path: binary, Dir: dir, Config: map[string]any{"root": "site/html"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -116,7 +117,7 @@ func TestRelativeRootInDir(t *testing.T) {
 		t.Errorf("ReadFile(%s) = %q, %v, want %q", path, b, err, c.KeyAuthorization)
 	}
 	// In another working directory the same configuration names nothing.
-	_, err = sdk.Launch(ctx, sdk.LaunchOptions{Name: "webroot", Path: binary, Dir: t.TempDir(), Config: map[string]any{"root": "site/html"}})
+	_, err = host.Launch(ctx, host.LaunchOptions{Name: "webroot", Path: binary, Dir: t.TempDir(), Config: map[string]any{"root": "site/html"}})
 	if err == nil || !strings.Contains(err.Error(), "root: stat ") {
 		t.Errorf("Launch in another directory = %v, want the root not found", err)
 	}
@@ -125,7 +126,7 @@ func TestRelativeRootInDir(t *testing.T) {
 // TestIssueWithPebble: Pebble validates http-01 against a web server on its
 // HTTP port serving the root the plugin writes to.
 func TestIssueWithPebble(t *testing.T) {
-	pebble := testpebble.Start(t, testpebble.Options{})
+	pebble := pebbletest.Start(t, pebbletest.Options{})
 	root := t.TempDir()
 	l, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.HTTPPort)))
 	if err != nil {
@@ -160,7 +161,7 @@ func TestIssueWithPebble(t *testing.T) {
 // removed through the plugin process.
 func BenchmarkPresentCleanUp(b *testing.B) {
 	root := b.TempDir()
-	p, err := sdk.Launch(context.Background(), sdk.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
+	p, err := host.Launch(context.Background(), host.LaunchOptions{Name: "webroot", Path: binary, Config: map[string]any{"root": root}})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,6 +1,17 @@
-// Package sdktest helps test solver plugins as acmehook runs them: built as
-// real executables, launched through the SDK, and driven through a whole
-// issuance against an ACME server (Pebble in acmehook's own tests).
+// Package sdktest tests solver plugins as acmehook runs them: built as real
+// executables, launched through plugin/host, checked from outside the way
+// a CA's validation would (Check, no CA needed) and driven through a whole
+// issuance against an ACME server (Issue; pebbletest starts one). It is
+// public so that a vendor's own module can use it:
+//
+//	var binary string
+//
+//	func TestMain(m *testing.M) { sdktest.Main(m, "myplugin", &binary) }
+//
+//	func TestSolve(t *testing.T) {
+//		p := sdktest.Launch(t, host.LaunchOptions{Path: binary, Config: map[string]any{...}})
+//		err := sdktest.Check(ctx, p, &acme.Verifier{...}, "dns-01", acme.DNS("example.com"))
+//	}
 package sdktest
 
 import (
@@ -9,14 +20,18 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
@@ -52,11 +67,67 @@ func Main(m *testing.M, name string, bin *string) {
 	}())
 }
 
+// Launch starts the plugin as acmehook would (host.Launch, which also
+// configures it with opts.Config) and stops it when the test ends. A
+// failure fails the test.
+func Launch(t testing.TB, opts host.LaunchOptions) *host.Plugin {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	p, err := host.Launch(ctx, opts)
+	if err != nil {
+		t.Fatalf("launching the plugin: %v", err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+// Check tests a plugin without any CA, as `acmehook check --solve` does:
+// it presents a challenge of challengeType for id with a random token
+// (Present, and Wait for a plugin that waits for propagation), checks it
+// from outside the way a CA's validation would (v, an acme.Verifier aimed
+// at the test's DNS and ports), and cleans it up. The error is the first
+// failure, joined with CleanUp's.
+func Check(ctx context.Context, p *host.Plugin, v *acme.Verifier, challengeType string, id acme.Identifier) error {
+	task, err := host.SyntheticTask(id, challengeType)
+	if err != nil {
+		return err
+	}
+	s, err := solver(ctx, p, challengeType)
+	if err != nil {
+		return err
+	}
+	s.Checks = []host.Hook{func(ctx context.Context, c sdk.Challenge) error { return verify(ctx, v, c) }}
+	err = s.Present(ctx, task)
+	cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acme.CleanUpTimeout)
+	defer cancel()
+	return errors.Join(err, s.CleanUp(cctx, task))
+}
+
+// verify checks a presented challenge as the CA would.
+func verify(ctx context.Context, v *acme.Verifier, c sdk.Challenge) error {
+	id := acme.Identifier{Type: c.Identifier.Type, Value: c.Identifier.Value}
+	switch c.Type {
+	case acme.ChallengeHTTP01:
+		return v.HTTP01(ctx, id, c.Token, c.KeyAuthorization)
+	case acme.ChallengeDNS01:
+		return v.DNS01(ctx, id.Value, c.KeyAuthorization)
+	case acme.ChallengeTLSALPN01:
+		return v.TLSALPN01(ctx, id, c.KeyAuthorization)
+	}
+	return fmt.Errorf("sdktest: no check for challenge type %q", c.Type)
+}
+
 // Issue obtains a certificate for ids from the ACME server behind c with a
-// new account, solving every pending authorization with its challenge of
-// type challengeType through p: Present, Wait, accept, wait for the
-// authorization, CleanUp (RFC 8555 §7.4 to §7.5.1). It returns the chain.
-func Issue(ctx context.Context, c *acme.Client, p *sdk.Plugin, challengeType string, ids []acme.Identifier) (acme.CertificateChain, error) {
+// new account, answering every authorization's challenge of challengeType
+// through the plugin with acme.Client.ObtainCertificate (the flow acmehook
+// runs: Present, Wait, answer, poll, CleanUp), and returns the chain,
+// verified for the names and the key.
+func Issue(ctx context.Context, c *acme.Client, p *host.Plugin, challengeType string, ids []acme.Identifier) (acme.CertificateChain, error) {
+	s, err := solver(ctx, p, challengeType)
+	if err != nil {
+		return acme.CertificateChain{}, err
+	}
 	accountKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return acme.CertificateChain{}, err
@@ -65,68 +136,30 @@ func Issue(ctx context.Context, c *acme.Client, p *sdk.Plugin, challengeType str
 	if err != nil {
 		return acme.CertificateChain{}, fmt.Errorf("creating account: %w", err)
 	}
-	order, err := c.NewOrder(ctx, acct, acme.Order{Identifiers: ids})
-	if err != nil {
-		return acme.CertificateChain{}, fmt.Errorf("creating order: %w", err)
-	}
-	for _, u := range order.Authorizations {
-		if err := solve(ctx, c, p, acct, u, challengeType); err != nil {
-			return acme.CertificateChain{}, err
-		}
-	}
 	certKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return acme.CertificateChain{}, err
 	}
-	csr, err := acme.NewCSR(certKey, ids)
+	res, err := c.ObtainCertificate(ctx, acct, acme.CertificateRequest{Identifiers: ids, Key: certKey, Solver: s})
 	if err != nil {
-		return acme.CertificateChain{}, fmt.Errorf("making CSR: %w", err)
+		return acme.CertificateChain{}, err
 	}
-	order, err = c.FinalizeOrder(ctx, acct, order, csr)
-	if err != nil {
-		return acme.CertificateChain{}, fmt.Errorf("finalizing order: %w", err)
-	}
-	chain, err := c.FetchCertificate(ctx, acct, order.Certificate)
-	if err != nil {
-		return acme.CertificateChain{}, fmt.Errorf("fetching certificate: %w", err)
-	}
-	return chain, nil
+	return res.Chain, nil
 }
 
-func solve(ctx context.Context, c *acme.Client, p *sdk.Plugin, acct acme.Account, url, challengeType string) (err error) {
-	authz, err := c.GetAuthorization(ctx, acct, url)
+// solver returns the plugin-backed acme.Solver answering only
+// challengeType.
+func solver(ctx context.Context, p *host.Plugin, challengeType string) (*host.Solver, error) {
+	info, err := p.Info(ctx, &host.InfoRequest{})
 	if err != nil {
-		return fmt.Errorf("fetching authorization: %w", err)
+		return nil, err
 	}
-	if authz.Status == acme.StatusValid {
-		return nil
-	}
-	ch, ok := authz.Challenge(challengeType)
-	if !ok {
-		return fmt.Errorf("authorization for %s offers no %s challenge", authz.Identifier.Value, challengeType)
-	}
-	pc, err := sdk.NewChallenge(authz, ch, acct.Key.Public())
-	if err != nil {
-		return err
-	}
-	defer func() {
-		if _, cerr := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: pc}); cerr != nil && err == nil {
-			err = cerr
+	return &host.Solver{Plugin: p, Info: info, Choose: func(_ acme.Identifier, solves []string) []string {
+		if slices.Contains(solves, challengeType) {
+			return []string{challengeType}
 		}
-	}()
-	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: pc}); err != nil {
-		return err
-	}
-	if _, err := p.Wait(ctx, &sdk.WaitRequest{Challenge: pc}); err != nil {
-		return err
-	}
-	if _, err := c.AcceptChallenge(ctx, acct, ch); err != nil {
-		return fmt.Errorf("accepting challenge: %w", err)
-	}
-	if _, err := c.WaitAuthorization(ctx, acct, url); err != nil {
-		return fmt.Errorf("waiting for authorization of %s: %w", authz.Identifier.Value, err)
-	}
-	return nil
+		return nil
+	}}, nil
 }
 
 // LogBuffer collects what a logger writes, safe for the goroutines that

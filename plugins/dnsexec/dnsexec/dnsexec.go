@@ -12,7 +12,9 @@
 // Arguments are positional; value is base64url and may begin with '-'. The
 // program gets the plugin's environment (acmehook's minimal one: PATH, HOME,
 // TMPDIR and the variables the plugin's configuration passes through, never
-// go-plugin's handshake variables), the configured env table, and:
+// go-plugin's handshake variables), the configured env table, and these
+// variables, whose ACMEHOOK_ prefix is reserved (an env key with it is a
+// configuration error):
 //
 //	ACMEHOOK_ACTION             present or cleanup
 //	ACMEHOOK_DOMAIN             the identifier, without "*."
@@ -22,11 +24,16 @@
 //	ACMEHOOK_TOKEN              the challenge token
 //	ACMEHOOK_KEY_AUTHORIZATION  the key authorization
 //
-// The program runs in its own process group, which is killed at the timeout;
-// its stdout and stderr are captured up to output_limit bytes and logged.
+// The program runs in the plugin's working directory, which acmehook sets to
+// the directory of its configuration file, so relative paths inside a hook
+// work as they do in the configuration. It runs in its own process group,
+// which is killed at the timeout; its stdout and stderr are captured up to
+// output_limit bytes and logged.
 // After present, Wait asks every authoritative nameserver of the record's
 // zone (or the configured resolvers, when no NS records are found) until
-// each answers the value.
+// each answers the value (plugin/sdk/dns01). acmehook runs at most
+// max_calls (default 4) of the plugin's calls at once, and so at most that
+// many programs.
 //
 // A relative program path is relative to the plugin's working directory
 // (acmehook sets it to the directory of its configuration file), made
@@ -62,6 +69,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/dns01"
 )
 
 // Version is the plugin's version.
@@ -75,78 +83,61 @@ const (
 	DefaultPropagationInterval = 5 * time.Second
 )
 
-// ErrInvalidName is returned for a domain or record name that is not a
-// plain DNS name; such a name is never passed to the program.
-var ErrInvalidName = errors.New("dnsexec: not a valid DNS name")
+// ErrInvalidName is returned for a domain, record name or CNAME target
+// that is not a plain DNS name; such a name is never passed to the program.
+var ErrInvalidName = dns01.ErrInvalidName
 
-// Config is the plugin's configuration table.
+// Config is the plugin's configuration table; the embedded dns01.Config
+// holds resolvers, propagation_timeout, propagation_interval and
+// skip_propagation.
 type Config struct {
-	Program             string            `json:"program"`
-	Env                 map[string]string `json:"env"`
-	Timeout             sdk.Duration      `json:"timeout"`
-	OutputLimit         int               `json:"output_limit"`
-	Resolvers           []string          `json:"resolvers"`
-	PropagationTimeout  sdk.Duration      `json:"propagation_timeout"`
-	PropagationInterval sdk.Duration      `json:"propagation_interval"`
-	SkipPropagation     bool              `json:"skip_propagation"`
+	Program     string            `json:"program"`
+	Env         map[string]string `json:"env"`
+	Timeout     sdk.Duration      `json:"timeout"`
+	OutputLimit int               `json:"output_limit"`
+	dns01.Config
+}
+
+// Plugin describes the dnsexec plugin to sdk.Serve.
+var Plugin = sdk.Plugin{
+	Name:                "dnsexec",
+	Version:             Version,
+	ChallengeTypes:      []string{acme.ChallengeDNS01},
+	IdentifierTypes:     []string{acme.IdentifierDNS},
+	WaitsForPropagation: true,
+	New:                 func(_ context.Context, cfg sdk.Config) (sdk.Solver, error) { return New(cfg) },
 }
 
 // Solver is the dnsexec solver. Its methods are safe for concurrent use.
 type Solver struct {
-	// Logger receives progress records; nil discards.
-	Logger *slog.Logger
-
-	mu  sync.Mutex
 	cfg Config
+	dir string // the program's working directory
+	log *slog.Logger
 }
 
-// New returns a Solver that logs to the plugin's log.
-func New() *Solver { return &Solver{Logger: sdk.Logger()} }
-
-func (s *Solver) log() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
-
-func (s *Solver) config() Config {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.cfg
-}
-
-// Info describes the plugin.
-func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, error) {
-	return &sdk.InfoResponse{
-		Name:                "dnsexec",
-		Version:             Version,
-		ChallengeTypes:      []string{acme.ChallengeDNS01},
-		IdentifierTypes:     []string{acme.IdentifierDNS},
-		WaitsForPropagation: true,
-	}, nil
-}
-
-// Configure checks and keeps the configuration.
-func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.ConfigureResponse, error) {
+// New checks the configuration and returns the solver. The program runs
+// in the plugin's working directory (acmehook's configuration directory),
+// which is also what a relative program path is relative to.
+func New(c sdk.Config) (*Solver, error) {
 	cfg := Config{
-		Timeout:             sdk.Duration(DefaultTimeout),
-		OutputLimit:         DefaultOutputLimit,
-		PropagationTimeout:  sdk.Duration(DefaultPropagationTimeout),
-		PropagationInterval: sdk.Duration(DefaultPropagationInterval),
+		Timeout:     sdk.Duration(DefaultTimeout),
+		OutputLimit: DefaultOutputLimit,
+		Config: dns01.Config{
+			Timeout:  sdk.Duration(DefaultPropagationTimeout),
+			Interval: sdk.Duration(DefaultPropagationInterval),
+		},
 	}
-	if err := sdk.DecodeConfig(req.Config, &cfg); err != nil {
+	if err := c.Decode(&cfg); err != nil {
 		return nil, err
 	}
+	dir, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("finding the working directory: %w", err)
+	}
 	var errs []error
-	if cfg.Program != "" {
-		// Relative to the working directory (acmehook's configuration
-		// directory), never looked up in PATH.
-		abs, err := filepath.Abs(cfg.Program)
-		if err != nil {
-			return nil, fmt.Errorf("program: resolving %q: %w", cfg.Program, err)
-		}
-		cfg.Program = abs
+	if cfg.Program != "" && !filepath.IsAbs(cfg.Program) {
+		// Relative to the working directory, never looked up in PATH.
+		cfg.Program = filepath.Join(dir, cfg.Program)
 	}
 	switch fi, err := os.Stat(cfg.Program); {
 	case cfg.Program == "":
@@ -158,32 +149,19 @@ func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.C
 	}
 	for k := range cfg.Env {
 		if k == "" || strings.ContainsAny(k, "=\x00") || strings.HasPrefix(k, "ACMEHOOK_") {
-			errs = append(errs, fmt.Errorf("env: invalid variable name %q", k))
+			errs = append(errs, fmt.Errorf("env: invalid variable name %q (the ACMEHOOK_ prefix is reserved)", k))
 		}
 	}
-	if cfg.Timeout <= 0 || cfg.PropagationTimeout <= 0 || cfg.PropagationInterval <= 0 {
+	if cfg.Timeout <= 0 || cfg.Config.Timeout <= 0 || cfg.Interval <= 0 {
 		errs = append(errs, errors.New("timeout, propagation_timeout and propagation_interval must be positive"))
 	}
 	if cfg.OutputLimit <= 0 {
 		errs = append(errs, errors.New("output_limit must be positive"))
 	}
-	if len(cfg.Resolvers) == 0 {
-		r, err := systemResolvers()
-		if err != nil {
-			errs = append(errs, fmt.Errorf("resolvers: none configured and %w", err))
-		}
-		cfg.Resolvers = r
-	}
-	for i, r := range cfg.Resolvers {
-		cfg.Resolvers[i] = withPort(r)
-	}
 	if err := errors.Join(errs...); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	s.cfg = cfg
-	s.mu.Unlock()
-	return &sdk.ConfigureResponse{}, nil
+	return &Solver{cfg: cfg, dir: dir, log: c.Log()}, nil
 }
 
 // Present runs "program present <fqdn> <value>".
@@ -198,94 +176,27 @@ func (s *Solver) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.Cle
 
 // Wait waits until every authoritative nameserver answers the record.
 func (s *Solver) Wait(ctx context.Context, req *sdk.WaitRequest) (*sdk.WaitResponse, error) {
-	cfg := s.config()
-	if cfg.SkipPropagation {
-		return &sdk.WaitResponse{}, nil
-	}
-	if err := checkChallenge(req.Challenge); err != nil {
+	if err := dns01.CheckChallenge(req.Challenge); err != nil {
 		return nil, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.PropagationTimeout))
-	defer cancel()
-	r := &resolver{servers: cfg.Resolvers, log: s.log()}
-	fqdn, err := r.followCNAME(ctx, req.Challenge.DNS01RecordName)
-	if err != nil {
-		return nil, err
-	}
-	return &sdk.WaitResponse{}, r.waitTXT(ctx, fqdn, req.Challenge.DNS01RecordValue, time.Duration(cfg.PropagationInterval))
-}
-
-// checkChallenge refuses a challenge whose values are not what a dns-01
-// challenge derives, before any of them reach the program.
-func checkChallenge(c sdk.Challenge) error {
-	if c.Type != acme.ChallengeDNS01 {
-		return fmt.Errorf("challenge type %q not supported: dnsexec solves only dns-01", c.Type)
-	}
-	if err := checkName(c.Identifier.Value); err != nil {
-		return fmt.Errorf("domain: %w", err)
-	}
-	if want := "_acme-challenge." + strings.ToLower(c.Identifier.Value) + "."; strings.ToLower(c.DNS01RecordName) != want {
-		return fmt.Errorf("%w: record name %q is not %q", ErrInvalidName, c.DNS01RecordName, want)
-	}
-	if err := acme.ValidateToken(c.Token); err != nil {
-		return err
-	}
-	if thumb, ok := strings.CutPrefix(c.KeyAuthorization, c.Token+"."); !ok || acme.ValidateToken(thumb) != nil {
-		return errors.New("key authorization is not token.thumbprint")
-	}
-	if acme.ValidateToken(c.DNS01RecordValue) != nil {
-		return errors.New("record value is not base64url")
-	}
-	return nil
-}
-
-// checkName accepts a DNS name of letters, digits, '-' and '_' in labels
-// of at most 63 bytes that do not begin with '-', with an optional final dot.
-func checkName(name string) error {
-	n := strings.TrimSuffix(name, ".")
-	if n == "" || len(n) > 253 {
-		return fmt.Errorf("%w: %q", ErrInvalidName, name)
-	}
-	for _, label := range strings.Split(n, ".") {
-		if label == "" || len(label) > 63 || label[0] == '-' {
-			return fmt.Errorf("%w: %q", ErrInvalidName, name)
-		}
-		for i := 0; i < len(label); i++ {
-			c := label[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
-				return fmt.Errorf("%w: %q", ErrInvalidName, name)
-			}
-		}
-	}
-	return nil
+	return &sdk.WaitResponse{}, s.cfg.Config.Wait(ctx, req.Challenge, s.log)
 }
 
 // run runs the program for action and the challenge.
 func (s *Solver) run(ctx context.Context, action string, c sdk.Challenge) error {
-	cfg := s.config()
-	if cfg.Program == "" {
-		return errors.New("not configured")
-	}
-	if err := checkChallenge(c); err != nil {
+	cfg := s.cfg
+	if err := dns01.CheckChallenge(c); err != nil {
 		return err
 	}
-	fqdn := c.DNS01RecordName
-	r := &resolver{servers: cfg.Resolvers, log: s.log()}
-	switch target, err := r.followCNAME(ctx, fqdn); {
-	case err == nil:
-		fqdn = target
-	case errors.Is(err, ErrInvalidName):
-		// A CNAME to a name the program must not see is refused, not
-		// worked around by setting the record at the original name.
+	fqdn, err := cfg.RecordName(ctx, c, s.log)
+	if err != nil {
 		return err
-	default:
-		s.log().Warn("not following CNAME", "name", fqdn, "error", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, time.Duration(cfg.Timeout))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, cfg.Program, action, fqdn, c.DNS01RecordValue)
 	cmd.Env = programEnv(cfg.Env, action, fqdn, c)
-	cmd.Dir = os.TempDir()
+	cmd.Dir = s.dir
 	out := &capped{limit: cfg.OutputLimit}
 	cmd.Stdout, cmd.Stderr = out, out
 	// The program and everything it starts form one process group, killed
@@ -294,20 +205,20 @@ func (s *Solver) run(ctx context.Context, action string, c sdk.Challenge) error 
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	start := time.Now()
-	err := cmd.Run()
+	err = cmd.Run()
 	attrs := []any{"action", action, "fqdn", fqdn, "duration", time.Since(start).Round(time.Millisecond)}
 	if out.Len() > 0 || out.dropped > 0 {
 		attrs = append(attrs, "output", out.String(), "output_dropped_bytes", out.dropped)
 	}
 	if ctx.Err() != nil && err != nil {
-		s.log().Error("program timed out", attrs...)
+		s.log.Error("program timed out", attrs...)
 		return fmt.Errorf("running %s %s %s: killed: %w", cfg.Program, action, fqdn, ctx.Err())
 	}
 	if err != nil {
-		s.log().Error("program failed", append(attrs, "error", err)...)
+		s.log.Error("program failed", append(attrs, "error", err)...)
 		return fmt.Errorf("running %s %s %s: %w: %s", cfg.Program, action, fqdn, err, tail(out.String(), 512))
 	}
-	s.log().Info("program ran", attrs...)
+	s.log.Info("program ran", attrs...)
 	return nil
 }
 

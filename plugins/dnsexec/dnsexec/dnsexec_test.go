@@ -1,7 +1,6 @@
 package dnsexec
 
 import (
-	"context"
 	"os"
 	"path/filepath"
 	"slices"
@@ -11,7 +10,7 @@ import (
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
-func TestConfigure(t *testing.T) {
+func TestNew(t *testing.T) {
 	dir := t.TempDir()
 	plain := filepath.Join(dir, "plain")
 	os.WriteFile(plain, nil, 0o600)
@@ -32,32 +31,27 @@ func TestConfigure(t *testing.T) {
 		{map[string]any{"program": "sh", "resolvers": res}, "program: stat " + filepath.Join(wd, "sh") + ": no such file or directory"},
 		{map[string]any{"program": plain, "resolvers": res}, "is not executable"},
 		{map[string]any{"program": dir, "resolvers": res}, "is not executable"},
-		{map[string]any{"program": prog, "resolvers": res, "env": map[string]any{"ACMEHOOK_DOMAIN": "x"}}, `env: invalid variable name "ACMEHOOK_DOMAIN"`},
+		{map[string]any{"program": prog, "resolvers": res, "env": map[string]any{"ACMEHOOK_DOMAIN": "x"}}, `env: invalid variable name "ACMEHOOK_DOMAIN" (the ACMEHOOK_ prefix is reserved)`},
 		{map[string]any{"program": prog, "resolvers": res, "timeout": "-1s"}, "must be positive"},
 		{map[string]any{"program": prog, "resolvers": res, "output_limit": 0}, "output_limit must be positive"},
 		{map[string]any{"program": prog, "resolvers": res, "propagation_timeout": "soon"}, `time: invalid duration "soon"`},
 		{map[string]any{"program": prog, "resolver": res}, `unknown field "resolver"`},
 	}
 	for _, tt := range tests {
-		_, err := (&Solver{}).Configure(context.Background(), &sdk.ConfigureRequest{Config: tt.cfg})
+		_, err := New(sdk.Config{Values: tt.cfg})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("Configure(%v) = %v, want %q", tt.cfg, err, tt.want)
+			t.Errorf("New(%v) = %v, want %q", tt.cfg, err, tt.want)
 		}
 	}
-	s := &Solver{}
-	if _, err := s.Configure(context.Background(), &sdk.ConfigureRequest{Config: map[string]any{"program": prog, "resolvers": []any{"127.0.0.1", "[::1]"}}}); err != nil {
-		t.Fatal(err)
-	}
-	if got := strings.Join(s.config().Resolvers, " "); got != "127.0.0.1:53 [::1]:53" {
-		t.Errorf("resolvers = %s, want port 53 added", got)
-	}
-	// A relative program is made absolute against the working directory.
+	// A relative program is made absolute against the working directory,
+	// where the program also runs.
 	t.Chdir(dir)
-	if _, err := s.Configure(context.Background(), &sdk.ConfigureRequest{Config: map[string]any{"program": "prog", "resolvers": res}}); err != nil {
+	s, err := New(sdk.Config{Values: map[string]any{"program": "prog", "resolvers": res}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if got := s.config().Program; got != prog {
-		t.Errorf("program = %s, want %s", got, prog)
+	if s.cfg.Program != prog || s.dir != dir {
+		t.Errorf("program = %s in %s, want %s in %s", s.cfg.Program, s.dir, prog, dir)
 	}
 }
 
@@ -89,5 +83,14 @@ func TestProgramEnv(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("programEnv = %q, want %q", got, want)
+	}
+}
+func TestCapped(t *testing.T) {
+	c := &capped{limit: 5}
+	c.Write([]byte("abc"))
+	c.Write([]byte("defgh"))
+	c.Write([]byte("ij"))
+	if c.String() != "abcde" || c.dropped != 5 {
+		t.Errorf("capped = %q dropped %d, want %q dropped 5", c.String(), c.dropped, "abcde")
 	}
 }

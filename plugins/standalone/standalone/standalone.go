@@ -18,7 +18,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"sync"
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
@@ -39,55 +38,26 @@ type Config struct {
 	TLSListen  *[]string `json:"tls_listen"`
 }
 
+// Plugin describes the standalone plugin to sdk.Serve.
+var Plugin = sdk.Plugin{
+	Name:            "standalone",
+	Version:         Version,
+	ChallengeTypes:  []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01},
+	IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
+	New:             func(ctx context.Context, cfg sdk.Config) (sdk.Solver, error) { return New(ctx, cfg) },
+}
+
 // Solver is the standalone solver. Its methods are safe for concurrent use.
 type Solver struct {
-	// Logger receives progress records; nil discards.
-	Logger *slog.Logger
-
-	mu         sync.Mutex
-	configured bool // Configure has succeeded
-	http       *acmestandalone.HTTP01Server
-	tls        *acmestandalone.TLSALPN01Server
+	log  *slog.Logger
+	http *acmestandalone.HTTP01Server    // nil when http-01 is off
+	tls  *acmestandalone.TLSALPN01Server // nil when tls-alpn-01 is off
 }
 
-// New returns a Solver that logs to the plugin's log.
-func New() *Solver { return &Solver{Logger: sdk.Logger()} }
-
-func (s *Solver) log() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
-
-// Info describes the plugin. Once configured, it offers only the challenge
-// types it serves (http-01 when http_listen is not empty, tls-alpn-01 when
-// tls_listen is not), so the host picks one of them; before, both, as the
-// default configuration serves both.
-func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, error) {
-	s.mu.Lock()
-	configured, h, t := s.configured, s.http, s.tls
-	s.mu.Unlock()
-	var types []string
-	if !configured || h != nil {
-		types = append(types, acme.ChallengeHTTP01)
-	}
-	if !configured || t != nil {
-		types = append(types, acme.ChallengeTLSALPN01)
-	}
-	return &sdk.InfoResponse{
-		Name:            "standalone",
-		Version:         Version,
-		ChallengeTypes:  types,
-		IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
-	}, nil
-}
-
-// Configure starts the servers on the configured addresses, replacing any
-// started by an earlier Configure.
-func (s *Solver) Configure(ctx context.Context, req *sdk.ConfigureRequest) (*sdk.ConfigureResponse, error) {
+// New starts the servers on the configured addresses.
+func New(ctx context.Context, c sdk.Config) (*Solver, error) {
 	var cfg Config
-	if err := sdk.DecodeConfig(req.Config, &cfg); err != nil {
+	if err := c.Decode(&cfg); err != nil {
 		return nil, err
 	}
 	httpAddrs, tlsAddrs := []string{":80"}, []string{":443"}
@@ -100,54 +70,56 @@ func (s *Solver) Configure(ctx context.Context, req *sdk.ConfigureRequest) (*sdk
 	if len(httpAddrs) == 0 && len(tlsAddrs) == 0 {
 		return nil, errors.New("http_listen and tls_listen are both empty: nothing to serve")
 	}
-	if err := s.Close(); err != nil {
-		return nil, err
-	}
-	var h *acmestandalone.HTTP01Server
-	var t *acmestandalone.TLSALPN01Server
+	s := &Solver{log: c.Log()}
 	if len(httpAddrs) > 0 {
-		h = &acmestandalone.HTTP01Server{ListenAddrs: httpAddrs, Logger: s.Logger}
-		if err := h.Start(ctx); err != nil {
-			return nil, fmt.Errorf("starting http-01 server: %w", err)
+		s.http = &acmestandalone.HTTP01Server{ListenAddrs: httpAddrs, Logger: s.log}
+		if err := s.http.Start(ctx); err != nil {
+			return nil, err
 		}
-		s.log().Info("serving http-01", "addrs", fmt.Sprint(h.Addrs()))
+		s.log.Info("serving http-01", "addrs", fmt.Sprint(s.http.Addrs()))
 	}
 	if len(tlsAddrs) > 0 {
-		t = &acmestandalone.TLSALPN01Server{ListenAddrs: tlsAddrs, Logger: s.Logger}
+		t := &acmestandalone.TLSALPN01Server{ListenAddrs: tlsAddrs, Logger: s.log}
 		if err := t.Start(ctx); err != nil {
-			if h != nil {
-				sctx, cancel := context.WithTimeout(ctx, shutdownTimeout)
-				defer cancel()
-				h.Shutdown(sctx)
-			}
-			return nil, fmt.Errorf("starting tls-alpn-01 server: %w", err)
+			s.Close()
+			return nil, err
 		}
-		s.log().Info("serving tls-alpn-01", "addrs", fmt.Sprint(t.Addrs()))
+		s.tls = t
+		s.log.Info("serving tls-alpn-01", "addrs", fmt.Sprint(t.Addrs()))
 	}
-	s.mu.Lock()
-	s.configured, s.http, s.tls = true, h, t
-	s.mu.Unlock()
-	return &sdk.ConfigureResponse{}, nil
+	return s, nil
+}
+
+// Offers lists the challenge types the servers answer (http-01 when
+// http_listen is not empty, tls-alpn-01 when tls_listen is not), so the
+// host picks one of them.
+func (s *Solver) Offers() []string {
+	var types []string
+	if s.http != nil {
+		types = append(types, acme.ChallengeHTTP01)
+	}
+	if s.tls != nil {
+		types = append(types, acme.ChallengeTLSALPN01)
+	}
+	return types
 }
 
 // Present serves the challenge.
 func (s *Solver) Present(_ context.Context, req *sdk.PresentRequest) (*sdk.PresentResponse, error) {
 	c := req.Challenge
-	s.mu.Lock()
 	h, t := s.http, s.tls
-	s.mu.Unlock()
 	id := acme.Identifier{Type: c.Identifier.Type, Value: c.Identifier.Value}
 	switch c.Type {
 	case acme.ChallengeHTTP01:
 		if h == nil {
-			return nil, errors.New("http-01 is off (http_listen is empty or the plugin is not configured)")
+			return nil, errors.New("http-01 is off (http_listen is empty)")
 		}
 		if err := h.Add(c.Token, c.KeyAuthorization); err != nil {
 			return nil, err
 		}
 	case acme.ChallengeTLSALPN01:
 		if t == nil {
-			return nil, errors.New("tls-alpn-01 is off (tls_listen is empty or the plugin is not configured)")
+			return nil, errors.New("tls-alpn-01 is off (tls_listen is empty)")
 		}
 		if len(c.TLSALPN01CertPEM) == 0 {
 			if err := t.Add(id, c.KeyAuthorization); err != nil {
@@ -165,16 +137,14 @@ func (s *Solver) Present(_ context.Context, req *sdk.PresentRequest) (*sdk.Prese
 	default:
 		return nil, fmt.Errorf("challenge type %q not supported: standalone solves http-01 and tls-alpn-01", c.Type)
 	}
-	s.log().Info("serving challenge", "type", c.Type, "identifier", c.Identifier.Value)
+	s.log.Info("serving challenge", "type", c.Type, "identifier", c.Identifier.Value)
 	return &sdk.PresentResponse{}, nil
 }
 
 // CleanUp stops serving the challenge.
 func (s *Solver) CleanUp(_ context.Context, req *sdk.CleanUpRequest) (*sdk.CleanUpResponse, error) {
 	c := req.Challenge
-	s.mu.Lock()
 	h, t := s.http, s.tls
-	s.mu.Unlock()
 	switch {
 	case c.Type == acme.ChallengeHTTP01 && h != nil:
 		h.Remove(c.Token)
@@ -186,10 +156,7 @@ func (s *Solver) CleanUp(_ context.Context, req *sdk.CleanUpRequest) (*sdk.Clean
 
 // Close stops the servers and frees their addresses.
 func (s *Solver) Close() error {
-	s.mu.Lock()
 	h, t := s.http, s.tls
-	s.http, s.tls = nil, nil
-	s.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	var errs []error

@@ -9,7 +9,7 @@ import (
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
-func TestConfigureAndTypes(t *testing.T) {
+func TestNewAndTypes(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
 		cfg  map[string]any
@@ -19,14 +19,13 @@ func TestConfigureAndTypes(t *testing.T) {
 		{map[string]any{"http_listn": []any{":80"}}, `unknown field "http_listn"`},
 		{map[string]any{"http_listen": ":80"}, "cannot unmarshal string"},
 	} {
-		s := &Solver{}
-		if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: tt.cfg}); err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("Configure(%v) = %v, want %q", tt.cfg, err, tt.want)
+		if _, err := New(ctx, sdk.Config{Values: tt.cfg}); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("New(%v) = %v, want %q", tt.cfg, err, tt.want)
 		}
 	}
 
-	s := &Solver{}
-	if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: map[string]any{"http_listen": []any{"127.0.0.1:0"}, "tls_listen": []any{}}}); err != nil {
+	s, err := New(ctx, sdk.Config{Values: map[string]any{"http_listen": []any{"127.0.0.1:0"}, "tls_listen": []any{}}})
+	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
@@ -40,7 +39,8 @@ func TestConfigureAndTypes(t *testing.T) {
 }
 
 // TestInfoOffersServedTypes: Info lists only the challenge types the
-// configured servers answer, so the host never picks one that is off.
+// configured servers answer (Offers), so the host never picks one that is
+// off; before the configuration, the description's.
 func TestInfoOffersServedTypes(t *testing.T) {
 	ctx := context.Background()
 	for _, tt := range []struct {
@@ -54,16 +54,17 @@ func TestInfoOffersServedTypes(t *testing.T) {
 		{"tls-alpn only", map[string]any{"http_listen": []any{}, "tls_listen": []any{"127.0.0.1:0"}}, []string{"tls-alpn-01"}},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			s := &Solver{}
+			got := Plugin.ChallengeTypes
 			if tt.cfg != nil {
-				if _, err := s.Configure(ctx, &sdk.ConfigureRequest{Config: tt.cfg}); err != nil {
+				s, err := New(ctx, sdk.Config{Values: tt.cfg})
+				if err != nil {
 					t.Fatal(err)
 				}
 				defer s.Close()
+				got = s.Offers()
 			}
-			info, err := s.Info(ctx, &sdk.InfoRequest{})
-			if err != nil || !slices.Equal(info.ChallengeTypes, tt.want) {
-				t.Errorf("Info().ChallengeTypes = %q, %v, want %q", info.ChallengeTypes, err, tt.want)
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("challenge types = %q, want %q", got, tt.want)
 			}
 		})
 	}

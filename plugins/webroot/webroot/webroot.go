@@ -48,13 +48,21 @@ type Config struct {
 	Roots map[string]string `json:"roots"`
 }
 
+// Plugin describes the webroot plugin to sdk.Serve.
+var Plugin = sdk.Plugin{
+	Name:            "webroot",
+	Version:         Version,
+	ChallengeTypes:  []string{acme.ChallengeHTTP01},
+	IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
+	New:             func(_ context.Context, cfg sdk.Config) (sdk.Solver, error) { return New(cfg) },
+}
+
 // Solver is the webroot solver. Its methods are safe for concurrent use.
 type Solver struct {
-	// Logger receives progress records; nil discards.
-	Logger *slog.Logger
-
-	mu  sync.Mutex
 	cfg Config
+	log *slog.Logger
+
+	mu sync.Mutex
 	// created holds the directories this process created, so CleanUp
 	// removes them (and only them) once empty.
 	created map[string]bool
@@ -65,32 +73,13 @@ type Solver struct {
 	dirs sync.RWMutex
 }
 
-// New returns a Solver that logs to the plugin's log.
-func New() *Solver { return &Solver{Logger: sdk.Logger()} }
-
-func (s *Solver) log() *slog.Logger {
-	if s.Logger == nil {
-		return slog.New(slog.DiscardHandler)
-	}
-	return s.Logger
-}
-
-// Info describes the plugin.
-func (s *Solver) Info(context.Context, *sdk.InfoRequest) (*sdk.InfoResponse, error) {
-	return &sdk.InfoResponse{
-		Name:            "webroot",
-		Version:         Version,
-		ChallengeTypes:  []string{acme.ChallengeHTTP01},
-		IdentifierTypes: []string{acme.IdentifierDNS, acme.IdentifierIP},
-	}, nil
-}
-
-// Configure checks and keeps the configuration: every root must be an
-// existing directory. A relative root is made absolute against the plugin's
-// working directory (the directory of acmehook's configuration file).
-func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.ConfigureResponse, error) {
+// New checks the configuration and returns the solver: every root must be
+// an existing directory. A relative root is made absolute against the
+// plugin's working directory (the directory of acmehook's configuration
+// file).
+func New(c sdk.Config) (*Solver, error) {
 	var cfg Config
-	if err := sdk.DecodeConfig(req.Config, &cfg); err != nil {
+	if err := c.Decode(&cfg); err != nil {
 		return nil, err
 	}
 	var errs []error
@@ -127,16 +116,11 @@ func (s *Solver) Configure(_ context.Context, req *sdk.ConfigureRequest) (*sdk.C
 		return nil, err
 	}
 	cfg.Roots = roots
-	s.mu.Lock()
-	s.cfg = cfg
-	s.mu.Unlock()
-	return &sdk.ConfigureResponse{}, nil
+	return &Solver{cfg: cfg, log: c.Log(), created: map[string]bool{}}, nil
 }
 
 // root returns the document root for a domain.
 func (s *Solver) root(domain string) (string, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	if r, ok := s.cfg.Roots[strings.ToLower(domain)]; ok {
 		return r, nil
 	}
@@ -172,7 +156,7 @@ func (s *Solver) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.Pre
 	if err := writeFile(path, []byte(c.KeyAuthorization)); err != nil {
 		return nil, err
 	}
-	s.log().Info("wrote http-01 resource", "domain", c.Identifier.Value, "path", path)
+	s.log.Info("wrote http-01 resource", "domain", c.Identifier.Value, "path", path)
 	return &sdk.PresentResponse{}, nil
 }
 
@@ -198,7 +182,7 @@ func (s *Solver) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.Cle
 	if err := os.Remove(path); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return nil, fmt.Errorf("removing %s: %w", path, err)
 	}
-	s.log().Info("removed http-01 resource", "domain", c.Identifier.Value, "path", path)
+	s.log.Info("removed http-01 resource", "domain", c.Identifier.Value, "path", path)
 	s.removeCreatedDirs()
 	return &sdk.CleanUpResponse{}, nil
 }
@@ -214,9 +198,6 @@ func (s *Solver) makeDir(root string) (string, error) {
 		err := os.Mkdir(dir, 0o755)
 		switch {
 		case err == nil:
-			if s.created == nil {
-				s.created = map[string]bool{}
-			}
 			s.created[dir] = true
 			// Readable by the web server whatever the umask.
 			if err := os.Chmod(dir, 0o755); err != nil {

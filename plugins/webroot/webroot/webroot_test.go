@@ -29,9 +29,9 @@ func challenge(domain, tok, ka string) sdk.Challenge {
 
 func configured(t *testing.T, cfg map[string]any) *Solver {
 	t.Helper()
-	s := &Solver{}
-	if _, err := s.Configure(context.Background(), &sdk.ConfigureRequest{Config: cfg}); err != nil {
-		t.Fatalf("Configure(%v) = %v", cfg, err)
+	s, err := New(sdk.Config{Values: cfg})
+	if err != nil {
+		t.Fatalf("New(%v) = %v", cfg, err)
 	}
 	return s
 }
@@ -271,7 +271,7 @@ func TestRelativeRoot(t *testing.T) {
 	}
 }
 
-func TestConfigure(t *testing.T) {
+func TestNew(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "f")
 	os.WriteFile(file, nil, 0o600)
 	wd, err := os.Getwd()
@@ -291,9 +291,9 @@ func TestConfigure(t *testing.T) {
 		{map[string]any{"rot": "/tmp"}, `unknown field "rot"`},
 	}
 	for _, tt := range tests {
-		_, err := (&Solver{}).Configure(context.Background(), &sdk.ConfigureRequest{Config: tt.cfg})
+		_, err := New(sdk.Config{Values: tt.cfg})
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("Configure(%v) = %v, want %q", tt.cfg, err, tt.want)
+			t.Errorf("New(%v) = %v, want %q", tt.cfg, err, tt.want)
 		}
 	}
 }

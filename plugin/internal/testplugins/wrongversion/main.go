@@ -1,4 +1,4 @@
-// Command wrongversion is a plugin for the SDK's tests that completes
+// Command wrongversion is a plugin for the host's tests that completes
 // go-plugin's handshake with acmehook's cookie but protocol version 99.
 package main
 

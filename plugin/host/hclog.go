@@ -1,4 +1,4 @@
-package sdk
+package host
 
 import (
 	"context"
@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"strings"
+	"sync"
 
 	"github.com/hashicorp/go-hclog"
 )
@@ -22,17 +23,44 @@ const levelTrace = slog.LevelDebug - 4
 // to. Records are stamped by slog when they arrive; the adapter drops that
 // timestamp, renames go-plugin's own plugin=<path> to path=<path> so that a
 // record has one plugin attribute, and maps hclog's levels to slog's.
+//
+// Whatever the plugin writes costs the host a bounded amount: go-plugin
+// reads its stderr in pieces of logBufferSize, a line longer than that is
+// logged once, cut to maxLogText, and its further pieces are dropped;
+// messages and string values are cut to maxLogText and known secrets
+// redacted.
 type hclogAdapter struct {
 	l       *slog.Logger
-	path    string // the executable, as go-plugin names it
-	relay   bool   // the logger go-plugin relays the plugin's stderr through
+	path    string      // the executable, as go-plugin names it
+	relay   *relayState // for the logger go-plugin relays the plugin's stderr through
+	redact  *redactor
 	implied []any
+}
+
+// relayState follows a plugin log line that go-plugin passes on in
+// pieces: a piece of exactly logBufferSize bytes, logged at Debug without
+// attributes, is followed by more of the same line, the last one shorter.
+type relayState struct {
+	mu   sync.Mutex
+	cont bool // within a long line, after its first piece
+}
+
+// drop reports whether the record is a further piece of a long line.
+func (s *relayState) drop(level hclog.Level, msg string, nargs int) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.cont {
+		s.cont = len(msg) == logBufferSize
+		return true
+	}
+	s.cont = level == hclog.Debug && nargs == 0 && len(msg) == logBufferSize
+	return false
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
 
-func newHCLogger(l *slog.Logger, path string) hclog.Logger {
-	return &hclogAdapter{l: l, path: path}
+func newHCLogger(l *slog.Logger, path string, redact *redactor) hclog.Logger {
+	return &hclogAdapter{l: l, path: path, redact: redact}
 }
 
 // slogLevel maps an hclog level to slog's; a line without a level is Info.
@@ -56,13 +84,16 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off {
 		return
 	}
+	if a.relay != nil && a.relay.drop(level, msg, len(args)) {
+		return
+	}
 	lvl := slogLevel(level)
 	ctx := context.Background()
 	if !a.l.Enabled(ctx, lvl) {
 		return
 	}
 	kv := append(append([]any{}, a.implied...), args...)
-	if a.relay && len(kv) >= 2 && len(kv)%2 == 0 && kv[len(kv)-2] == "timestamp" {
+	if a.relay != nil && len(kv) >= 2 && len(kv)%2 == 0 && kv[len(kv)-2] == "timestamp" {
 		kv = kv[:len(kv)-2] // go-plugin's copy of the line's own (absent) time
 	}
 	attrs := make([]slog.Attr, 0, len(kv)/2+1)
@@ -80,9 +111,12 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		if key == "plugin" && v == a.path {
 			key = "path"
 		}
+		if s, ok := v.(string); ok {
+			v = a.redact.text(cut(s, maxLogText))
+		}
 		attrs = append(attrs, slog.Any(key, jsonNumber(v)))
 	}
-	a.l.LogAttrs(ctx, lvl, msg, attrs...)
+	a.l.LogAttrs(ctx, lvl, a.redact.text(cut(msg, maxLogText)), attrs...)
 }
 
 // jsonNumber turns a whole float64, which is how go-plugin decodes every
@@ -138,7 +172,7 @@ func (a *hclogAdapter) Name() string { return "" }
 // Named returns the logger go-plugin relays the plugin's stderr through.
 func (a *hclogAdapter) Named(string) hclog.Logger {
 	b := *a
-	b.relay = true
+	b.relay = &relayState{}
 	return &b
 }
 

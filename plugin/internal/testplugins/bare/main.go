@@ -1,8 +1,9 @@
-// Command bare is a solver plugin for the SDK's tests written the way a
-// plugin in another language is: from solver.proto and the README's
+// Command bare is a solver plugin for the host's tests written the way a
+// plugin in another language is: from solver.proto and docs/plugins.md's
 // description of go-plugin's handshake alone, without go-plugin or the
 // SDK's Serve. Present writes the key authorization to $BARE_DIR/<token>,
-// CleanUp removes it.
+// CleanUp removes it. With $BARE_NAME_BYTES set, Info answers a name of that
+// many bytes (a plugin that ignores any message size limit).
 package main
 
 import (
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -29,7 +31,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/protobuf/types/known/emptypb"
 
-	solverv1 "github.com/acmehook/acmehook/plugin/sdk/internal/proto/acmehook/solver/v1"
+	solverv1 "github.com/acmehook/acmehook/plugin/internal/proto/acmehook/solver/v1"
 )
 
 // token is what this plugin accepts as a file name: strict base64url.
@@ -41,7 +43,11 @@ type solver struct {
 }
 
 func (s *solver) Info(context.Context, *solverv1.InfoRequest) (*solverv1.InfoResponse, error) {
-	return &solverv1.InfoResponse{Name: "bare", Version: "0.1", ChallengeTypes: []string{"http-01"}, IdentifierTypes: []string{"dns"}}, nil
+	name := "bare"
+	if n, err := strconv.Atoi(os.Getenv("BARE_NAME_BYTES")); err == nil {
+		name = strings.Repeat("n", n)
+	}
+	return &solverv1.InfoResponse{Name: name, Version: "0.1", ChallengeTypes: []string{"http-01"}, IdentifierTypes: []string{"dns"}}, nil
 }
 
 func (s *solver) Configure(_ context.Context, req *solverv1.ConfigureRequest) (*solverv1.ConfigureResponse, error) {
@@ -112,7 +118,7 @@ func run() error {
 	if err != nil {
 		return err
 	}
-	srv := grpc.NewServer(grpc.Creds(creds))
+	srv := grpc.NewServer(grpc.Creds(creds), grpc.MaxSendMsgSize(1<<30))
 	solverv1.RegisterSolverServer(srv, &solver{dir: os.Getenv("BARE_DIR")})
 	// go-plugin's plugin.GRPCController (grpc_controller.proto): the host
 	// asks the plugin to exit with Shutdown when it is done with it.

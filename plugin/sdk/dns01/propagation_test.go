@@ -1,4 +1,4 @@
-package dnsexec
+package dns01
 
 import (
 	"context"
@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
 // zone is a tiny DNS server: one zone "example.test." with NS records
@@ -111,18 +113,40 @@ func TestCheckName(t *testing.T) {
 		"": false, ".": false, "-a.example.com": false, "a..b": false, "a/b": false, "a;b": false,
 		"a\nb": false, "a b": false, "$(id)": false, "*.example.com": false, strings.Repeat("a", 64) + ".com": false,
 	} {
-		if err := checkName(name); (err == nil) != ok {
-			t.Errorf("checkName(%q) = %v, want ok %v", name, err, ok)
+		if err := CheckName(name); (err == nil) != ok || (err != nil && !errors.Is(err, ErrInvalidName)) {
+			t.Errorf("CheckName(%q) = %v, want ok %v", name, err, ok)
 		}
 	}
 }
 
-func TestCapped(t *testing.T) {
-	c := &capped{limit: 5}
-	c.Write([]byte("abc"))
-	c.Write([]byte("defgh"))
-	c.Write([]byte("ij"))
-	if c.String() != "abcde" || c.dropped != 5 {
-		t.Errorf("capped = %q dropped %d, want %q dropped 5", c.String(), c.dropped, "abcde")
+// TestConfigWait: Wait follows the CNAME, asks the zone's nameserver and
+// returns once the value is there; Skip returns at once; a wrong value
+// waits until Timeout.
+func TestConfigWait(t *testing.T) {
+	z := startZone(t)
+	_, port, _ := net.SplitHostPort(z.addr)
+	ch := sdk.Challenge{Type: "dns-01", DNS01RecordName: "_acme-challenge.alias.example.test.", DNS01RecordValue: "v1"}
+	z.mu.Lock()
+	z.txt["target.example.test."] = "v1"
+	z.mu.Unlock()
+	tests := []struct {
+		name    string
+		cfg     Config
+		ch      sdk.Challenge
+		wantErr error
+	}{
+		{"visible", Config{Resolvers: []string{z.addr}, Interval: sdk.Duration(10 * time.Millisecond), nsPort: port}, ch, nil},
+		{"skip", Config{Skip: true}, ch, nil},
+		{"wrong value", Config{Resolvers: []string{z.addr}, Timeout: sdk.Duration(200 * time.Millisecond), Interval: sdk.Duration(20 * time.Millisecond), nsPort: port},
+			sdk.Challenge{Type: "dns-01", DNS01RecordName: ch.DNS01RecordName, DNS01RecordValue: "other"}, context.DeadlineExceeded},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			if err := tt.cfg.Wait(ctx, tt.ch, nil); !errors.Is(err, tt.wantErr) {
+				t.Errorf("Wait = %v, want %v", err, tt.wantErr)
+			}
+		})
 	}
 }

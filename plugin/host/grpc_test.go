@@ -1,4 +1,4 @@
-package sdk
+package host
 
 import (
 	"testing"
@@ -6,11 +6,13 @@ import (
 
 	"github.com/BurntSushi/toml"
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
 // TestConfigThroughTheWire: a plugin's table as the TOML decoder hands it
 // to the host (int64, time.Time, arrays of tables) reaches the plugin as
-// JSON-compatible values, and DecodeConfig turns those into typed fields.
+// JSON-compatible values, and sdk.Config.Decode turns those into typed fields.
 func TestConfigThroughTheWire(t *testing.T) {
 	var table map[string]any
 	if _, err := toml.Decode(`
@@ -46,7 +48,7 @@ id = 7
 		Retries  int               `json:"retries"`
 		Ratio    float64           `json:"ratio"`
 		DryRun   bool              `json:"dry_run"`
-		Timeout  Duration          `json:"timeout"`
+		Timeout  sdk.Duration      `json:"timeout"`
 		Since    time.Time         `json:"since"`
 		Zones    []string          `json:"zones"`
 		Labels   map[string]string `json:"labels"`
@@ -54,12 +56,12 @@ id = 7
 			ID int `json:"id"`
 		} `json:"accounts"`
 	}
-	if err := DecodeConfig(got, &cfg); err != nil {
-		t.Fatalf("DecodeConfig = %v", err)
+	if err := (sdk.Config{Values: got}).Decode(&cfg); err != nil {
+		t.Fatalf("Config.Decode = %v", err)
 	}
 	if cfg.Retries != 3 || time.Duration(cfg.Timeout) != 90*time.Second || !cfg.Since.Equal(time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)) ||
 		len(cfg.Zones) != 2 || cfg.Labels["team"] != "ops" || len(cfg.Accounts) != 1 || cfg.Accounts[0].ID != 7 {
-		t.Errorf("DecodeConfig = %+v", cfg)
+		t.Errorf("Config.Decode = %+v", cfg)
 	}
 
 	empty, err := configToProto(nil)

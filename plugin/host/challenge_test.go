@@ -1,4 +1,4 @@
-package sdk_test
+package host_test
 
 import (
 	"crypto/ecdsa"
@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
@@ -24,7 +25,7 @@ func TestNewChallenge(t *testing.T) {
 	}
 	authz := acme.Authorization{Identifier: acme.DNS("example.com"), Wildcard: true}
 
-	c, err := sdk.NewChallenge(authz, acme.Challenge{Type: "dns-01", Token: token, URL: "https://ca/chall/1"}, key.Public())
+	c, err := host.NewChallenge(authz, acme.Challenge{Type: "dns-01", Token: token, URL: "https://ca/chall/1"}, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -38,7 +39,7 @@ func TestNewChallenge(t *testing.T) {
 		t.Errorf("NewChallenge(dns-01) = %+v, want %+v", c, want)
 	}
 
-	c, err = sdk.NewChallenge(acme.Authorization{Identifier: acme.DNS("example.com")}, acme.Challenge{Type: "tls-alpn-01", Token: token}, key.Public())
+	c, err = host.NewChallenge(acme.Authorization{Identifier: acme.DNS("example.com")}, acme.Challenge{Type: "tls-alpn-01", Token: token}, key.Public())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +51,7 @@ func TestNewChallenge(t *testing.T) {
 		t.Errorf("tls-alpn-01 certificate names %v, record name %q; want [example.com] and none", names, c.DNS01RecordName)
 	}
 
-	if _, err := sdk.NewChallenge(authz, acme.Challenge{Type: "http-01", Token: "../etc"}, key.Public()); !errors.Is(err, acme.ErrInvalidToken) {
+	if _, err := host.NewChallenge(authz, acme.Challenge{Type: "http-01", Token: "../etc"}, key.Public()); !errors.Is(err, acme.ErrInvalidToken) {
 		t.Errorf("NewChallenge(bad token) = %v, want %v", err, acme.ErrInvalidToken)
 	}
 }

@@ -1,4 +1,4 @@
-package dnsexec
+package dns01
 
 import (
 	"context"
@@ -11,13 +11,127 @@ import (
 	"time"
 
 	"github.com/miekg/dns"
+
+	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
-// maxCNAMEs bounds a chain of CNAMEs.
-const maxCNAMEs = 8
+// Defaults and bounds.
+const (
+	// DefaultTimeout bounds Wait when Config.Timeout is zero.
+	DefaultTimeout = 5 * time.Minute
+	// DefaultInterval is the pause between rounds of questions when
+	// Config.Interval is zero.
+	DefaultInterval = 5 * time.Second
+	// QueryTimeout bounds one DNS exchange.
+	QueryTimeout = 5 * time.Second
+	// MaxCNAMEs bounds a chain of CNAMEs.
+	MaxCNAMEs = 8
+)
 
-// queryTimeout bounds one DNS exchange.
-const queryTimeout = 5 * time.Second
+// ErrInvalidName is returned for a name that is not a plain DNS name
+// (letters, digits, '-' and '_'), such as a CNAME target a plugin must not
+// pass on to a DNS provider or a program.
+var ErrInvalidName = errors.New("dns01: not a valid DNS name")
+
+// Config says where and how long to look. Its json tags are the keys a
+// plugin's configuration table uses; embed it to offer them.
+type Config struct {
+	// Resolvers are the recursive resolvers ("192.0.2.53", "[::1]:5353";
+	// port 53 when none is given) used to follow CNAMEs and find the
+	// nameservers. Empty means those of /etc/resolv.conf.
+	Resolvers []string `json:"resolvers"`
+	// Timeout bounds Wait; zero means DefaultTimeout.
+	Timeout sdk.Duration `json:"propagation_timeout"`
+	// Interval is the pause between rounds; zero means DefaultInterval.
+	Interval sdk.Duration `json:"propagation_interval"`
+	// Skip makes Wait return at once (for a DNS that the host cannot see
+	// the way the CA does).
+	Skip bool `json:"skip_propagation"`
+
+	// nsPort is the port of the nameservers found through NS records;
+	// empty means 53 (the tests' servers listen elsewhere).
+	nsPort string
+}
+
+// Wait waits until every authoritative nameserver of the zone holding the
+// challenge's TXT record (after following CNAMEs) answers its value, or
+// until Timeout or ctx ends. It logs its progress to log (nil discards).
+func (c Config) Wait(ctx context.Context, ch sdk.Challenge, log *slog.Logger) error {
+	if c.Skip {
+		return nil
+	}
+	if ch.Type != "dns-01" || ch.DNS01RecordName == "" {
+		return fmt.Errorf("dns01: challenge is %q, not dns-01 with a record name", ch.Type)
+	}
+	r, err := c.resolver(log)
+	if err != nil {
+		return err
+	}
+	timeout, interval := time.Duration(c.Timeout), time.Duration(c.Interval)
+	if timeout <= 0 {
+		timeout = DefaultTimeout
+	}
+	if interval <= 0 {
+		interval = DefaultInterval
+	}
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	name, err := r.followCNAME(ctx, ch.DNS01RecordName)
+	if err != nil {
+		return err
+	}
+	return r.waitTXT(ctx, name, ch.DNS01RecordValue, interval)
+}
+
+// FollowCNAME follows CNAME records from name and returns the final name,
+// fully qualified: where a record for name must be set. A target that is
+// not a plain DNS name is an error wrapping ErrInvalidName.
+func (c Config) FollowCNAME(ctx context.Context, name string, log *slog.Logger) (string, error) {
+	r, err := c.resolver(log)
+	if err != nil {
+		return "", err
+	}
+	return r.followCNAME(ctx, name)
+}
+
+func (c Config) resolver(log *slog.Logger) (*resolver, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	servers := slices.Clone(c.Resolvers)
+	if len(servers) == 0 {
+		var err error
+		if servers, err = systemResolvers(); err != nil {
+			return nil, fmt.Errorf("dns01: no resolvers configured and %w", err)
+		}
+	}
+	for i, s := range servers {
+		servers[i] = withPort(s)
+	}
+	return &resolver{servers: servers, log: log, nsPort: c.nsPort}, nil
+}
+
+// CheckName accepts a DNS name of letters, digits, '-' and '_' in labels
+// of at most 63 bytes that do not begin with '-', with an optional final
+// dot, and returns an error wrapping ErrInvalidName for anything else.
+func CheckName(name string) error {
+	n := strings.TrimSuffix(name, ".")
+	if n == "" || len(n) > 253 {
+		return fmt.Errorf("%w: %q", ErrInvalidName, name)
+	}
+	for _, label := range strings.Split(n, ".") {
+		if label == "" || len(label) > 63 || label[0] == '-' {
+			return fmt.Errorf("%w: %q", ErrInvalidName, name)
+		}
+		for i := 0; i < len(label); i++ {
+			c := label[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+				return fmt.Errorf("%w: %q", ErrInvalidName, name)
+			}
+		}
+	}
+	return nil
+}
 
 // systemResolvers returns the nameservers of /etc/resolv.conf.
 func systemResolvers() ([]string, error) {
@@ -47,9 +161,7 @@ func withPort(addr string) string {
 type resolver struct {
 	servers []string
 	log     *slog.Logger
-	// nsPort is the port nameservers found through NS records listen on;
-	// empty means 53 (tests set another).
-	nsPort string
+	nsPort  string
 }
 
 // exchange asks one server, over UDP and again over TCP if truncated.
@@ -58,7 +170,7 @@ func exchange(ctx context.Context, server, name string, qtype uint16, recurse bo
 	m.SetQuestion(dns.Fqdn(name), qtype)
 	m.RecursionDesired = recurse
 	m.SetEdns0(4096, false)
-	ctx, cancel := context.WithTimeout(ctx, queryTimeout)
+	ctx, cancel := context.WithTimeout(ctx, QueryTimeout)
 	defer cancel()
 	r, _, err := (&dns.Client{Net: "udp"}).ExchangeContext(ctx, m, server)
 	if err == nil && r.Truncated {
@@ -83,11 +195,10 @@ func (r *resolver) ask(ctx context.Context, name string, qtype uint16) (*dns.Msg
 	return nil, errors.Join(errs...)
 }
 
-// followCNAME follows CNAME records from name (delegation of
-// _acme-challenge to another zone) and returns the final name.
+// followCNAME follows CNAME records from name and returns the final name.
 func (r *resolver) followCNAME(ctx context.Context, name string) (string, error) {
 	name = dns.Fqdn(name)
-	for range maxCNAMEs {
+	for range MaxCNAMEs {
 		m, err := r.ask(ctx, name, dns.TypeCNAME)
 		if err != nil {
 			return "", err
@@ -101,13 +212,13 @@ func (r *resolver) followCNAME(ctx context.Context, name string) (string, error)
 		if next == "" {
 			return name, nil
 		}
-		if err := checkName(next); err != nil {
+		if err := CheckName(next); err != nil {
 			return "", fmt.Errorf("CNAME of %s: %w", name, err)
 		}
 		r.log.Info("following CNAME", "name", name, "target", next)
 		name = dns.Fqdn(next)
 	}
-	return "", fmt.Errorf("following CNAMEs from %s: more than %d", name, maxCNAMEs)
+	return "", fmt.Errorf("following CNAMEs from %s: more than %d", name, MaxCNAMEs)
 }
 
 // authoritative returns the addresses of the nameservers of the zone that
@@ -115,6 +226,10 @@ func (r *resolver) followCNAME(ctx context.Context, name string) (string, error)
 // domain. Without any, it returns the resolvers themselves.
 func (r *resolver) authoritative(ctx context.Context, name string) (servers []string, zone string, recurse bool) {
 	labels := dns.SplitDomainName(name)
+	port := r.nsPort
+	if port == "" {
+		port = "53"
+	}
 	for i := range labels {
 		z := dns.Fqdn(strings.Join(labels[i:], "."))
 		m, err := r.ask(ctx, z, dns.TypeNS)
@@ -126,10 +241,6 @@ func (r *resolver) authoritative(ctx context.Context, name string) (servers []st
 			if ns, ok := rr.(*dns.NS); ok && strings.EqualFold(ns.Hdr.Name, z) {
 				hosts = append(hosts, ns.Ns)
 			}
-		}
-		port := r.nsPort
-		if port == "" {
-			port = "53"
 		}
 		for _, h := range hosts {
 			for _, qtype := range []uint16{dns.TypeA, dns.TypeAAAA} {

@@ -1,4 +1,4 @@
-// Package testpebble runs Let's Encrypt's Pebble ACME test server and a
+// Package pebbletest runs Let's Encrypt's Pebble ACME test server and a
 // challtestsrv DNS server in-process, on loopback ports chosen at random, for
 // the tests of every acmehook package.
 //
@@ -6,7 +6,7 @@
 // tested in parallel by "go test ./..." never validate against each other's
 // solvers. Every name resolves to 127.0.0.1 through the Server's DNS unless a
 // test says otherwise.
-package testpebble
+package pebbletest
 
 import (
 	"crypto/x509"

@@ -1,4 +1,4 @@
-package testpebble
+package pebbletest
 
 import (
 	"encoding/json"

@@ -1,4 +1,4 @@
-package sdk
+package host
 
 import (
 	"bytes"
@@ -46,7 +46,7 @@ func TestHCLogAdapter(t *testing.T) {
 				}
 				return a
 			}})
-			tt.log(newHCLogger(slog.New(h).With("plugin", "p"), "/bin/p"))
+			tt.log(newHCLogger(slog.New(h).With("plugin", "p"), "/bin/p", nil))
 			if got := strings.TrimSpace(buf.String()); got != tt.want {
 				t.Errorf("logged %q, want %q", got, tt.want)
 			}
@@ -62,7 +62,7 @@ func TestHCLogAdapterLevel(t *testing.T) {
 		{levelTrace, hclog.Trace}, {slog.LevelDebug, hclog.Debug}, {slog.LevelInfo, hclog.Info},
 		{slog.LevelWarn, hclog.Warn}, {slog.LevelError, hclog.Error}, {slog.LevelError + 1, hclog.Off},
 	} {
-		l := newHCLogger(slog.New(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: tt.level})), "/bin/p")
+		l := newHCLogger(slog.New(slog.NewTextHandler(&bytes.Buffer{}, &slog.HandlerOptions{Level: tt.level})), "/bin/p", nil)
 		if got := l.GetLevel(); got != tt.want {
 			t.Errorf("GetLevel() with a handler at %v = %v, want %v", tt.level, got, tt.want)
 		}

@@ -1,0 +1,586 @@
+package host_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/miekg/dns"
+
+	"github.com/acmehook/acmehook/plugin/host"
+	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
+)
+
+// bin maps a test plugin's name to its executable, built once in TestMain.
+var bin = map[string]string{}
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "sdk-plugins-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	code := func() int {
+		defer os.RemoveAll(dir)
+		// One go build for all: each main package becomes dir/<its base name>.
+		pkgs := []string{"../internal/testplugins/faulty", "../internal/testplugins/wrongversion", "../internal/testplugins/bare", "../sdk/example"}
+		if out, err := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...).CombinedOutput(); err != nil {
+			fmt.Fprintf(os.Stderr, "building the test plugins: %v\n%s", err, out)
+			return 1
+		}
+		for _, pkg := range pkgs {
+			bin[filepath.Base(pkg)] = filepath.Join(dir, filepath.Base(pkg))
+		}
+		return m.Run()
+	}()
+	os.Exit(code)
+}
+
+func launch(t testing.TB, name string, opts host.LaunchOptions) *host.Plugin {
+	t.Helper()
+	opts.Name = name
+	opts.Path = bin[name]
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := host.Launch(ctx, opts)
+	if err != nil {
+		t.Fatalf("Launch(%s) = %v", name, err)
+	}
+	t.Cleanup(func() { p.Close() })
+	return p
+}
+
+func challenge(domain string) sdk.Challenge {
+	return sdk.Challenge{
+		Type:             "http-01",
+		Identifier:       sdk.Identifier{Type: "dns", Value: domain},
+		Token:            "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0",
+		KeyAuthorization: "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0.9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI",
+	}
+}
+
+// TestExamplePlugin drives the vendor example as a subprocess: Present sets
+// a TXT record that the DNS server answers, CleanUp removes it.
+func TestExamplePlugin(t *testing.T) {
+	pebble := pebbletest.Start(t, pebbletest.Options{})
+	p := launch(t, "example", host.LaunchOptions{
+		Config: map[string]any{"endpoint": pebble.DNSManagementURL, "token": "s3cret", "resolvers": []any{pebble.DNSAddr}, "propagation_interval": "50ms"},
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	info, err := p.Info(ctx, &host.InfoRequest{})
+	if err != nil || info.Name != "example" || len(info.ChallengeTypes) != 1 || info.ChallengeTypes[0] != "dns-01" || !info.WaitsForPropagation {
+		t.Fatalf("Info = %+v, %v, want example solving dns-01 and waiting for propagation", info, err)
+	}
+	c := challenge("example.com")
+	c.Type = "dns-01"
+	c.DNS01RecordName = "_acme-challenge.example.com."
+	c.DNS01RecordValue = "dGhlIHJlY29yZCB2YWx1ZSBmb3IgdGhlIHRlc3QgaGVyZQ"
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	if got := txt(t, pebble.DNSAddr, c.DNS01RecordName); len(got) != 1 || got[0] != c.DNS01RecordValue {
+		t.Errorf("TXT %s after Present = %q, want [%q]", c.DNS01RecordName, got, c.DNS01RecordValue)
+	}
+	if _, err := p.Wait(ctx, &sdk.WaitRequest{Challenge: c}); err != nil {
+		t.Errorf("Wait = %v", err)
+	}
+	if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if got := txt(t, pebble.DNSAddr, c.DNS01RecordName); len(got) != 0 {
+		t.Errorf("TXT %s after CleanUp = %q, want none", c.DNS01RecordName, got)
+	}
+}
+
+// TestBarePlugin drives a plugin written from solver.proto and the README
+// alone, without go-plugin or Serve, as one in another language would be:
+// the handshake, AutoMTLS, the calls with real effects, and a prompt exit
+// through go-plugin's GRPCController.Shutdown when closed.
+func TestBarePlugin(t *testing.T) {
+	dir := t.TempDir()
+	rec := &recorder{}
+	p := launch(t, "bare", host.LaunchOptions{Env: []string{"BARE_DIR=" + dir}, Config: map[string]any{}, Logger: slog.New(rec)})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if info, err := p.Info(ctx, &host.InfoRequest{}); err != nil || info.Name != "bare" || !slices.Equal(info.ChallengeTypes, []string{"http-01"}) {
+		t.Fatalf("Info = %+v, %v, want bare solving http-01", info, err)
+	}
+	c := challenge("bare.example.com")
+	path := filepath.Join(dir, c.Token)
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatalf("Present = %v", err)
+	}
+	if b, err := os.ReadFile(path); err != nil || string(b) != c.KeyAuthorization {
+		t.Errorf("ReadFile(%s) after Present = %q, %v, want %q", path, b, err, c.KeyAuthorization)
+	}
+	if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatalf("CleanUp = %v", err)
+	}
+	if _, err := os.Stat(path); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("Stat(%s) after CleanUp = %v, want it gone", path, err)
+	}
+	c.Token = "../escape"
+	if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err == nil || !strings.HasPrefix(err.Error(), "plugin bare: present bare.example.com: token") {
+		t.Errorf("Present(hostile token) = %v, want the plugin's refusal naming it", err)
+	}
+	p.Close()
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	exited := false
+	for _, r := range rec.records {
+		switch {
+		case r.Message == "plugin failed to exit gracefully":
+			t.Error("bare plugin was killed, want it to exit on Shutdown")
+		case r.Message == "plugin process exited":
+			exited = r.Level == slog.LevelInfo
+		}
+	}
+	if !exited {
+		t.Error("no record of the bare plugin exiting with status 0")
+	}
+}
+
+func txt(t *testing.T, server, name string) []string {
+	t.Helper()
+	m := new(dns.Msg)
+	m.SetQuestion(name, dns.TypeTXT)
+	c := &dns.Client{Timeout: 2 * time.Second}
+	r, _, err := c.Exchange(m, server)
+	if err != nil {
+		t.Fatalf("querying TXT %s: %v", name, err)
+	}
+	var out []string
+	for _, rr := range r.Answer {
+		if tx, ok := rr.(*dns.TXT); ok {
+			out = append(out, strings.Join(tx.Txt, ""))
+		}
+	}
+	return out
+}
+
+// TestFaults checks that each fault is a clear error naming the plugin, and
+// that the host (this test process) and, where it survives, the plugin go on.
+func TestFaults(t *testing.T) {
+	tests := []struct {
+		name, mode  string
+		timeout     time.Duration
+		cancelAfter time.Duration // the caller cancels ctx mid-call
+		want        string
+		wantIs      error
+		survives    bool
+	}{
+		{name: "panic", mode: "panic", timeout: 5 * time.Second, want: "plugin faulty: present example.com: plugin panicked in Present: boom in example.com", survives: true},
+		{name: "hang", mode: "hang", timeout: 300 * time.Millisecond, want: "plugin faulty: present example.com: context deadline exceeded", wantIs: context.DeadlineExceeded, survives: true},
+		{name: "hang, caller cancels", mode: "hang", timeout: 5 * time.Second, cancelAfter: 300 * time.Millisecond,
+			want: "plugin faulty: present example.com: context canceled", wantIs: context.Canceled, survives: true},
+		{name: "exit", mode: "exit", timeout: 5 * time.Second, want: "plugin faulty: present example.com: host: plugin process exited", wantIs: host.ErrExited},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			p := launch(t, "faulty", host.LaunchOptions{Env: []string{"FAULTY_PIDFILE=" + pidFile}, Config: map[string]any{"mode": tt.mode}})
+			pid := readPID(t, pidFile)
+			ctx, cancel := context.WithTimeout(context.Background(), tt.timeout)
+			defer cancel()
+			if tt.cancelAfter > 0 {
+				time.AfterFunc(tt.cancelAfter, cancel)
+			}
+			_, err := p.Present(ctx, &sdk.PresentRequest{Challenge: challenge("example.com")})
+			if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+				t.Fatalf("Present = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Present = %v, want errors.Is %v", err, tt.wantIs)
+			}
+			// Cleanup is attempted after a failed Present.
+			cctx, ccancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer ccancel()
+			_, err = p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: challenge("example.com")})
+			if tt.survives && err != nil {
+				t.Errorf("CleanUp after %s = %v, want the plugin alive", tt.mode, err)
+			}
+			if !tt.survives && !errors.Is(err, host.ErrExited) {
+				t.Errorf("CleanUp after %s = %v, want %v", tt.mode, err, host.ErrExited)
+			}
+			// The exit is noticed asynchronously.
+			for deadline := time.Now().Add(3 * time.Second); !tt.survives && !p.Exited() && time.Now().Before(deadline); {
+				time.Sleep(10 * time.Millisecond)
+			}
+			if p.Exited() == tt.survives {
+				t.Errorf("Exited() after %s = %v, want %v", tt.mode, p.Exited(), !tt.survives)
+			}
+			start := time.Now()
+			p.Close()
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Close took %v", d)
+			}
+			waitGone(t, pid)
+		})
+	}
+}
+
+// readPID returns the process id a test plugin wrote to file.
+func readPID(t *testing.T, file string) int {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(file)
+		if pid, perr := strconv.Atoi(strings.TrimSpace(string(b))); err == nil && perr == nil {
+			return pid
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("reading the plugin's pid from %s: %q, %v", file, b, err)
+		}
+	}
+}
+
+// waitGone fails the test unless process pid is gone (killed and reaped)
+// within a moment.
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for deadline := time.Now().Add(3 * time.Second); syscall.Kill(pid, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("plugin process %d still exists", pid)
+			return
+		}
+	}
+}
+
+// TestLaunchWithoutHandshake: a program that never completes the
+// handshake is killed at StartTimeout, or as soon as the caller cancels
+// ctx, and Launch says which.
+func TestLaunchWithoutHandshake(t *testing.T) {
+	dir := t.TempDir()
+	script := filepath.Join(dir, "silent")
+	if err := os.WriteFile(script, []byte("#!/bin/sh\necho $$ > \"$PIDFILE\"\nexec sleep 60\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name         string
+		startTimeout time.Duration
+		cancelAfter  time.Duration
+		want         string
+		wantIs       error
+	}{
+		{name: "start timeout", startTimeout: 500 * time.Millisecond,
+			want: "plugin silent: starting " + script + ": timeout while waiting for plugin to start"},
+		{name: "caller cancels", startTimeout: 20 * time.Second, cancelAfter: 500 * time.Millisecond,
+			want: "plugin silent: starting " + script + ": context canceled", wantIs: context.Canceled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "pid")
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tt.cancelAfter > 0 {
+				time.AfterFunc(tt.cancelAfter, cancel)
+			}
+			start := time.Now()
+			p, err := host.Launch(ctx, host.LaunchOptions{Name: "silent", Path: script, StartTimeout: tt.startTimeout, Env: []string{"PIDFILE=" + pidFile}})
+			if err == nil {
+				p.Close()
+				t.Fatalf("Launch = nil error, want %q", tt.want)
+			}
+			if d := time.Since(start); d > 5*time.Second {
+				t.Errorf("Launch returned after %v", d)
+			}
+			if err.Error() != tt.want {
+				t.Errorf("Launch = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Launch = %v, want errors.Is %v", err, tt.wantIs)
+			}
+			waitGone(t, readPID(t, pidFile))
+		})
+	}
+}
+
+func TestLaunchFaults(t *testing.T) {
+	sum := func(path string) string {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(b)
+		return hex.EncodeToString(h[:])
+	}
+	tests := []struct {
+		name   string
+		opts   host.LaunchOptions
+		want   string
+		wantIs error
+	}{
+		{name: "wrong protocol version", opts: host.LaunchOptions{Name: "old", Path: bin["wrongversion"]},
+			want: "plugin old: starting " + bin["wrongversion"] + ": host: plugin speaks another solver protocol version (acmehook speaks 1; rebuild the plugin with this acmehook's SDK): incompatible API version with plugin. Plugin version: 99", wantIs: host.ErrProtocolVersion},
+		{name: "checksum mismatch", opts: host.LaunchOptions{Name: "faulty", Path: bin["faulty"], SHA256: sum(bin["example"])},
+			want: "plugin faulty: starting " + bin["faulty"] + ": host: plugin binary checksum mismatch", wantIs: host.ErrChecksum},
+		{name: "bad checksum", opts: host.LaunchOptions{Name: "faulty", Path: bin["faulty"], SHA256: "abc"},
+			want: `plugin faulty: starting ` + bin["faulty"] + `: sha256 "abc" is not 64 hex digits`},
+		{name: "bad environment", opts: host.LaunchOptions{Name: "faulty", Path: bin["faulty"], Env: []string{"NOEQUALS"}},
+			want: `plugin faulty: starting ` + bin["faulty"] + `: environment entry "NOEQUALS" is not KEY=value`},
+		{name: "missing binary", opts: host.LaunchOptions{Name: "gone", Path: "/nonexistent/plugin"},
+			want: "plugin gone: starting /nonexistent/plugin: "},
+		{name: "bad config", opts: host.LaunchOptions{Name: "faulty", Path: bin["faulty"], Config: map[string]any{"mood": "ok"}},
+			want: `plugin faulty: configure: decoding configuration: json: unknown field "mood"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			p, err := host.Launch(ctx, tt.opts)
+			if err == nil {
+				p.Close()
+				t.Fatalf("Launch = nil error, want %q", tt.want)
+			}
+			if !strings.HasPrefix(err.Error(), tt.want) {
+				t.Errorf("Launch = %v, want %q", err, tt.want)
+			}
+			if tt.wantIs != nil && !errors.Is(err, tt.wantIs) {
+				t.Errorf("Launch = %v, want errors.Is %v", err, tt.wantIs)
+			}
+		})
+	}
+	t.Run("checksum match", func(t *testing.T) {
+		p := launch(t, "faulty", host.LaunchOptions{SHA256: sum(bin["faulty"]), Config: map[string]any{"mode": "ok"}})
+		if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")}); err != nil {
+			t.Errorf("Present = %v", err)
+		}
+	})
+}
+
+func TestEnvironmentIsMinimal(t *testing.T) {
+	t.Setenv("ACMEHOOK_TEST_HOST_SECRET", "do-not-pass")
+	p := launch(t, "faulty", host.LaunchOptions{Env: []string{"VENDOR_TOKEN=granted"}, Config: map[string]any{"mode": "env"}})
+	_, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")})
+	if err == nil {
+		t.Fatal("Present = nil, want the environment as error")
+	}
+	var names []string
+	for _, kv := range strings.Split(strings.TrimPrefix(err.Error(), "plugin faulty: present example.com: env: "), ";") {
+		names = append(names, strings.SplitN(kv, "=", 2)[0])
+	}
+	allowed := map[string]bool{"PATH": true, "HOME": true, "TMPDIR": true, "VENDOR_TOKEN": true, "ACMEHOOK_PLUGIN": true,
+		"PLUGIN_MIN_PORT": true, "PLUGIN_MAX_PORT": true, "PLUGIN_PROTOCOL_VERSIONS": true, "PLUGIN_CLIENT_CERT": true}
+	for _, n := range names {
+		if !allowed[n] {
+			t.Errorf("plugin environment has %s; want only %v", n, allowed)
+		}
+	}
+	if !strings.Contains(err.Error(), "VENDOR_TOKEN=granted") {
+		t.Errorf("plugin environment %q lacks VENDOR_TOKEN from LaunchOptions.Env", err)
+	}
+	// AutoMTLS: the host hands the plugin its client certificate.
+	if !strings.Contains(err.Error(), "PLUGIN_CLIENT_CERT=-----BEGIN CERTIFICATE-----") {
+		t.Errorf("plugin environment %q lacks PLUGIN_CLIENT_CERT: AutoMTLS is off", err)
+	}
+}
+
+// recorder is a slog handler that keeps records.
+type recorder struct {
+	mu      sync.Mutex
+	records []slog.Record
+	attrs   []slog.Attr
+}
+
+func (r *recorder) Enabled(context.Context, slog.Level) bool { return true }
+func (r *recorder) Handle(_ context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(r.attrs...)
+	r.mu.Lock()
+	r.records = append(r.records, rec)
+	r.mu.Unlock()
+	return nil
+}
+func (r *recorder) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: r, attrs: as}
+}
+func (r *recorder) WithGroup(string) slog.Handler { return r }
+
+type recorderView struct {
+	r     *recorder
+	attrs []slog.Attr
+}
+
+func (v *recorderView) Enabled(context.Context, slog.Level) bool { return true }
+func (v *recorderView) Handle(ctx context.Context, rec slog.Record) error {
+	rec = rec.Clone()
+	rec.AddAttrs(v.attrs...)
+	return v.r.Handle(ctx, rec)
+}
+func (v *recorderView) WithAttrs(as []slog.Attr) slog.Handler {
+	return &recorderView{r: v.r, attrs: append(append([]slog.Attr{}, v.attrs...), as...)}
+}
+func (v *recorderView) WithGroup(string) slog.Handler { return v }
+
+func TestPluginLogsReachHostLogger(t *testing.T) {
+	rec := &recorder{}
+	p := launch(t, "faulty", host.LaunchOptions{Logger: slog.New(rec), Config: map[string]any{"mode": "ok"}})
+	if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("logs.example.com")}); err != nil {
+		t.Fatal(err)
+	}
+	// Stdout travels asynchronously over go-plugin's stdio stream.
+	printed := func() bool {
+		rec.mu.Lock()
+		defer rec.mu.Unlock()
+		for _, r := range rec.records {
+			if r.Message == "printed to stdout for logs.example.com" {
+				return true
+			}
+		}
+		return false
+	}
+	for deadline := time.Now().Add(5 * time.Second); !printed() && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if !printed() {
+		t.Error("no record of the plugin's stdout line in the host log")
+	}
+	p.Close() // flushes stderr
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	for _, r := range rec.records {
+		if r.Message != "presenting" {
+			continue
+		}
+		var plugin, chal string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "plugin":
+				plugin = a.Value.String()
+			case "challenge":
+				chal = fmt.Sprint(a.Value.Any())
+			}
+			return true
+		})
+		if r.Level != slog.LevelInfo || plugin != "faulty" || !strings.Contains(chal, "logs.example.com") {
+			t.Errorf("record %q: level %v plugin %q challenge %q, want INFO, faulty, logs.example.com", r.Message, r.Level, plugin, chal)
+		}
+		if strings.Contains(chal, "9jg46WB3rR") {
+			t.Errorf("challenge logged with its key authorization: %s", chal)
+		}
+		return
+	}
+	t.Errorf("no record \"presenting\" among %d host log records", len(rec.records))
+}
+
+// TestPluginLogRecords: each record of a plugin, and of go-plugin about
+// it, reaches the host logger at its level with one plugin attribute, the
+// host's time, no hclog timestamp, and numbers and durations as logged.
+func TestPluginLogRecords(t *testing.T) {
+	rec := &recorder{}
+	start := time.Now()
+	p := launch(t, "faulty", host.LaunchOptions{Logger: slog.New(rec), Config: map[string]any{"mode": "levels"}})
+	if _, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("levels.example.com")}); err != nil {
+		t.Fatal(err)
+	}
+	p.Close() // flushes stderr
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	want := map[string]struct {
+		level slog.Level
+		attrs string
+	}{
+		"at debug": {slog.LevelDebug, "count=3 domain=levels.example.com"},
+		"at info":  {slog.LevelInfo, "domain=levels.example.com took=1.5s"},
+		"at warn":  {slog.LevelWarn, "domain=levels.example.com"},
+		"at error": {slog.LevelError, "domain=levels.example.com"},
+	}
+	seen := 0
+	for _, r := range rec.records {
+		var plugins []string
+		var attrs []string
+		r.Attrs(func(a slog.Attr) bool {
+			switch a.Key {
+			case "plugin":
+				plugins = append(plugins, a.Value.String())
+			case "timestamp":
+				t.Errorf("record %q has timestamp=%v", r.Message, a.Value)
+			default:
+				attrs = append(attrs, a.Key+"="+fmt.Sprint(a.Value.Any()))
+			}
+			return true
+		})
+		if len(plugins) != 1 || plugins[0] != "faulty" {
+			t.Errorf("record %q has plugin attributes %q, want [faulty]", r.Message, plugins)
+		}
+		if r.Time.Before(start) || time.Since(r.Time) > time.Minute {
+			t.Errorf("record %q has time %v, want the time it arrived", r.Message, r.Time)
+		}
+		w, ok := want[r.Message]
+		if !ok {
+			continue
+		}
+		seen++
+		slices.Sort(attrs)
+		if got := strings.Join(attrs, " "); r.Level != w.level || got != w.attrs {
+			t.Errorf("record %q: level %v, attributes %s; want %v, %s", r.Message, r.Level, got, w.level, w.attrs)
+		}
+	}
+	if seen != len(want) {
+		t.Errorf("saw %d of the plugin's %d records among %d", seen, len(want), len(rec.records))
+	}
+}
+
+// TestConcurrentCalls: one process serves many challenges at once.
+func TestConcurrentCalls(t *testing.T) {
+	p := launch(t, "faulty", host.LaunchOptions{Config: map[string]any{"mode": "ok"}})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 50)
+	for i := range 50 {
+		wg.Go(func() {
+			c := challenge(fmt.Sprintf("c%d.example.com", i))
+			if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+				errs <- err
+			}
+			if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+				errs <- err
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+}
+
+func BenchmarkLaunch(b *testing.B) {
+	for b.Loop() {
+		p, err := host.Launch(context.Background(), host.LaunchOptions{Name: "faulty", Path: bin["faulty"]})
+		if err != nil {
+			b.Fatal(err)
+		}
+		p.Close()
+	}
+}
+
+func BenchmarkPresentCleanUp(b *testing.B) {
+	p := launch(b, "faulty", host.LaunchOptions{Config: map[string]any{"mode": ""}})
+	ctx := context.Background()
+	c := challenge("bench.example.com")
+	for b.Loop() {
+		if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := p.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

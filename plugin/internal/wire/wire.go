@@ -1,0 +1,28 @@
+// Package wire holds what both sides of the solver protocol must agree on
+// beyond solver.proto: go-plugin's handshake, the name the solver is
+// dispensed under, and the message size limit. plugin/sdk (the plugin's
+// side) and plugin/host (acmehook's side) import it; nothing else does.
+package wire
+
+import "github.com/hashicorp/go-plugin"
+
+// ProtocolVersion is the solver protocol version, PROTOCOL_VERSION_CURRENT
+// in solver.proto (a test pins the two together).
+const ProtocolVersion = 1
+
+// PluginName is the key of the solver in go-plugin's plugin set.
+const PluginName = "solver"
+
+// MaxMessageSize bounds every gRPC message on the plugin connection, in
+// both directions and on both ends (gRPC's own default receive limit is
+// 4 MiB, but go-plugin raises it to 2 GiB): a challenge or a configuration
+// table is a few KiB, so anything near this size is a fault.
+const MaxMessageSize = 4 << 20
+
+// Handshake is go-plugin's handshake. The cookie is a convenience that
+// stops a plugin run by hand, not a security measure: checksums are.
+var Handshake = plugin.HandshakeConfig{
+	ProtocolVersion:  ProtocolVersion,
+	MagicCookieKey:   "ACMEHOOK_PLUGIN",
+	MagicCookieValue: "solver",
+}
