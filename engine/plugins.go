@@ -75,9 +75,11 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		return nil, fmt.Errorf("plugin %s: not configured", name)
 	}
 	var env []string
+	secrets := pc.SecretValues()
 	for _, k := range pc.Env {
 		if v, ok := os.LookupEnv(k); ok {
 			env = append(env, k+"="+v)
+			secrets = append(secrets, v) // passed through for the plugin's use: an API token
 		}
 	}
 	ps.logger.Debug("launching plugin", "plugin", name, "path", pc.Path)
@@ -88,7 +90,9 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Env:          env,
 		Dir:          ps.cfg.Dir(),
 		Config:       pc.RevealedConfig(),
+		Secrets:      secrets,
 		StartTimeout: pc.StartTimeout.Duration,
+		MaxCalls:     pc.MaxCalls,
 		Logger:       ps.logger,
 	})
 	if err != nil {

@@ -43,7 +43,14 @@ const (
 	DefaultHTTPTimeout    = 30 * time.Second
 	DefaultStartTimeout   = 10 * time.Second
 	DefaultCallTimeout    = 5 * time.Minute
-	DefaultScriptTimeout  = 30 * time.Second
+	// DefaultMaxCalls is how many Present, Wait and CleanUp calls one
+	// plugin process serves at once: enough to overlap the waits of a few
+	// identifiers, few enough that a 20-name dns-01 order does not fork 20
+	// hook programs against a rate-limited DNS API.
+	DefaultMaxCalls = 4
+	// MaxMaxCalls bounds max_calls.
+	MaxMaxCalls          = 64
+	DefaultScriptTimeout = 30 * time.Second
 )
 
 // MaxFileSize is the largest configuration file Load reads: a file of a
@@ -130,6 +137,9 @@ type Plugin struct {
 	// StartTimeout bounds launch and handshake; CallTimeout each call.
 	StartTimeout Duration `toml:"start_timeout"`
 	CallTimeout  Duration `toml:"call_timeout"`
+	// MaxCalls bounds the Present, Wait and CleanUp calls the plugin
+	// process serves at once; 0 means DefaultMaxCalls.
+	MaxCalls int `toml:"max_calls"`
 	// Config is passed to the plugin as is, except that a table of the
 	// form { secret = "..." }, { secret_file = "path" } or
 	// { secret_env = "NAME" } becomes a Secret with the value resolved
@@ -371,6 +381,9 @@ func (c *Config) complete(base string) {
 		abs(&p.Path)
 		setDur(&p.StartTimeout, DefaultStartTimeout)
 		setDur(&p.CallTimeout, DefaultCallTimeout)
+		if p.MaxCalls == 0 {
+			p.MaxCalls = DefaultMaxCalls
+		}
 		if p.Config == nil {
 			p.Config = map[string]any{}
 		}
@@ -581,6 +594,35 @@ func (c *Config) Certificate(name string) *Certificate {
 // Secret replaced by its value, for sending to the plugin. Never log it.
 func (p *Plugin) RevealedConfig() map[string]any {
 	return revealMap(p.Config)
+}
+
+// SecretValues returns the revealed values of the Secrets in Config, for
+// the host to redact from what the plugin says.
+func (p *Plugin) SecretValues() []string {
+	var out []string
+	var walk func(v any)
+	walk = func(v any) {
+		switch v := v.(type) {
+		case Secret:
+			if !v.IsZero() {
+				out = append(out, v.Reveal())
+			}
+		case map[string]any:
+			for _, e := range v {
+				walk(e)
+			}
+		case []any:
+			for _, e := range v {
+				walk(e)
+			}
+		case []map[string]any:
+			for _, e := range v {
+				walk(e)
+			}
+		}
+	}
+	walk(p.Config)
+	return out
 }
 
 func revealMap(m map[string]any) map[string]any {

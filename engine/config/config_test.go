@@ -17,6 +17,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -157,6 +158,7 @@ func TestDefaults(t *testing.T) {
 		{"Plugin.Name", cfg.Plugins["web"].Name, "web"},
 		{"Plugin.Path", cfg.Plugins["web"].Path, filepath.Join(dir, "bin/webroot")},
 		{"Plugin.StartTimeout", cfg.Plugins["web"].StartTimeout.Duration, DefaultStartTimeout},
+		{"Plugin.MaxCalls", cfg.Plugins["web"].MaxCalls, DefaultMaxCalls},
 		{"Certificate.KeyType", cert.KeyType, DefaultKeyType},
 		{"Certificate.ScriptTimeout", cert.ScriptTimeout.Duration, DefaultScriptTimeout},
 		{"Certificate.Scripts", cert.Scripts, []string{filepath.Join(dir, "hooks/deploy.lua")}},
@@ -540,5 +542,19 @@ func TestLoadLimits(t *testing.T) {
 				t.Errorf("Load = %v, want an ErrInvalid containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+func TestPluginSecretValues(t *testing.T) {
+	p := &Plugin{Config: map[string]any{
+		"token":    NewSecret("tok-1"),
+		"endpoint": "https://dns.example",
+		"accounts": []map[string]any{{"key": NewSecret("key-2")}},
+		"nested":   map[string]any{"list": []any{NewSecret("v-3"), "plain"}},
+	}}
+	got := p.SecretValues()
+	slices.Sort(got)
+	if want := []string{"key-2", "tok-1", "v-3"}; !slices.Equal(got, want) {
+		t.Errorf("SecretValues() = %q, want %q", got, want)
 	}
 }

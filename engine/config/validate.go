@@ -106,6 +106,9 @@ func (c *Config) Validate() error {
 		if p.CallTimeout.Duration <= 0 {
 			add(path+".call_timeout", "must be positive")
 		}
+		if p.MaxCalls < 1 || p.MaxCalls > MaxMaxCalls {
+			add(path+".max_calls", "must be between 1 and %d", MaxMaxCalls)
+		}
 	}
 
 	// [[certificate]]

@@ -27,7 +27,7 @@ import (
 	"go.etcd.io/etcd/server/v3/embed"
 	"go.uber.org/zap"
 
-	"github.com/acmehook/acmehook/internal/testpebble"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // Options configure a Cluster. The zero value is one member without TLS.
@@ -112,12 +112,12 @@ func New(opts Options) (*Cluster, error) {
 	cfgs := make([]*embed.Config, n)
 	var initial []string
 	for i := range n {
-		peer, err := testpebble.FreePort()
+		peer, err := pebbletest.FreePort()
 		if err != nil {
 			c.Close()
 			return nil, err
 		}
-		client, err := testpebble.FreePort()
+		client, err := pebbletest.FreePort()
 		if err != nil {
 			c.Close()
 			return nil, err

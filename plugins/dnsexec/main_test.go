@@ -59,8 +59,10 @@ func TestMain(m *testing.M) {
 }
 
 type run struct {
-	Args []string `json:"args"`
-	Env  []string `json:"env"`
+	Args    []string `json:"args"`
+	Env     []string `json:"env"`
+	Cwd     string   `json:"cwd"`
+	Running int      `json:"running"`
 }
 
 // fixture is one launched plugin with its program's record file.
@@ -442,5 +444,55 @@ func TestIssueWithPebble(t *testing.T) {
 	}
 	if got := txt(t, "_acme-challenge.dnsexec.example.com."); len(got) != 0 {
 		t.Errorf("TXT after issuance = %q, want cleaned up", got)
+	}
+}
+
+// TestMaxCalls: a 20-name dns-01 order through dnsexec runs at most
+// max_calls hook programs at once (counted by the programs themselves),
+// and every name is presented and cleaned up.
+func TestMaxCalls(t *testing.T) {
+	for _, maxCalls := range []int{0, 2} { // 0: the default, host.DefaultMaxCalls
+		t.Run(fmt.Sprint(maxCalls), func(t *testing.T) {
+			f := launchWith(t, "count", nil, host.LaunchOptions{MaxCalls: maxCalls})
+			want := maxCalls
+			if want == 0 {
+				want = host.DefaultMaxCalls
+			}
+			c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}
+			var ids []acme.Identifier
+			for i := range 20 {
+				ids = append(ids, acme.DNS(fmt.Sprintf("n%02d.maxcalls%d.example.com", i, maxCalls)))
+			}
+			if _, err := sdktest.Issue(ctx(t), c, f.p, acme.ChallengeDNS01, ids); err != nil {
+				t.Fatalf("Issue = %v", err)
+			}
+			most, actions := 0, map[string]int{}
+			for _, r := range f.runs(t) {
+				most = max(most, r.Running)
+				actions[r.Args[0]]++
+			}
+			if most > want || most < 1 {
+				t.Errorf("at most %d hook programs ran at once, want between 1 and max_calls %d", most, want)
+			}
+			if actions["present"] != 20 || actions["cleanup"] != 20 {
+				t.Errorf("program runs = %v, want 20 present and 20 cleanup", actions)
+			}
+		})
+	}
+}
+
+// TestProgramRunsInConfigDir: the program's working directory is the
+// plugin's, which acmehook sets to its configuration file's directory.
+func TestProgramRunsInConfigDir(t *testing.T) {
+	dir := t.TempDir()
+	f := launchWith(t, "ok", nil, host.LaunchOptions{Dir: dir})
+	c := challenge("cwd.example.com")
+	if _, err := f.p.Present(ctx(t), &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	f.p.CleanUp(ctx(t), &sdk.CleanUpRequest{Challenge: c})
+	runs := f.runs(t)
+	if len(runs) == 0 || runs[0].Cwd != dir {
+		t.Errorf("program ran in %+v, want %s", runs, dir)
 	}
 }

@@ -3,7 +3,9 @@
 // pebble-challtestsrv's management API at $TESTHOOK_API. It appends its
 // arguments and environment as one JSON line to $TESTHOOK_RECORD, and
 // misbehaves on purpose when $TESTHOOK_MODE is "hang" (starts a child and
-// never exits; the child's pid goes to $TESTHOOK_PIDFILE) or "fail".
+// never exits; the child's pid goes to $TESTHOOK_PIDFILE) or "fail". In mode
+// "count" it takes 150 ms and records how many hooks were running at once
+// (itself included), counted through a file each in $TESTHOOK_RECORD.running.
 package main
 
 import (
@@ -13,14 +15,27 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"time"
 )
 
 func main() {
+	running := 0
+	if f := os.Getenv("TESTHOOK_RECORD"); f != "" && os.Getenv("TESTHOOK_MODE") == "count" {
+		dir := f + ".running"
+		os.MkdirAll(dir, 0o700)
+		mine := filepath.Join(dir, strconv.Itoa(os.Getpid()))
+		os.WriteFile(mine, nil, 0o600)
+		entries, _ := os.ReadDir(dir)
+		running = len(entries)
+		time.Sleep(150 * time.Millisecond)
+		os.Remove(mine)
+	}
 	if f := os.Getenv("TESTHOOK_RECORD"); f != "" {
-		line, _ := json.Marshal(map[string]any{"args": os.Args[1:], "env": os.Environ()})
+		wd, _ := os.Getwd()
+		line, _ := json.Marshal(map[string]any{"args": os.Args[1:], "env": os.Environ(), "cwd": wd, "running": running})
 		out, err := os.OpenFile(f, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o600)
 		if err != nil {
 			fmt.Fprintln(os.Stderr, err)
