@@ -82,7 +82,7 @@ type Options struct {
 }
 
 // Engine runs the certificate lifecycle. Its methods are safe for concurrent
-// use; Close stops the plugins it launched.
+// use; Close stops the plugins (and script hosts) it launched.
 type Engine struct {
 	cfg      *config.Config
 	store    store.Store
@@ -90,6 +90,7 @@ type Engine struct {
 	now      func() time.Time
 	client   *acme.Client
 	hooks    map[string]event.Hook // per certificate name
+	lua      *luahost.Host         // whose script host processes the hooks share
 	hook     ChallengeHook
 	progress time.Duration
 	plugins  *plugins
@@ -121,6 +122,7 @@ func New(opts Options) (*Engine, error) {
 	if err := checkPolicies(opts.Config); err != nil {
 		return nil, err
 	}
+	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
 	progress := opts.ProgressInterval
 	if progress <= 0 {
 		progress = 5 * time.Second
@@ -137,7 +139,8 @@ func New(opts Options) (*Engine, error) {
 			UserAgent:      "acmehook/" + BuildVersion(),
 			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
 		},
-		hooks:    luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()}),
+		hooks:    hooks,
+		lua:      lua,
 		hook:     opts.BeforeAccept,
 		progress: progress,
 		plugins:  newPlugins(opts.Config, log),
@@ -163,8 +166,12 @@ func caHTTPClient(bundle string) (*http.Client, error) {
 	return &http.Client{Transport: tr}, nil
 }
 
-// Close stops every plugin the engine launched.
-func (e *Engine) Close() error { return e.plugins.closeAll() }
+// Close stops every plugin the engine launched and the idle Lua script
+// host processes.
+func (e *Engine) Close() error {
+	e.lua.Close()
+	return e.plugins.closeAll()
+}
 
 // Action says what a run did with a certificate.
 type Action string

@@ -14,15 +14,15 @@ import (
 )
 
 // luaHooks is the engine's wiring of the Lua host: one event.Hook per
-// certificate, running its scripts, each under its script_timeout.
-func luaHooks(cfg *config.Config, opts luahost.Options) map[string]event.Hook {
+// certificate, running its scripts, each under its script_timeout, all
+// sharing the script host processes of the returned Host.
+func luaHooks(cfg *config.Config, opts luahost.Options) (map[string]event.Hook, *luahost.Host) {
+	base := luahost.New(opts)
 	hooks := make(map[string]event.Hook, len(cfg.Certificates))
 	for _, c := range cfg.Certificates {
-		o := opts
-		o.Scripts, o.Timeout = c.Scripts, c.ScriptTimeout.Duration
-		hooks[c.Name] = luahost.New(o)
+		hooks[c.Name] = base.WithScripts(c.Scripts, c.ScriptTimeout.Duration)
 	}
-	return hooks
+	return hooks, base
 }
 
 // raise hands ev to cert's hook. For a pre-event (challenge-provision) an

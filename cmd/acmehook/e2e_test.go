@@ -30,6 +30,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/internal/testenv"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
@@ -44,6 +45,9 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	if code, ok := luahost.ChildMain(); ok { // the test binary is its own Lua script host
+		os.Exit(code)
+	}
 	os.Exit(testMain(m))
 }
 

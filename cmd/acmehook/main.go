@@ -9,9 +9,16 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/acmehook/acmehook/engine/luahost"
 )
 
 func main() {
+	// Lua scripts run in this same program re-executed as a script host
+	// (a hidden subcommand); that must come before anything else.
+	if code, ok := luahost.ChildMain(); ok {
+		os.Exit(code)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"net/http"
 	"sort"
 	"strings"
 	"time"
@@ -23,24 +24,36 @@ import (
 // module is the acmehook Lua module for one run: its dependencies come from
 // the Host, its handlers are collected by acmehook.on.
 type module struct {
-	host     *Host
-	script   string
-	event    event.Type
-	log      *slog.Logger
-	handlers map[event.Type][]*lua.LFunction
+	cfg  *runConfig
+	log  *slog.Logger
+	tr   *tracker
+	http *http.Client
+	// execLimit is the soft RLIMIT_AS that acmehook.exec restores for the
+	// programs it starts, through the exec trampoline; empty: the script
+	// host did not lower it, programs start directly.
+	execLimit string
+	script    string
+	event     event.Type
+	handlers  map[event.Type][]*lua.LFunction
 }
 
-// table builds the module table with an explicit function list.
+// table builds the module table with an explicit function list. Every
+// function is tracked (see tracker): each can block or allocate in Go.
 func (m *module) table(L *lua.LState) *lua.LTable {
+	set := func(t *lua.LTable, prefix string, fns map[string]lua.LGFunction) {
+		for name, fn := range fns {
+			t.RawSetString(name, m.tracked(L, "acmehook."+prefix+name, L.NewFunction(fn)))
+		}
+	}
 	mod := L.NewTable()
-	L.SetFuncs(mod, map[string]lua.LGFunction{
+	set(mod, "", map[string]lua.LGFunction{
 		"on":    m.on,
 		"exec":  m.exec,
 		"sleep": m.sleep,
 	})
 	sub := func(name string, fns map[string]lua.LGFunction) {
 		t := L.NewTable()
-		L.SetFuncs(t, fns)
+		set(t, name+".", fns)
 		mod.RawSetString(name, t)
 	}
 	sub("log", map[string]lua.LGFunction{
@@ -62,8 +75,8 @@ func (m *module) table(L *lua.LState) *lua.LTable {
 	sub("x509", map[string]lua.LGFunction{"parse": m.x509Parse})
 	sub("tls", map[string]lua.LGFunction{"probe": m.tlsProbe})
 
-	vars := L.CreateTable(0, len(m.host.opts.Vars))
-	for k, v := range m.host.opts.Vars {
+	vars := L.CreateTable(0, len(m.cfg.Vars))
+	for k, v := range m.cfg.Vars {
 		vars.RawSetString(k, lua.LString(v))
 	}
 	mod.RawSetString("vars", vars)
@@ -210,13 +223,20 @@ func (m *module) print(L *lua.LState) int {
 	return 0
 }
 
-const maxJSONDepth = 64
+// Bounds of json.encode: nesting, and values in all, so that a table
+// shared many times over (t = {t, t}, 40 times) is refused at once rather
+// than expanded into 2^40 values.
+const (
+	maxJSONDepth  = 64
+	maxJSONValues = 1 << 20
+)
 
 // json.encode(value) -> string | nil, err. Tables with keys 1..n (n > 0)
 // become arrays, other tables objects with string keys.
 func (m *module) jsonEncode(L *lua.LState) int {
 	m.ctx(L)
-	v, err := toGo(L.CheckAny(1), 0)
+	budget := maxJSONValues
+	v, err := toGo(L.CheckAny(1), 0, &budget)
 	if err != nil {
 		return fail(L, fmt.Errorf("encoding json: %w", err))
 	}
@@ -228,9 +248,12 @@ func (m *module) jsonEncode(L *lua.LState) int {
 	return 1
 }
 
-func toGo(v lua.LValue, depth int) (any, error) {
+func toGo(v lua.LValue, depth int, budget *int) (any, error) {
 	if depth > maxJSONDepth {
 		return nil, errors.New("nested too deeply (cycle?)")
+	}
+	if *budget--; *budget < 0 {
+		return nil, fmt.Errorf("more than %d values (a table shared many times is encoded once per reference)", maxJSONValues)
 	}
 	switch v := v.(type) {
 	case *lua.LNilType:
@@ -249,7 +272,7 @@ func toGo(v lua.LValue, depth int) (any, error) {
 		if n := v.Len(); n > 0 && v.MaxN() == n && countKeys(v) == n {
 			arr := make([]any, n)
 			for i := 1; i <= n; i++ {
-				e, err := toGo(v.RawGetInt(i), depth+1)
+				e, err := toGo(v.RawGetInt(i), depth+1, budget)
 				if err != nil {
 					return nil, err
 				}
@@ -273,7 +296,7 @@ func toGo(v lua.LValue, depth int) (any, error) {
 				err = fmt.Errorf("table key of type %s has no json form", k.Type())
 				return
 			}
-			obj[key], err = toGo(val, depth+1)
+			obj[key], err = toGo(val, depth+1, budget)
 		})
 		return obj, err
 	}

@@ -63,12 +63,12 @@ func (m *module) httpRequest(L *lua.LState) int {
 	if hreq.Header.Get("User-Agent") == "" {
 		hreq.Header.Set("User-Agent", "acmehook-lua")
 	}
-	resp, err := m.host.opts.HTTPClient.Do(hreq)
+	resp, err := m.http.Do(hreq)
 	if err != nil {
 		return fail(L, fmt.Errorf("%s request: %w", method, err))
 	}
 	defer resp.Body.Close()
-	limit := int64(m.host.opts.OutputLimit)
+	limit := int64(m.cfg.OutputLimit)
 	b, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	if err != nil {
 		return fail(L, fmt.Errorf("reading response body: %w", err))
@@ -94,8 +94,7 @@ func (m *module) httpRequest(L *lua.LState) int {
 // Connects to address ("host:port"), sends servername as SNI (default: the
 // host part) and reports the leaf certificate served: the fields of
 // x509.parse plus verified (bool) and verify_error (string) from verifying
-// the chain for servername against opts.ca_file, Options.RootCAs or the
-// system roots. A certificate that fails verification is still reported.
+// the chain for servername against opts.ca_file or the system roots. A certificate that fails verification is still reported.
 // opts: timeout (seconds or "5s"), ca_file (PEM path).
 func (m *module) tlsProbe(L *lua.LState) int {
 	ctx := m.ctx(L)
@@ -107,7 +106,7 @@ func (m *module) tlsProbe(L *lua.LState) int {
 	name := L.OptString(2, host)
 	opts := L.OptTable(3, L.NewTable())
 	timeout := durationValue(L, opts.RawGetString("timeout"), 3, DefaultProbeTimeout)
-	roots := m.host.opts.RootCAs
+	var roots *x509.CertPool // nil: the system roots
 	if f, ok := opts.RawGetString("ca_file").(lua.LString); ok {
 		pemData, err := os.ReadFile(string(f))
 		if err != nil {
