@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testenv"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
@@ -32,7 +31,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if code, ok := luahost.ChildMain(); ok { // the test binary is its own Lua script host
+	if code, ok := ChildMain(); ok { // the test binary is its own Lua script host
 		os.Exit(code)
 	}
 	os.Exit(testMain(m))

@@ -30,7 +30,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/internal/testenv"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
@@ -45,7 +45,7 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	if code, ok := luahost.ChildMain(); ok { // the test binary is its own Lua script host
+	if code, ok := engine.ChildMain(); ok { // the test binary is its own Lua script host
 		os.Exit(code)
 	}
 	os.Exit(testMain(m))

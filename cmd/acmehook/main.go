@@ -10,13 +10,13 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine"
 )
 
 func main() {
 	// Lua scripts run in this same program re-executed as a script host
 	// (a hidden subcommand); that must come before anything else.
-	if code, ok := luahost.ChildMain(); ok {
+	if code, ok := engine.ChildMain(); ok {
 		os.Exit(code)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
