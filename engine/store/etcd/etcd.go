@@ -28,6 +28,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/v3rpc/rpctypes"
 	"go.etcd.io/etcd/client/pkg/v3/transport"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
@@ -270,7 +271,27 @@ func (b *Backend) Get(ctx context.Context, key string) ([]byte, error) {
 	if len(resp.Kvs) == 0 {
 		return nil, fmt.Errorf("%s: %w", key, store.ErrNotFound)
 	}
-	return resp.Kvs[0].Value, nil
+	v := resp.Kvs[0].Value
+	if err := checkSize(key, v); err != nil {
+		return nil, err
+	}
+	return v, nil
+}
+
+func checkSize(key string, v []byte) error {
+	if len(v) > store.MaxValueSize {
+		return fmt.Errorf("%w: %s: %d bytes, more than %d", store.ErrTooLarge, key, len(v), store.MaxValueSize)
+	}
+	return nil
+}
+
+// tooLarge makes etcd's refusal of a request over its size limit (the sum
+// of a transaction's values) a store.ErrTooLarge.
+func tooLarge(err error) error {
+	if errors.Is(err, rpctypes.ErrRequestTooLarge) || errors.Is(err, rpctypes.ErrGRPCRequestTooLarge) {
+		return fmt.Errorf("%w: %w", store.ErrTooLarge, err)
+	}
+	return err
 }
 
 // Put stores value under key (not fenced).
@@ -282,10 +303,13 @@ func (b *Backend) Put(ctx context.Context, key string, value []byte) error {
 	if err != nil {
 		return err
 	}
+	if err := checkSize(key, value); err != nil {
+		return err
+	}
 	ctx, cancel := b.ctx(ctx)
 	defer cancel()
 	if _, err := b.cli.Put(ctx, k, string(value)); err != nil {
-		return fmt.Errorf("etcd: putting %s: %w", key, err)
+		return fmt.Errorf("etcd: putting %s: %w", key, tooLarge(err))
 	}
 	return nil
 }
@@ -516,27 +540,42 @@ func (b *Backend) Apply(ctx context.Context, lk store.Lock, ops []store.Op) erro
 		// refuse: the fence is etcd's compare, not this process's view.
 	}
 	var cmps []clientv3.Cmp
-	var then []clientv3.Op
 	var creates []string
 	if l != nil {
 		cmps = append(cmps, l.mu.IsOwner())
 	}
-	for _, op := range ops {
+	// etcd refuses two operations on one key in a transaction; all of
+	// them apply at once, so only the last one of each key matters (a
+	// create's precondition is still checked).
+	last := map[string]int{}
+	for i, op := range ops {
 		k, err := b.key(op.Key)
 		if err != nil {
 			return err
 		}
+		if err := checkSize(op.Key, op.Value); err != nil {
+			return err
+		}
 		switch op.Kind {
-		case store.OpPut:
-			then = append(then, clientv3.OpPut(k, string(op.Value)))
+		case store.OpPut, store.OpDelete:
 		case store.OpCreate:
 			cmps = append(cmps, clientv3.Compare(clientv3.CreateRevision(k), "=", 0))
 			creates = append(creates, k)
-			then = append(then, clientv3.OpPut(k, string(op.Value)))
-		case store.OpDelete:
-			then = append(then, clientv3.OpDelete(k))
 		default:
 			return fmt.Errorf("etcd: applying %s to %s: unknown operation", op.Kind, op.Key)
+		}
+		last[k] = i
+	}
+	var then []clientv3.Op
+	for i, op := range ops {
+		k := b.cfg.Prefix + op.Key
+		if last[k] != i {
+			continue
+		}
+		if op.Kind == store.OpDelete {
+			then = append(then, clientv3.OpDelete(k))
+		} else {
+			then = append(then, clientv3.OpPut(k, string(op.Value)))
 		}
 	}
 	// On failure, say which compare failed.
@@ -548,7 +587,7 @@ func (b *Backend) Apply(ctx context.Context, lk store.Lock, ops []store.Op) erro
 	defer cancel()
 	resp, err := b.cli.Txn(rctx).If(cmps...).Then(then...).Else(els...).Commit()
 	if err != nil {
-		return fmt.Errorf("etcd: applying %d operations: %w", len(ops), err)
+		return fmt.Errorf("etcd: applying %d operations: %w", len(ops), tooLarge(err))
 	}
 	if resp.Succeeded {
 		return nil

@@ -36,7 +36,11 @@ var ErrIdentity = errors.New("sealed: identity cannot open the sealed values")
 // was first opened through a wrapper; Open checks that the node's identity
 // opens it, so a node configured with a key pair of its own refuses to start
 // instead of writing keys the rest of the fleet cannot read.
-const CheckKey = "sealed/check"
+// The names below "sealed/" belong to the wrapper; List does not show
+// them.
+const CheckKey = checkDir + "check"
+
+const checkDir = "sealed/"
 
 const checkPlaintext = "acmehook sealed storage check\n"
 
@@ -124,10 +128,32 @@ func (s *Backend) Apply(ctx context.Context, lock store.Lock, ops []store.Op) er
 	return s.Backend.Apply(ctx, lock, out)
 }
 
+// List lists prefix, without the wrapper's own CheckKey.
+func (s *Backend) List(ctx context.Context, prefix string) ([]string, error) {
+	list, err := s.Backend.List(ctx, prefix)
+	if err != nil || (prefix != "" && prefix != checkDir) {
+		return list, err
+	}
+	hide := checkDir
+	if prefix == checkDir {
+		hide = strings.TrimPrefix(CheckKey, checkDir)
+	}
+	out := list[:0]
+	for _, e := range list {
+		if e != hide {
+			out = append(out, e)
+		}
+	}
+	return out, nil
+}
+
 // Unwrap returns the wrapped backend.
 func (s *Backend) Unwrap() store.Backend { return s.Backend }
 
 func (s *Backend) seal(plain []byte) ([]byte, error) {
+	if len(plain) > store.MaxValueSize {
+		return nil, fmt.Errorf("%w: %d bytes, more than %d", store.ErrTooLarge, len(plain), store.MaxValueSize)
+	}
 	var buf bytes.Buffer
 	aw := armor.NewWriter(&buf)
 	w, err := age.Encrypt(aw, s.recipients...)
