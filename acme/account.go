@@ -147,7 +147,7 @@ func (c *Client) ChangeAccountKey(ctx context.Context, acct Account, newKey cryp
 	if err != nil {
 		return Account{}, fmt.Errorf("changing account key: %w", err)
 	}
-	if _, err := c.post(ctx, s, dir.KeyChange, json.RawMessage(innerJWS), ""); err != nil {
+	if _, err := c.post(ctx, s, dir.KeyChange, json.RawMessage(innerJWS), "", false); err != nil {
 		return Account{}, fmt.Errorf("changing account key: %w", err)
 	}
 	acct.Key = newKey
@@ -156,7 +156,8 @@ func (c *Client) ChangeAccountKey(ctx context.Context, acct Account, newKey cryp
 
 func (c *Client) accountRequest(ctx context.Context, doing string, s signer, u string, req any, key crypto.Signer) (Account, error) {
 	var a Account
-	r, err := c.postJSON(ctx, s, u, req, &a)
+	// newAccount (creating or finding) rides out transient refusals.
+	r, err := c.postJSON(ctx, s, u, req, &a, s.kid == "")
 	if err != nil {
 		return Account{}, fmt.Errorf("%s: %w", doing, err)
 	}

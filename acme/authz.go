@@ -115,7 +115,7 @@ func (c *Client) AcceptChallenge(ctx context.Context, acct Account, ch Challenge
 		}
 	}
 	var out Challenge
-	if _, err := c.postJSON(ctx, s, ch.URL, struct{}{}, &out); err != nil {
+	if _, err := c.postJSON(ctx, s, ch.URL, struct{}{}, &out, true); err != nil {
 		return Challenge{}, fmt.Errorf("accepting %s challenge %s: %w", ch.Type, ch.URL, err)
 	}
 	return out, nil
@@ -125,7 +125,7 @@ func (c *Client) AcceptChallenge(ctx context.Context, acct Account, ch Challenge
 // url itself when isAuthzURL.
 func (c *Client) authzRequest(ctx context.Context, s signer, url string, req any, isAuthzURL bool) (Authorization, error) {
 	var a Authorization
-	r, err := c.postJSON(ctx, s, url, req, &a)
+	r, err := c.postJSON(ctx, s, url, req, &a, false)
 	if err != nil {
 		return Authorization{}, err
 	}

@@ -94,8 +94,11 @@ func VerifyCertificate(chain []*x509.Certificate, key crypto.PublicKey, ids []Id
 	if err := checkNames(leaf, ids); err != nil {
 		return err
 	}
-	if key == nil || !samePublicKey(leaf.PublicKey, key) {
-		return &CertificateError{Reason: CertificateWrongKey, Detail: fmt.Sprintf("leaf key is %s", keyDescription(leaf.PublicKey))}
+	if key == nil {
+		return &CertificateError{Reason: CertificateWrongKey, Detail: "no key to compare the leaf's with"}
+	}
+	if !samePublicKey(leaf.PublicKey, key) {
+		return &CertificateError{Reason: CertificateWrongKey, Detail: fmt.Sprintf("leaf key is another %T", leaf.PublicKey)}
 	}
 	if leaf.NotBefore.After(now.Add(MaxClockSkew)) {
 		return &CertificateError{Reason: CertificateNotYetValid, Detail: fmt.Sprintf("notBefore %s is after %s", leaf.NotBefore.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))}
@@ -193,21 +196,19 @@ func ipStrings(c *x509.Certificate) []string {
 }
 
 // certName names a certificate in messages: its subject CN, else its
-// serial.
+// first subjectAltName, else its serial.
 func certName(c *x509.Certificate) string {
 	if c.Subject.CommonName != "" {
 		return "CN=" + c.Subject.CommonName
+	}
+	if len(c.DNSNames) > 0 {
+		return "SAN " + c.DNSNames[0]
+	}
+	if len(c.IPAddresses) > 0 {
+		return "SAN " + c.IPAddresses[0].String()
 	}
 	if c.SerialNumber != nil {
 		return "serial " + c.SerialNumber.Text(16)
 	}
 	return "no subject"
-}
-
-// keyDescription names a public key's type for messages.
-func keyDescription(pub crypto.PublicKey) string {
-	if pub == nil {
-		return "missing"
-	}
-	return fmt.Sprintf("another %T", pub)
 }

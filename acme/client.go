@@ -58,6 +58,9 @@ type Client struct {
 	// caller's context may end it sooner. Zero means DefaultPollTimeout.
 	PollTimeout time.Duration
 
+	// transientBackoff replaces the first transient retry backoff (tests).
+	transientBackoff time.Duration
+
 	initOnce sync.Once
 	hc       *http.Client
 

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/go-jose/go-jose/v4"
 )
@@ -55,7 +56,7 @@ func newFakeCA(t *testing.T) *fakeCA {
 }
 
 func (f *fakeCA) client() *Client {
-	return &Client{DirectoryURL: f.srv.URL + "/dir", HTTPClient: f.srv.Client(), PollInterval: 5e6}
+	return &Client{DirectoryURL: f.srv.URL + "/dir", HTTPClient: f.srv.Client(), PollInterval: 5e6, transientBackoff: time.Millisecond}
 }
 
 func (f *fakeCA) url(p string) string { return f.srv.URL + p }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"mime"
 	"net/http"
 	"net/url"
@@ -254,10 +255,15 @@ func (c *Client) shouldRetry5xx(ctx context.Context, r *response, err error, att
 }
 
 // post sends a JWS-signed POST (RFC 8555 §6.2). payload nil is POST-as-GET
-// (§6.3), which is safe to repeat, so 5xx answers are retried for it
-// only. badNonce answers are retried with a fresh nonce and a fresh
-// signature (§6.5), up to the retry bound.
-func (c *Client) post(ctx context.Context, s signer, u string, payload any, accept string) (*response, error) {
+// (§6.3), which is safe to repeat, so 5xx answers are retried for it.
+// badNonce answers are retried with a fresh nonce and a fresh signature
+// (§6.5), up to the retry bound. With transient (newAccount, newOrder,
+// finalize, the challenge POST) a 429 or 5xx answer is retried too, with
+// a fresh nonce, after its Retry-After or a short jittered backoff, while
+// that fits the transient retry budget and the caller's deadline (see
+// MaxTransientRetries); otherwise the problem is returned with its
+// RetryAfter.
+func (c *Client) post(ctx context.Context, s signer, u string, payload any, accept string, transient bool) (*response, error) {
 	var body []byte
 	if payload != nil {
 		var err error
@@ -265,6 +271,7 @@ func (c *Client) post(ctx context.Context, s signer, u string, payload any, acce
 			return nil, fmt.Errorf("encoding request to %s: %w", u, err)
 		}
 	}
+	var budget transientBudget
 	for attempt := 0; ; attempt++ {
 		nonce, err := c.nonce(ctx)
 		if err != nil {
@@ -283,13 +290,65 @@ func (c *Client) post(ctx context.Context, s signer, u string, payload any, acce
 		if payload == nil && c.shouldRetry5xx(ctx, r, err, attempt) {
 			continue
 		}
+		if transient && p != nil && budget.retry(ctx, c, p) {
+			continue
+		}
 		return r, err
 	}
 }
 
+// The transient retry budget of one request (newAccount, newOrder,
+// finalize, the challenge POST): a 429 or 5xx answer is retried at most
+// MaxTransientRetries times, waiting its Retry-After or, without one,
+// transientBackoff doubling with ±50% jitter, for at most
+// TransientRetryBudget in all, and never past the caller's deadline. A
+// refusal that does not fit is returned to the caller with its
+// RetryAfter.
+const (
+	MaxTransientRetries  = 3
+	TransientRetryBudget = 60 * time.Second
+	transientBackoff     = 500 * time.Millisecond
+)
+
+// transientBudget is what one request has spent of its transient retries.
+type transientBudget struct {
+	retries int
+	waited  time.Duration
+}
+
+// retry sleeps and reports true when p is a transient refusal (429, 5xx)
+// whose wait fits the budget and ctx.
+func (b *transientBudget) retry(ctx context.Context, c *Client, p *Problem) bool {
+	if p.Status != http.StatusTooManyRequests && p.Status < 500 || b.retries >= MaxTransientRetries {
+		return false
+	}
+	wait := p.RetryAfter
+	if wait == 0 {
+		d := transientBackoff << b.retries
+		if c.transientBackoff > 0 {
+			d = c.transientBackoff << b.retries
+		}
+		wait = d/2 + rand.N(d) // [d/2, 3d/2)
+	}
+	if b.waited+wait > TransientRetryBudget {
+		return false
+	}
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) <= wait {
+		return false
+	}
+	c.logger().Info("acme server refused the request, retrying", "url", p.URL, "status", p.Status, "type", p.Type, "wait", wait, "retry", b.retries+1)
+	if sleep(ctx, wait) != nil {
+		return false
+	}
+	b.retries++
+	b.waited += wait
+	return true
+}
+
 // postJSON posts and decodes the JSON answer into v.
-func (c *Client) postJSON(ctx context.Context, s signer, u string, payload, v any) (*response, error) {
-	r, err := c.post(ctx, s, u, payload, "")
+// transient is as for post.
+func (c *Client) postJSON(ctx context.Context, s signer, u string, payload, v any, transient bool) (*response, error) {
+	r, err := c.post(ctx, s, u, payload, "", transient)
 	if err != nil {
 		return r, err
 	}

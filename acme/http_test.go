@@ -115,36 +115,135 @@ func TestNonceFromDirectory(t *testing.T) {
 	}
 }
 
-func TestServerErrorRetriedOnlyWhenSafe(t *testing.T) {
-	f := newFakeCA(t)
-	acct := f.account()
-	fails := 2
-	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
-		if fails > 0 {
-			fails--
-			writeProblem(w, 503, ProblemServerInternal, "busy")
-			return
-		}
-		writeJSON(w, 200, orderJSON(f, StatusReady))
-	})
-	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {
-		writeProblem(w, 503, ProblemServerInternal, "busy")
-	})
-	c := f.client()
-	if o, err := c.GetOrder(ctxT(t), acct, f.url("/order/1")); err != nil || o.Status != StatusReady {
-		t.Errorf("GetOrder (POST-as-GET) after two 503s = %+v, %v, want ready", o, err)
+// TestTransientRefusals: POST-as-GET is retried after a 5xx; newOrder,
+// newAccount, finalize and the challenge POST ride out 429 and 5xx within
+// the transient budget, each attempt with a fresh nonce (the fake CA
+// fails the test on a reused one); other POSTs are not repeated; a
+// refusal whose Retry-After does not fit is returned with it.
+func TestTransientRefusals(t *testing.T) {
+	type step struct {
+		status     int
+		retryAfter string
 	}
-	_, err := c.NewOrder(ctxT(t), acct, Order{Identifiers: []Identifier{DNS("a.example")}})
-	var p *Problem
-	if !errors.As(err, &p) || p.Status != 503 {
-		t.Errorf("NewOrder = %v, want the 503 problem", err)
+	tests := []struct {
+		name string
+		path string
+		// answers are sent in turn; after them the request succeeds.
+		answers  []step
+		call     func(ctx context.Context, c *Client, f *fakeCA, acct Account) error
+		attempts int
+		// wantStatus is the refusal returned, 0 for success.
+		wantStatus     int
+		wantRetryAfter time.Duration
+	}{
+		{"POST-as-GET after two 503s", "/order/1", []step{{503, ""}, {503, ""}}, getOrder, 3, 0, 0},
+		{"newOrder after one 429 with Retry-After", "/order", []step{{429, "1"}}, newOrder, 2, 0, 0},
+		{"newOrder after one 503", "/order", []step{{503, ""}}, newOrder, 2, 0, 0},
+		{"newOrder refused every time", "/order", []step{{503, ""}, {503, ""}, {503, ""}, {503, ""}, {503, ""}}, newOrder, 1 + MaxTransientRetries, 503, 0},
+		{"newOrder 429 beyond the budget", "/order", []step{{429, "3600"}}, newOrder, 1, 429, time.Hour},
+		{"newOrder 400 not retried", "/order", []step{{400, ""}}, newOrder, 1, 400, 0},
+		{"newAccount after one 503", "/acct", []step{{503, ""}}, newAccount, 2, 0, 0},
+		{"finalize after one 503", "/finalize/1", []step{{503, ""}}, finalize, 2, 0, 0},
+		{"challenge after one 429", "/chall/1", []step{{429, ""}}, accept, 2, 0, 0},
+		{"revocation not retried", "/revoke", []step{{503, ""}}, revoke, 1, 503, 0},
 	}
-	if n := len(f.posts("/order")); n != 1 {
-		t.Errorf("newOrder attempts = %d, want 1 (not safe to repeat)", n)
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			f := newFakeCA(t)
+			acct := f.account()
+			n := 0
+			ok := map[string]func(w http.ResponseWriter, req fakeRequest){
+				"/order/1": func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusReady)) },
+				"/order": func(w http.ResponseWriter, req fakeRequest) {
+					w.Header().Set("Location", f.url("/order/1"))
+					writeJSON(w, 201, orderJSON(f, StatusPending))
+				},
+				"/acct": func(w http.ResponseWriter, req fakeRequest) {
+					w.Header().Set("Location", f.url("/acct/1"))
+					writeJSON(w, 201, map[string]any{"status": "valid"})
+				},
+				"/finalize/1": func(w http.ResponseWriter, req fakeRequest) {
+					o := orderJSON(f, StatusValid)
+					o["certificate"] = f.url("/cert/1")
+					writeJSON(w, 200, o)
+				},
+				"/chall/1": func(w http.ResponseWriter, req fakeRequest) {
+					writeJSON(w, 200, map[string]any{"type": "dns-01", "status": "processing"})
+				},
+				"/revoke": func(w http.ResponseWriter, req fakeRequest) {},
+			}
+			f.handle(tt.path, func(w http.ResponseWriter, req fakeRequest) {
+				if n < len(tt.answers) {
+					a := tt.answers[n]
+					n++
+					if a.retryAfter != "" {
+						w.Header().Set("Retry-After", a.retryAfter)
+					}
+					typ := ProblemServerInternal
+					switch {
+					case a.status == 429:
+						typ = ProblemRateLimited
+					case a.status < 500:
+						typ = ProblemMalformed
+					}
+					writeProblem(w, a.status, typ, "refused")
+					return
+				}
+				ok[tt.path](w, req)
+			})
+			err := tt.call(ctxT(t), f.client(), f, acct)
+			if got := len(f.posts(tt.path)); got != tt.attempts {
+				t.Errorf("attempts = %d, want %d", got, tt.attempts)
+			}
+			if tt.wantStatus == 0 {
+				if err != nil {
+					t.Errorf("err = %v, want success", err)
+				}
+				return
+			}
+			var p *Problem
+			if !errors.As(err, &p) || p.Status != tt.wantStatus || p.RetryAfter != tt.wantRetryAfter {
+				t.Errorf("err = %v, want the %d problem with RetryAfter %s", err, tt.wantStatus, tt.wantRetryAfter)
+			}
+		})
 	}
 }
 
-func TestRateLimitedCarriesRetryAfter(t *testing.T) {
+func getOrder(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	_, err := c.GetOrder(ctx, acct, f.url("/order/1"))
+	return err
+}
+
+func newOrder(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	_, err := c.NewOrder(ctx, acct, Order{Identifiers: []Identifier{DNS("a.example")}})
+	return err
+}
+
+func newAccount(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	_, err := c.NewAccount(ctx, Account{Key: acct.Key}, nil)
+	return err
+}
+
+func finalize(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csr, err := NewCSR(key, []Identifier{DNS("a.example")})
+	if err != nil {
+		return err
+	}
+	_, err = c.FinalizeOrder(ctx, acct, Order{URL: f.url("/order/1"), Finalize: f.url("/finalize/1")}, csr)
+	return err
+}
+
+func accept(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	_, err := c.AcceptChallenge(ctx, acct, Challenge{Type: "dns-01", URL: f.url("/chall/1"), Token: "tokentokentokentokentoken"})
+	return err
+}
+
+func revoke(ctx context.Context, c *Client, f *fakeCA, acct Account) error {
+	return c.RevokeCertificate(ctx, acct, []byte("a certificate"), ReasonUnspecified)
+}
+
+func TestRateLimitedMessage(t *testing.T) {
 	f := newFakeCA(t)
 	acct := f.account()
 	f.handle("/order", func(w http.ResponseWriter, req fakeRequest) {

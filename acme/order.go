@@ -200,9 +200,11 @@ func issued(o Order) (Order, error) {
 	return o, nil
 }
 
+// orderRequest posts req (nil: POST-as-GET) to url. newOrder and
+// finalize ride out transient refusals.
 func (c *Client) orderRequest(ctx context.Context, s signer, url string, req any) (Order, error) {
 	var o Order
-	r, err := c.postJSON(ctx, s, url, req, &o)
+	r, err := c.postJSON(ctx, s, url, req, &o, req != nil)
 	if err != nil {
 		return Order{}, err
 	}
@@ -244,7 +246,7 @@ func (c *Client) FetchCertificate(ctx context.Context, acct Account, url string)
 	if err != nil {
 		return CertificateChain{}, err
 	}
-	r, err := c.post(ctx, s, url, nil, "application/pem-certificate-chain")
+	r, err := c.post(ctx, s, url, nil, "application/pem-certificate-chain", false)
 	if err != nil {
 		return CertificateChain{}, fmt.Errorf("downloading certificate %s: %w", url, err)
 	}

@@ -58,7 +58,7 @@ func (c *Client) revoke(ctx context.Context, s signer, certDER []byte, reason in
 		Certificate string `json:"certificate"`
 		Reason      int    `json:"reason"`
 	}{base64.RawURLEncoding.EncodeToString(certDER), reason}
-	if _, err := c.post(ctx, s, dir.RevokeCert, req, ""); err != nil {
+	if _, err := c.post(ctx, s, dir.RevokeCert, req, "", false); err != nil {
 		return fmt.Errorf("revoking certificate: %w", err)
 	}
 	return nil

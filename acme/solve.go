@@ -401,7 +401,8 @@ type IssuedCertificate struct {
 // for req.Key (FinalizeOrder), downloads the preferred chain
 // (FetchPreferredChain) and verifies it (VerifyCertificate: the
 // requested names, the key, the validity, the chain's signatures and, with
-// req.Roots, the roots). Each wait is bounded as the method it is made of.
+// req.Roots, the roots; as of req.NotBefore when that is later than now).
+// Each wait is bounded as the method it is made of.
 func (c *Client) ObtainCertificate(ctx context.Context, acct Account, req CertificateRequest) (IssuedCertificate, error) {
 	if req.Key == nil {
 		return IssuedCertificate{}, errors.New("acme: obtaining certificate: no certificate key")
@@ -431,7 +432,12 @@ func (c *Client) ObtainCertificate(ctx context.Context, acct Account, req Certif
 	if err != nil {
 		return IssuedCertificate{}, err
 	}
-	if err := VerifyCertificate(chain.Certificates, req.Key.Public(), req.Identifiers, time.Now(), req.Roots); err != nil {
+	// A certificate asked to start later is checked as of its start.
+	now := time.Now()
+	if req.NotBefore.After(now) {
+		now = req.NotBefore
+	}
+	if err := VerifyCertificate(chain.Certificates, req.Key.Public(), req.Identifiers, now, req.Roots); err != nil {
 		return IssuedCertificate{}, fmt.Errorf("verifying certificate %s: %w", chain.URL, err)
 	}
 	return IssuedCertificate{Order: o, Chain: chain}, nil
