@@ -7,12 +7,64 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
 )
 
-// ErrAccountDoesNotExist is returned by FindAccount when the server knows
-// no account for the key (RFC 8555 §7.3.1). The server's *Problem is
-// wrapped too.
+// ErrAccountDoesNotExist is matched (errors.Is) by the *AccountError of a
+// request the server answered with accountDoesNotExist: FindAccount for
+// a key without an account (RFC 8555 §7.3.1), or any request signed with
+// an account URL the server does not know (then register again).
 var ErrAccountDoesNotExist = errors.New("acme: account does not exist")
+
+// ErrAccountKeyConflict is matched (errors.Is) by the *AccountError of a
+// key change refused because the new key already belongs to an account
+// (409 Conflict, RFC 8555 §7.3.5).
+var ErrAccountKeyConflict = errors.New("acme: the key belongs to another account")
+
+// AccountError is a refusal about the account itself: the server knows no
+// such account, or a key change conflicts with another account. Use
+// errors.Is with ErrAccountDoesNotExist or ErrAccountKeyConflict.
+type AccountError struct {
+	// URL is the account the request was signed for, "" when it was
+	// signed with a bare key (newAccount, onlyReturnExisting).
+	URL string
+	// ConflictURL is the account that already holds the key, from the
+	// Location of a 409 answer to keyChange ("" if not sent).
+	ConflictURL string
+	// Problem is the server's answer.
+	Problem *Problem
+}
+
+// Error says which account and what the server answered.
+func (e *AccountError) Error() string {
+	switch {
+	case e.conflict() && e.ConflictURL != "":
+		return fmt.Sprintf("acme: the new key already belongs to account %s: %s", e.ConflictURL, problemText(e.Problem))
+	case e.conflict():
+		return "acme: the new key already belongs to another account: " + problemText(e.Problem)
+	case e.URL != "":
+		return fmt.Sprintf("acme: account %s does not exist: %s", e.URL, problemText(e.Problem))
+	}
+	return "acme: no account for the key: " + problemText(e.Problem)
+}
+
+func (e *AccountError) conflict() bool {
+	return e.ConflictURL != "" || e.Problem != nil && e.Problem.Status == http.StatusConflict
+}
+
+// Is matches ErrAccountKeyConflict or ErrAccountDoesNotExist.
+func (e *AccountError) Is(target error) bool {
+	switch target {
+	case ErrAccountKeyConflict:
+		return e.conflict()
+	case ErrAccountDoesNotExist:
+		return e.Problem != nil && e.Problem.Type == ProblemAccountDoesNotExist
+	}
+	return false
+}
+
+// Unwrap returns the server's problem.
+func (e *AccountError) Unwrap() error { return e.Problem }
 
 // ExternalAccountBinding binds a new account to an account the CA knows
 // by other means, RFC 8555 §7.3.4. Key is the raw MAC key (CAs usually
@@ -60,8 +112,8 @@ func (c *Client) NewAccount(ctx context.Context, acct Account, eab *ExternalAcco
 }
 
 // FindAccount looks up the account of key without creating one
-// (onlyReturnExisting, RFC 8555 §7.3.1). It returns an error wrapping
-// ErrAccountDoesNotExist when there is none.
+// (onlyReturnExisting, RFC 8555 §7.3.1). When there is none it returns an
+// *AccountError matching ErrAccountDoesNotExist.
 func (c *Client) FindAccount(ctx context.Context, key crypto.Signer) (Account, error) {
 	dir, err := c.Directory(ctx)
 	if err != nil {
@@ -70,12 +122,7 @@ func (c *Client) FindAccount(ctx context.Context, key crypto.Signer) (Account, e
 	req := struct {
 		OnlyReturnExisting bool `json:"onlyReturnExisting"`
 	}{true}
-	a, err := c.accountRequest(ctx, "finding account", signer{key: key}, dir.NewAccount, req, key)
-	var p *Problem
-	if errors.As(err, &p) && p.Type == ProblemAccountDoesNotExist {
-		return Account{}, fmt.Errorf("finding account: %w: %w", ErrAccountDoesNotExist, p)
-	}
-	return a, err
+	return c.accountRequest(ctx, "finding account", signer{key: key}, dir.NewAccount, req, key)
 }
 
 // GetAccount fetches the account's current state (POST-as-GET, RFC 8555
@@ -119,7 +166,9 @@ func (c *Client) DeactivateAccount(ctx context.Context, acct Account) (Account, 
 }
 
 // ChangeAccountKey replaces the account's key with newKey (key rollover,
-// RFC 8555 §7.3.5) and returns the account with the new key.
+// RFC 8555 §7.3.5) and returns the account with the new key. When newKey
+// already belongs to an account the error is an *AccountError matching
+// ErrAccountKeyConflict, naming that account.
 func (c *Client) ChangeAccountKey(ctx context.Context, acct Account, newKey crypto.Signer) (Account, error) {
 	s, err := accountSigner(acct)
 	if err != nil {
@@ -147,7 +196,12 @@ func (c *Client) ChangeAccountKey(ctx context.Context, acct Account, newKey cryp
 	if err != nil {
 		return Account{}, fmt.Errorf("changing account key: %w", err)
 	}
-	if _, err := c.post(ctx, s, dir.KeyChange, json.RawMessage(innerJWS), "", false); err != nil {
+	r, err := c.post(ctx, s, dir.KeyChange, json.RawMessage(innerJWS), "", false)
+	var p *Problem
+	if errors.As(err, &p) && p.Status == http.StatusConflict {
+		err = &AccountError{URL: acct.URL, ConflictURL: r.location, Problem: p}
+	}
+	if err != nil {
 		return Account{}, fmt.Errorf("changing account key: %w", err)
 	}
 	acct.Key = newKey

@@ -44,11 +44,24 @@
 // All retry policy lives in the HTTP layer: nonces are pooled from every
 // Replay-Nonce and newNonce is asked only when the pool is empty; badNonce
 // answers are retried with a fresh nonce and signature up to
-// Client.MaxRetries; 5xx answers are retried only for GETs and POST-as-GET;
-// Retry-After is parsed in both forms and returned on *Problem (rateLimited)
-// and on polled objects. Each request runs under Client.RequestTimeout
-// within the caller's context; bodies are capped at 1 MiB; only https URLs
-// are followed unless Client.AllowInsecureHTTP is set.
+// Client.MaxRetries; 5xx answers to GETs and POST-as-GET are retried up to
+// 3 times; a 429 or 5xx answer to newAccount, newOrder, finalize or a
+// challenge POST is retried with a fresh nonce after its Retry-After (or a
+// jittered backoff from 500 ms) at most MaxTransientRetries times and
+// within TransientRetryBudget (60 s) and the caller's deadline, and
+// otherwise returned as a *Problem with its RetryAfter. Each request runs
+// under Client.RequestTimeout within the caller's context; bodies are
+// capped at 1 MiB; only https URLs are followed unless
+// Client.AllowInsecureHTTP is set.
+//
+// # Bounds
+//
+// Every wait is bounded: each request by Client.RequestTimeout (30 s);
+// each poll of an order or authorization by Client.PollTimeout (2 min)
+// and the caller's deadline, polling from 50 ms doubling to 3 s; a
+// Retry-After that would outlast the bound ends the wait at once with a
+// *PollError carrying the CA's time (RetryAt); each Solver.CleanUp by
+// CleanUpTimeout (1 min).
 //
 // # Errors
 //

@@ -293,6 +293,9 @@ func (c *Client) post(ctx context.Context, s signer, u string, payload any, acce
 		if transient && p != nil && budget.retry(ctx, c, p) {
 			continue
 		}
+		if p != nil && p.Type == ProblemAccountDoesNotExist {
+			return r, &AccountError{URL: s.kid, Problem: p}
+		}
 		return r, err
 	}
 }

@@ -773,3 +773,24 @@ func TestFinalizeHonoursRetryAfter(t *testing.T) {
 		t.Errorf("polls = %d, want 0 (Retry-After: 30 is past the deadline)", n)
 	}
 }
+
+// TestKeyChangeConflict: a 409 answer to keyChange (RFC 8555 §7.3.5) is
+// an *AccountError naming the account that holds the key.
+func TestKeyChangeConflict(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/keychange", func(w http.ResponseWriter, req fakeRequest) {
+		w.Header().Set("Location", f.url("/acct/2"))
+		writeProblem(w, http.StatusConflict, ProblemMalformed, "key in use")
+	})
+	newKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	_, err := f.client().ChangeAccountKey(ctxT(t), acct, newKey)
+	var ae *AccountError
+	if !errors.As(err, &ae) || !errors.Is(err, ErrAccountKeyConflict) || errors.Is(err, ErrAccountDoesNotExist) {
+		t.Fatalf("ChangeAccountKey = %v, want an *AccountError matching ErrAccountKeyConflict", err)
+	}
+	want := "changing account key: acme: the new key already belongs to account " + f.url("/acct/2") + ": POST " + f.url("/keychange") + ": malformed (409): key in use"
+	if ae.URL != acct.URL || ae.ConflictURL != f.url("/acct/2") || err.Error() != want {
+		t.Errorf("ChangeAccountKey = %q (URL %s), want %q (URL %s)", err, ae.URL, want, acct.URL)
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -432,5 +433,29 @@ func TestDeactivateAuthorizationPebble(t *testing.T) {
 	}
 	if _, err := c.NewAuthorization(testCtx(t), acct, acme.DNS("pre.example.com")); !errors.Is(err, acme.ErrNotSupported) {
 		t.Errorf("NewAuthorization against Pebble = %v, want ErrNotSupported", err)
+	}
+}
+
+// TestAccountErrors: a request signed for an account URL the CA does not
+// know, and a lookup of a key without an account, say the account does
+// not exist (Pebble). The key change conflict is tested against the fake
+// CA (TestKeyChangeConflict): Pebble v2.10.3 answers it with an empty
+// 200 and changes nothing.
+func TestAccountErrors(t *testing.T) {
+	c := newClient(pebble)
+	ctx := testCtx(t)
+	a := newAccount(t, c)
+	var ae *acme.AccountError
+	ghost := acme.Account{Key: a.Key, URL: a.URL + "-gone"}
+	_, err := c.NewOrder(ctx, ghost, acme.Order{Identifiers: dnsIDs("ghost.example.com")})
+	if !errors.As(err, &ae) || !errors.Is(err, acme.ErrAccountDoesNotExist) || errors.Is(err, acme.ErrAccountKeyConflict) || ae.URL != ghost.URL {
+		t.Fatalf("NewOrder for an unknown account = %v, want an *AccountError for %s matching ErrAccountDoesNotExist", err, ghost.URL)
+	}
+	if want := "creating order: acme: account " + ghost.URL + " does not exist: POST "; !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("err = %q, want it to start %q", err, want)
+	}
+	_, err = c.FindAccount(ctx, newKey(t))
+	if !errors.Is(err, acme.ErrAccountDoesNotExist) || !strings.HasPrefix(err.Error(), "finding account: acme: no account for the key: POST ") {
+		t.Errorf("FindAccount(unknown key) = %v", err)
 	}
 }

@@ -184,6 +184,24 @@ func resolverAt(addr string) *net.Resolver {
 	}
 }
 
+// nameResolver makes a DNS error in err name the resolver that was
+// asked, addr or else the first of the Resolvers: the Go resolver reports
+// the server of /etc/resolv.conf it meant to ask even when Dial sent the
+// query elsewhere. Errors of the system resolver are left as they are.
+func (v *Verifier) nameResolver(err error, addr string) error {
+	if addr == "" && len(v.Resolvers) > 0 {
+		addr = v.Resolvers[0]
+	}
+	var de *net.DNSError
+	if addr != "" && addr != systemResolver && errors.As(err, &de) {
+		de.Server = addr
+	}
+	return err
+}
+
+// systemResolver names the system resolver in DNS01's targets.
+const systemResolver = "system resolver"
+
 func (v *Verifier) dialer() *net.Dialer {
 	d := &net.Dialer{}
 	if len(v.Resolvers) > 0 {
@@ -290,7 +308,7 @@ func (v *Verifier) HTTP01(ctx context.Context, id Identifier, token, keyAuth str
 		if errors.Is(err, context.Canceled) {
 			return fmt.Errorf("checking http-01 at %s: %w", target, err)
 		}
-		return &VerifyError{Challenge: ChallengeHTTP01, Target: target, Reason: netReason(err, VerifyUnreachable), Err: err}
+		return &VerifyError{Challenge: ChallengeHTTP01, Target: target, Reason: netReason(err, VerifyUnreachable), Err: v.nameResolver(err, "")}
 	}
 	defer resp.Body.Close()
 	if final := resp.Request.URL.String(); final != target {
@@ -336,7 +354,7 @@ func (v *Verifier) DNS01(ctx context.Context, domain, keyAuth string) error {
 		resolvers[addr] = resolverAt(addr)
 	}
 	if len(order) == 0 {
-		order = []string{"system resolver"}
+		order = []string{systemResolver}
 		resolvers[order[0]] = net.DefaultResolver
 	}
 	for _, addr := range order {
@@ -354,7 +372,7 @@ func (v *Verifier) DNS01(ctx context.Context, domain, keyAuth string) error {
 			if errors.As(err, &de) && (de.IsNotFound || de.Err == "lame referral") {
 				reason = VerifyNoRecord
 			}
-			return &VerifyError{Challenge: ChallengeDNS01, Target: target, Reason: reason, Err: err}
+			return &VerifyError{Challenge: ChallengeDNS01, Target: target, Reason: reason, Err: v.nameResolver(err, addr)}
 		}
 		found := false
 		for _, t := range txts {
@@ -410,7 +428,7 @@ func (v *Verifier) ProbeTLSALPN01(ctx context.Context, id Identifier) (*x509.Cer
 		if strings.Contains(err.Error(), "no application protocol") {
 			reason = VerifyNoALPN
 		}
-		return nil, &VerifyError{Challenge: ChallengeTLSALPN01, Target: target, Reason: reason, Err: err}
+		return nil, &VerifyError{Challenge: ChallengeTLSALPN01, Target: target, Reason: reason, Err: v.nameResolver(err, "")}
 	}
 	defer conn.Close()
 	cs := conn.(*tls.Conn).ConnectionState()

@@ -301,6 +301,11 @@ func testVerifyDNS01(t *testing.T, pebble *pebbletest.Server) {
 			if tt.want == acme.VerifyDNSFailure && !strings.Contains(err.Error(), rs[len(rs)-1]) {
 				t.Errorf("error %v does not name the failing resolver %s", err, rs[len(rs)-1])
 			}
+			// The Go resolver names the resolv.conf server it meant to ask;
+			// the error must name the one that was asked.
+			if de := (*net.DNSError)(nil); errors.As(err, &de) && de.Server != rs[len(rs)-1] {
+				t.Errorf("DNS error %v names server %q, want the configured %s", err, de.Server, rs[len(rs)-1])
+			}
 		})
 	}
 }
@@ -499,6 +504,23 @@ func TestVerifierCanceled(t *testing.T) {
 		var ve *acme.VerifyError
 		if !errors.Is(err, context.Canceled) || errors.As(err, &ve) {
 			t.Errorf("%s with a cancelled context = %v, want context.Canceled and no VerifyError", name, err)
+		}
+	}
+}
+
+// TestVerifierNamesResolver: a name that does not resolve for http-01 or
+// tls-alpn-01 is reported at the configured resolver, not the system's.
+func TestVerifierNamesResolver(t *testing.T) {
+	bad := servfailResolver(t)
+	v := &acme.Verifier{Resolvers: []string{bad}, Timeout: 300 * time.Millisecond, HTTPPort: closedPort(t), TLSPort: closedPort(t)}
+	id := acme.DNS("resolver-name.example")
+	for name, err := range map[string]error{
+		"http-01":     v.HTTP01(context.Background(), id, vtoken("rn"), vtoken("rn")+".x"),
+		"tls-alpn-01": v.TLSALPN01(context.Background(), id, "tok.thumb"),
+	} {
+		var de *net.DNSError
+		if !errors.As(err, &de) || de.Server != bad || !strings.Contains(err.Error(), "on "+bad+": ") {
+			t.Errorf("%s: err = %v, want a DNS error naming %s", name, err, bad)
 		}
 	}
 }
