@@ -94,6 +94,9 @@ func (e *Engine) accountKey(ctx context.Context) (crypto.Signer, store.AccountIn
 		}
 		a, err = e.store.LoadAccount(ctx, e.cfg.CA.Directory)
 	}
+	if err == nil && a.PendingKeyPEM != nil {
+		a, err = e.resolveRollover(ctx, a)
+	}
 	if err != nil {
 		return nil, store.AccountInfo{}, fmt.Errorf("loading account: %w", err)
 	}
@@ -102,6 +105,36 @@ func (e *Engine) accountKey(ctx context.Context) (crypto.Signer, store.AccountIn
 		return nil, store.AccountInfo{}, fmt.Errorf("loading account key: %w", err)
 	}
 	return key, a.Info, nil
+}
+
+// resolveRollover finishes or undoes an account key rollover that a crash
+// or a lost answer interrupted: the CA is asked whether it knows the
+// pending key (onlyReturnExisting, RFC 8555 §7.3.1). If it does, the
+// rollover went through and is finished; if not, it is undone. Either way
+// the account stays the one the CA knows: a second account is never
+// registered with the pending key.
+func (e *Engine) resolveRollover(ctx context.Context, a *store.Account) (*store.Account, error) {
+	dir := e.cfg.CA.Directory
+	pending, err := parseKeyPEM(a.PendingKeyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("reading the pending account key of an interrupted rollover: %w", err)
+	}
+	found, err := e.client.FindAccount(ctx, pending)
+	switch {
+	case err == nil:
+		if err := e.store.FinishRollover(ctx, dir); err != nil {
+			return nil, err
+		}
+		e.log.Warn("finished an interrupted account key rollover: the CA knows the new key", "account", found.URL)
+	case errors.Is(err, acme.ErrAccountDoesNotExist):
+		if err := e.store.AbortRollover(ctx, dir); err != nil {
+			return nil, err
+		}
+		e.log.Warn("undid an interrupted account key rollover: the CA does not know the new key; the old one stays", "directory", dir)
+	default:
+		return nil, fmt.Errorf("resolving an interrupted account key rollover: %w", err)
+	}
+	return e.store.LoadAccount(ctx, dir)
 }
 
 // eab returns the external account binding of the configuration, or nil.
@@ -191,15 +224,24 @@ func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 	if err != nil {
 		return acme.Account{}, err
 	}
-	if err := e.store.RolloverAccountKey(ctx, e.cfg.CA.Directory, newPEM); err != nil {
+	if err := e.store.BeginRollover(ctx, e.cfg.CA.Directory, newPEM); err != nil {
 		return acme.Account{}, fmt.Errorf("storing new account key: %w", err)
 	}
 	rolled, err := e.client.ChangeAccountKey(ctx, acct, newKey)
 	if err != nil {
-		if rerr := e.store.RolloverAccountKey(context.WithoutCancel(ctx), e.cfg.CA.Directory, old.KeyPEM); rerr != nil {
-			return acme.Account{}, fmt.Errorf("changing account key: %w (and restoring the old key: %v)", err, rerr)
+		var p *acme.Problem
+		if !errors.As(err, &p) {
+			// No answer: the CA may have changed the key. The next
+			// start asks it which key it knows (resolveRollover).
+			return acme.Account{}, fmt.Errorf("changing account key: %w (the new key is kept as pending; the next run asks the CA which key it knows)", err)
+		}
+		if rerr := e.store.AbortRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); rerr != nil {
+			return acme.Account{}, fmt.Errorf("changing account key: %w (and undoing the rollover: %v)", err, rerr)
 		}
 		return acme.Account{}, fmt.Errorf("changing account key: %w", err)
+	}
+	if err := e.store.FinishRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); err != nil {
+		return rolled, fmt.Errorf("the CA changed the account key, but storing it: %w (the next run finishes it)", err)
 	}
 	old.Info.KeyType = string(keyType(newKey.Public()))
 	old.Info.UpdatedAt = e.now()

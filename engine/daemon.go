@@ -170,7 +170,7 @@ func reload(opts DaemonOptions, eo Options, old *config.Config) (*Engine, error)
 func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate) time.Time {
 	now := e.now()
 	soon := now.Add(MinRecheck)
-	meta, err := e.store.LoadMeta(ctx, cert.Name)
+	meta, err := e.loadMeta(ctx, cert.Name)
 	if err != nil {
 		e.log.Warn("loading metadata", "cert", cert.Name, "error", err)
 		return soon

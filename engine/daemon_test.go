@@ -130,7 +130,7 @@ func TestDaemon(t *testing.T) {
 	renewed := false
 	for i := 0; i < 40 && !renewed; i++ {
 		w := clock.next(t)
-		m, err := st.LoadMeta(ctx, "dm")
+		m, err := LoadMeta(ctx, st, "dm", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -152,7 +152,7 @@ func TestDaemon(t *testing.T) {
 	if v.Info.Serial == first.Info.Serial {
 		t.Fatal("current certificate unchanged after renewal")
 	}
-	st0, _ := st.LoadMeta(ctx, "dm")
+	st0, _ := LoadMeta(ctx, st, "dm", nil)
 	if len(st0.Renewal.Orders) != 2 {
 		t.Errorf("orders recorded = %d, want 2", len(st0.Renewal.Orders))
 	}
@@ -223,7 +223,7 @@ func childrenRunning(t *testing.T, exe string) []int {
 func TestPluginRelaunch(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.write("[[certificate]]\nname = \"relaunch\"\ndomains = [\"relaunch.example.com\"]\nsolver = \"webroot\"\n")
-	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
+	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
 		ctx := context.Background()
 		p1, err := eng.plugins.get(ctx, "webroot")
 		if err != nil {

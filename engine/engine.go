@@ -64,7 +64,7 @@ type Options struct {
 	Config *config.Config
 	// Store keeps accounts and certificates. Required; the engine does not
 	// close it.
-	Store store.Store
+	Store *store.Store
 	// Logger receives progress and errors; nil discards.
 	Logger *slog.Logger
 	// HTTPClient talks to the CA. Nil means a client trusting
@@ -85,7 +85,7 @@ type Options struct {
 // use; Close stops the plugins (and script hosts) it launched.
 type Engine struct {
 	cfg      *config.Config
-	store    store.Store
+	store    *store.Store
 	log      *slog.Logger
 	now      func() time.Time
 	client   *acme.Client

@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -14,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testenv"
@@ -168,14 +170,14 @@ func (e *env) current(cfg *config.Config, name string) *store.Version {
 	return v
 }
 
-func (e *env) meta(cfg *config.Config, name string) *store.Meta {
+func (e *env) meta(cfg *config.Config, name string) *Meta {
 	e.t.Helper()
 	st, err := store.Open(cfg.Storage, store.Options{})
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	defer st.Close()
-	m, err := st.LoadMeta(context.Background(), name)
+	m, err := LoadMeta(context.Background(), st, name, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -589,5 +591,77 @@ func TestAccount(t *testing.T) {
 
 	if d, err := eng.DeactivateAccount(ctx); err != nil || d.Status != "deactivated" {
 		t.Errorf("DeactivateAccount = %q, %v; want deactivated", d.Status, err)
+	}
+}
+
+// TestInterruptedRollover: a crash between storing a rollover's new key and
+// the CA's answer is resolved on the next start by asking the CA which key
+// it knows — finished or undone, never a second account (issue 15).
+func TestInterruptedRollover(t *testing.T) {
+	for _, caChanged := range []bool{false, true} {
+		t.Run(fmt.Sprintf("ca changed the key %v", caChanged), func(t *testing.T) {
+			e := newEnv(t)
+			cfg := e.write("[[certificate]]\nname = \"acct\"\ndomains = [\"acct.example.com\"]\nsolver = \"webroot\"\n")
+			st, err := store.Open(cfg.Storage, store.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			first, err := New(Options{Config: cfg, Store: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			acct, err := first.Account(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			oldStored, _ := st.LoadAccount(ctx, cfg.CA.Directory)
+			newKey, err := generateKey(cfg.CA.AccountKeyType)
+			if err != nil {
+				t.Fatal(err)
+			}
+			newPEM, _ := marshalKeyPEM(newKey)
+			// The crash: the intent is stored, the key change maybe sent.
+			if err := st.BeginRollover(ctx, cfg.CA.Directory, newPEM); err != nil {
+				t.Fatal(err)
+			}
+			if caChanged {
+				if _, err := first.client.ChangeAccountKey(ctx, acct, newKey); err != nil {
+					t.Fatal(err)
+				}
+			}
+			first.Close()
+
+			next, err := New(Options{Config: cfg, Store: st})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer next.Close()
+			got, err := next.Account(ctx)
+			if err != nil || got.URL != acct.URL {
+				t.Fatalf("Account after the interrupted rollover = %s, %v; want the same account %s", got.URL, err, acct.URL)
+			}
+			stored, err := st.LoadAccount(ctx, cfg.CA.Directory)
+			if err != nil || stored.PendingKeyPEM != nil {
+				t.Fatalf("stored account = %+v, %v; want the rollover resolved", stored, err)
+			}
+			wantPEM, unknown := oldStored.KeyPEM, crypto.Signer(newKey)
+			if caChanged {
+				wantPEM, unknown = newPEM, acct.Key
+			}
+			if !bytes.Equal(stored.KeyPEM, wantPEM) {
+				t.Errorf("stored account key is not the key the CA knows")
+			}
+			// The other key registered nothing.
+			if _, err := next.client.FindAccount(ctx, unknown); !errors.Is(err, acme.ErrAccountDoesNotExist) {
+				t.Errorf("FindAccount(the key the CA does not know) = %v, want ErrAccountDoesNotExist", err)
+			}
+			kept, _ := filepath.Glob(filepath.Join(cfg.Storage, "accounts", store.AccountDirName(cfg.CA.Directory), "key-*.pem.old"))
+			if len(kept) != 1 {
+				t.Errorf("keys kept beside the account key: %v, want one", kept)
+			}
+		})
 	}
 }

@@ -35,20 +35,10 @@ func (e *Engine) raise(ctx context.Context, cert *config.Certificate, ev event.E
 	return h.Handle(ctx, ev)
 }
 
-// fileStore is implemented by stores whose versions are files that scripts
-// can read (store.FileStore).
-type fileStore interface {
-	Files(name, id string) (store.VersionFiles, error)
-}
-
 // versionFiles returns the files of version id of name, or empty paths for
 // a store that keeps no files.
 func (e *Engine) versionFiles(name, id string) store.VersionFiles {
-	fst, ok := e.store.(fileStore)
-	if !ok {
-		return store.VersionFiles{}
-	}
-	f, err := fst.Files(name, id)
+	f, err := e.store.Files(name, id)
 	if err != nil {
 		return store.VersionFiles{}
 	}

@@ -28,7 +28,7 @@ type plan struct {
 	deploy  bool   // retry a pending deploy of the current version
 	reason  string // why
 	current *store.Version
-	meta    *store.Meta
+	meta    *Meta
 	err     error
 }
 
@@ -40,7 +40,7 @@ type plan struct {
 // Otherwise a pending deploy is retried.
 func (e *Engine) plan(ctx context.Context, cert *config.Certificate, force bool) plan {
 	p := plan{}
-	meta, err := e.store.LoadMeta(ctx, cert.Name)
+	meta, err := e.loadMeta(ctx, cert.Name)
 	if err != nil {
 		p.err = fmt.Errorf("loading metadata: %w", err)
 		return p
@@ -72,7 +72,7 @@ func (e *Engine) plan(ctx context.Context, cert *config.Certificate, force bool)
 	d := e.Decide(cert, v, meta.Renewal)
 	if d.FetchARI {
 		e.fetchARI(ctx, v, &meta.Renewal, e.log.With("cert", cert.Name))
-		if err := e.store.SaveMeta(ctx, cert.Name, meta); err != nil {
+		if err := e.saveMeta(ctx, cert.Name, meta); err != nil {
 			p.err = fmt.Errorf("saving metadata: %w", err)
 			return p
 		}
@@ -139,7 +139,7 @@ func (e *Engine) execute(ctx context.Context, cert *config.Certificate, p plan) 
 // current version, if any; meta is updated and saved. A failure before the
 // certificate is stored raises failed; a deploy failure after it keeps the
 // certificate and marks the deploy pending.
-func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *store.Meta, res Result, log *slog.Logger) Result {
+func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *Meta, res Result, log *slog.Logger) Result {
 	v, leaf, err := e.order(ctx, cert, prev, meta, log)
 	if err != nil {
 		return e.failed(ctx, cert, meta, res, err, log)
@@ -152,15 +152,14 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 		e.fetchARI(ctx, v, &meta.Renewal, log)
 	}
 	// The certificate is in hand: it is stored even when the run is being
-	// stopped (SIGTERM), so the order is not wasted. Mark the deploy
-	// pending before the version becomes current, so a stop or a crash
-	// between storing and deploying still deploys on the next run.
+	// stopped (SIGTERM), so the order is not wasted. The version becomes
+	// current in one step with its metadata, the deploy marked pending, so
+	// a stop or a crash between storing and deploying still deploys it on
+	// the next run, and no crash leaves the new state beside the old
+	// certificate.
 	sctx := context.WithoutCancel(ctx)
 	meta.PendingDeploy = true
-	if err := e.store.SaveMeta(sctx, cert.Name, meta); err != nil {
-		return e.failed(ctx, cert, meta, res, fmt.Errorf("saving metadata: %w", err), log)
-	}
-	if err := e.store.SaveCertificate(sctx, cert.Name, v); err != nil {
+	if err := e.commit(sctx, cert.Name, v, meta); err != nil {
 		return e.failed(ctx, cert, meta, res, fmt.Errorf("storing certificate: %w", err), log)
 	}
 	res.Action, res.Version, res.Serial, res.NotAfter = ActionIssued, v.ID, v.Info.Serial, v.Info.NotAfter
@@ -178,7 +177,7 @@ func (e *Engine) obtain(ctx context.Context, cert *config.Certificate, prev *sto
 }
 
 // order runs the protocol part of obtain and returns the unsaved version.
-func (e *Engine) order(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *store.Meta, log *slog.Logger) (*store.Version, *x509.Certificate, error) {
+func (e *Engine) order(ctx context.Context, cert *config.Certificate, prev *store.Version, meta *Meta, log *slog.Logger) (*store.Version, *x509.Certificate, error) {
 	acct, err := e.Account(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -263,12 +262,12 @@ func (e *Engine) certKey(cert *config.Certificate, prev *store.Version) (crypto.
 // deploy writes the output copies and raises name (issued or renew) to
 // the scripts, then records the outcome: on failure the deploy is pending
 // and the result's error wraps ErrDeploy.
-func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, name event.Type, prevSerial string, meta *store.Meta, res Result, log *slog.Logger) Result {
+func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, name event.Type, prevSerial string, meta *Meta, res Result, log *slog.Logger) Result {
 	err := e.writeOutputs(cert, v)
 	if err == nil {
 		err = e.raise(ctx, cert, e.deployEvent(name, cert, v, leaf, prevSerial))
 	}
-	ev := store.Event{Time: e.now(), Name: string(name), Result: "ok", Version: v.ID}
+	ev := MetaEvent{Time: e.now(), Name: string(name), Result: "ok", Version: v.ID}
 	meta.PendingDeploy = err != nil
 	if err != nil {
 		err = fmt.Errorf("%w: %w", ErrDeploy, err)
@@ -285,7 +284,7 @@ func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.
 	meta.Events = append(meta.Events, ev)
 	// Recorded even when the run is being stopped, so the pending deploy
 	// and its event survive a SIGTERM during the scripts.
-	if serr := e.store.SaveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
+	if serr := e.saveMeta(context.WithoutCancel(ctx), cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res
@@ -293,7 +292,7 @@ func (e *Engine) deploy(ctx context.Context, cert *config.Certificate, v *store.
 
 // redeploy retries the pending deploy of the current version v without
 // a new order: the event that failed (issued or renew) is raised again.
-func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *store.Version, meta *store.Meta, res Result, log *slog.Logger) Result {
+func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *store.Version, meta *Meta, res Result, log *slog.Logger) Result {
 	// The previous version, if any, makes this a renew; an event recorded
 	// for v says which one failed.
 	name, prevSerial := event.Issued, ""
@@ -327,7 +326,7 @@ func (e *Engine) redeploy(ctx context.Context, cert *config.Certificate, v *stor
 // res marked failed. A run stopped from outside (SIGTERM) only abandons the
 // order: that is not the certificate's failure, so nothing is raised or
 // recorded and no backoff is earned.
-func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *store.Meta, res Result, err error, log *slog.Logger) Result {
+func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *Meta, res Result, err error, log *slog.Logger) Result {
 	res.Action, res.Err = ActionFailed, err
 	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 		log.Warn("stopping: order abandoned; the next run orders again", "error", err)
@@ -346,8 +345,8 @@ func (e *Engine) failed(ctx context.Context, cert *config.Certificate, meta *sto
 		return res
 	}
 	e.recordFailure(meta, err)
-	meta.Events = append(meta.Events, store.Event{Time: e.now(), Name: string(event.Failed), Result: "error", Detail: err.Error()})
-	if serr := e.store.SaveMeta(sctx, cert.Name, meta); serr != nil {
+	meta.Events = append(meta.Events, MetaEvent{Time: e.now(), Name: string(event.Failed), Result: "error", Detail: err.Error()})
+	if serr := e.saveMeta(sctx, cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res

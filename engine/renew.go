@@ -65,7 +65,7 @@ func (e *Engine) Explain(ctx context.Context, name string) (renewal.Decision, er
 	if cert == nil {
 		return renewal.Decision{}, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
 	}
-	meta, err := e.store.LoadMeta(ctx, name)
+	meta, err := e.loadMeta(ctx, name)
 	if err != nil {
 		return renewal.Decision{}, fmt.Errorf("loading metadata of %s: %w", name, err)
 	}
@@ -116,7 +116,7 @@ func (e *Engine) fetchARI(ctx context.Context, v *store.Version, st *renewal.Sta
 // information; if the CA refuses that (alreadyReplaced, or a request it
 // cannot accept because of replaces), the order is placed once more
 // without it.
-func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct acme.Account, o acme.Order, prev *store.Version, meta *store.Meta, log *slog.Logger) (acme.Order, error) {
+func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct acme.Account, o acme.Order, prev *store.Version, meta *Meta, log *slog.Logger) (acme.Order, error) {
 	if prev != nil {
 		if dir, err := e.client.Directory(ctx); err == nil && dir.RenewalInfo != "" {
 			if leaf, err := parseLeaf(prev.CertPEM); err == nil {
@@ -128,7 +128,7 @@ func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct ac
 	}
 	place := func(o acme.Order) (acme.Order, error) {
 		meta.Renewal.RecordOrder(e.now())
-		if err := e.store.SaveMeta(ctx, cert.Name, meta); err != nil {
+		if err := e.saveMeta(ctx, cert.Name, meta); err != nil {
 			return acme.Order{}, fmt.Errorf("saving metadata: %w", err)
 		}
 		return e.client.NewOrder(ctx, acct, o)
@@ -172,7 +172,7 @@ func replacesRefused(err error) bool {
 // recordFailure notes a failed attempt in the lineage's renewal state:
 // the backoff grows with jitter, and a Retry-After from the CA (a
 // rateLimited problem) is waited for.
-func (e *Engine) recordFailure(meta *store.Meta, err error) {
+func (e *Engine) recordFailure(meta *Meta, err error) {
 	f := renewal.Failure{Err: err.Error()}
 	if p := problemOf(err); p != nil {
 		f.ProblemType, f.RetryAfter = p.Type, p.RetryAfter

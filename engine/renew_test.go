@@ -23,7 +23,7 @@ import (
 
 // withEngine opens cfg's storage and an engine with o (Config, Store and,
 // unless set, Logger and Now filled in) for f.
-func (e *env) withEngine(cfg *config.Config, o Options, f func(eng *Engine, st *store.FileStore)) {
+func (e *env) withEngine(cfg *config.Config, o Options, f func(eng *Engine, st *store.Store)) {
 	e.t.Helper()
 	st, err := store.Open(cfg.Storage, store.Options{})
 	if err != nil {
@@ -49,7 +49,7 @@ func (e *env) withEngine(cfg *config.Config, o Options, f func(eng *Engine, st *
 func (e *env) runWith(cfg *config.Config, o Options, ro RunOptions) map[string]Result {
 	e.t.Helper()
 	out := map[string]Result{}
-	e.withEngine(cfg, o, func(eng *Engine, _ *store.FileStore) {
+	e.withEngine(cfg, o, func(eng *Engine, _ *store.Store) {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		res, err := eng.Run(ctx, ro)
@@ -67,7 +67,7 @@ func (e *env) runWith(cfg *config.Config, o Options, ro RunOptions) map[string]R
 func (e *env) order(cfg *config.Config, v *store.Version) acme.Order {
 	e.t.Helper()
 	var o acme.Order
-	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
+	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
 		ctx := context.Background()
 		acct, err := eng.Account(ctx)
 		if err != nil {
@@ -290,7 +290,7 @@ func TestRevoke(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			old := e.current(cfg, tt.name)
 			var res RevokeResult
-			e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
+			e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
 				var err error
 				if res, err = eng.Revoke(context.Background(), tt.name, RevokeOptions{Reason: tt.reason, WithCertKey: tt.withKey}); err != nil {
 					t.Fatalf("Revoke: %v", err)
@@ -377,7 +377,7 @@ func TestReissueGuard(t *testing.T) {
 		v := e.current(cfg, "guard")
 		pebble.SetRenewalInfo(t, v.CertPEM, start.Add(-48*time.Hour), start.Add(-24*time.Hour))
 	}
-	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.FileStore) {
+	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
 		d, err := eng.Explain(context.Background(), "guard")
 		if err != nil {
 			t.Fatal(err)
@@ -396,10 +396,10 @@ func TestBackoff(t *testing.T) {
 	cfg := e.write("[[certificate]]\nname = \"backoff\"\ndomains = [\"backoff.example.com\"]\nsolver = \"webroot\"\n")
 	start := time.Now()
 	e.now = func() time.Time { return start }
-	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.FileStore) {
-		m := &store.Meta{}
+	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
+		m := &Meta{}
 		eng.recordFailure(m, fmt.Errorf("creating order: %w", &acme.Problem{Type: acme.ProblemRateLimited, Detail: "too many certificates", RetryAfter: 3 * time.Hour}))
-		if err := st.SaveMeta(context.Background(), "backoff", m); err != nil {
+		if err := eng.saveMeta(context.Background(), "backoff", m); err != nil {
 			t.Fatal(err)
 		}
 	})

@@ -141,12 +141,12 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 	}
 	// Recorded without the caller's cancellation: the revocation happened.
 	sctx := context.WithoutCancel(ctx)
-	meta, err := e.store.LoadMeta(sctx, name)
+	meta, err := e.loadMeta(sctx, name)
 	if err != nil {
 		return res, fmt.Errorf("revoked %s, but loading its metadata: %w", name, err)
 	}
 	meta.Renewal.RecordRevoked(e.now())
-	ev := store.Event{Time: e.now(), Name: string(event.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
+	ev := MetaEvent{Time: e.now(), Name: string(event.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
 	c := e.eventCertificate(cert, v, leaf)
 	if res.KeyMovedTo != "" {
 		c.KeyPath = "" // no longer there
@@ -156,7 +156,7 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		ev.Result, ev.Detail = "error", ev.Detail+": "+serr.Error()
 	}
 	meta.Events = append(meta.Events, ev)
-	if err := e.store.SaveMeta(sctx, name, meta); err != nil {
+	if err := e.saveMeta(sctx, name, meta); err != nil {
 		return res, fmt.Errorf("revoked %s, but saving its metadata: %w", name, err)
 	}
 	if serr != nil {

@@ -247,11 +247,11 @@ func (c *cli) open() (*config.Config, *engine.Engine, func(), error) {
 
 // openReadOnly is open without taking the storage lock, for commands that
 // only read and so work beside a running daemon, which holds it.
-func (c *cli) openReadOnly() (*config.Config, *store.FileStore, *engine.Engine, func(), error) {
+func (c *cli) openReadOnly() (*config.Config, *store.Store, *engine.Engine, func(), error) {
 	return c.openWith(store.OpenReadOnly)
 }
 
-func (c *cli) openWith(openStore func(string, store.Options) (*store.FileStore, error)) (*config.Config, *store.FileStore, *engine.Engine, func(), error) {
+func (c *cli) openWith(openStore func(string, store.Options) (*store.Store, error)) (*config.Config, *store.Store, *engine.Engine, func(), error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
 		return nil, nil, nil, nil, err

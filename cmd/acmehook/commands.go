@@ -104,7 +104,7 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
 	for _, cert := range cfg.Certificates {
 		issuer, notAfter, next := "-", "-", "now (no certificate)"
-		m, err := st.LoadMeta(ctx, cert.Name)
+		m, err := engine.LoadMeta(ctx, st, cert.Name, c.log)
 		if err != nil {
 			return fmt.Errorf("loading %s: %w", cert.Name, err)
 		}

@@ -59,21 +59,3 @@ func syncDir(dir string) error {
 	}
 	return nil
 }
-
-// fileOps are the file system operations FileStore's writes go through,
-// so tests can inject a failure at any step.
-type fileOps interface {
-	writeFile(path string, data []byte, perm os.FileMode) error
-	mkdir(path string) error
-	rename(oldpath, newpath string) error
-	symlink(target, link string) error
-}
-
-type osOps struct{}
-
-func (osOps) writeFile(path string, data []byte, perm os.FileMode) error {
-	return WriteFileAtomic(path, data, perm)
-}
-func (osOps) mkdir(path string) error              { return os.Mkdir(path, dirMode) }
-func (osOps) rename(oldpath, newpath string) error { return os.Rename(oldpath, newpath) }
-func (osOps) symlink(target, link string) error    { return os.Symlink(target, link) }

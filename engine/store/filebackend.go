@@ -269,6 +269,8 @@ func (b *FileBackend) openDir(segs []string, create bool) (int, error) {
 			if err == nil || errors.Is(err, unix.EEXIST) {
 				if err == nil {
 					err = unix.Fsync(fd)
+				} else {
+					err = nil // made meanwhile by another goroutine
 				}
 				if err == nil {
 					nfd, err = unix.Openat(fd, seg, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -593,6 +595,7 @@ func (b *FileBackend) write(key string, value []byte, create bool) error {
 		}
 		if err = b.hit("rename", key); err != nil {
 			unix.Close(dfd)
+			b.removeEmpty(segs)
 			return err
 		}
 		if create {
@@ -616,6 +619,7 @@ func (b *FileBackend) write(key string, value []byte, create bool) error {
 			break
 		}
 	}
+	b.removeEmpty(segs) // what this write may have created in vain
 	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
 		return fmt.Errorf("%w: %s is a directory", ErrExists, key)
 	}
@@ -673,10 +677,17 @@ func (b *FileBackend) remove(key string) error {
 	if err != nil {
 		return err
 	}
+	b.removeEmpty(segs)
+	return nil
+}
+
+// removeEmpty removes the directory segs and its parents while they are
+// empty, so that a prefix without keys is not listed.
+func (b *FileBackend) removeEmpty(segs []string) {
 	for i := len(segs); i > 0; i-- {
 		pfd, err := b.openDir(segs[:i-1], false)
 		if err != nil {
-			return nil
+			return
 		}
 		err = unix.Unlinkat(pfd, segs[i-1], unix.AT_REMOVEDIR)
 		if err == nil {
@@ -687,7 +698,6 @@ func (b *FileBackend) remove(key string) error {
 			break // not empty: a key is still below it
 		}
 	}
-	return nil
 }
 
 // lockPath is where the lock called name lives: "lock" for StorageLock (as
