@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/renewal"
-	"github.com/acmehook/acmehook/engine/store"
 )
 
 // Clock is the daemon's time source. Tests inject one to drive the
@@ -164,32 +162,19 @@ func reload(opts DaemonOptions, eo Options, old *config.Config) (*Engine, error)
 	return New(eo)
 }
 
-// nextCheck is when the daemon should look at cert again: its decision's
-// NextCheck, or the end of a backoff or guard that holds an order back,
-// or a short while for a pending deploy; never sooner than MinRecheck.
+// nextCheck is when the daemon should look at cert again: its Status's
+// NextCheck, never sooner than MinRecheck.
 func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate) time.Time {
-	now := e.now()
-	soon := now.Add(MinRecheck)
-	meta, err := e.loadMeta(ctx, cert.Name)
-	if err != nil {
-		e.log.Warn("loading metadata", "cert", cert.Name, "error", err)
+	soon := e.now().Add(MinRecheck)
+	st := e.load(ctx, cert, loadOptions{}).status
+	if st.Err != nil {
+		e.log.Warn("loading the certificate's state", "cert", cert.Name, "error", st.Err)
 		return soon
 	}
-	v, err := e.store.LoadCertificate(ctx, cert.Name)
-	if err != nil && !errors.Is(err, store.ErrKeyMovedAside) {
-		v = nil
-	}
-	at := e.Decide(cert, v, meta.Renewal).NextCheck
-	if h := e.hold(cert, meta.Renewal); !h.Due {
-		at = minTime(at, h.At)
-	}
-	if meta.PendingDeploy {
-		at = minTime(at, now.Add(renewal.BackoffBase))
-	}
-	if at.Before(soon) {
+	if st.NextCheck.Before(soon) {
 		return soon
 	}
-	return at
+	return st.NextCheck
 }
 
 func minTime(a, b time.Time) time.Time {

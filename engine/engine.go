@@ -263,7 +263,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	}
 
 	res := &RunResult{Results: make([]Result, len(certs))}
-	plans := make([]plan, len(certs))
+	jobs := make([]*job, len(certs))
 	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
 	var pwg sync.WaitGroup
 	for i, c := range certs {
@@ -271,45 +271,45 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; pwg.Done() }()
-			plans[i] = e.plan(ctx, c, opts.Force) // may fetch renewal information
+			jobs[i] = e.load(ctx, c, loadOptions{force: opts.Force, fetchARI: true})
 		}()
 	}
 	pwg.Wait()
 	// Launch the plugins the run needs, and check that they can solve
 	// every identifier, before any request to the CA.
-	e.preparePlugins(ctx, certs, plans)
+	e.preparePlugins(ctx, jobs)
 
 	var wg sync.WaitGroup
-	for i, c := range certs {
+	for i, j := range jobs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
 			select {
 			case sem <- struct{}{}:
 			case <-ctx.Done():
-				res.Results[i] = Result{Name: c.Name, Action: ActionFailed, Err: ctx.Err()}
+				res.Results[i] = Result{Name: j.cert.Name, Action: ActionFailed, Err: ctx.Err()}
 				return
 			}
 			defer func() { <-sem }()
-			res.Results[i] = e.execute(ctx, c, plans[i])
+			res.Results[i] = e.execute(ctx, j)
 		}()
 	}
 	wg.Wait()
 	return res, nil
 }
 
-// preparePlugins launches, in parallel, every plugin needed by a planned
-// issuance and checks each identifier against its solver's capabilities. A
-// certificate whose plugin cannot start or cannot solve one of its
-// identifiers gets its plan's err set.
-func (e *Engine) preparePlugins(ctx context.Context, certs []*config.Certificate, plans []plan) {
+// preparePlugins launches, in parallel, every plugin needed by a job that
+// orders a certificate and checks each identifier against its solver's
+// capabilities. A job whose plugin cannot start or cannot solve one of its
+// identifiers gets its status's Err set.
+func (e *Engine) preparePlugins(ctx context.Context, jobs []*job) {
 	var names []string
-	for i, c := range certs {
-		if plans[i].err != nil || !plans[i].issue {
+	for _, j := range jobs {
+		if j.status.Err != nil || !j.status.Due() {
 			continue
 		}
-		for _, id := range c.Identifiers {
-			if s := c.SolverFor(id); !slices.Contains(names, s) {
+		for _, id := range j.cert.Identifiers {
+			if s := j.cert.SolverFor(id); !slices.Contains(names, s) {
 				names = append(names, s)
 			}
 		}
@@ -323,11 +323,11 @@ func (e *Engine) preparePlugins(ctx context.Context, certs []*config.Certificate
 		}()
 	}
 	wg.Wait()
-	for i, c := range certs {
-		if plans[i].err != nil || !plans[i].issue {
+	for _, j := range jobs {
+		if j.status.Err != nil || !j.status.Due() {
 			continue
 		}
-		plans[i].err = e.checkSolvers(ctx, c)
+		j.status.Err = e.checkSolvers(ctx, j.cert)
 	}
 }
 

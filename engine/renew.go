@@ -58,27 +58,6 @@ func (e *Engine) hold(cert *config.Certificate, st renewal.State) renewal.Decisi
 	return e.Decide(cert, nil, st)
 }
 
-// Explain returns the renewal decision for the certificate called name as
-// `acmehook explain` prints it, from the store alone (no CA contact).
-func (e *Engine) Explain(ctx context.Context, name string) (renewal.Decision, error) {
-	cert := e.cfg.Certificate(name)
-	if cert == nil {
-		return renewal.Decision{}, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
-	}
-	meta, err := e.loadMeta(ctx, name)
-	if err != nil {
-		return renewal.Decision{}, fmt.Errorf("loading metadata of %s: %w", name, err)
-	}
-	v, err := e.store.LoadCertificate(ctx, name)
-	switch {
-	case errors.Is(err, store.ErrNotFound):
-		v = nil
-	case err != nil && !errors.Is(err, store.ErrKeyMovedAside):
-		return renewal.Decision{}, fmt.Errorf("loading certificate %s: %w", name, err)
-	}
-	return e.Decide(cert, v, meta.Renewal), nil
-}
-
 // fetchARI asks the CA for the renewal information of v (RFC 9773 §4.2)
 // and records the outcome in st. It never fails: an error is recorded
 // (and retried after its Retry-After, or later) and logged, so renewal

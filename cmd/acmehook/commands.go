@@ -14,7 +14,6 @@ import (
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
-	"github.com/acmehook/acmehook/engine/store"
 )
 
 func (c *cli) cmdRun(ctx context.Context, args []string) error {
@@ -95,42 +94,50 @@ func (c *cli) cmdList(ctx context.Context, args []string) error {
 	if err := noArgs(fs, "list"); err != nil {
 		return err
 	}
-	cfg, st, eng, closeAll, err := c.openReadOnly()
+	_, _, eng, closeAll, err := c.openReadOnly()
 	if err != nil {
 		return err
 	}
 	defer closeAll()
+	var errs []error
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
-	for _, cert := range cfg.Certificates {
-		issuer, notAfter, next := "-", "-", "now (no certificate)"
-		m, err := engine.LoadMeta(ctx, st, cert.Name, c.log)
-		if err != nil {
-			return fmt.Errorf("loading %s: %w", cert.Name, err)
+	for _, st := range eng.List(ctx) {
+		if st.Err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", st.Name, st.Err))
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\terror: %s\n", st.Name, strings.Join(st.Domains, ","), oneLine(st.Err.Error()))
+			continue
 		}
-		v, err := st.LoadCertificate(ctx, cert.Name)
-		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
-			return fmt.Errorf("loading %s: %w", cert.Name, err)
-		}
-		if v != nil {
-			issuer, notAfter = v.Info.Issuer, fmtTime(v.Info.NotAfter)
-			d := eng.Decide(cert, v, m.Renewal)
-			next = fmtTime(d.At)
-			if d.Due {
-				next = "now (" + d.Reason + ")"
-			}
+		issuer, notAfter := "-", "-"
+		if cur := st.Current; cur != nil {
+			issuer, notAfter = cur.Issuer, fmtTime(cur.NotAfter)
 		}
 		last := "-"
-		if len(m.Events) > 0 {
-			ev := m.Events[len(m.Events)-1]
+		if ev := st.LastEvent; ev != nil {
 			last = fmt.Sprintf("%s %s %s", ev.Name, ev.Result, ev.Time.UTC().Format("2006-01-02 15:04"))
-			if m.PendingDeploy {
+			if st.PendingDeploy {
 				last += " (deploy pending)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cert.Name, strings.Join(cert.Domains, ","), issuer, notAfter, next, last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, strings.Join(st.Domains, ","), issuer, notAfter, nextRenewal(st), last)
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	return errors.Join(errs...)
+}
+
+// nextRenewal is list's NEXT RENEWAL column: when a run orders next.
+func nextRenewal(st engine.Status) string {
+	switch {
+	case st.Next == engine.NextIssue:
+		return "now (no certificate)"
+	case st.Due():
+		return "now (" + st.Reason + ")"
+	case st.Next == engine.NextHold:
+		return fmtTime(st.At) + " (held: " + st.Reason + ")"
+	}
+	return fmtTime(st.Decision.At)
 }
 
 func (c *cli) cmdCheck(ctx context.Context, args []string) error {

@@ -29,14 +29,14 @@ func (c *cli) cmdExplain(ctx context.Context, args []string) error {
 		return err
 	}
 	defer closeAll()
-	d, err := eng.Explain(ctx, name)
+	st, err := eng.Explain(ctx, name)
 	if errors.Is(err, engine.ErrUnknownCertificate) {
 		return usageError{err.Error()}
 	}
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "certificate %s (%s)\n%s", name, strings.Join(cfg.Certificate(name).Domains, ", "), d.Explain())
+	fmt.Fprintf(c.stdout, "certificate %s (%s)\n%s", name, strings.Join(cfg.Certificate(name).Domains, ", "), st.Explain())
 	return nil
 }
 

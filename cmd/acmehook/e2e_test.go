@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -519,6 +520,37 @@ func TestE2EReissueOnConfigChange(t *testing.T) {
 				t.Errorf("renew event serial, previous_serial = %v, %v; want %s, %s", ev["serial"], ev["previous_serial"], leaf.SerialNumber.Text(16), prev.SerialNumber.Text(16))
 			}
 		})
+	}
+}
+
+// TestE2EHeldConfigChange changes the key type while the reissue guard is
+// full: run holds the new order and says until when, and list and explain
+// give that same time (they used to show the old certificate's renewal).
+func TestE2EHeldConfigChange(t *testing.T) {
+	s := newSite(t)
+	cert := func(keyType string) string {
+		return fmt.Sprintf("[[certificate]]\nname = \"held\"\ndomains = [\"held.example.com\"]\nkey_type = %q\nsolver = \"webroot\"\nmax_orders = 1\nmax_orders_window = \"24h\"\n", keyType)
+	}
+	s.write(cert("ec256"))
+	if o := s.acmehook("run"); o.code != 0 {
+		t.Fatalf("first run: %s", o)
+	}
+	s.write(cert("rsa2048"))
+	o := s.acmehook("run")
+	l := resultLine(o, "held")
+	if o.code != 0 || !strings.Contains(l, " held ") || !strings.Contains(l, "key type changed from ec256") {
+		t.Fatalf("run after the key type change: result line %q, want held for the key type\n%s", l, o)
+	}
+	m := regexp.MustCompile(`next order allowed at (\d{4}-\d\d-\d\d \d\d:\d\d UTC)`).FindStringSubmatch(l)
+	if m == nil {
+		t.Fatalf("run's result line %q does not say until when", l)
+	}
+	until := m[1]
+	if o := s.acmehook("list"); o.code != 0 || !strings.Contains(resultLine(o, "held"), until+" (held: key type changed from ec256") {
+		t.Errorf("list: line %q, want the held time %s of run\n%s", resultLine(o, "held"), until, o)
+	}
+	if o := s.acmehook("explain", "held"); o.code != 0 || !strings.Contains(o.stdout, "next run: hold until "+until+": key type changed from ec256") {
+		t.Errorf("explain does not give run's held time %s:\n%s", until, o)
 	}
 }
 

@@ -1,0 +1,361 @@
+package engine
+
+// One certificate's run, top-down: load (stored version, state, decision)
+// → execute → obtain: account → order → authorizations (solve.go) → key
+// and CSR → finalize → download → store → deploy (output copies, then the
+// issued or renew event) → record. A failure raises failed and records it.
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/event"
+	"github.com/acmehook/acmehook/engine/store"
+)
+
+// job is one certificate's run: the certificate, its stored current
+// version and state, what to do with it, and its logger. load builds it;
+// every step of the run takes it.
+type job struct {
+	cert *config.Certificate
+	// current is the stored current version, nil when there is none; its
+	// KeyPEM is nil when the key was moved aside.
+	current *store.Version
+	meta    *Meta
+	status  Status
+	log     *slog.Logger
+}
+
+// load reads cert's current version and state and decides what a run
+// would do with it (decide). With opts.fetchARI, renewal information is
+// fetched first when the decision asks for it, and the outcome saved.
+// A state that cannot be read leaves the job's status with Err set.
+func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOptions) *job {
+	j := &job{cert: cert, log: e.log.With("cert", cert.Name)}
+	fail := func(err error) *job {
+		j.status = Status{Name: cert.Name, Domains: cert.Domains, Err: err}
+		return j
+	}
+	meta, err := e.loadMeta(ctx, cert.Name)
+	if err != nil {
+		return fail(fmt.Errorf("loading metadata: %w", err))
+	}
+	j.meta = meta
+	v, err := e.store.LoadCertificate(ctx, cert.Name)
+	aside := errors.Is(err, store.ErrKeyMovedAside)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		v = nil
+	case err != nil && !aside:
+		return fail(fmt.Errorf("loading certificate: %w", err))
+	}
+	j.current = v
+	j.status = e.decide(cert, v, aside, meta, opts.force)
+	if opts.fetchARI && !opts.force && v != nil && !aside && j.status.Decision.FetchARI {
+		e.fetchARI(ctx, v, &meta.Renewal, j.log)
+		if err := e.saveMeta(ctx, cert.Name, meta); err != nil {
+			return fail(fmt.Errorf("saving metadata: %w", err))
+		}
+		j.status = e.decide(cert, v, aside, meta, false)
+	}
+	return j
+}
+
+// execute carries out j's status and records the outcome in its state.
+func (e *Engine) execute(ctx context.Context, j *job) Result {
+	start := time.Now()
+	st := j.status
+	res := Result{Name: j.cert.Name, Action: ActionNone, Reason: st.Reason}
+	if j.current != nil {
+		res.Version, res.Serial, res.NotAfter = j.current.ID, j.current.Info.Serial, j.current.Info.NotAfter
+	}
+	switch {
+	case st.Err != nil:
+		res = e.failed(ctx, j, res, st.Err)
+	case st.Due():
+		j.log.Info("obtaining certificate", "reason", st.Reason, "names", domains(j.cert))
+		res = e.obtain(ctx, j, res)
+	case st.Next == NextHold:
+		j.log.Warn("not ordering now", "reason", st.Reason)
+		res.Action = ActionHeld
+	case st.Next == NextRedeploy:
+		j.log.Info("retrying deploy", "version", j.current.ID)
+		res = e.redeploy(ctx, j, res)
+	default:
+		j.log.Info("certificate is current", "serial", res.Serial, "not_after", res.NotAfter, "renewal", st.Reason)
+	}
+	res.Duration = time.Since(start)
+	return res
+}
+
+// obtain orders a certificate for j and deploys it, step by step:
+// account, new order (RFC 8555 §7.4), authorizations solved concurrently
+// (§7.5), key and CSR, finalize, download (preferred chain), store (the
+// version becomes current once all its files are written), deploy (output
+// copies, then the issued or renew event to the hooks). A failure before
+// the certificate is stored raises failed; a deploy failure after it
+// keeps the certificate and marks the deploy pending.
+func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
+	v, leaf, err := e.order(ctx, j)
+	if err != nil {
+		return e.failed(ctx, j, res, err)
+	}
+	// The new certificate starts a fresh renewal state (the guard's orders
+	// are kept); its renewal information is asked for at once, so the next
+	// run knows its window without contacting the CA.
+	meta := j.meta
+	meta.Renewal.RecordSuccess(e.now())
+	if ctx.Err() == nil {
+		e.fetchARI(ctx, v, &meta.Renewal, j.log)
+	}
+	// The certificate is in hand: it is stored even when the run is being
+	// stopped (SIGTERM), so the order is not wasted. The version becomes
+	// current in one step with its metadata, the deploy marked pending, so
+	// a stop or a crash between storing and deploying still deploys it on
+	// the next run, and no crash leaves the new state beside the old
+	// certificate.
+	sctx := context.WithoutCancel(ctx)
+	meta.PendingDeploy = true
+	if err := e.commit(sctx, j.cert.Name, v, meta); err != nil {
+		return e.failed(ctx, j, res, fmt.Errorf("storing certificate: %w", err))
+	}
+	res.Action, res.Version, res.Serial, res.NotAfter = ActionIssued, v.ID, v.Info.Serial, v.Info.NotAfter
+	t, prevSerial := event.Issued, ""
+	if prev := j.current; prev != nil {
+		res.Action, t, prevSerial = ActionRenewed, event.Renew, prev.Info.Serial
+	}
+	j.log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
+	if err := ctx.Err(); err != nil {
+		j.log.Warn("stopping before the deploy; it runs on the next start", "version", v.ID)
+		res.Err = fmt.Errorf("%w: %w", ErrDeploy, err)
+		return res
+	}
+	return e.deploy(ctx, j, v, leaf, t, prevSerial, res)
+}
+
+// order runs the protocol part of obtain and returns the unsaved version.
+func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certificate, error) {
+	cert := j.cert
+	acct, err := e.Account(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	ids := make([]acme.Identifier, len(cert.Identifiers))
+	for i, id := range cert.Identifiers {
+		ids[i] = acme.Identifier{Type: id.Type, Value: id.Value}
+	}
+	o, err := e.newOrder(ctx, cert, acct, acme.Order{Identifiers: ids, Profile: cert.Profile}, j.current, j.meta, j.log)
+	if err != nil {
+		return nil, nil, err
+	}
+	j.log.Debug("order created", "order", o.URL, "authorizations", len(o.Authorizations))
+	if err := e.authorize(ctx, cert, acct, o, j.log); err != nil {
+		return nil, nil, err
+	}
+	key, reused, err := e.certKey(cert, j.current)
+	if err != nil {
+		return nil, nil, err
+	}
+	csr, err := acme.NewCSR(key, ids)
+	if err != nil {
+		return nil, nil, fmt.Errorf("making CSR: %w", err)
+	}
+	stop := e.progressLog(j.log, "waiting for issuance")
+	o, err = e.client.FinalizeOrder(ctx, acct, o, csr)
+	stop()
+	if err != nil {
+		return nil, nil, err // it says "finalizing order <url>"
+	}
+	chain, err := e.client.FetchPreferredChain(ctx, acct, o.Certificate, cert.PreferredChain)
+	if err != nil {
+		return nil, nil, fmt.Errorf("downloading certificate %s: %w", o.Certificate, err)
+	}
+	if len(chain.Certificates) == 0 {
+		return nil, nil, fmt.Errorf("downloading certificate %s: empty chain", o.Certificate)
+	}
+	leaf := chain.Certificates[0]
+	if pk, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(key.Public()) {
+		return nil, nil, fmt.Errorf("downloading certificate %s: it is not for the key of the CSR", o.Certificate)
+	}
+	keyPEM, err := marshalKeyPEM(key)
+	if err != nil {
+		return nil, nil, err
+	}
+	var chainPEM bytes.Buffer
+	for _, c := range chain.Certificates[1:] {
+		pem.Encode(&chainPEM, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+	}
+	return &store.Version{
+		KeyPEM:   keyPEM,
+		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
+		ChainPEM: chainPEM.Bytes(),
+		Info: store.VersionInfo{
+			OrderURL:  o.URL,
+			CertURL:   chain.URL,
+			Serial:    leaf.SerialNumber.Text(16),
+			Names:     domains(cert),
+			KeyType:   string(cert.KeyType),
+			Profile:   cert.Profile,
+			Issuer:    leaf.Issuer.CommonName,
+			NotBefore: leaf.NotBefore,
+			NotAfter:  leaf.NotAfter,
+			IssuedAt:  e.now(),
+			ReusedKey: reused,
+		},
+	}, leaf, nil
+}
+
+// certKey returns the previous version's key when the certificate reuses
+// keys and the type still matches, else a new key.
+func (e *Engine) certKey(cert *config.Certificate, prev *store.Version) (crypto.Signer, bool, error) {
+	if cert.ReuseKey && prev != nil && prev.KeyPEM != nil {
+		if k, err := parseKeyPEM(prev.KeyPEM); err == nil && keyType(k.Public()) == cert.KeyType {
+			return k, true, nil
+		}
+	}
+	k, err := generateKey(cert.KeyType)
+	return k, false, err
+}
+
+// deploy writes the output copies of version v and raises t (issued or
+// renew) to the hooks, then records the outcome: on failure the deploy is
+// pending and the result's error wraps ErrDeploy.
+func (e *Engine) deploy(ctx context.Context, j *job, v *store.Version, leaf *x509.Certificate, t event.Type, prevSerial string, res Result) Result {
+	err := writeOutputs(j.cert, v)
+	if err == nil {
+		err = e.raise(ctx, j.cert, e.deployEvent(t, j.cert, v, leaf, prevSerial))
+	}
+	ev := MetaEvent{Time: e.now(), Name: string(t), Result: "ok", Version: v.ID}
+	meta := j.meta
+	meta.PendingDeploy = err != nil
+	if err != nil {
+		err = fmt.Errorf("%w: %w", ErrDeploy, err)
+		ev.Result, ev.Detail = "error", err.Error()
+		if ctx.Err() != nil {
+			j.log.Warn("stopping: deploy interrupted; the certificate is kept and the next run deploys it", "version", v.ID, "error", err)
+		} else {
+			j.log.Error("deploy failed; the certificate is kept and the deploy will be retried on the next run", "version", v.ID, "error", err)
+		}
+		res.Err = err
+	} else {
+		j.log.Info("certificate deployed", "event", string(t), "version", v.ID)
+	}
+	meta.Events = append(meta.Events, ev)
+	// Recorded even when the run is being stopped, so the pending deploy
+	// and its event survive a SIGTERM during the scripts.
+	if serr := e.saveMeta(context.WithoutCancel(ctx), j.cert.Name, meta); serr != nil {
+		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
+	}
+	return res
+}
+
+// redeploy retries the pending deploy of the current version without a
+// new order: the event that failed (issued or renew) is raised again.
+func (e *Engine) redeploy(ctx context.Context, j *job, res Result) Result {
+	v := j.current
+	// The previous version, if any, makes this a renew; an event recorded
+	// for v says which one failed.
+	t, prevSerial := event.Issued, ""
+	if ids, err := e.store.Versions(ctx, j.cert.Name); err == nil && len(ids) > 1 {
+		t = event.Renew
+		if i := slices.Index(ids, v.ID); i > 0 {
+			if pv, err := e.store.LoadVersion(ctx, j.cert.Name, ids[i-1]); err == nil {
+				prevSerial = pv.Info.Serial
+			}
+		}
+	}
+	for i := len(j.meta.Events) - 1; i >= 0; i-- {
+		ev := j.meta.Events[i]
+		if ev.Version == v.ID && (ev.Name == string(event.Issued) || ev.Name == string(event.Renew)) {
+			t = event.Type(ev.Name)
+			break
+		}
+	}
+	leaf, err := parseLeaf(v.CertPEM)
+	if err != nil {
+		return e.failed(ctx, j, res, err)
+	}
+	res = e.deploy(ctx, j, v, leaf, t, prevSerial, res)
+	if res.Err == nil {
+		res.Action = ActionDeployed
+	}
+	return res
+}
+
+// failed records err for j, raises failed to its hooks and returns res
+// marked failed. A run stopped from outside (SIGTERM) only abandons the
+// order: that is not the certificate's failure, so nothing is raised or
+// recorded and no backoff is earned.
+func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Result {
+	res.Action, res.Err = ActionFailed, err
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		j.log.Warn("stopping: order abandoned; the next run orders again", "error", err)
+		return res
+	}
+	attrs := []any{"error", err}
+	if p := problemOf(err); p != nil {
+		attrs = append(attrs, "problem_type", p.Type, "problem_detail", p.Detail)
+	}
+	j.log.Error("certificate failed", attrs...)
+	sctx := context.WithoutCancel(ctx)
+	if serr := e.raise(sctx, j.cert, e.failedEvent(sctx, j.cert, err)); serr != nil {
+		j.log.Warn("failed script failed", "error", serr)
+	}
+	meta := j.meta
+	if meta == nil {
+		return res
+	}
+	e.recordFailure(meta, err)
+	meta.Events = append(meta.Events, MetaEvent{Time: e.now(), Name: string(event.Failed), Result: "error", Detail: err.Error()})
+	if serr := e.saveMeta(sctx, j.cert.Name, meta); serr != nil {
+		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
+	}
+	return res
+}
+
+// writeOutputs writes the optional copies of v (config output.*), each
+// atomically; the key with mode 0600, the rest 0644.
+func writeOutputs(cert *config.Certificate, v *store.Version) error {
+	var errs []error
+	for _, o := range []struct {
+		path string
+		data []byte
+		mode os.FileMode
+	}{
+		{cert.Output.Cert, v.CertPEM, 0o644},
+		{cert.Output.Chain, v.ChainPEM, 0o644},
+		{cert.Output.Fullchain, v.Fullchain(), 0o644},
+		{cert.Output.Key, v.KeyPEM, 0o600},
+	} {
+		if o.path == "" {
+			continue
+		}
+		if err := store.WriteFileAtomic(o.path, o.data, o.mode); err != nil {
+			errs = append(errs, fmt.Errorf("writing %s: %w", o.path, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
+	b, _ := pem.Decode(certPEM)
+	if b == nil || b.Type != "CERTIFICATE" {
+		return nil, errors.New("parsing stored certificate: no CERTIFICATE PEM block")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("parsing stored certificate: %w", err)
+	}
+	return c, nil
+}
