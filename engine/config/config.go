@@ -68,8 +68,12 @@ var ErrInvalid = errors.New("config: invalid configuration")
 // Config is a decoded acmehook.toml. All paths in it are absolute (or as
 // absolute as the path given to Load).
 type Config struct {
-	// Storage is the directory that holds accounts and certificates.
-	Storage string `toml:"storage"`
+	// Store is the [storage] table: the backend that holds accounts and
+	// certificates. The short form storage = "dir" is read as
+	// [storage] path = "dir".
+	Store Storage `toml:"storage"`
+	// Storage is Store.Path, the file backend's directory (set by Load).
+	Storage string `toml:"-"`
 	// Concurrency bounds how many certificates are processed at once.
 	Concurrency int `toml:"concurrency"`
 
@@ -234,10 +238,15 @@ func load(path string, data []byte) (*Config, error) {
 	if _, err := toml.Decode(string(data), &loose); err != nil {
 		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
 	}
+	// storage = "dir" is the short form of [storage] path = "dir".
+	short := false
+	if dir, ok := loose["storage"].(string); ok {
+		loose["storage"], short = map[string]any{"path": dir}, true
+	}
 	tc := &typeChecker{c: cfg, bad: map[string]bool{}}
 	tc.table(reflect.TypeFor[Config](), loose, "")
 	errs := tc.errs
-	if len(errs) > 0 {
+	if len(errs) > 0 || short {
 		// Decode what is left; lines still come from the original text.
 		var buf bytes.Buffer
 		if err := toml.NewEncoder(&buf).Encode(loose); err != nil {
@@ -261,6 +270,7 @@ func load(path string, data []byte) (*Config, error) {
 	}
 	cfg.complete(base)
 	errs = append(errs, cfg.resolveSecrets()...)
+	errs = append(errs, cfg.resolveStoragePassword()...)
 	errs = append(errs, cfg.completeLua(base)...)
 	if err := cfg.Validate(); err != nil {
 		for _, e := range unjoin(err) {
@@ -352,10 +362,7 @@ func (c *Config) complete(base string) {
 			d.Duration = v
 		}
 	}
-	if c.Storage == "" {
-		c.Storage = DefaultStorage
-	}
-	abs(&c.Storage)
+	c.completeStorage(abs)
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}

@@ -69,6 +69,7 @@ func (c *Config) CheckFiles() error {
 	if err := c.checkLuaFiles(); err != nil {
 		errs = append(errs, err)
 	}
+	errs = append(errs, c.checkStorageFiles()...)
 	sortByLine(errs)
 	return errors.Join(errs...)
 }

@@ -39,9 +39,7 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 1 || c.Concurrency > 1000 {
 		add("concurrency", "must be between 1 and 1000, got %d", c.Concurrency)
 	}
-	if c.Storage == "" {
-		add("storage", "must not be empty")
-	}
+	errs = append(errs, c.validateStorage()...)
 
 	// [ca]
 	ca := c.CA
