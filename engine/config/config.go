@@ -22,6 +22,9 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/renewal"
 )
 
 // Directory URLs for the short names accepted in ca.directory.
@@ -160,8 +163,8 @@ type Certificate struct {
 	Name string `toml:"name"`
 	// Domains lists DNS names, wildcards ("*.example.com") and IP
 	// addresses, as written; Identifiers holds them parsed, in order.
-	Domains     []string     `toml:"domains"`
-	Identifiers []Identifier `toml:"-"`
+	Domains     []string          `toml:"domains"`
+	Identifiers []acme.Identifier `toml:"-"`
 	// KeyType is the certificate key algorithm.
 	KeyType KeyType `toml:"key_type"`
 	// ReuseKey keeps the private key across renewals (never after a
@@ -190,15 +193,19 @@ type Certificate struct {
 	Output Output `toml:"output"`
 
 	// RenewBefore overrides the default renewal time: a duration before
-	// expiry ("720h") or a lifetime fraction ("1/3", "33%"). It is kept as
-	// written; the engine parses it with renewal.ParseRenewBefore (config
-	// imports no other acmehook package).
-	RenewBefore string `toml:"renew_before"`
+	// expiry ("720h") or a lifetime fraction ("1/3", "33%").
+	RenewBefore renewal.RenewBefore `toml:"renew_before"`
 	// MaxOrders orders per MaxOrdersWindow bound re-issuance of this
 	// certificate (the runaway guard); 0 means the renewal package's
 	// defaults.
 	MaxOrders       int      `toml:"max_orders"`
 	MaxOrdersWindow Duration `toml:"max_orders_window"`
+}
+
+// Policy returns the certificate's renewal policy (renew_before,
+// max_orders, max_orders_window), validated when the file was loaded.
+func (cert *Certificate) Policy() renewal.Policy {
+	return renewal.Policy{RenewBefore: cert.RenewBefore, MaxOrders: cert.MaxOrders, MaxOrdersWindow: cert.MaxOrdersWindow.Duration}
 }
 
 // Output holds optional paths where the certificate is copied after

@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/acmehook/acmehook/acme"
 )
 
 var update = flag.Bool("update", false, "rewrite testdata/bad/*.golden")
@@ -95,10 +97,10 @@ func TestLoadExample(t *testing.T) {
 		t.Errorf("certificate names (-want +got):\n%s", diff)
 	}
 	wild := cfg.Certificate("wildcard")
-	if got := wild.SolverFor(Identifier{Type: IdentifierDNS, Value: "*.example.org"}); got != "dnsexec" {
+	if got := wild.SolverFor(acme.Identifier{Type: acme.IdentifierDNS, Value: "*.example.org"}); got != "dnsexec" {
 		t.Errorf("SolverFor(*.example.org) = %q, want dnsexec", got)
 	}
-	if got := wild.SolverFor(Identifier{Type: IdentifierDNS, Value: "example.org"}); got != "webroot" {
+	if got := wild.SolverFor(acme.Identifier{Type: acme.IdentifierDNS, Value: "example.org"}); got != "webroot" {
 		t.Errorf("SolverFor(example.org) = %q, want webroot", got)
 	}
 	if got, want := cfg.Plugins["dnsexec"].Path, filepath.Join(root, "bin/dnsexec"); got != want {
@@ -108,9 +110,9 @@ func TestLoadExample(t *testing.T) {
 		t.Errorf("webroot call timeout = %v, want default %v", got, want)
 	}
 	caps := map[string]Capabilities{
-		"standalone": {Challenges: []string{ChallengeTLSALPN01, ChallengeHTTP01}},
-		"webroot":    {Challenges: []string{ChallengeHTTP01}},
-		"dnsexec":    {Challenges: []string{ChallengeDNS01}},
+		"standalone": {Challenges: []string{acme.ChallengeTLSALPN01, acme.ChallengeHTTP01}},
+		"webroot":    {Challenges: []string{acme.ChallengeHTTP01}},
+		"dnsexec":    {Challenges: []string{acme.ChallengeDNS01}},
 	}
 	if err := cfg.CheckSolverCapabilities(caps); err != nil {
 		t.Errorf("CheckSolverCapabilities = %v, want nil", err)
@@ -162,8 +164,8 @@ func TestDefaults(t *testing.T) {
 		{"Certificate.KeyType", cert.KeyType, DefaultKeyType},
 		{"Certificate.ScriptTimeout", cert.ScriptTimeout.Duration, DefaultScriptTimeout},
 		{"Certificate.Scripts", cert.Scripts, []string{filepath.Join(dir, "hooks/deploy.lua")}},
-		{"Certificate.Identifiers", cert.Identifiers, []Identifier{
-			{IdentifierDNS, "example.com"}, {IdentifierIP, "192.0.2.1"}, {IdentifierIP, "2001:db8::1"},
+		{"Certificate.Identifiers", cert.Identifiers, []acme.Identifier{
+			{Type: acme.IdentifierDNS, Value: "example.com"}, {Type: acme.IdentifierIP, Value: "192.0.2.1"}, {Type: acme.IdentifierIP, Value: "2001:db8::1"},
 		}},
 	}
 	for _, c := range checks {
@@ -301,16 +303,16 @@ solvers = { "example.com" = "web", "192.0.2.1" = "alpn" }
 		want []string // substrings, one per expected problem
 	}{
 		{"all fit", map[string]Capabilities{
-			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeDNS01}}, "alpn": {[]string{ChallengeTLSALPN01}},
+			"web": {[]string{acme.ChallengeHTTP01}}, "dns": {[]string{acme.ChallengeDNS01}}, "alpn": {[]string{acme.ChallengeTLSALPN01}},
 		}, nil},
 		{"wildcard with http-01 only", map[string]Capabilities{
-			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeHTTP01}}, "alpn": {[]string{ChallengeTLSALPN01}},
+			"web": {[]string{acme.ChallengeHTTP01}}, "dns": {[]string{acme.ChallengeHTTP01}}, "alpn": {[]string{acme.ChallengeTLSALPN01}},
 		}, []string{`:13: certificate[0].solver: *.example.com cannot be validated by plugin "dns", which offers http-01 (wildcards need dns-01)`}},
 		{"IP with dns-01 only", map[string]Capabilities{
-			"web": {[]string{ChallengeHTTP01}}, "dns": {[]string{ChallengeDNS01}}, "alpn": {[]string{ChallengeDNS01}},
+			"web": {[]string{acme.ChallengeHTTP01}}, "dns": {[]string{acme.ChallengeDNS01}}, "alpn": {[]string{acme.ChallengeDNS01}},
 		}, []string{`:14: certificate[0].solvers."192.0.2.1": 192.0.2.1 cannot be validated by plugin "alpn", which offers dns-01 (IP addresses need http-01 or tls-alpn-01)`}},
 		{"plugin missing", map[string]Capabilities{
-			"dns": {[]string{ChallengeDNS01}}, "alpn": {nil},
+			"dns": {[]string{acme.ChallengeDNS01}}, "alpn": {nil},
 		}, []string{`example.com: plugin "web" reported no capabilities`, `which offers none`}},
 	}
 	for _, tt := range tests {
@@ -339,20 +341,20 @@ solvers = { "example.com" = "web", "192.0.2.1" = "alpn" }
 }
 
 func TestChallengeTypes(t *testing.T) {
-	wild := Identifier{IdentifierDNS, "*.example.com"}
-	ip := Identifier{IdentifierIP, "192.0.2.1"}
-	name := Identifier{IdentifierDNS, "example.com"}
-	all := []string{ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01}
+	wild := acme.Identifier{Type: acme.IdentifierDNS, Value: "*.example.com"}
+	ip := acme.Identifier{Type: acme.IdentifierIP, Value: "192.0.2.1"}
+	name := acme.Identifier{Type: acme.IdentifierDNS, Value: "example.com"}
+	all := []string{acme.ChallengeHTTP01, acme.ChallengeDNS01, acme.ChallengeTLSALPN01}
 	tests := []struct {
 		pref string
-		id   Identifier
+		id   acme.Identifier
 		want []string
 	}{
 		{"", name, all},
-		{"", wild, []string{ChallengeDNS01}},
-		{"", ip, []string{ChallengeHTTP01, ChallengeTLSALPN01}},
-		{ChallengeTLSALPN01, name, []string{ChallengeTLSALPN01}},
-		{ChallengeHTTP01, wild, nil},
+		{"", wild, []string{acme.ChallengeDNS01}},
+		{"", ip, []string{acme.ChallengeHTTP01, acme.ChallengeTLSALPN01}},
+		{acme.ChallengeTLSALPN01, name, []string{acme.ChallengeTLSALPN01}},
+		{acme.ChallengeHTTP01, wild, nil},
 	}
 	for _, tt := range tests {
 		c := &Certificate{Challenge: tt.pref}

@@ -4,7 +4,10 @@ import (
 	"encoding"
 	"fmt"
 	"reflect"
+	"strings"
 	"time"
+
+	"github.com/acmehook/acmehook/engine/renewal"
 )
 
 var textUnmarshaler = reflect.TypeFor[encoding.TextUnmarshaler]()
@@ -50,7 +53,8 @@ func (tc *typeChecker) value(t reflect.Type, v any, path string) bool {
 			return tc.misfit(path, v, "string")
 		}
 		if err := reflect.New(t).Interface().(encoding.TextUnmarshaler).UnmarshalText([]byte(s)); err != nil {
-			return tc.fail(path, err.Error())
+			// The key already says what the value is for.
+			return tc.fail(path, strings.TrimPrefix(err.Error(), renewal.ErrRenewBefore.Error()+": "))
 		}
 		return true
 	}

@@ -11,6 +11,9 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/renewal"
 )
 
 // nameRE is what certificate and plugin names may look like: they become
@@ -180,7 +183,7 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 		}
 	}
 	switch cert.Challenge {
-	case "", ChallengeHTTP01, ChallengeDNS01, ChallengeTLSALPN01:
+	case "", acme.ChallengeHTTP01, acme.ChallengeDNS01, acme.ChallengeTLSALPN01:
 	default:
 		add(base+".challenge", "unknown challenge type %q; use http-01, dns-01 or tls-alpn-01", cert.Challenge)
 	}
@@ -194,11 +197,13 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 			add(fmt.Sprintf("%s.scripts[%d]", base, j), "empty script path")
 		}
 	}
-	if cert.MaxOrders < 0 {
-		add(base+".max_orders", "must not be negative")
-	}
-	if cert.MaxOrdersWindow.Duration < 0 {
-		add(base+".max_orders_window", "must not be negative")
+	for _, err := range unjoin(cert.Policy().Validate()) {
+		var pe *renewal.PolicyError
+		if errors.As(err, &pe) {
+			add(base+"."+pe.Key, "%s %s", pe.Value, pe.Message)
+		} else if err != nil {
+			add(base, "%v", err)
+		}
 	}
 	if cert.ScriptTimeout.Duration <= 0 {
 		add(base+".script_timeout", "must be positive")
@@ -221,15 +226,15 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 
 // parseDomain checks one entry of domains: an IP address, or a DNS name
 // with an optional "*." wildcard as its whole leftmost label.
-func parseDomain(d string) (Identifier, error) {
+func parseDomain(d string) (acme.Identifier, error) {
 	if d == "" {
-		return Identifier{}, errors.New("empty domain")
+		return acme.Identifier{}, errors.New("empty domain")
 	}
 	if d != strings.TrimSpace(d) {
-		return Identifier{}, fmt.Errorf("%q has surrounding spaces", d)
+		return acme.Identifier{}, fmt.Errorf("%q has surrounding spaces", d)
 	}
-	id := parseIdentifier(d)
-	if id.Type == IdentifierIP {
+	id := acme.ParseIdentifier(d)
+	if id.Type == acme.IdentifierIP {
 		return id, nil
 	}
 	name := strings.TrimPrefix(id.Value, "*.")
@@ -266,115 +271,6 @@ func validLabel(l string) bool {
 		}
 	}
 	return true
-}
-
-// allowed reports whether a challenge type can validate id: wildcards
-// only by dns-01 (RFC 8555 §7.1.3), IP addresses never by dns-01
-// (RFC 8738 §7).
-func allowed(id Identifier, challenge string) bool {
-	switch {
-	case id.Wildcard():
-		return challenge == ChallengeDNS01
-	case id.Type == IdentifierIP:
-		return challenge == ChallengeHTTP01 || challenge == ChallengeTLSALPN01
-	}
-	return true
-}
-
-func why(id Identifier) string {
-	if id.Wildcard() {
-		return "wildcards need dns-01"
-	}
-	return "IP addresses need http-01 or tls-alpn-01"
-}
-
-// SolverFor returns the name of the plugin that solves id: the override in
-// Solvers for the domain as written, else Solver.
-func (cert *Certificate) SolverFor(id Identifier) string {
-	for d, s := range cert.Solvers {
-		if parseIdentifier(d) == id {
-			return s
-		}
-	}
-	return cert.Solver
-}
-
-// Capabilities is what a solver plugin reports about itself (its Info
-// RPC): the challenge types it can solve, in its order of preference.
-type Capabilities struct {
-	Challenges []string
-}
-
-// ChallengeTypes returns the challenge types usable for id with a solver
-// that offers offered, best first: Challenge first when set, then the
-// solver's own order; types the identifier cannot use are dropped. The
-// engine intersects the result with what the CA offers in the
-// authorization.
-func (cert *Certificate) ChallengeTypes(id Identifier, offered []string) []string {
-	var out []string
-	if cert.Challenge != "" {
-		if slices.Contains(offered, cert.Challenge) && allowed(id, cert.Challenge) {
-			out = append(out, cert.Challenge)
-		}
-		return out
-	}
-	for _, t := range offered {
-		if allowed(id, t) && !slices.Contains(out, t) {
-			out = append(out, t)
-		}
-	}
-	return out
-}
-
-// CheckSolverCapabilities checks, after the engine has asked each plugin
-// for its capabilities and before any ACME request, that every identifier
-// of every certificate has a solver able to validate it: a plugin that is
-// running, and a challenge type that both the plugin offers and the
-// identifier allows. caps is keyed by plugin name. It returns every
-// problem joined with errors.Join.
-func (c *Config) CheckSolverCapabilities(caps map[string]Capabilities) error {
-	var errs []error
-	for i, cert := range c.Certificates {
-		for j, id := range cert.Identifiers {
-			solver := cert.SolverFor(id)
-			path := fmt.Sprintf("certificate[%d].solver", i)
-			if _, ok := cert.Solvers[cert.Domains[domainIndex(cert, id, j)]]; ok {
-				path = fmt.Sprintf("certificate[%d].solvers.%s", i, quoteSeg(cert.Domains[domainIndex(cert, id, j)]))
-			}
-			cp, ok := caps[solver]
-			if !ok {
-				errs = append(errs, c.errorf(path, "%s: plugin %q reported no capabilities", id.Value, solver))
-				continue
-			}
-			if len(cert.ChallengeTypes(id, cp.Challenges)) > 0 {
-				continue
-			}
-			offered := strings.Join(cp.Challenges, ", ")
-			if offered == "" {
-				offered = "none"
-			}
-			msg := fmt.Sprintf("%s cannot be validated by plugin %q, which offers %s (%s)", id.Value, solver, offered, why(id))
-			if cert.Challenge != "" && allowed(id, cert.Challenge) {
-				msg = fmt.Sprintf("%s: plugin %q does not offer challenge %s (it offers %s)", id.Value, solver, cert.Challenge, offered)
-			}
-			errs = append(errs, c.errorf(path, "%s", msg))
-		}
-	}
-	sortByLine(errs)
-	return errors.Join(errs...)
-}
-
-// domainIndex finds the entry of Domains that produced id.
-func domainIndex(cert *Certificate, id Identifier, hint int) int {
-	if hint < len(cert.Domains) && parseIdentifier(cert.Domains[hint]) == id {
-		return hint
-	}
-	for k, d := range cert.Domains {
-		if parseIdentifier(d) == id {
-			return k
-		}
-	}
-	return 0
 }
 
 func keyTypeList() string {

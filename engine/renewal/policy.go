@@ -38,6 +38,23 @@ const shortLived = 10 * 24 * time.Hour
 // ErrPolicy is wrapped by every error of [Policy.Validate].
 var ErrPolicy = errors.New("renewal: invalid policy")
 
+// PolicyError is one setting of a [Policy] out of range, named by its TOML
+// key, so that the configuration loader can report it at the key's line.
+// It wraps [ErrPolicy].
+type PolicyError struct {
+	Key     string // renew_before, max_orders or max_orders_window
+	Value   string // the value as the message shows it
+	Message string // what is wrong with it
+}
+
+// Error returns "renewal: invalid policy: KEY VALUE MESSAGE".
+func (e *PolicyError) Error() string {
+	return fmt.Sprintf("%v: %s %s %s", ErrPolicy, e.Key, e.Value, e.Message)
+}
+
+// Unwrap returns ErrPolicy.
+func (e *PolicyError) Unwrap() error { return ErrPolicy }
+
 // Policy is the per-certificate renewal configuration. The zero value is the
 // default policy.
 type Policy struct {
@@ -50,17 +67,17 @@ type Policy struct {
 	MaxOrdersWindow time.Duration
 }
 
-// Validate reports every problem of p at once.
+// Validate reports every problem of p at once, each a *[PolicyError].
 func (p Policy) Validate() error {
 	var errs []error
 	if p.MaxOrders < 0 || p.MaxOrders > maxOrdersCeiling {
-		errs = append(errs, fmt.Errorf("%w: max_orders %d must be between 1 and %d (0 for the default %d)", ErrPolicy, p.MaxOrders, maxOrdersCeiling, DefaultMaxOrders))
+		errs = append(errs, &PolicyError{"max_orders", fmt.Sprint(p.MaxOrders), fmt.Sprintf("must be between 1 and %d (0 for the default %d)", maxOrdersCeiling, DefaultMaxOrders)})
 	}
 	if p.MaxOrdersWindow < 0 || p.MaxOrdersWindow > maxOrdersWindowCeiling {
-		errs = append(errs, fmt.Errorf("%w: max_orders_window %s must be positive and at most %s (0 for the default %s)", ErrPolicy, p.MaxOrdersWindow, maxOrdersWindowCeiling, DefaultMaxOrdersWindow))
+		errs = append(errs, &PolicyError{"max_orders_window", p.MaxOrdersWindow.String(), fmt.Sprintf("must be positive and at most %s (0 for the default %s)", maxOrdersWindowCeiling, DefaultMaxOrdersWindow)})
 	}
 	if d, f := p.RenewBefore.Duration, p.RenewBefore.Fraction; d < 0 || f < 0 || f >= 1 || (d != 0 && f != 0) {
-		errs = append(errs, fmt.Errorf("%w: renew_before %q", ErrPolicy, p.RenewBefore))
+		errs = append(errs, &PolicyError{"renew_before", fmt.Sprintf("%q", p.RenewBefore), "must be a positive duration or a fraction between 0 and 1, not both"})
 	}
 	return errors.Join(errs...)
 }

@@ -243,6 +243,11 @@ func TestPolicyValidate(t *testing.T) {
 			if !errors.Is(err, ErrPolicy) {
 				t.Fatalf("Validate() = %v, want ErrPolicy", err)
 			}
+			for _, e := range err.(interface{ Unwrap() []error }).Unwrap() {
+				if pe := (*PolicyError)(nil); !errors.As(e, &pe) || pe.Key == "" {
+					t.Errorf("Validate() joined %v, want a *PolicyError naming its key", e)
+				}
+			}
 			for _, w := range tt.want {
 				if !strings.Contains(err.Error(), w) {
 					t.Errorf("Validate() = %v, want it to mention %q", err, w)
