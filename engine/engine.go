@@ -119,9 +119,6 @@ func New(opts Options) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	if err := checkPolicies(opts.Config); err != nil {
-		return nil, err
-	}
 	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
 	progress := opts.ProgressInterval
 	if progress <= 0 {
@@ -332,19 +329,27 @@ func (e *Engine) preparePlugins(ctx context.Context, jobs []*job) {
 }
 
 // checkSolvers reports every identifier of cert that its solver cannot
-// validate, or whose solver did not start.
+// validate (config's capability check, the one `acmehook check` reports),
+// or whose solver did not start.
 func (e *Engine) checkSolvers(ctx context.Context, cert *config.Certificate) error {
 	var errs []error
+	caps := map[string]config.Capabilities{}
+	tried := map[string]bool{}
 	for _, id := range cert.Identifiers {
 		name := cert.SolverFor(id)
+		if tried[name] {
+			continue
+		}
+		tried[name] = true
 		p, err := e.plugins.get(ctx, name)
 		if err != nil {
 			errs = append(errs, err)
 			continue
 		}
-		if len(cert.ChallengeTypes(id, p.Info.ChallengeTypes)) == 0 {
-			errs = append(errs, fmt.Errorf("%s cannot be validated by plugin %s (offers %v, challenge %q)", id.Value, name, p.Info.ChallengeTypes, cert.Challenge))
-		}
+		caps[name] = p.Capabilities()
 	}
-	return errors.Join(errs...)
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	return e.cfg.CheckSolvers(cert, caps)
 }

@@ -13,37 +13,13 @@ import (
 	"github.com/acmehook/acmehook/engine/store"
 )
 
-// policy is cert's renewal policy (renew_before, max_orders,
-// max_orders_window), checked against the renewal package's limits.
-func policy(cert *config.Certificate) (renewal.Policy, error) {
-	rb, err := renewal.ParseRenewBefore(cert.RenewBefore)
-	p := renewal.Policy{RenewBefore: rb, MaxOrders: cert.MaxOrders, MaxOrdersWindow: cert.MaxOrdersWindow.Duration}
-	return p, errors.Join(err, p.Validate())
-}
-
-// checkPolicies reports every certificate whose renewal settings are out
-// of range, wrapping config.ErrInvalid (the config package cannot parse
-// them: it imports no other acmehook package).
-func checkPolicies(cfg *config.Config) error {
-	var errs []error
-	for _, c := range cfg.Certificates {
-		if _, err := policy(c); err != nil {
-			errs = append(errs, fmt.Errorf("certificate %s: %w", c.Name, err))
-		}
-	}
-	if len(errs) > 0 {
-		return fmt.Errorf("%w: %w", config.ErrInvalid, errors.Join(errs...))
-	}
-	return nil
-}
-
 // Decide applies cert's renewal policy to version v (nil when there is no
 // certificate yet) and the lineage's stored renewal state at the engine's
 // clock. Renewal information counts as offered whenever there is a
 // certificate: a CA without it is recorded as an ARI error and asked again
 // a day later, so the decision never waits on it.
 func (e *Engine) Decide(cert *config.Certificate, v *store.Version, st renewal.State) renewal.Decision {
-	pol, _ := policy(cert) // checked by New
+	pol := cert.Policy()
 	var c renewal.Certificate
 	if v != nil {
 		c = renewal.Certificate{NotBefore: v.Info.NotBefore, NotAfter: v.Info.NotAfter, ARI: true}

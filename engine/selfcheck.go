@@ -195,7 +195,7 @@ func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *sl
 }
 
 // checkSolveOne presents, self-checks and cleans up one identifier.
-func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certificate, ps *plugins, id config.Identifier, key *ecdsa.PrivateKey, logger *slog.Logger) (res SolveCheck) {
+func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certificate, ps *plugins, id acme.Identifier, key *ecdsa.PrivateKey, logger *slog.Logger) (res SolveCheck) {
 	res = SolveCheck{Identifier: id.Value, Solver: cert.SolverFor(id)}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()

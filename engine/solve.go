@@ -51,7 +51,7 @@ func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.
 	if err != nil {
 		return fmt.Errorf("fetching authorization %s: %w", url, err)
 	}
-	id := config.Identifier{Type: authz.Identifier.Type, Value: authz.Identifier.Value}
+	id := authz.Identifier
 	if authz.Wildcard {
 		id.Value = "*." + id.Value
 	}

@@ -813,7 +813,7 @@ func TestE2EBadConfig(t *testing.T) {
 		s.write("[[certificate]]\nname = \"wild\"\ndomains = [\"*.cap.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
 		pebble.Counter().Reset()
 		o := s.acmehook("run")
-		if o.code != 1 || !strings.Contains(o.stdout, "*.cap.example.com cannot be validated by plugin webroot") {
+		if o.code != 1 || !strings.Contains(o.stdout, `*.cap.example.com cannot be validated by plugin "webroot"`) {
 			t.Errorf("want exit 1 and the reason in the result table\n%s", o)
 		}
 		if _, total := pebble.Counter().Snapshot(); total != 0 {

@@ -27,6 +27,7 @@ func TestRenewalCommands(t *testing.T) {
 		"[[certificate]]\nname = \"www\"\ndomains = [\"www.example.com\"]\nsolver = \"w\"\n"
 	good := write("good.toml", base)
 	badPolicy := write("policy.toml", base+"renew_before = \"soon\"\nmax_orders = 1000\n")
+	badFraction := write("fraction.toml", base+"renew_before = \"150%\"\n")
 
 	locked, err := store.Open(filepath.Join(dir, "s"), store.Options{})
 	if err != nil {
@@ -50,8 +51,13 @@ func TestRenewalCommands(t *testing.T) {
 		{name: "revoke takes the lock", args: []string{"--config", good, "revoke", "www", "--reason", "keyCompromise"}, code: exitFailed, stderr: "if acmehook daemon holds it, stop the daemon, run this command, and start it again"},
 		{name: "daemon with arguments", args: []string{"--config", good, "daemon", "now"}, code: exitUsage, stderr: "daemon takes no arguments"},
 		{name: "daemon takes the lock", args: []string{"--config", good, "daemon"}, code: exitFailed, stderr: "storage is locked by another process"},
-		{name: "renewal settings checked", args: []string{"--config", badPolicy, "explain", "www"}, code: exitUsage, stderr: "max_orders 1000 must be between 1 and 100"},
-		{name: "renew_before checked", args: []string{"--config", badPolicy, "list"}, code: exitUsage, stderr: `certificate www: renewal: invalid renew_before: "soon"`},
+		{name: "renewal settings checked", args: []string{"--config", badPolicy, "explain", "www"}, code: exitUsage, stderr: "policy.toml:11: certificate[0].max_orders: 1000 must be between 1 and 100"},
+		{name: "renew_before checked", args: []string{"--config", badPolicy, "list"}, code: exitUsage, stderr: `policy.toml:10: certificate[0].renew_before: "soon" is neither a duration`},
+		// check rejects exactly what run rejects, at the same line.
+		{name: "check: renew_before word", args: []string{"--config", badPolicy, "check"}, code: exitUsage, stderr: `policy.toml:10: certificate[0].renew_before: "soon" is neither a duration`},
+		{name: "check: max_orders", args: []string{"--config", badPolicy, "check"}, code: exitUsage, stderr: "policy.toml:11: certificate[0].max_orders: 1000 must be between 1 and 100"},
+		{name: "check: renew_before fraction", args: []string{"--config", badFraction, "check"}, code: exitUsage, stderr: `fraction.toml:10: certificate[0].renew_before: lifetime fraction "150%" must be between 0 and 1`},
+		{name: "run: renew_before fraction", args: []string{"--config", badFraction, "run"}, code: exitUsage, stderr: `fraction.toml:10: certificate[0].renew_before: lifetime fraction "150%" must be between 0 and 1`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

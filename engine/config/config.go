@@ -4,8 +4,14 @@
 // Load decodes strictly (unknown keys and wrong types are errors with
 // file:line), fills in defaults in one place, resolves relative paths
 // against the file's directory, reads secrets from files or environment
-// variables, and runs Validate. Checks that need a plugin's capabilities
-// run later, in CheckSolverCapabilities.
+// variables, and runs Validate. Every value is parsed into its real type
+// there, once (durations, identifiers, the renewal policy), so `check` and
+// `run` cannot disagree. Checks that need a plugin's capabilities run
+// later, in CheckSolvers (the engine, per certificate) and
+// CheckSolverCapabilities (`acmehook check`, every certificate).
+//
+// Of acmehook's own packages, config imports only the leaf packages acme
+// (identifiers, challenge types) and engine/renewal (the renewal policy).
 package config
 
 import (
