@@ -64,10 +64,14 @@ type Client struct {
 	initOnce sync.Once
 	hc       *http.Client
 
-	mu     sync.Mutex
-	nonces []string
-	dirMu  sync.Mutex
-	dir    *Directory
+	// mu guards the nonce pool and its single-flight state (see nonce).
+	mu            sync.Mutex
+	nonces        []string
+	nonceHolders  int           // nonces handed out whose request has not been answered
+	nonceFetching bool          // a newNonce request is in flight
+	nonceReady    chan struct{} // closed when a nonce arrives or a flight ends
+	dirMu         sync.Mutex
+	dir           *Directory
 }
 
 // Polling defaults. A CA that validates or issues in a few milliseconds

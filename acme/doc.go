@@ -42,7 +42,11 @@
 // # Transport
 //
 // All retry policy lives in the HTTP layer: nonces are pooled from every
-// Replay-Nonce and newNonce is asked only when the pool is empty; badNonce
+// Replay-Nonce, and newNonce is asked single-flight: a request that finds
+// the pool empty waits for a nonce from an answer in flight, or for the
+// one newNonce request in flight, and asks newNonce itself only when
+// neither is coming (or after waiting a second), so an order of 20 names
+// costs one newNonce in all; badNonce
 // answers are retried with a fresh nonce and signature up to
 // Client.MaxRetries; 5xx answers to GETs and POST-as-GET are retried up to
 // 3 times; a 429 or 5xx answer to newAccount, newOrder, finalize or a

@@ -279,9 +279,11 @@ func (c *Client) post(ctx context.Context, s signer, u string, payload any, acce
 		}
 		jws, err := signJWS(s.key, s.kid, nonce, u, body)
 		if err != nil {
+			c.releaseNonce()
 			return nil, err
 		}
 		r, err := c.send(ctx, http.MethodPost, u, jws, accept)
+		c.releaseNonce()
 		var p *Problem
 		if errors.As(err, &p) && p.Type == ProblemBadNonce && attempt < c.maxRetries() {
 			c.logger().Debug("acme nonce rejected, retrying", "url", u, "attempt", attempt+1)
@@ -363,8 +365,17 @@ func (c *Client) postJSON(ctx context.Context, s signer, u string, payload, v an
 	return r, nil
 }
 
-// nonce takes a nonce from the pool, asking newNonce only when it is
-// empty (RFC 8555 §7.2).
+// nonceGrace is how long a request that finds the nonce pool empty waits
+// for the nonce of a response in flight before it may ask newNonce itself
+// (still one newNonce at a time).
+const nonceGrace = time.Second
+
+// nonce takes a nonce from the pool (RFC 8555 §7.2), single-flight: when
+// the pool is empty it waits for the nonce of a response in flight or of
+// the one newNonce request the client sends at a time, and asks newNonce
+// itself only when no request that will bring a nonce is in flight (or
+// it has waited nonceGrace). A nonce handed out counts as in flight until
+// the caller's release.
 func (c *Client) nonce(ctx context.Context) (string, error) {
 	// The directory first (cached after the first call): a server that
 	// sends a Replay-Nonce with it saves the HEAD below.
@@ -372,16 +383,84 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	var waitStart time.Time
 	c.mu.Lock()
-	if n := len(c.nonces); n > 0 {
-		nonce := c.nonces[n-1]
-		c.nonces = c.nonces[:n-1]
+	for {
+		if n := len(c.nonces); n > 0 {
+			nonce := c.nonces[n-1]
+			c.nonces = c.nonces[:n-1]
+			c.nonceHolders++
+			c.mu.Unlock()
+			return nonce, nil
+		}
+		var waited time.Duration
+		if !waitStart.IsZero() {
+			waited = time.Since(waitStart)
+		}
+		if !c.nonceFetching && (c.nonceHolders == 0 || waited >= nonceGrace) {
+			c.nonceFetching = true
+			c.mu.Unlock()
+			n, err := c.fetchNonce(ctx, dir.NewNonce)
+			c.mu.Lock()
+			c.nonceFetching = false
+			if err == nil {
+				c.nonceHolders++
+			}
+			c.nonceSignalLocked()
+			c.mu.Unlock()
+			return n, err
+		}
+		if waitStart.IsZero() {
+			waitStart = time.Now()
+		}
+		if c.nonceReady == nil {
+			c.nonceReady = make(chan struct{})
+		}
+		ready := c.nonceReady
 		c.mu.Unlock()
-		return nonce, nil
+		var grace <-chan time.Time
+		var t *time.Timer
+		if waited < nonceGrace {
+			t = time.NewTimer(nonceGrace - waited)
+			grace = t.C
+		}
+		select {
+		case <-ready:
+		case <-grace:
+		case <-ctx.Done():
+		}
+		if t != nil {
+			t.Stop()
+		}
+		if err := ctx.Err(); err != nil {
+			return "", fmt.Errorf("waiting for a nonce: %w", err)
+		}
+		c.mu.Lock()
 	}
-	c.mu.Unlock()
+}
+
+// releaseNonce ends the flight of a nonce handed out by nonce: its request
+// got its answer (whose Replay-Nonce, if any, is already in the pool) or
+// was never sent.
+func (c *Client) releaseNonce() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.nonceHolders--
+	c.nonceSignalLocked()
+}
+
+// nonceSignalLocked wakes the requests waiting for a nonce. c.mu is held.
+func (c *Client) nonceSignalLocked() {
+	if c.nonceReady != nil {
+		close(c.nonceReady)
+		c.nonceReady = nil
+	}
+}
+
+// fetchNonce asks newNonce (HEAD), retrying 5xx answers.
+func (c *Client) fetchNonce(ctx context.Context, u string) (string, error) {
 	for attempt := 0; ; attempt++ {
-		r, err := c.send(ctx, http.MethodHead, dir.NewNonce, nil, "")
+		r, err := c.send(ctx, http.MethodHead, u, nil, "")
 		if c.shouldRetry5xx(ctx, r, err, attempt) {
 			continue
 		}
@@ -403,6 +482,7 @@ func (c *Client) putNonce(n string) {
 		c.nonces = c.nonces[1:]
 	}
 	c.nonces = append(c.nonces, n)
+	c.nonceSignalLocked()
 }
 
 // ParseRetryAfter parses a Retry-After header value (RFC 9110 §10.2.3),

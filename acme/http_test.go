@@ -97,6 +97,75 @@ func TestNoncePool(t *testing.T) {
 	}
 }
 
+// TestNonceSingleFlight: 20 requests that start together with an empty
+// pool send one newNonce between them; the others wait for the nonces
+// the answers bring.
+func TestNonceSingleFlight(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) { writeJSON(w, 200, orderJSON(f, StatusPending)) })
+	c := f.client()
+	if _, err := c.Directory(ctxT(t)); err != nil {
+		t.Fatal(err)
+	}
+	start := make(chan struct{})
+	errs := make(chan error, 20)
+	for range 20 {
+		go func() {
+			<-start
+			_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+			errs <- err
+		}()
+	}
+	close(start)
+	for range 20 {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	heads := f.heads
+	f.mu.Unlock()
+	if heads != 1 {
+		t.Errorf("newNonce HEADs for 20 concurrent requests = %d, want 1", heads)
+	}
+	if n := len(f.posts("/order/1")); n != 20 {
+		t.Errorf("requests = %d, want 20", n)
+	}
+}
+
+// TestNonceWaitCanceled: a request waiting for a nonce gives up with its
+// context.
+func TestNonceWaitCanceled(t *testing.T) {
+	f := newFakeCA(t)
+	acct := f.account()
+	block := make(chan struct{})
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		<-block
+		writeJSON(w, 200, orderJSON(f, StatusPending))
+	})
+	c := f.client()
+	done := make(chan error, 1)
+	go func() {
+		_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+		done <- err
+	}()
+	// Wait until the first request holds the only nonce.
+	for len(f.posts("/order/1")) == 0 {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithCancel(ctxT(t))
+	cancel()
+	_, err := c.GetOrder(ctx, acct, f.url("/order/1"))
+	if !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "waiting for a nonce") {
+		t.Errorf("GetOrder while the only nonce is in flight, cancelled = %v, want waiting for a nonce: context canceled", err)
+	}
+	close(block)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestNonceFromDirectory: a nonce that came with the directory is used, so
 // no newNonce request is needed at all.
 func TestNonceFromDirectory(t *testing.T) {

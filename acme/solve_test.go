@@ -3,6 +3,7 @@ package acme_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"maps"
 	"slices"
 	"strings"
@@ -233,35 +234,53 @@ func TestSolveAuthorizationsSkipsValid(t *testing.T) {
 }
 
 // TestObtainCertificateRequestCount pins a whole issuance with a new
-// account to the protocol minimum, counted at strict Pebble: directory,
-// newNonce, newAccount, newOrder, the authorization, the challenge, one
-// authorization poll, finalize, one order poll, the certificate. The poll
-// interval is long enough for each poll to find the work done.
+// account to the protocol minimum, counted at strict Pebble (no rejected
+// nonces, no authorization reuse): directory, one newNonce (single-flight:
+// every later nonce comes with an answer, even while 20 authorizations
+// are solved at once), newAccount, newOrder, per name the authorization,
+// the challenge and one authorization poll, then finalize, one order poll
+// and the certificate. The poll interval is long enough for each poll to
+// find the work done.
 func TestObtainCertificateRequestCount(t *testing.T) {
 	s := startPebble(t, pebbletest.Options{Strict: true})
-	c := newClient(s)
-	c.PollInterval = 300 * time.Millisecond
-	acct, err := c.NewAccount(testCtx(t), acme.Account{Key: newKey(t), TermsOfServiceAgreed: true}, nil)
-	if err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		names int
+		want  int
+	}{
+		{1, 10},
+		{20, 67},
 	}
-	ids := dnsIDs("count-obtain.example.com")
-	if _, err := c.ObtainCertificate(testCtx(t), acct, acme.CertificateRequest{Identifiers: ids, Key: newKey(t), Solver: &dnsSolver{s: s}}); err != nil {
-		t.Fatal(err)
-	}
-	got, total := s.Counter().Snapshot()
-	want := map[string]int{
-		"GET /dir":              1,
-		"HEAD /nonce-plz":       1,
-		"POST /sign-me-up":      1,
-		"POST /order-plz":       1,
-		"POST /authZ/":          2,
-		"POST /chalZ/":          1,
-		"POST /finalize-order/": 1,
-		"POST /my-order/":       1,
-		"POST /certZ/":          1,
-	}
-	if !maps.Equal(got, want) || total != 10 {
-		t.Errorf("requests = %v (%d), want %v (10)", got, total, want)
+	for _, tt := range tests {
+		t.Run(fmt.Sprintf("%d names", tt.names), func(t *testing.T) {
+			s.Counter().Reset()
+			c := newClient(s)
+			c.PollInterval = 300 * time.Millisecond
+			acct, err := c.NewAccount(testCtx(t), acme.Account{Key: newKey(t), TermsOfServiceAgreed: true}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var ids []acme.Identifier
+			for i := range tt.names {
+				ids = append(ids, acme.DNS(fmt.Sprintf("n%d.count%d.example.com", i, tt.names)))
+			}
+			if _, err := c.ObtainCertificate(testCtx(t), acct, acme.CertificateRequest{Identifiers: ids, Key: newKey(t), Solver: &dnsSolver{s: s}}); err != nil {
+				t.Fatal(err)
+			}
+			got, total := s.Counter().Snapshot()
+			want := map[string]int{
+				"GET /dir":              1,
+				"HEAD /nonce-plz":       1,
+				"POST /sign-me-up":      1,
+				"POST /order-plz":       1,
+				"POST /authZ/":          2 * tt.names,
+				"POST /chalZ/":          tt.names,
+				"POST /finalize-order/": 1,
+				"POST /my-order/":       1,
+				"POST /certZ/":          1,
+			}
+			if !maps.Equal(got, want) || total != tt.want {
+				t.Errorf("requests = %v (%d), want %v (%d)", got, total, want, tt.want)
+			}
+		})
 	}
 }
