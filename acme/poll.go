@@ -47,11 +47,11 @@ func (e *PollError) Error() string {
 	if e.Identifier.Value != "" {
 		what = e.Kind + " of " + e.Identifier.Value
 	}
-	status := e.Status
-	if status == "" {
-		status = "unknown"
+	state := "still " + e.Status
+	if e.Status == "" {
+		state = "not final"
 	}
-	s := fmt.Sprintf("acme: %s still %s after %s (%d polls)", what, status, e.Waited.Round(time.Millisecond), e.Polls)
+	s := fmt.Sprintf("acme: %s %s after %s (%d polls)", what, state, e.Waited.Round(time.Millisecond), e.Polls)
 	if e.RetryAfter > 0 {
 		return s + fmt.Sprintf(": the CA asks to retry in %s (at %s), past the deadline: %v", e.RetryAfter, e.RetryAt.UTC().Format(time.RFC3339), e.Err)
 	}

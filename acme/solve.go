@@ -221,6 +221,10 @@ func (c *Client) solveOne(ctx context.Context, acct Account, url string, want ma
 	}
 	log.Debug("acme waiting for validation")
 	if _, err := c.WaitAuthorization(ctx, acct, url); err != nil {
+		var pe *PollError
+		if errors.As(err, &pe) && pe.Status == "" { // no poll answered
+			pe.Identifier, pe.Status = id, authz.Status
+		}
 		return err // a *ValidationError or *PollError naming the identifier
 	}
 	log.Debug("acme identifier validated")
