@@ -408,8 +408,14 @@ type IssuedCertificate struct {
 // req.Roots, the roots; as of req.NotBefore when that is later than now).
 // Each wait is bounded as the method it is made of.
 func (c *Client) ObtainCertificate(ctx context.Context, acct Account, req CertificateRequest) (IssuedCertificate, error) {
-	if req.Key == nil {
+	// Refuse what would fail later before an order is spent on it.
+	switch {
+	case req.Key == nil:
 		return IssuedCertificate{}, errors.New("acme: obtaining certificate: no certificate key")
+	case req.Solver == nil:
+		return IssuedCertificate{}, errors.New("acme: obtaining certificate: no solver")
+	case acct.Key != nil && samePublicKey(req.Key.Public(), acct.Key.Public()):
+		return IssuedCertificate{}, fmt.Errorf("obtaining certificate: %w", ErrCertKeyIsAccountKey)
 	}
 	o, err := c.NewOrder(ctx, acct, Order{
 		Identifiers: slices.Clone(req.Identifiers),

@@ -284,3 +284,33 @@ func TestObtainCertificateRequestCount(t *testing.T) {
 		})
 	}
 }
+
+// TestObtainCertificateRefusesEarly: a request that cannot succeed is
+// refused before an order is placed.
+func TestObtainCertificateRefusesEarly(t *testing.T) {
+	s := startPebble(t, pebbletest.Options{})
+	c := newClient(s)
+	acct := newAccount(t, c)
+	ids := dnsIDs("early.example.com")
+	tests := []struct {
+		name string
+		req  acme.CertificateRequest
+		want string
+	}{
+		{"no key", acme.CertificateRequest{Identifiers: ids, Solver: &dnsSolver{s: s}}, "acme: obtaining certificate: no certificate key"},
+		{"no solver", acme.CertificateRequest{Identifiers: ids, Key: newKey(t)}, "acme: obtaining certificate: no solver"},
+		{"account key", acme.CertificateRequest{Identifiers: ids, Key: acct.Key, Solver: &dnsSolver{s: s}}, "obtaining certificate: acme: certificate key must differ from the account key"},
+	}
+	s.Counter().Reset()
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := c.ObtainCertificate(testCtx(t), acct, tt.req)
+			if err == nil || err.Error() != tt.want {
+				t.Errorf("ObtainCertificate = %v, want %s", err, tt.want)
+			}
+		})
+	}
+	if got, _ := s.Counter().Snapshot(); got["POST /order-plz"] != 0 {
+		t.Errorf("orders placed = %d, want 0", got["POST /order-plz"])
+	}
+}
