@@ -199,9 +199,18 @@ func TestScriptErrors(t *testing.T) {
 }
 
 // BenchmarkDispatch measures one event dispatched to a small script: a fresh
-// sandboxed state, loading and compiling the script, running its top level
-// and one handler that reads event fields and logs (to a discarding logger).
-func BenchmarkDispatch(b *testing.B) {
+// sandboxed state in a script host kept from the previous event, loading and
+// compiling the script, running its top level and one handler that reads
+// event fields and logs (to a discarding logger), and the round trip to the
+// script host.
+func BenchmarkDispatch(b *testing.B) { benchmarkDispatch(b, false) }
+
+// BenchmarkDispatchNewHost is BenchmarkDispatch with a new Host, so a new
+// script host process, for every event: what the first event of a run
+// costs.
+func BenchmarkDispatchNewHost(b *testing.B) { benchmarkDispatch(b, true) }
+
+func benchmarkDispatch(b *testing.B, fresh bool) {
 	src := `
 local acmehook = require("acmehook")
 acmehook.on("renew", function(ev)
@@ -214,9 +223,14 @@ acmehook.on("failed", function(ev) acmehook.log.error(ev.error.message) end)
 	path := writeScript(b, "bench.lua", src)
 	ev := event.Event{Type: event.Renew, Cert: "www", Domains: []string{"www.example", "example"}, Serial: "0a", PreviousSerial: "09", NotAfter: time.Now()}
 	h := New(Options{})
+	defer func() { h.Close() }()
 	ctx := context.Background()
 	b.ReportAllocs()
 	for b.Loop() {
+		if fresh {
+			h.Close()
+			h = New(Options{})
+		}
 		if err := h.Dispatch(ctx, path, ev); err != nil {
 			b.Fatal(err)
 		}
