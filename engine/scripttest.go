@@ -66,5 +66,7 @@ func RunScriptTest(ctx context.Context, t ScriptTest) error {
 	opts.Timeout = timeout
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	return luahost.New(opts).Dispatch(ctx, t.Script, ev)
+	h := luahost.New(opts)
+	defer h.Close()
+	return h.Dispatch(ctx, t.Script, ev)
 }

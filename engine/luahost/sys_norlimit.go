@@ -1,4 +1,4 @@
-//go:build !unix
+//go:build !(linux || darwin)
 
 package luahost
 
@@ -8,7 +8,8 @@ import (
 	"os"
 )
 
-// limitAddressSpace cannot limit anything here.
+// limitAddressSpace limits nothing on this system: a script host runs
+// under acmehook's own limit.
 func limitAddressSpace(uint64) (string, error) { return "", nil }
 
 // execTrampoline is never used here: limitAddressSpace lowers nothing.
