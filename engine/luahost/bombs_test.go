@@ -1,8 +1,10 @@
 package luahost
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -230,5 +232,25 @@ func TestScriptHostGone(t *testing.T) {
 	time.Sleep(100 * time.Millisecond)
 	if err := run(t, h, "local x = 1", event.Event{Type: event.Issued}); err != nil {
 		t.Errorf("Dispatch after the idle script host died = %v", err)
+	}
+}
+
+// TestBoundedLogs: a log record with a hundred 1 MiB fields arrives cut,
+// and the script host survives it.
+func TestBoundedLogs(t *testing.T) {
+	var buf bytes.Buffer
+	h := New(Options{Logger: slog.New(slog.NewJSONHandler(&buf, nil))})
+	defer h.Close()
+	src := `
+local acmehook = require("acmehook")
+local big, fields = ("x"):rep(1024 * 1024), {}
+for i = 1, 100 do fields["f" .. i] = big end
+acmehook.log.info(big, fields)
+`
+	if err := run(t, h, src, event.Event{Type: event.Issued}); err != nil {
+		t.Fatalf("Dispatch = %v", err)
+	}
+	if n := buf.Len(); n > 2*maxLogRecord || !strings.Contains(buf.String(), "more fields cut") {
+		t.Errorf("logged %d bytes (want at most %d, with the cut said): %.200s", n, 2*maxLogRecord, buf.String())
 	}
 }

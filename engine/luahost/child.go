@@ -158,6 +158,7 @@ func (w *wireWriter) send(v fromChild) error {
 const (
 	maxErrorText = 4 << 10
 	maxLogText   = 16 << 10
+	maxLogRecord = 256 << 10 // all of one record's fields together
 )
 
 // bound cuts s to at most n bytes (on a UTF-8 boundary) and says so.
@@ -207,7 +208,12 @@ func (h *forwardHandler) Enabled(_ context.Context, l slog.Level) bool { return 
 
 func (h *forwardHandler) Handle(_ context.Context, r slog.Record) error {
 	rec := &logRecord{Level: r.Level, Msg: bound(r.Message, maxLogText)}
+	size, dropped := len(rec.Msg), 0
 	add := func(a slog.Attr) bool {
+		if size > maxLogRecord {
+			dropped++
+			return true
+		}
 		v := a.Value.Resolve()
 		var kind string
 		var val any
@@ -226,12 +232,17 @@ func (h *forwardHandler) Handle(_ context.Context, r slog.Record) error {
 			return true
 		}
 		rec.Attrs = append(rec.Attrs, logAttr{Key: a.Key, Kind: kind, Value: b})
+		size += len(a.Key) + len(b)
 		return true
 	}
 	for _, a := range h.attrs {
 		add(a)
 	}
 	r.Attrs(add)
+	if dropped > 0 {
+		b, _ := json.Marshal(strconv.Itoa(dropped) + " more fields cut")
+		rec.Attrs = append(rec.Attrs, logAttr{Key: "cut", Kind: "s", Value: b})
+	}
 	return h.w.send(fromChild{Log: rec})
 }
 

@@ -258,11 +258,16 @@ func (p *proc) killed(script string, ctx context.Context) *ScriptError {
 // died describes a run whose script host exited or broke the protocol
 // (cause) before finishing it. p is stopped.
 func (p *proc) died(script string, cause error) *ScriptError {
+	// A closed pipe means the child is gone (or going); anything else is a
+	// live child that broke the protocol, which kill ends.
+	exited := errors.Is(cause, io.EOF) || errors.Is(cause, io.ErrUnexpectedEOF) || errors.Is(cause, syscall.EPIPE)
 	p.kill()
 	state := p.cmd.ProcessState
 	text := p.stderrText()
 	e := &ScriptError{Err: ErrCrashed}
 	switch {
+	case !exited:
+		e.Message = "the script host broke the protocol and was killed: " + bound(cause.Error(), 512)
 	case strings.Contains(text, "out of memory"), strings.Contains(text, "cannot allocate memory"):
 		e.Err = ErrMemoryLimit
 		e.Message = "the script host ran out of memory"
