@@ -17,6 +17,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -144,20 +145,40 @@ type ConfigureRequest struct {
 // ConfigureResponse answers Configure.
 type ConfigureResponse struct{}
 
-// CheckExecutable returns an error wrapping ErrNotExecutable (or the
-// os.Stat error) unless path names an executable regular file: what
-// Launch checks first, for `acmehook check` to report before any run.
+// CheckExecutable returns an error naming path, and wrapping
+// ErrNotExecutable or the os.Stat error, unless path names an executable
+// regular file: what Launch checks first, for `acmehook check` to report
+// before any run.
 func CheckExecutable(path string) error {
+	if err := checkExecutable(path); err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	return nil
+}
+
+// checkExecutable is CheckExecutable without the path in the error, for
+// Launch's, which names it already.
+func checkExecutable(path string) error {
 	fi, err := os.Stat(path)
+	var pe *fs.PathError
 	switch {
+	case errors.As(err, &pe):
+		return pe.Err
 	case err != nil:
 		return err
 	case !fi.Mode().IsRegular():
-		return fmt.Errorf("%w: %s is not a regular file", ErrNotExecutable, path)
+		return fmt.Errorf("%w (a %s)", ErrNotExecutable, fileKind(fi.Mode()))
 	case fi.Mode().Perm()&0o111 == 0:
-		return fmt.Errorf("%w: %s has mode %04o", ErrNotExecutable, path, fi.Mode().Perm())
+		return fmt.Errorf("%w (mode %04o)", ErrNotExecutable, fi.Mode().Perm())
 	}
 	return nil
+}
+
+func fileKind(m fs.FileMode) string {
+	if m.IsDir() {
+		return "directory"
+	}
+	return "special file"
 }
 
 // Launch starts the plugin at opts.Path, performs go-plugin's handshake
@@ -194,7 +215,7 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	if err := CheckExecutable(opts.Path); err != nil {
+	if err := checkExecutable(opts.Path); err != nil {
 		return nil, err
 	}
 	var secure *plugin.SecureConfig

@@ -1,15 +1,19 @@
 package host_test
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +26,7 @@ import (
 
 	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
@@ -37,7 +42,8 @@ func TestMain(m *testing.M) {
 	code := func() int {
 		defer os.RemoveAll(dir)
 		// One go build for all: each main package becomes dir/<its base name>.
-		pkgs := []string{"../internal/testplugins/faulty", "../internal/testplugins/wrongversion", "../internal/testplugins/bare", "../sdk/example"}
+		pkgs := []string{"../internal/testplugins/faulty", "../internal/testplugins/wrongversion", "../internal/testplugins/bare", "../sdk/example",
+			"../../plugins/standalone", "./testdata/killhost"}
 		if out, err := exec.Command("go", append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...).CombinedOutput(); err != nil {
 			fmt.Fprintf(os.Stderr, "building the test plugins: %v\n%s", err, out)
 			return 1
@@ -583,4 +589,229 @@ func BenchmarkPresentCleanUp(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestNeverStarted: a plugin path that is missing, not executable or a
+// directory gives one error naming the plugin and the path, matching
+// CheckExecutable's, and nothing in the log (no "failed to exit
+// gracefully" for a process that never ran).
+func TestNeverStarted(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name, path, want string
+		wantIs           error
+	}{
+		{"missing", filepath.Join(dir, "gone"), "no such file or directory", os.ErrNotExist},
+		{"not executable", plain, "host: not an executable file (mode 0644)", host.ErrNotExecutable},
+		{"directory", dir, "host: not an executable file (a directory)", host.ErrNotExecutable},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rec := &recorder{}
+			_, err := host.Launch(context.Background(), host.LaunchOptions{Name: "py", Path: tt.path, Logger: slog.New(rec)})
+			if err == nil || !strings.HasPrefix(err.Error(), "plugin py: starting "+tt.path+": ") || !strings.HasSuffix(err.Error(), tt.want) || !errors.Is(err, tt.wantIs) {
+				t.Errorf("Launch = %v, want %q ending %q, errors.Is %v", err, "plugin py: starting "+tt.path, tt.want, tt.wantIs)
+			}
+			if strings.Count(err.Error(), tt.path) != 1 {
+				t.Errorf("Launch = %v, want the path named once", err)
+			}
+			if cerr := host.CheckExecutable(tt.path); cerr == nil || cerr.Error() != tt.path+": "+tt.want || !errors.Is(cerr, tt.wantIs) {
+				t.Errorf("CheckExecutable = %v, want %q", cerr, tt.path+": "+tt.want)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			for _, r := range rec.records {
+				if r.Level >= slog.LevelWarn {
+					t.Errorf("logged %v %q for a plugin that never started", r.Level, r.Message)
+				}
+			}
+		})
+	}
+}
+
+// TestSecretsRedacted: a secret value the plugin echoes in its error and
+// its log is replaced before either reaches the host's caller or log.
+func TestSecretsRedacted(t *testing.T) {
+	const secret = "tok-7f3a9c-very-secret"
+	var logs sdktest.LogBuffer
+	p := launch(t, "faulty", host.LaunchOptions{Config: map[string]any{"mode": "secret", "token": secret}, Secrets: []string{secret, "x"},
+		Logger: slog.New(slog.NewJSONHandler(&logs, nil))})
+	_, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")})
+	if want := `plugin faulty: present example.com: API refused token "[redacted]"`; err == nil || err.Error() != want {
+		t.Errorf("Present = %v, want %q", err, want)
+	}
+	p.Close() // flushes the log
+	if out := logs.String(); strings.Contains(out, secret) || !strings.Contains(out, "calling the API with token [redacted]") {
+		t.Errorf("host log %s: want the token redacted", out)
+	}
+}
+
+// TestHugeOutputsBounded: a plugin that answers Info with a 200 MB name (a
+// plugin ignoring any limit) gets an error and costs the host little; a
+// 64 MiB log line and stdout line are logged cut, once each.
+func TestHugeOutputsBounded(t *testing.T) {
+	t.Run("info", func(t *testing.T) {
+		p := launch(t, "bare", host.LaunchOptions{Env: []string{"BARE_NAME_BYTES=200000000"}})
+		var err error
+		if grew := peakRSSGrowth(t, func() { _, err = p.Info(context.Background(), &host.InfoRequest{}) }); grew > 32<<20 {
+			t.Errorf("the host's peak RSS grew %d MiB for a refused 200 MB reply", grew>>20)
+		}
+		if err == nil || !strings.Contains(err.Error(), "larger than max") {
+			t.Errorf("Info = %v, want the message size limit", err)
+		}
+	})
+	t.Run("log", func(t *testing.T) {
+		var logs sdktest.LogBuffer
+		p := launch(t, "faulty", host.LaunchOptions{Config: map[string]any{"mode": "biglog", "bytes": 64 << 20},
+			Logger: slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))})
+		var err error
+		grew := peakRSSGrowth(t, func() {
+			_, err = p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("example.com")})
+			p.Close()
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if grew > 32<<20 {
+			t.Errorf("the host's peak RSS grew %d MiB relaying 2 x 64 MiB of output", grew>>20)
+		}
+		if n := len(logs.String()); n > 256<<10 {
+			t.Errorf("the host logged %d KiB for two 64 MiB lines", n>>10)
+		}
+		if !strings.Contains(logs.String(), `"cut_bytes":`) {
+			t.Errorf("no cut line in %.300s", logs.String())
+		}
+	})
+}
+
+// peakRSSGrowth returns how far this process's peak resident set grew
+// above its resident set while f ran (Linux: the peak is reset through
+// /proc/self/clear_refs first).
+func peakRSSGrowth(t *testing.T, f func()) uint64 {
+	t.Helper()
+	runtime.GC()
+	if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+		t.Skipf("cannot reset the peak RSS: %v", err)
+	}
+	before := procStatus(t, "VmRSS")
+	f()
+	return max(procStatus(t, "VmHWM"), before) - before
+}
+
+// procStatus returns a field of /proc/self/status in bytes.
+func procStatus(t *testing.T, field string) uint64 {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, field+":"); ok {
+			kb, err := strconv.ParseUint(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatalf("no %s in /proc/self/status", field)
+	return 0
+}
+
+// TestPluginsDieWithHost: when the host is killed with SIGKILL in the
+// middle of a call, every plugin process it started is gone within a
+// second and the port a plugin listened on is free again.
+func TestPluginsDieWithHost(t *testing.T) {
+	port, err := pebbletest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin["killhost"], bin["faulty"], bin["standalone"], strconv.Itoa(port))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan error, 1)
+	go func() {
+		line, err := bufio.NewReader(out).ReadString('\n')
+		if err == nil && line != "ready\n" {
+			err = fmt.Errorf("host printed %q", line)
+		}
+		ready <- err
+	}()
+	select {
+	case err := <-ready:
+		if err != nil {
+			cmd.Process.Kill()
+			t.Fatal(err)
+		}
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatal("the host did not get ready")
+	}
+	plugins := children(t, cmd.Process.Pid)
+	if len(plugins) != 2 {
+		cmd.Process.Kill()
+		t.Fatalf("host has children %v, want its 2 plugins", plugins)
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	killed := time.Now()
+	for _, pid := range plugins {
+		for alive(pid) {
+			if time.Since(killed) > time.Second {
+				syscall.Kill(pid, syscall.SIGKILL)
+				t.Fatalf("plugin %d still running %v after its host was killed", pid, time.Since(killed))
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	t.Logf("plugins gone %v after the host was killed", time.Since(killed).Round(time.Millisecond))
+	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+	if err != nil {
+		t.Fatalf("the standalone plugin's port is still taken: %v", err)
+	}
+	ln.Close()
+}
+
+// children returns the process ids whose parent is pid.
+func children(t *testing.T, pid int) []int {
+	t.Helper()
+	stats, err := filepath.Glob("/proc/[0-9]*/stat")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 1 && fields[1] == strconv.Itoa(pid) {
+			child, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
+			out = append(out, child)
+		}
+	}
+	return out
+}
+
+// alive reports whether pid has not exited (a zombie counts as exited).
+func alive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
 }
