@@ -496,3 +496,98 @@ func TestProgramRunsInConfigDir(t *testing.T) {
 		t.Errorf("program ran in %+v, want %s", runs, dir)
 	}
 }
+
+// BenchmarkOrder20 runs 20-name dns-01 orders through dnsexec (hook
+// programs that take 150 ms each) and reports the peak resident memory of
+// the plugin's process tree: the plugin and the hook programs running at
+// once, at most max_calls of them (the default 4, and 20: one program per
+// name, as before max_calls existed).
+func BenchmarkOrder20(b *testing.B) {
+	for _, maxCalls := range []int{host.DefaultMaxCalls, 20} {
+		b.Run(fmt.Sprintf("max_calls=%d", maxCalls), func(b *testing.B) { benchmarkOrder20(b, maxCalls) })
+	}
+}
+
+func benchmarkOrder20(b *testing.B, maxCalls int) {
+	peak := 0
+	for i := 0; b.Loop(); i++ {
+		f := launchWithB(b, "count", maxCalls)
+		c := &acme.Client{DirectoryURL: pebble.DirectoryURL, HTTPClient: pebble.HTTPClient()}
+		var ids []acme.Identifier
+		for j := range 20 {
+			ids = append(ids, acme.DNS(fmt.Sprintf("n%02d.bench%d-%d.example.com", j, maxCalls, i)))
+		}
+		done := make(chan struct{})
+		peaks := make(chan int)
+		go func() {
+			most := 0
+			for {
+				select {
+				case <-done:
+					peaks <- most
+					return
+				case <-time.After(5 * time.Millisecond):
+					most = max(most, treeRSS(os.Getpid()))
+				}
+			}
+		}()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		_, err := sdktest.Issue(ctx, c, f, acme.ChallengeDNS01, ids)
+		cancel()
+		close(done)
+		peak = max(peak, <-peaks)
+		f.Close()
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(peak)/(1<<20), "peak-tree-MiB")
+}
+
+// launchWithB launches the plugin for a benchmark.
+func launchWithB(b *testing.B, mode string, maxCalls int) *host.Plugin {
+	dir := b.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	p, err := host.Launch(ctx, host.LaunchOptions{Name: "dnsexec", Path: binary, MaxCalls: maxCalls, Config: map[string]any{
+		"program":              hook,
+		"env":                  map[string]any{"TESTHOOK_API": pebble.DNSManagementURL, "TESTHOOK_RECORD": filepath.Join(dir, "record"), "TESTHOOK_MODE": mode},
+		"resolvers":            []any{pebble.DNSAddr},
+		"propagation_interval": "50ms",
+	}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return p
+}
+
+// treeRSS is the resident memory of pid's descendants (not pid itself).
+func treeRSS(pid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	parent := map[int]int{}
+	rss := map[int]int{}
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 22 {
+			continue
+		}
+		p, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
+		parent[p], _ = strconv.Atoi(fields[1])
+		pages, _ := strconv.Atoi(fields[21])
+		rss[p] = pages * os.Getpagesize()
+	}
+	total := 0
+	for p := range rss {
+		for q := parent[p]; q > 1; q = parent[q] {
+			if q == pid {
+				total += rss[p]
+				break
+			}
+		}
+	}
+	return total
+}
