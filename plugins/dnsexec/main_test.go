@@ -591,3 +591,67 @@ func treeRSS(pid int) int {
 	}
 	return total
 }
+
+// TestProgramDiesWithPlugin: when the plugin is killed (as it is when
+// acmehook dies) in the middle of running a program, the program is gone
+// within a second. (The program's own children are not: they end when
+// they end.)
+func TestProgramDiesWithPlugin(t *testing.T) {
+	f := launch(t, "hang", nil)
+	go f.p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("orphan.example.com")})
+	var plugin, program int
+	for deadline := time.Now().Add(5 * time.Second); program == 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the program did not start")
+		}
+		plugin, program = 0, 0
+		parents := processParents()
+		for pid, ppid := range parents {
+			if ppid == os.Getpid() && processExe(pid) == binary {
+				plugin = pid
+			}
+		}
+		for pid, ppid := range parents {
+			if plugin != 0 && ppid == plugin && processExe(pid) == hook {
+				program = pid
+			}
+		}
+	}
+	if b, _ := os.ReadFile(f.pidFile); len(b) > 0 {
+		child, _ := strconv.Atoi(string(b))
+		t.Cleanup(func() { syscall.Kill(child, syscall.SIGKILL) })
+	}
+	syscall.Kill(plugin, syscall.SIGKILL)
+	killed := time.Now()
+	for alive(program) {
+		if time.Since(killed) > time.Second {
+			syscall.Kill(program, syscall.SIGKILL)
+			t.Fatalf("program %d still running %v after the plugin was killed", program, time.Since(killed))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// processParents maps every process id to its parent's.
+func processParents() map[int]int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	out := map[int]int{}
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) > 1 {
+			pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
+			out[pid], _ = strconv.Atoi(fields[1])
+		}
+	}
+	return out
+}
+
+// processExe is the executable of pid.
+func processExe(pid int) string {
+	exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid))
+	return exe
+}

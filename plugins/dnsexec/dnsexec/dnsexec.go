@@ -200,8 +200,9 @@ func (s *Solver) run(ctx context.Context, action string, c sdk.Challenge) error 
 	out := &capped{limit: cfg.OutputLimit}
 	cmd.Stdout, cmd.Stderr = out, out
 	// The program and everything it starts form one process group, killed
-	// as a whole when ctx ends.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	// as a whole when ctx ends; on Linux the program is also killed when
+	// the plugin dies.
+	cmd.SysProcAttr = procAttr()
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = time.Second
 	start := time.Now()
