@@ -2,6 +2,7 @@ package standalone
 
 import (
 	"context"
+	"net"
 	"slices"
 	"strings"
 	"testing"
@@ -67,5 +68,22 @@ func TestInfoOffersServedTypes(t *testing.T) {
 				t.Errorf("challenge types = %q, want %q", got, tt.want)
 			}
 		})
+	}
+}
+
+// TestPortTaken: a port already in use is one error that says what was
+// being started once (acme/standalone names it; New adds nothing).
+func TestPortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	for key, other := range map[string]string{"http_listen": "tls_listen", "tls_listen": "http_listen"} {
+		_, err := New(context.Background(), sdk.Config{Values: map[string]any{key: []any{ln.Addr().String()}, other: []any{}}})
+		what := map[string]string{"http_listen": "starting http-01 server", "tls_listen": "starting tls-alpn-01 server"}[key]
+		if err == nil || !strings.HasPrefix(err.Error(), what+": ") || strings.Count(err.Error(), what) != 1 || !strings.Contains(err.Error(), "address already in use") {
+			t.Errorf("New(%s taken) = %v, want %q once, then the bind error", key, err, what)
+		}
 	}
 }
