@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,6 +25,7 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
@@ -829,4 +831,56 @@ func alive(pid int) bool {
 	}
 	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// TestSolver: the plugin-backed acme.Solver offers what the plugin solves
+// for an identifier, runs the caller's checks after the plugin's Present
+// and its cleanup hooks after the plugin's CleanUp, and a failing check
+// ends Present with its error.
+func TestSolver(t *testing.T) {
+	ctx := context.Background()
+	p := launch(t, "faulty", host.LaunchOptions{Config: map[string]any{"mode": "ok"}})
+	info, err := p.Info(ctx, &host.InfoRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	types := []struct {
+		id   acme.Identifier
+		want []string
+	}{
+		{acme.DNS("example.com"), []string{"http-01"}},
+		{acme.DNS("*.example.com"), nil}, // a wildcard needs dns-01
+		{acme.IP(netip.MustParseAddr("192.0.2.1")), nil},
+	}
+	for _, tt := range types {
+		s := &host.Solver{Plugin: p, Info: info}
+		if got, err := s.ChallengeTypes(ctx, tt.id); err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ChallengeTypes(%s) = %q, %v, want %q", tt.id.Value, got, err, tt.want)
+		}
+	}
+	task, err := host.SyntheticTask(acme.DNS("solver.example.com"), "http-01")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var steps []string
+	step := func(name string, err error) host.Hook {
+		return func(_ context.Context, c sdk.Challenge) error {
+			steps = append(steps, name+" "+c.Identifier.Value)
+			return err
+		}
+	}
+	veto := errors.New("self-check failed")
+	s := &host.Solver{Plugin: p, Info: info,
+		Checks:   []host.Hook{step("script", nil), step("self-check", veto), step("never", nil)},
+		CleanUps: []host.Hook{step("cleanup-script", nil)}}
+	if err := s.Present(ctx, task); !errors.Is(err, veto) {
+		t.Errorf("Present = %v, want the check's error", err)
+	}
+	if err := s.CleanUp(ctx, task); err != nil {
+		t.Errorf("CleanUp = %v", err)
+	}
+	want := []string{"script solver.example.com", "self-check solver.example.com", "cleanup-script solver.example.com"}
+	if !slices.Equal(steps, want) {
+		t.Errorf("steps = %q, want %q", steps, want)
+	}
 }
