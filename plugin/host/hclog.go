@@ -2,6 +2,7 @@ package host
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -45,16 +46,17 @@ type relayState struct {
 	cont bool // within a long line, after its first piece
 }
 
-// drop reports whether the record is a further piece of a long line.
-func (s *relayState) drop(level hclog.Level, msg string, nargs int) bool {
+// piece reports whether the record is a further piece of a long line
+// (drop it) or the first one (log it cut, saying so).
+func (s *relayState) piece(level hclog.Level, msg string, nargs int) (drop, first bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.cont {
 		s.cont = len(msg) == logBufferSize
-		return true
+		return true, false
 	}
 	s.cont = level == hclog.Debug && nargs == 0 && len(msg) == logBufferSize
-	return false
+	return false, s.cont
 }
 
 var _ hclog.Logger = (*hclogAdapter)(nil)
@@ -84,8 +86,17 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 	if level == hclog.Off {
 		return
 	}
-	if a.relay != nil && a.relay.drop(level, msg, len(args)) {
-		return
+	first := false
+	if a.relay != nil {
+		var drop bool
+		if drop, first = a.relay.piece(level, msg, len(args)); drop {
+			return
+		}
+	}
+	if first {
+		msg = strings.ToValidUTF8(msg[:maxLogText], "") + fmt.Sprintf("... (a line longer than %d KiB, cut)", logBufferSize>>10)
+	} else {
+		msg = cut(msg, maxLogText)
 	}
 	lvl := slogLevel(level)
 	ctx := context.Background()
@@ -116,7 +127,7 @@ func (a *hclogAdapter) Log(level hclog.Level, msg string, args ...any) {
 		}
 		attrs = append(attrs, slog.Any(key, jsonNumber(v)))
 	}
-	a.l.LogAttrs(ctx, lvl, a.redact.text(cut(msg, maxLogText)), attrs...)
+	a.l.LogAttrs(ctx, lvl, a.redact.text(msg), attrs...)
 }
 
 // jsonNumber turns a whole float64, which is how go-plugin decodes every

@@ -231,9 +231,24 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 			return nil, fmt.Errorf("environment entry %q is not KEY=value", kv)
 		}
 	}
-	tlsConfig, certEnv, err := clientTLS()
+	tlsConfig, certEnv, offer, err := clientTLS()
 	if err != nil {
 		return nil, err
+	}
+	// The offered server certificate goes through a pipe that holds it
+	// whole (a PEM of 1 KiB in a 64 KiB pipe buffer), closed on the host's
+	// side once the process has started.
+	offerR, offerW, err := os.Pipe()
+	if err != nil {
+		return nil, err
+	}
+	defer offerR.Close()
+	_, err = offerW.Write(offer)
+	if cerr := offerW.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("offering the plugin its certificate: %w", err)
 	}
 	// The process's own context is cancelled, killing it, when ctx ends
 	// during the start (go-plugin's start watches only its timeout) and,
@@ -241,7 +256,8 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	procCtx, kill := context.WithCancel(context.Background())
 	stopWatching := context.AfterFunc(ctx, kill)
 	cmd := exec.CommandContext(procCtx, opts.Path)
-	cmd.Env = append(append(minimalEnv(), opts.Env...), certEnv)
+	cmd.Env = append(append(minimalEnv(), opts.Env...), certEnv, wire.ServerCertEnvEntry)
+	cmd.ExtraFiles = []*os.File{offerR} // fd 3, wire.ServerCertFD
 	cmd.Dir = opts.Dir
 	cmd.SysProcAttr = procAttr()
 	logger := opts.Logger

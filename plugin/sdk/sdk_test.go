@@ -1,9 +1,17 @@
 package sdk_test
 
 import (
+	"bufio"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -227,4 +235,77 @@ func alive(pid int) bool {
 	}
 	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
 	return len(f) > 0 && f[0] != "Z" && f[0] != "X"
+}
+
+// TestOfferedCertificate: offered a server certificate on its
+// ServerCertFD, Serve uses it and announces none in the handshake line
+// (no key of its own to make); offered none, or an unusable one, it makes
+// and announces its own, as go-plugin's AutoMTLS does.
+func TestOfferedCertificate(t *testing.T) {
+	cert, key := selfSignedPEM(t)
+	tests := []struct {
+		name      string
+		offer     []byte // nil: no descriptor, no variable
+		announces bool
+	}{
+		{"offered", append(cert, key...), false},
+		{"not offered", nil, true},
+		{"unusable", []byte("not PEM"), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := exec.Command(bin["faulty"])
+			cmd.Env = []string{"ACMEHOOK_PLUGIN=solver", "PLUGIN_PROTOCOL_VERSIONS=1", "PLUGIN_CLIENT_CERT=" + string(cert)}
+			if tt.offer != nil {
+				r, w, err := os.Pipe()
+				if err != nil {
+					t.Fatal(err)
+				}
+				w.Write(tt.offer)
+				w.Close()
+				defer r.Close()
+				cmd.ExtraFiles = []*os.File{r}
+				cmd.Env = append(cmd.Env, "ACMEHOOK_PLUGIN_SERVER_CERT_FD=3")
+			}
+			out, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			defer cmd.Wait()
+			defer cmd.Process.Kill()
+			line, err := bufio.NewReader(out).ReadString('\n')
+			if err != nil {
+				t.Fatal(err)
+			}
+			fields := strings.Split(strings.TrimSpace(line), "|")
+			if len(fields) < 6 || (fields[5] != "") != tt.announces {
+				t.Errorf("handshake line %q: announces a certificate %v, want %v", line, len(fields) >= 6 && fields[5] != "", tt.announces)
+			}
+		})
+	}
+}
+
+// selfSignedPEM returns a certificate for localhost that is its own CA,
+// and its key, as PEM.
+func selfSignedPEM(t *testing.T) (cert, key []byte) {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"}, DNSNames: []string{"localhost"},
+		NotBefore: time.Now().Add(-time.Minute), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth, x509.ExtKeyUsageServerAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kder, err := x509.MarshalPKCS8PrivateKey(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: kder})
 }

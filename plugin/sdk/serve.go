@@ -1,11 +1,14 @@
 package sdk
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -47,6 +50,7 @@ func Serve(p Plugin) error {
 	// The logger writes to the process's real stderr, which the host reads
 	// line by line; go-plugin points os.Stderr elsewhere once it serves.
 	logger := newLogger(os.Stderr)
+	tlsProvider := offeredTLS(logger)
 	srv := &server{desc: p, logger: logger}
 	parent := os.Getppid()
 	done := make(chan struct{})
@@ -54,6 +58,7 @@ func Serve(p Plugin) error {
 		defer close(done)
 		plugin.Serve(&plugin.ServeConfig{
 			HandshakeConfig: wire.Handshake,
+			TLSProvider:     tlsProvider,
 			Plugins:         plugin.PluginSet{wire.PluginName: &grpcPlugin{srv: srv}},
 			GRPCServer: func(opts []grpc.ServerOption) *grpc.Server {
 				return grpc.NewServer(append(opts, grpc.MaxRecvMsgSize(wire.MaxMessageSize), grpc.MaxSendMsgSize(wire.MaxMessageSize))...)
@@ -132,4 +137,43 @@ func newLogger(w io.Writer) *slog.Logger {
 			return a
 		},
 	}))
+}
+
+// offeredTLS returns a go-plugin TLSProvider serving with the certificate
+// and key the host offers on wire.ServerCertFD, trusting only the host's
+// PLUGIN_CLIENT_CERT; or nil, for go-plugin's AutoMTLS (a new P-521 key and
+// certificate, announced in the handshake line), when the host offers none
+// or the offer is unusable. The descriptor is closed and the variable
+// removed, so that nothing the plugin starts inherits them.
+func offeredTLS(logger *slog.Logger) func() (*tls.Config, error) {
+	if os.Getenv(wire.ServerCertEnv) != strconv.Itoa(wire.ServerCertFD) {
+		return nil
+	}
+	os.Unsetenv(wire.ServerCertEnv)
+	f := os.NewFile(wire.ServerCertFD, "server certificate")
+	if f == nil {
+		return nil
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 64<<10))
+	f.Close()
+	var cert tls.Certificate
+	if err == nil {
+		cert, err = tls.X509KeyPair(b, b)
+	}
+	clients := x509.NewCertPool()
+	if err == nil && !clients.AppendCertsFromPEM([]byte(os.Getenv("PLUGIN_CLIENT_CERT"))) {
+		err = errors.New("PLUGIN_CLIENT_CERT holds no certificate")
+	}
+	if err != nil {
+		logger.Debug("not using the host's offered certificate", "error", err)
+		return nil
+	}
+	return func() (*tls.Config, error) {
+		return &tls.Config{
+			Certificates: []tls.Certificate{cert},
+			ClientAuth:   tls.RequireAndVerifyClientCert,
+			ClientCAs:    clients,
+			MinVersion:   tls.VersionTLS12,
+		}, nil
+	}
 }
