@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"runtime/debug"
 	"sync"
+	"sync/atomic"
 
 	"github.com/hashicorp/go-plugin"
 	"google.golang.org/grpc"
@@ -41,14 +42,15 @@ type server struct {
 	desc   Plugin
 	logger *slog.Logger
 
-	mu   sync.Mutex
-	impl Solver // set once by Configure
+	configuring sync.Mutex   // held by Configure while New runs
+	impl        atomic.Value // the Solver, stored once by Configure
 }
 
+// solver returns the solver, or nil before Configure. It never waits for a
+// Configure in progress, so Info answers while New runs.
 func (s *server) solver() Solver {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.impl
+	impl, _ := s.impl.Load().(Solver)
+	return impl
 }
 
 // guard turns a panic into a gRPC error.
@@ -88,9 +90,9 @@ func (s *server) Info(context.Context, *solverv1.InfoRequest) (*solverv1.InfoRes
 
 func (s *server) Configure(ctx context.Context, req *solverv1.ConfigureRequest) (_ *solverv1.ConfigureResponse, err error) {
 	defer s.guard("Configure", &err)
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.impl != nil {
+	s.configuring.Lock()
+	defer s.configuring.Unlock()
+	if s.solver() != nil {
 		return nil, status.Error(codes.FailedPrecondition, "already configured")
 	}
 	impl, err := s.desc.New(ctx, Config{Values: req.GetConfig().AsMap(), Logger: s.logger})
@@ -106,7 +108,7 @@ func (s *server) Configure(ctx context.Context, req *solverv1.ConfigureRequest) 
 	case !waits && s.desc.WaitsForPropagation:
 		return nil, errors.New("sdk: Plugin.WaitsForPropagation is true but the solver does not implement Wait")
 	}
-	s.impl = impl
+	s.impl.Store(impl)
 	return &solverv1.ConfigureResponse{}, nil
 }
 
