@@ -93,6 +93,7 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Secrets:      secrets,
 		StartTimeout: pc.StartTimeout.Duration,
 		MaxCalls:     pc.MaxCalls,
+		CallTimeout:  pc.CallTimeout.Duration,
 		Logger:       ps.logger,
 	})
 	if err != nil {

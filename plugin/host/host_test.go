@@ -890,3 +890,25 @@ func TestSolver(t *testing.T) {
 		t.Errorf("steps = %q, want %q", steps, want)
 	}
 }
+
+// TestCallSlots: with MaxCalls 1 a second call waits for the first; a call
+// that cannot get a slot within its ctx says so; CallTimeout bounds a call
+// from the moment it has its slot.
+func TestCallSlots(t *testing.T) {
+	p := launch(t, "faulty", host.LaunchOptions{MaxCalls: 1, CallTimeout: 500 * time.Millisecond, Config: map[string]any{"mode": "hang"}})
+	first := make(chan error, 1)
+	go func() {
+		_, err := p.Present(context.Background(), &sdk.PresentRequest{Challenge: challenge("first.example.com")})
+		first <- err
+	}()
+	time.Sleep(100 * time.Millisecond) // the first call holds the slot
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	_, err := p.Present(ctx, &sdk.PresentRequest{Challenge: challenge("second.example.com")})
+	if want := "plugin faulty: present second.example.com: waiting for one of its 1 call slots (max_calls): context deadline exceeded"; err == nil || err.Error() != want {
+		t.Errorf("second Present = %v, want %q", err, want)
+	}
+	if err := <-first; !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("first Present = %v, want CallTimeout's deadline", err)
+	}
+}
