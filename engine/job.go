@@ -47,12 +47,11 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 		j.status = Status{Name: cert.Name, Domains: cert.Domains, Err: err}
 		return j
 	}
-	meta, err := e.loadMeta(ctx, cert.Name)
-	if err != nil {
-		return fail(fmt.Errorf("loading metadata: %w", err))
+	v, meta, err := e.loadCurrent(ctx, cert.Name)
+	if meta == nil {
+		return fail(err)
 	}
 	j.meta = meta
-	v, err := e.store.LoadCertificate(ctx, cert.Name)
 	aside := errors.Is(err, store.ErrKeyMovedAside)
 	switch {
 	case errors.Is(err, store.ErrNotFound):

@@ -70,6 +70,12 @@ func (m *Meta) encode() ([]byte, error) {
 // current certificate alone.
 func LoadMeta(ctx context.Context, st *store.Store, name string, log *slog.Logger) (*Meta, error) {
 	b, err := st.LoadState(ctx, name)
+	return decodeMeta(ctx, st, name, b, err, log)
+}
+
+// decodeMeta decodes metadata read from st (b, err), setting it aside as
+// LoadMeta says when it cannot be used.
+func decodeMeta(ctx context.Context, st *store.Store, name string, b []byte, err error, log *slog.Logger) (*Meta, error) {
 	m := &Meta{}
 	if err == nil && b != nil {
 		if derr := json.Unmarshal(b, m); derr != nil {
@@ -95,6 +101,34 @@ func LoadMeta(ctx context.Context, st *store.Store, name string, log *slog.Logge
 		log.Warn("metadata unusable; set aside and rebuilt from the stored versions", "cert", name, "error", err, "kept_as", aside)
 	}
 	return &Meta{}, nil
+}
+
+// loadCurrent returns the current version of name and its metadata, read
+// together (store.Store.LoadCurrent); the errors are LoadCertificate's
+// (ErrNotFound, ErrKeyMovedAside with the version) and LoadMeta's.
+func (e *Engine) loadCurrent(ctx context.Context, name string) (*store.Version, *Meta, error) {
+	v, b, err := e.store.LoadCurrent(ctx, name)
+	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
+		if !errors.Is(err, store.ErrTooLarge) {
+			return nil, nil, err
+		}
+		// The metadata is too large to read: set aside, and the version
+		// read on its own.
+		m, merr := decodeMeta(ctx, e.store, name, nil, err, e.log)
+		if merr != nil {
+			return nil, nil, merr
+		}
+		v, err = e.store.LoadCertificate(ctx, name)
+		if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
+			return nil, nil, err
+		}
+		return v, m, err
+	}
+	m, merr := decodeMeta(ctx, e.store, name, b, nil, e.log)
+	if merr != nil {
+		return nil, nil, merr
+	}
+	return v, m, err
 }
 
 // loadMeta is LoadMeta with the engine's store and logger.

@@ -440,6 +440,36 @@ func (s *Store) LoadCertificate(ctx context.Context, name string) (*Version, err
 	return s.loadVersion(ctx, name, id)
 }
 
+// LoadCurrent returns the current version of name and its metadata (as
+// LoadCertificate and LoadState do, reading the current pointer once). With
+// no version stored, v is nil, err wraps ErrNotFound and state is the
+// metadata saved so far. A key moved aside is reported as by
+// LoadCertificate, with the version and the state.
+func (s *Store) LoadCurrent(ctx context.Context, name string) (v *Version, state []byte, err error) {
+	done, err := s.beginCert(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	defer done()
+	beside := certKey(name, metaFile)
+	id, err := s.currentID(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		state, serr := s.readState(ctx, beside)
+		if serr != nil {
+			return nil, nil, fmt.Errorf("loading metadata of %s: %w", name, serr)
+		}
+		return nil, state, fmt.Errorf("loading certificate %s: %w", name, err)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("loading certificate %s: %w", name, err)
+	}
+	if state, err = s.readState(ctx, versionKey(name, id, metaFile), beside); err != nil {
+		return nil, nil, fmt.Errorf("loading metadata of %s: %w", name, err)
+	}
+	v, err = s.loadVersion(ctx, name, id)
+	return v, state, err
+}
+
 // LoadVersion returns a given version of name (current or previous).
 func (s *Store) LoadVersion(ctx context.Context, name, id string) (*Version, error) {
 	done, err := s.beginCert(ctx, name)
@@ -511,20 +541,28 @@ func (s *Store) Files(name, id string) (VersionFiles, error) {
 	return f, nil
 }
 
-// Versions lists the stored, complete version IDs of name, oldest first.
+// Versions lists the version IDs of name, oldest first: the current one and
+// the complete ones before it, not what a failed or crashed Commit left.
 func (s *Store) Versions(ctx context.Context, name string) ([]string, error) {
 	done, err := s.beginCert(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	defer done()
+	cur, err := s.currentID(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("listing versions of %s: %w", name, err)
+	}
 	all, err := s.listVersions(ctx, name)
 	if err != nil {
 		return nil, err
 	}
 	var ids []string
 	for _, id := range all {
-		if s.complete(ctx, name, id) {
+		if id == cur || id < cur && s.complete(ctx, name, id) {
 			ids = append(ids, id)
 		}
 	}
@@ -800,19 +838,15 @@ func (s *Store) loadState(ctx context.Context, name string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, key := range []string{inVersion, beside} {
+	return s.readState(ctx, inVersion, beside)
+}
+
+// readState reads the first of keys that exists. A value over
+// MaxValueSize is refused by the backend without being read.
+func (s *Store) readState(ctx context.Context, keys ...string) ([]byte, error) {
+	for _, key := range keys {
 		if key == "" {
 			continue
-		}
-		fi, err := s.b.Stat(ctx, key)
-		if errors.Is(err, ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if fi.Size > MaxStateSize {
-			return nil, fmt.Errorf("%w: %s holds %d bytes, more than %d", ErrTooLarge, key, fi.Size, MaxStateSize)
 		}
 		b, err := s.b.Get(ctx, key)
 		if errors.Is(err, ErrNotFound) {

@@ -434,11 +434,17 @@ func TestState(t *testing.T) {
 	if m, err := s.LoadState(ctx, "site"); err != nil || string(m) != `{"failures":1}` {
 		t.Errorf("LoadState = %q, %v", m, err)
 	}
+	if v, m, err := s.LoadCurrent(ctx, "site"); !errors.Is(err, ErrNotFound) || v != nil || string(m) != `{"failures":1}` {
+		t.Errorf("LoadCurrent without a version = %v, %q, %v; want nil, the state, ErrNotFound", v, m, err)
+	}
 	if err := s.Commit(ctx, "site", fakeVersion("01"), []byte(`{"issued":1}`)); err != nil {
 		t.Fatal(err)
 	}
 	if m, err := s.LoadState(ctx, "site"); err != nil || string(m) != `{"issued":1}` {
 		t.Errorf("LoadState after Commit = %q, %v", m, err)
+	}
+	if v, m, err := s.LoadCurrent(ctx, "site"); err != nil || v.Info.Serial != "01" || string(m) != `{"issued":1}` {
+		t.Errorf("LoadCurrent = %v, %q, %v; want serial 01 with its state", v, m, err)
 	}
 	if err := s.SaveState(ctx, "site", []byte(`{"issued":1,"deployed":1}`)); err != nil {
 		t.Fatal(err)
@@ -531,6 +537,16 @@ func TestCrashResidueRemoved(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(unfinished, "key.pem"), []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	// Written whole, but the crash came before the switch of current.
+	never := filepath.Join(dir, "certificates", "site", "versions", "20261128T140000Z-03")
+	if err := os.Mkdir(never, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"key.pem", "cert.pem", "chain.pem", "fullchain.pem", "version.json"} {
+		if err := os.WriteFile(filepath.Join(never, f), []byte("{}"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	tmp := filepath.Join(dir, ".tmp", "0123456789abcdef")
 	if err := os.WriteFile(tmp, []byte("half"), 0o600); err != nil {
 		t.Fatal(err)
@@ -551,8 +567,10 @@ func TestCrashResidueRemoved(t *testing.T) {
 	if err := s.Commit(ctx, "site", v2, nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat(unfinished); !errors.Is(err, fs.ErrNotExist) {
-		t.Errorf("unfinished version after the next Commit: %v, want removed", err)
+	for _, d := range []string{unfinished, never} {
+		if _, err := os.Stat(d); !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("unfinished version %s after the next Commit: %v, want removed", d, err)
+		}
 	}
 }
 

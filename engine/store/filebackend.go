@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -256,6 +257,15 @@ func (b *FileBackend) openDir(segs []string, create bool) (int, error) {
 	if b.root < 0 {
 		return -1, fmt.Errorf("%w: %s", ErrNotFound, b.dir)
 	}
+	rel := "."
+	if len(segs) > 0 {
+		rel = strings.Join(segs, "/")
+	}
+	if fd, err := b.openBeneath(rel, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC); err == nil {
+		return fd, nil
+	} else if errors.Is(err, unix.ENOENT) && !create {
+		return -1, fmt.Errorf("%w: %s", ErrNotFound, filepath.Join(b.dir, filepath.FromSlash(rel)))
+	}
 	fd, err := unix.Openat(b.root, ".", unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return -1, err
@@ -336,12 +346,12 @@ func (b *FileBackend) Get(ctx context.Context, key string) ([]byte, error) {
 
 func (b *FileBackend) get(key string) ([]byte, error) {
 	segs, base := split(key)
-	dfd, err := b.openDir(segs, false)
-	if err != nil {
-		return nil, err
-	}
-	defer unix.Close(dfd)
 	if IsLink(key) {
+		dfd, err := b.openDir(segs, false)
+		if err != nil {
+			return nil, err
+		}
+		defer unix.Close(dfd)
 		buf := make([]byte, 1024)
 		n, err := unix.Readlinkat(dfd, base, buf)
 		switch {
@@ -354,7 +364,18 @@ func (b *FileBackend) get(key string) ([]byte, error) {
 		}
 		return buf[:n], nil
 	}
-	fd, err := unix.Openat(dfd, base, unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	const flags = unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_CLOEXEC
+	fd, err := b.openBeneath(key, flags)
+	if err != nil {
+		// Without openat2, or to say exactly what is wrong: one
+		// directory at a time.
+		dfd, derr := b.openDir(segs, false)
+		if derr != nil {
+			return nil, derr
+		}
+		fd, err = unix.Openat(dfd, base, flags, 0)
+		unix.Close(dfd)
+	}
 	switch {
 	case errors.Is(err, unix.ENOENT):
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
@@ -363,29 +384,59 @@ func (b *FileBackend) get(key string) ([]byte, error) {
 	case err != nil:
 		return nil, err
 	}
-	f := os.NewFile(uintptr(fd), filepath.Join(b.dir, key))
-	defer f.Close()
-	fi, err := f.Stat()
-	if err != nil {
+	defer unix.Close(fd)
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
 		return nil, err
 	}
 	switch {
-	case fi.IsDir():
+	case st.Mode&unix.S_IFMT == unix.S_IFDIR:
 		return nil, fmt.Errorf("%w: %s", ErrNotFound, key)
-	case !fi.Mode().IsRegular():
+	case st.Mode&unix.S_IFMT != unix.S_IFREG:
 		return nil, b.refused(key, "not a regular file")
-	case fi.Size() > MaxValueSize:
-		return nil, fmt.Errorf("%w: %s holds %d bytes, more than %d", ErrTooLarge, filepath.Join(b.dir, key), fi.Size(), MaxValueSize)
+	case st.Size > MaxValueSize:
+		return nil, fmt.Errorf("%w: %s holds %d bytes, more than %d", ErrTooLarge, filepath.Join(b.dir, key), st.Size, MaxValueSize)
 	}
-	v, err := io.ReadAll(io.LimitReader(f, MaxValueSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(v) > MaxValueSize {
-		return nil, fmt.Errorf("%w: %s holds more than %d bytes", ErrTooLarge, filepath.Join(b.dir, key), MaxValueSize)
+	// Values are replaced whole, never appended to: the size read is
+	// the size to read.
+	v := make([]byte, st.Size)
+	for n := 0; n < len(v); {
+		m, err := unix.Read(fd, v[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if m == 0 {
+			return v[:n], nil
+		}
+		n += m
 	}
 	return v, nil
 }
+
+// openBeneath opens rel below the root in one system call, refusing a
+// symbolic link anywhere on the way (openat2 with RESOLVE_NO_SYMLINKS and
+// RESOLVE_BENEATH). Any error, including a kernel without openat2, sends
+// the caller to the walk one directory at a time, which says exactly what
+// is wrong.
+func (b *FileBackend) openBeneath(rel string, flags int) (int, error) {
+	if b.root < 0 || noOpenat2.Load() {
+		return -1, unix.ENOSYS
+	}
+	fd, err := unix.Openat2(b.root, rel, &unix.OpenHow{
+		Flags:   uint64(flags),
+		Resolve: unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_BENEATH | unix.RESOLVE_NO_MAGICLINKS,
+	})
+	if errors.Is(err, unix.ENOSYS) || errors.Is(err, unix.EPERM) {
+		noOpenat2.Store(true)
+	}
+	return fd, err
+}
+
+// noOpenat2 is set once openat2 turned out to be unavailable.
+var noOpenat2 atomic.Bool
 
 // Stat implements Backend.
 func (b *FileBackend) Stat(ctx context.Context, key string) (KeyInfo, error) {

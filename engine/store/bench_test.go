@@ -1,0 +1,61 @@
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// BenchmarkList10000 reads what `acmehook list` reads for 10,000
+// certificates: the names, then each one's current version and metadata
+// (LoadCurrent, as the engine's per-certificate job does).
+// The storage is laid out with plain file writes (a Commit syncs every file,
+// which would make the setup take minutes); the reads are the Store's.
+func BenchmarkList10000(b *testing.B) {
+	const n = 10000
+	dir := filepath.Join(b.TempDir(), "storage")
+	v := fakeVersion("0a1b")
+	info, _ := json.Marshal(v.Info)
+	meta := []byte(`{"renewal":{"ari_next_fetch":"2026-12-01T10:00:00Z"},"events":[{"time":"2026-12-01T10:00:00Z","name":"issued","result":"ok"}]}`)
+	const id = "20261128T120000Z-0a1b"
+	for i := range n {
+		cdir := filepath.Join(dir, certsDir, fmt.Sprintf("cert-%05d", i))
+		vdir := filepath.Join(cdir, versionsDir, id)
+		if err := os.MkdirAll(vdir, 0o700); err != nil {
+			b.Fatal(err)
+		}
+		for name, data := range map[string][]byte{keyFile: v.KeyPEM, certFile: v.CertPEM, chainFile: v.ChainPEM, fullchainFile: v.Fullchain(), versionFile: info, metaFile: meta} {
+			if err := os.WriteFile(filepath.Join(vdir, name), data, 0o600); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := os.Symlink(versionsDir+"/"+id, filepath.Join(cdir, currentLink)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		b.Fatal(err)
+	}
+	s, err := OpenReadOnly(dir, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	b.ResetTimer()
+	for range b.N {
+		names, err := s.Names(ctx)
+		if err != nil || len(names) != n {
+			b.Fatalf("Names = %d, %v", len(names), err)
+		}
+		for _, name := range names {
+			if _, _, err := s.LoadCurrent(ctx, name); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Milliseconds())/float64(b.N), "ms/list")
+}
