@@ -13,7 +13,22 @@ import (
 	"github.com/acmehook/acmehook/engine/store/storetest"
 )
 
-func TestFileBackendConformance(t *testing.T) {
+// withoutOpenat2 runs f twice: with openat2, and as on a kernel without
+// it.
+func withoutOpenat2(t *testing.T, f func(t *testing.T)) {
+	for _, off := range []bool{false, true} {
+		t.Run(map[bool]string{false: "openat2", true: "walk"}[off], func(t *testing.T) {
+			was := store.NoOpenat2.Load()
+			store.NoOpenat2.Store(off)
+			defer store.NoOpenat2.Store(was)
+			f(t)
+		})
+	}
+}
+
+func TestFileBackendConformance(t *testing.T) { withoutOpenat2(t, testFileBackendConformance) }
+
+func testFileBackendConformance(t *testing.T) {
 	storetest.Run(t, func(t *testing.T) storetest.Storage {
 		dir := filepath.Join(t.TempDir(), "storage")
 		return storetest.Storage{
@@ -48,7 +63,9 @@ func openBackend(t *testing.T, dir string) *store.FileBackend {
 // TestFileBackendRefusesLinks plants symbolic links where the backend
 // creates directories, values and its lock: each is refused and the
 // link's target is untouched.
-func TestFileBackendRefusesLinks(t *testing.T) {
+func TestFileBackendRefusesLinks(t *testing.T) { withoutOpenat2(t, testFileBackendRefusesLinks) }
+
+func testFileBackendRefusesLinks(t *testing.T) {
 	ctx := context.Background()
 	for _, c := range []struct {
 		name string
