@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
+	"slices"
 	"strings"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/term"
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
@@ -21,63 +24,15 @@ const (
 	exitFailed  = 1 // a certificate, deploy or CA operation failed
 	exitUsage   = 2 // bad command line or configuration
 	defaultConf = "acmehook.toml"
+	// configEnv names the environment variable that is --config's default.
+	configEnv = "ACMEHOOK_CONFIG"
 )
-
-const usage = `acmehook obtains and renews TLS certificates from an ACME CA.
-
-Usage:
-  acmehook [--config FILE] [--log-level LEVEL] [--log-format text|json] COMMAND [ARGS]
-
-Commands:
-  run                      issue what is missing, renew what is due, retry pending deploys
-  issue NAME               order a new certificate for NAME now, even if the current one is good
-  list                     show the certificates: names, issuer, expiry, next renewal, last result
-  explain NAME             say when NAME will be renewed and why (ARI window, lifetime, backoff, guard)
-  revoke NAME [--reason REASON] [--with-cert-key]
-                           revoke NAME's certificate; the next run replaces it
-  daemon                   keep running: renew each certificate when due (SIGHUP reloads the config)
-  check [--solve NAME]     validate the configuration and start each plugin (no CA contact);
-                           --solve: present, self-check and clean up NAME's challenges
-  plugins                  list the plugins with their versions and capabilities
-  account show|update|rollover|deactivate
-                           show the account, set its contacts from ca.email, change its key, deactivate it
-  script test SCRIPT EVENT [--cert NAME]
-                           fire a synthetic EVENT (issued, renew, revoke, failed,
-                           challenge-provision, challenge-cleanup) at a Lua script
-  version                  print the version
-
-Global flags (before or after the command):
-  --config FILE            configuration file (default ./acmehook.toml)
-  --log-level LEVEL        debug, info, warn or error (default info)
-  --log-format FORMAT      text or json (default text)
-
-Examples:
-  acmehook check
-  acmehook check --solve www
-  acmehook run
-  acmehook --config /etc/acmehook/acmehook.toml run --log-format json
-  acmehook issue www
-  acmehook list
-  acmehook explain www
-  acmehook revoke www --reason keyCompromise
-  acmehook daemon
-  acmehook script test scripts/nginx.lua renew --cert www
-  acmehook account show
-
-Exit status: 0 all good, 1 a certificate, deploy or CA operation failed, 2 usage or configuration error.
-`
 
 // globals are the flags every command accepts.
 type globals struct {
 	config    string
 	logLevel  string
 	logFormat string
-}
-
-func (g *globals) register(fs *flag.FlagSet) {
-	fs.StringVar(&g.config, "config", g.config, "configuration `file`")
-	fs.StringVar(&g.logLevel, "log-level", g.logLevel, "log `level`: debug, info, warn, error")
-	fs.StringVar(&g.logFormat, "log-format", g.logFormat, "log `format`: text or json")
 }
 
 // usageError is a command-line mistake: exit status 2.
@@ -90,67 +45,45 @@ func usagef(format string, args ...any) error { return usageError{fmt.Sprintf(fo
 // cli carries what every command needs.
 type cli struct {
 	g      globals
+	stdin  *os.File
 	stdout io.Writer
 	stderr io.Writer
 	log    *slog.Logger
+	// started is set once the command line is parsed and the command's
+	// own code runs: an error before that is a usage error.
+	started bool
 }
 
 // run is the whole program: it parses args, runs the command and returns
 // the exit status.
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	c := &cli{g: globals{config: defaultConf, logLevel: "info", logFormat: "text"}, stdout: stdout, stderr: stderr}
-	fs := flag.NewFlagSet("acmehook", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	c.g.register(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stdout, usage)
-			return exitOK
-		}
-		fmt.Fprintf(stderr, "acmehook: %v\n\n%s", err, usage)
+	c := &cli{stdin: os.Stdin, stdout: stdout, stderr: stderr}
+	root := c.rootCommand()
+	root.SetArgs(args)
+	root.SetIn(c.stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	// Without a command (flags alone, but not --help or --version): the
+	// usage, on stderr, and exit 2.
+	if cmd, _, err := root.Find(args); err == nil && cmd == root &&
+		!slices.ContainsFunc(args, func(a string) bool { return slices.Contains([]string{"-h", "--help", "-v", "--version"}, a) }) {
+		fmt.Fprint(stderr, root.UsageString())
 		return exitUsage
 	}
-	rest := fs.Args()
-	if len(rest) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
-	}
-	cmd, cmdArgs := rest[0], rest[1:]
-	commands := map[string]func(context.Context, []string) error{
-		"run":     c.cmdRun,
-		"issue":   c.cmdIssue,
-		"list":    c.cmdList,
-		"check":   c.cmdCheck,
-		"plugins": c.cmdPlugins,
-		"account": c.cmdAccount,
-		"script":  c.cmdScript,
-		"version": c.cmdVersion,
-		"explain": c.cmdExplain,
-		"revoke":  c.cmdRevoke,
-		"daemon":  c.cmdDaemon,
-	}
-	if cmd == "help" || cmd == "-h" {
-		fmt.Fprint(stdout, usage)
-		return exitOK
-	}
-	f, ok := commands[cmd]
-	if !ok {
-		fmt.Fprintf(stderr, "acmehook: unknown command %q\n\n%s", cmd, usage)
-		return exitUsage
-	}
-	err := f(ctx, cmdArgs)
+	cmd, err := root.ExecuteContextC(ctx)
 	switch {
 	case err == nil:
 		return exitOK
-	case errors.Is(err, flag.ErrHelp):
-		return exitOK
-	case errors.As(err, new(usageError)), errors.Is(err, config.ErrInvalid):
-		fmt.Fprintf(stderr, "acmehook %s: %v\n", cmd, err)
-		return exitUsage
 	case errors.Is(err, errReported):
 		return exitFailed
+	case !c.started, errors.As(err, new(usageError)):
+		fmt.Fprintf(stderr, "%s: %v\nRun '%s --help' for usage.\n", cmd.CommandPath(), err, cmd.CommandPath())
+		return exitUsage
+	case errors.Is(err, config.ErrInvalid):
+		fmt.Fprintf(stderr, "%s: %v\n", cmd.CommandPath(), err)
+		return exitUsage
 	default:
-		fmt.Fprintf(stderr, "acmehook %s: %v\n", cmd, err)
+		fmt.Fprintf(stderr, "%s: %v\n", cmd.CommandPath(), err)
 		return exitFailed
 	}
 }
@@ -158,44 +91,67 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 // errReported means the command has already told the user what failed.
 var errReported = errors.New("failures reported")
 
-// flags returns a FlagSet for a command, with the global flags, that prints
-// its usage (synopsis and examples) to stderr.
-func (c *cli) flags(name, synopsis string) *flag.FlagSet {
-	fs := flag.NewFlagSet("acmehook "+name, flag.ContinueOnError)
-	fs.SetOutput(c.stderr)
-	c.g.register(fs)
-	fs.Usage = func() {
-		fmt.Fprintf(c.stderr, "Usage: %s\n\nFlags:\n", synopsis)
-		fs.PrintDefaults()
+// rootCommand builds the command tree: one grammar for every command,
+// flags before or after arguments, --help everywhere.
+func (c *cli) rootCommand() *cobra.Command {
+	conf := os.Getenv(configEnv)
+	if conf == "" {
+		conf = defaultConf
 	}
-	return fs
+	root := &cobra.Command{
+		Use:   "acmehook",
+		Short: "acmehook obtains and renews TLS certificates from an ACME CA",
+		Long: `acmehook obtains and renews TLS certificates from an ACME CA (RFC 8555), as
+acmehook.toml describes: solver plugins answer the challenges, Lua scripts deploy.
+
+Exit status: 0 all good, 1 a certificate, deploy or CA operation failed,
+2 usage or configuration error.`,
+		Example: `  acmehook check
+  acmehook check --solve www
+  acmehook run
+  acmehook --config /etc/acmehook/acmehook.toml run --log-format json
+  acmehook issue www
+  acmehook list --json
+  acmehook explain www
+  acmehook revoke www --reason keyCompromise
+  acmehook daemon
+  acmehook script test scripts/nginx.lua renew --cert www
+  acmehook account show
+  acmehook completion bash > /etc/bash_completion.d/acmehook`,
+		Version:       engine.BuildVersion(),
+		SilenceErrors: true,
+		SilenceUsage:  true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if err := c.setupLog(); err != nil {
+				return err
+			}
+			c.started = true
+			return nil
+		},
+	}
+	root.SetVersionTemplate("acmehook {{.Version}}\n")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return usageError{err.Error()} })
+	pf := root.PersistentFlags()
+	// --help is persistent, so that it is a known flag at every level of
+	// the tree, wherever it stands: "acmehook -h account show" too.
+	pf.BoolP("help", "h", false, "help for the command")
+	pf.StringVar(&c.g.config, "config", conf, "configuration `file` ($"+configEnv+")")
+	pf.StringVar(&c.g.logLevel, "log-level", "info", "log `level`: debug, info, warn or error")
+	pf.StringVar(&c.g.logFormat, "log-format", "text", "log `format`: text or json")
+	root.AddCommand(
+		c.runCommand(), c.issueCommand(), c.listCommand(), c.explainCommand(), c.revokeCommand(),
+		c.daemonCommand(), c.checkCommand(), c.pluginsCommand(), c.accountCommand(), c.scriptCommand(),
+		c.versionCommand(),
+	)
+	return root
 }
 
-// parse parses args; a parse error is a usage error.
-func (c *cli) parse(fs *flag.FlagSet, args []string) error {
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return usageError{err.Error()}
+// noArgs rejects positional arguments.
+func noArgs(cmd *cobra.Command, args []string) error {
+	if len(args) != 0 {
+		return usagef("%s takes no arguments (got %s)", cmd.Name(), strings.Join(args, " "))
 	}
-	return c.setupLog()
-}
-
-// parseInterspersed is parse for a command whose flags may come before,
-// between or after its positional arguments, which it returns.
-func (c *cli) parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := c.parse(fs, args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
+	return nil
 }
 
 // setupLog builds the logger from the global flags.
@@ -214,6 +170,20 @@ func (c *cli) setupLog() error {
 		return usagef("--log-format %q: use text or json", c.g.logFormat)
 	}
 	return nil
+}
+
+// interactive reports whether stdin is a terminal, where a person can
+// answer a confirmation.
+func (c *cli) interactive() bool { return c.stdin != nil && term.IsTerminal(int(c.stdin.Fd())) }
+
+// confirm asks question on stderr and reads the answer from stdin; only
+// "y" or "yes" agrees.
+func (c *cli) confirm(question string) bool {
+	fmt.Fprintf(c.stderr, "%s [y/N] ", question)
+	var answer string
+	fmt.Fscanln(c.stdin, &answer)
+	answer = strings.ToLower(strings.TrimSpace(answer))
+	return answer == "y" || answer == "yes"
 }
 
 // loadConfig loads --config and makes the configuration file's directory
@@ -273,22 +243,29 @@ func (c *cli) openWith(openStore func(string, store.Options) (*store.Store, erro
 	}, nil
 }
 
-func (c *cli) cmdVersion(_ context.Context, args []string) error {
-	fs := c.flags("version", "acmehook version")
-	if err := c.parse(fs, args); err != nil {
-		return err
+// certificateNames completes a certificate name from the configuration
+// (nothing when it cannot be loaded).
+func (c *cli) certificateNames(_ *cobra.Command, _ []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+	cfg, err := config.Load(c.g.config)
+	if err != nil {
+		return nil, cobra.ShellCompDirectiveNoFileComp
 	}
-	if fs.NArg() != 0 {
-		return usagef("version takes no arguments")
+	var names []cobra.Completion
+	for _, cert := range cfg.Certificates {
+		names = append(names, cobra.CompletionWithDesc(cert.Name, strings.Join(cert.Domains, ",")))
 	}
-	fmt.Fprintln(c.stdout, "acmehook", engine.BuildVersion())
-	return nil
+	return names, cobra.ShellCompDirectiveNoFileComp
 }
 
-// noArgs rejects positional arguments.
-func noArgs(fs *flag.FlagSet, cmd string) error {
-	if fs.NArg() != 0 {
-		return usagef("%s takes no arguments (got %s)", cmd, strings.Join(fs.Args(), " "))
+func (c *cli) versionCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Long:  "Prints the version: set at build time by make build (the variable github.com/acmehook/acmehook/engine.Version), or taken from the Go build info. Same as acmehook --version.",
+		Args:  noArgs,
+		RunE: func(*cobra.Command, []string) error {
+			fmt.Fprintln(c.stdout, "acmehook", engine.BuildVersion())
+			return nil
+		},
 	}
-	return nil
 }

@@ -6,36 +6,47 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"github.com/spf13/cobra"
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
 )
 
-func (c *cli) cmdRun(ctx context.Context, args []string) error {
-	fs := c.flags("run", "acmehook run\n\nIssues missing certificates, renews those due, retries pending deploys.\n\nExample:\n  acmehook --config /etc/acmehook/acmehook.toml run")
-	if err := c.parse(fs, args); err != nil {
-		return err
+func (c *cli) runCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "run",
+		Short:   "Issue what is missing, renew what is due, retry pending deploys",
+		Long:    "Issues missing certificates, renews those due, retries pending deploys, and prints one line per certificate.",
+		Example: "  acmehook --config /etc/acmehook/acmehook.toml run",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return c.runEngine(cmd.Context(), engine.RunOptions{})
+		},
 	}
-	if err := noArgs(fs, "run"); err != nil {
-		return err
-	}
-	return c.runEngine(ctx, engine.RunOptions{})
 }
 
-func (c *cli) cmdIssue(ctx context.Context, args []string) error {
-	fs := c.flags("issue", "acmehook issue NAME...\n\nOrders a new certificate for each NAME now, even if the current one is good.\n\nExample:\n  acmehook issue www")
-	if err := c.parse(fs, args); err != nil {
-		return err
+func (c *cli) issueCommand() *cobra.Command {
+	return &cobra.Command{
+		Use:     "issue NAME...",
+		Short:   "Order a new certificate for each NAME now, even if the current one is good",
+		Long:    "Orders a new certificate for each NAME now, even if the current one is good (the failure backoff and the reissue guard do not hold it).",
+		Example: "  acmehook issue www",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("issue needs the name of a certificate (see acmehook list)")
+			}
+			return nil
+		},
+		ValidArgsFunction: c.certificateNames,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.runEngine(cmd.Context(), engine.RunOptions{Names: args, Force: true})
+		},
 	}
-	if fs.NArg() == 0 {
-		return usagef("issue needs the name of a certificate (see acmehook list)")
-	}
-	return c.runEngine(ctx, engine.RunOptions{Names: fs.Args(), Force: true})
 }
 
 // runEngine runs the engine and prints one line per certificate.
@@ -86,115 +97,129 @@ func resultWord(r engine.Result) string {
 	return string(r.Action)
 }
 
-func (c *cli) cmdList(ctx context.Context, args []string) error {
-	fs := c.flags("list", "acmehook list\n\nShows each configured certificate with its names, issuer, expiry, next renewal and last result.\n\nExample:\n  acmehook list")
-	if err := c.parse(fs, args); err != nil {
-		return err
+func (c *cli) listCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:   "list",
+		Short: "Show the certificates: names, issuer, expiry, next renewal, last result",
+		Long: `Shows each configured certificate with its names, issuer, expiry, next renewal and last result.
+It reads the storage only (also while the daemon runs) and does not contact the CA.
+With --json it prints one JSON document instead (see docs/cli.md).`,
+		Example: "  acmehook list\n  acmehook list --json | jq -r '.certificates[] | select(.due) | .name'",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			doc, err := c.listing(cmd.Context())
+			if doc == nil {
+				return err
+			}
+			// A certificate whose state cannot be read is listed with its
+			// error, and the exit status is 1.
+			if asJSON {
+				return errors.Join(writeJSON(c.stdout, doc), err)
+			}
+			return errors.Join(doc.writeTable(c.stdout), err)
+		},
 	}
-	if err := noArgs(fs, "list"); err != nil {
-		return err
-	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document (docs/cli.md, \"JSON output\")")
+	return cmd
+}
+
+// listing is what list prints, from the storage alone, and the errors of
+// the certificates whose state could not be read.
+func (c *cli) listing(ctx context.Context) (*ListOutput, error) {
 	_, _, eng, closeAll, err := c.openReadOnly()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	defer closeAll()
 	var errs []error
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
+	doc := &ListOutput{Certificates: []CertificateStatus{}}
 	for _, st := range eng.List(ctx) {
 		if st.Err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", st.Name, st.Err))
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\terror: %s\n", st.Name, strings.Join(st.Domains, ","), oneLine(st.Err.Error()))
-			continue
 		}
-		issuer, notAfter := "-", "-"
-		if cur := st.Current; cur != nil {
-			issuer, notAfter = cur.Issuer, fmtTime(cur.NotAfter)
-		}
-		last := "-"
-		if ev := st.LastEvent; ev != nil {
-			last = fmt.Sprintf("%s %s %s", ev.Name, ev.Result, ev.Time.UTC().Format("2006-01-02 15:04"))
-			if st.PendingDeploy {
-				last += " (deploy pending)"
+		doc.Certificates = append(doc.Certificates, certificateStatus(st))
+	}
+	return doc, errors.Join(errs...)
+}
+
+func (c *cli) checkCommand() *cobra.Command {
+	var solve string
+	cmd := &cobra.Command{
+		Use:   "check",
+		Short: "Validate the configuration and start each plugin (no CA contact)",
+		Long: `Validates the configuration, starts each plugin, shows what it reports and checks
+that every identifier has a solver able to validate it. With --solve, also has each
+identifier of certificate NAME presented by its solver, self-checked as the CA
+would validate it, and cleaned up (with a made-up token). The CA is not contacted.`,
+		Example: "  acmehook --config /etc/acmehook/acmehook.toml check\n  acmehook check --solve www",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			cfg, err := c.loadConfig()
+			if err != nil {
+				return err
 			}
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", st.Name, strings.Join(st.Domains, ","), issuer, notAfter, nextRenewal(st), last)
+			fmt.Fprintf(c.stdout, "%s: configuration is valid (%d certificates, %d plugins)\n", cfg.File(), len(cfg.Certificates), len(cfg.Plugins))
+			out, caps, err := c.launchPlugins(ctx, cfg)
+			out.writeTable(c.stdout)
+			if err != nil {
+				return err
+			}
+			if err := cfg.CheckSolverCapabilities(caps); err != nil {
+				return fmt.Errorf("%w\n%w", config.ErrInvalid, err)
+			}
+			for _, cert := range cfg.Certificates {
+				var parts []string
+				for _, id := range cert.Identifiers {
+					s := cert.SolverFor(id)
+					parts = append(parts, fmt.Sprintf("%s by %s (%s)", id.Value, s, strings.Join(cert.ChallengeTypes(id, caps[s].Challenges), ", ")))
+				}
+				fmt.Fprintf(c.stdout, "certificate %s: %s\n", cert.Name, strings.Join(parts, "; "))
+			}
+			if solve != "" {
+				return c.checkSolve(ctx, cfg, solve)
+			}
+			fmt.Fprintln(c.stdout, "ok")
+			return nil
+		},
 	}
-	if err := tw.Flush(); err != nil {
-		return err
-	}
-	return errors.Join(errs...)
+	cmd.Flags().StringVar(&solve, "solve", "", "present, self-check and clean up the identifiers of certificate `NAME`")
+	cmd.RegisterFlagCompletionFunc("solve", c.certificateNames)
+	return cmd
 }
 
-// nextRenewal is list's NEXT RENEWAL column: when a run orders next.
-func nextRenewal(st engine.Status) string {
-	switch {
-	case st.Next == engine.NextIssue:
-		return "now (no certificate)"
-	case st.Due():
-		return "now (" + st.Reason + ")"
-	case st.Next == engine.NextHold:
-		return fmtTime(st.At) + " (held: " + st.Reason + ")"
+func (c *cli) pluginsCommand() *cobra.Command {
+	var asJSON bool
+	cmd := &cobra.Command{
+		Use:     "plugins",
+		Short:   "List the plugins with their versions and capabilities",
+		Long:    "Starts each configured plugin and lists its version and capabilities. With --json it prints one JSON document instead (see docs/cli.md).",
+		Example: "  acmehook plugins\n  acmehook plugins --json",
+		Args:    noArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			cfg, err := c.loadConfig()
+			if err != nil {
+				return err
+			}
+			out, _, err := c.launchPlugins(cmd.Context(), cfg)
+			if asJSON {
+				if jerr := writeJSON(c.stdout, out); jerr != nil {
+					return jerr
+				}
+			} else {
+				out.writeTable(c.stdout)
+			}
+			return err
+		},
 	}
-	return fmtTime(st.Decision.At)
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document (docs/cli.md, \"JSON output\")")
+	return cmd
 }
 
-func (c *cli) cmdCheck(ctx context.Context, args []string) error {
-	fs := c.flags("check", "acmehook check [--solve NAME]\n\nValidates the configuration, starts each plugin, shows what it reports and checks\nthat every identifier has a solver able to validate it. With --solve, also has each\nidentifier of certificate NAME presented by its solver, self-checked as the CA\nwould validate it, and cleaned up (with a made-up token). The CA is not contacted.\n\nExamples:\n  acmehook --config /etc/acmehook/acmehook.toml check\n  acmehook check --solve www")
-	solve := fs.String("solve", "", "present, self-check and clean up the identifiers of certificate `NAME`")
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs, "check"); err != nil {
-		return err
-	}
-	cfg, err := c.loadConfig()
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(c.stdout, "%s: configuration is valid (%d certificates, %d plugins)\n", cfg.File(), len(cfg.Certificates), len(cfg.Plugins))
-	caps, err := c.showPlugins(ctx, cfg)
-	if err != nil {
-		return err
-	}
-	if err := cfg.CheckSolverCapabilities(caps); err != nil {
-		return fmt.Errorf("%w\n%w", config.ErrInvalid, err)
-	}
-	for _, cert := range cfg.Certificates {
-		var parts []string
-		for _, id := range cert.Identifiers {
-			s := cert.SolverFor(id)
-			parts = append(parts, fmt.Sprintf("%s by %s (%s)", id.Value, s, strings.Join(cert.ChallengeTypes(id, caps[s].Challenges), ", ")))
-		}
-		fmt.Fprintf(c.stdout, "certificate %s: %s\n", cert.Name, strings.Join(parts, "; "))
-	}
-	if *solve != "" {
-		return c.checkSolve(ctx, cfg, *solve)
-	}
-	fmt.Fprintln(c.stdout, "ok")
-	return nil
-}
-
-func (c *cli) cmdPlugins(ctx context.Context, args []string) error {
-	fs := c.flags("plugins", "acmehook plugins\n\nStarts each configured plugin and lists its version and capabilities.\n\nExample:\n  acmehook plugins")
-	if err := c.parse(fs, args); err != nil {
-		return err
-	}
-	if err := noArgs(fs, "plugins"); err != nil {
-		return err
-	}
-	cfg, err := c.loadConfig()
-	if err != nil {
-		return err
-	}
-	_, err = c.showPlugins(ctx, cfg)
-	return err
-}
-
-// showPlugins launches every configured plugin (in parallel), prints a
-// table of what they report and returns their capabilities.
-func (c *cli) showPlugins(ctx context.Context, cfg *config.Config) (map[string]config.Capabilities, error) {
+// launchPlugins launches every configured plugin (in parallel) and returns
+// what they report, their capabilities, and the launch errors.
+func (c *cli) launchPlugins(ctx context.Context, cfg *config.Config) (*PluginsOutput, map[string]config.Capabilities, error) {
 	statuses, stop := engine.LaunchAll(ctx, cfg, c.log)
 	defer func() {
 		if err := stop(); err != nil {
@@ -203,111 +228,219 @@ func (c *cli) showPlugins(ctx context.Context, cfg *config.Config) (map[string]c
 	}()
 	var errs []error
 	caps := map[string]config.Capabilities{}
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "PLUGIN\tREPORTS\tVERSION\tCHALLENGES\tIDENTIFIERS\tWAITS FOR PROPAGATION\tPATH")
+	out := &PluginsOutput{Plugins: []PluginStatus{}}
 	for _, s := range statuses {
-		n := s.Name
+		ps := PluginStatus{Name: s.Name, Path: cfg.Plugins[s.Name].Path, ChallengeTypes: []string{}, IdentifierTypes: []string{}}
 		if s.Err != nil {
 			errs = append(errs, s.Err)
-			fmt.Fprintf(tw, "%s\t-\t-\t-\t-\t-\t%s (error: %s)\n", n, cfg.Plugins[n].Path, oneLine(s.Err.Error()))
-			continue
+			ps.Error = s.Err.Error()
+		} else {
+			info := s.Plugin.Info
+			caps[s.Name] = s.Plugin.Capabilities()
+			ps.Reports, ps.Version, ps.WaitsForPropagation = info.Name, info.Version, info.WaitsForPropagation
+			ps.ChallengeTypes = append(ps.ChallengeTypes, info.ChallengeTypes...)
+			ps.IdentifierTypes = append(ps.IdentifierTypes, info.IdentifierTypes...)
 		}
-		p := s.Plugin
-		caps[n] = p.Capabilities()
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%s\n", n, p.Info.Name, p.Info.Version, strings.Join(p.Info.ChallengeTypes, ","), strings.Join(p.Info.IdentifierTypes, ","), p.Info.WaitsForPropagation, cfg.Plugins[n].Path)
+		out.Plugins = append(out.Plugins, ps)
 	}
-	tw.Flush()
-	return caps, errors.Join(errs...)
+	return out, caps, errors.Join(errs...)
 }
 
-func (c *cli) cmdAccount(ctx context.Context, args []string) error {
-	fs := c.flags("account", "acmehook account show|update|rollover|deactivate\n\n  show        the stored account and what the CA knows of it\n  update      set the account's contacts to ca.email\n  rollover    replace the account key (the old one is kept in the storage)\n  deactivate  deactivate the account at the CA (irreversible)\n\nExample:\n  acmehook account show")
-	if err := c.parse(fs, args); err != nil {
-		return err
+var accountSubcommands = []string{"show", "update", "rollover", "deactivate"}
+
+func (c *cli) accountCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "account show|update|rollover|deactivate",
+		Short: "Show the account, set its contacts, change its key, or deactivate it",
+		Long: `Manages the ACME account of [ca] in the configuration. Every subcommand needs the
+storage lock (stop acmehook daemon first).`,
+		DisableFlagsInUseLine: true,
+		Example:               "  acmehook account show\n  acmehook account deactivate --yes",
+		// Only a subcommand runs; without one (or with an unknown one)
+		// this is a usage error.
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("account needs one of %s", strings.Join(accountSubcommands, ", "))
+			}
+			return usagef("unknown subcommand %q (%s)", args[0], strings.Join(accountSubcommands, ", "))
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
 	}
-	if fs.NArg() != 1 {
-		return usagef("account needs one of show, update, rollover, deactivate")
-	}
-	sub := fs.Arg(0)
-	if !slices.Contains([]string{"show", "update", "rollover", "deactivate"}, sub) {
-		return usagef("account: unknown subcommand %q (show, update, rollover, deactivate)", sub)
-	}
-	cfg, eng, closeAll, err := c.open()
-	if err != nil {
-		return err
-	}
-	defer closeAll()
-	switch sub {
-	case "show":
-		info, err := eng.ShowAccount(ctx)
-		fmt.Fprintf(c.stdout, "directory:  %s\n", cfg.CA.Directory)
-		if info.Stored.URL != "" {
-			fmt.Fprintf(c.stdout, "account:    %s\nkey type:   %s\ncreated:    %s\n", info.Stored.URL, info.Stored.KeyType, fmtTime(info.Stored.CreatedAt))
-		}
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "status:     %s\ncontact:    %s\ntos agreed: %t\n", info.Remote.Status, strings.Join(info.Remote.Contact, ", "), info.Remote.TermsOfServiceAgreed)
-	case "update":
-		a, err := eng.UpdateAccount(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "account %s: contact %s\n", a.URL, strings.Join(a.Contact, ", "))
-	case "rollover":
-		a, err := eng.RolloverAccount(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "account %s: new key in place\n", a.URL)
-	case "deactivate":
-		a, err := eng.DeactivateAccount(ctx)
-		if err != nil {
-			return err
-		}
-		fmt.Fprintf(c.stdout, "account %s: %s\n", a.URL, a.Status)
-	}
-	return nil
+	cmd.AddCommand(
+		&cobra.Command{
+			Use:   "show",
+			Short: "The stored account, and its status and contacts at the CA",
+			Long:  "Shows the stored account, and its status and contacts at the CA (looked up with onlyReturnExisting, so nothing is created).",
+			Args:  noArgs,
+			RunE: c.withAccount(func(ctx context.Context, cfg *config.Config, eng *engine.Engine) error {
+				info, err := eng.ShowAccount(ctx)
+				fmt.Fprintf(c.stdout, "directory:  %s\n", cfg.CA.Directory)
+				if info.Stored.URL != "" {
+					fmt.Fprintf(c.stdout, "account:    %s\nkey type:   %s\ncreated:    %s\n", info.Stored.URL, info.Stored.KeyType, fmtTime(info.Stored.CreatedAt))
+				}
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "status:     %s\ncontact:    %s\ntos agreed: %t\n", info.Remote.Status, strings.Join(info.Remote.Contact, ", "), info.Remote.TermsOfServiceAgreed)
+				return nil
+			}),
+		},
+		&cobra.Command{
+			Use:   "update",
+			Short: "Set the account's contacts to ca.email",
+			Args:  noArgs,
+			RunE: c.withAccount(func(ctx context.Context, _ *config.Config, eng *engine.Engine) error {
+				a, err := eng.UpdateAccount(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "account %s: contact %s\n", a.URL, strings.Join(a.Contact, ", "))
+				return nil
+			}),
+		},
+		&cobra.Command{
+			Use:   "rollover",
+			Short: "Replace the account key (the old one is kept in the storage)",
+			Long:  "Replaces the account key (RFC 8555 §7.3.5). The new key is stored first and the old one is kept beside it; if the CA refuses, the old key is made current again.",
+			Args:  noArgs,
+			RunE: c.withAccount(func(ctx context.Context, _ *config.Config, eng *engine.Engine) error {
+				a, err := eng.RolloverAccount(ctx)
+				if err != nil {
+					return err
+				}
+				fmt.Fprintf(c.stdout, "account %s: new key in place\n", a.URL)
+				return nil
+			}),
+		},
+		c.deactivateCommand(),
+	)
+	return cmd
 }
 
-func (c *cli) cmdScript(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] != "test" {
-		return usagef("script needs a subcommand: script test SCRIPT EVENT [--cert NAME]")
+func (c *cli) deactivateCommand() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:     "deactivate",
+		Short:   "Deactivate the account at the CA (irreversible; needs --yes)",
+		Long:    "Deactivates the account at the CA (RFC 8555 §7.3.6). This cannot be undone: the CA refuses every later request signed by the account's key. It needs --yes.",
+		Example: "  acmehook account deactivate --yes",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if err := noArgs(cmd, args); err != nil {
+				return err
+			}
+			if !yes {
+				return usagef("deactivating the account cannot be undone; add --yes to do it")
+			}
+			return nil
+		},
+		RunE: c.withAccount(func(ctx context.Context, _ *config.Config, eng *engine.Engine) error {
+			a, err := eng.DeactivateAccount(ctx)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(c.stdout, "account %s: %s\n", a.URL, a.Status)
+			return nil
+		}),
 	}
-	fs := c.flags("script test", "acmehook script test SCRIPT EVENT [--cert NAME]\n\nFires a synthetic EVENT at SCRIPT with a throwaway certificate (ev.test = true).\nWith --cert the event carries that certificate's name and domains from the configuration.\n\nExamples:\n  acmehook script test scripts/nginx.lua renew --cert www\n  acmehook script test scripts/failed_alert.lua failed")
-	certName := fs.String("cert", "", "certificate `name` from the configuration")
-	pos, err := c.parseInterspersed(fs, args[1:])
+	cmd.Flags().BoolVarP(&yes, "yes", "y", false, "confirm the deactivation")
+	return cmd
+}
+
+// withAccount is the RunE of an account subcommand: it opens the storage
+// (taking the lock) and the engine, then runs f.
+func (c *cli) withAccount(f func(context.Context, *config.Config, *engine.Engine) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		cfg, eng, closeAll, err := c.open()
+		if err != nil {
+			return err
+		}
+		defer closeAll()
+		return f(cmd.Context(), cfg, eng)
+	}
+}
+
+func (c *cli) scriptCommand() *cobra.Command {
+	cmd := &cobra.Command{
+		Use:                   "script test SCRIPT EVENT [--cert NAME]",
+		Short:                 "Test a Lua script with a synthetic event",
+		DisableFlagsInUseLine: true,
+		Example:               "  acmehook script test scripts/nginx.lua renew --cert www",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return usagef("script needs a subcommand: script test SCRIPT EVENT [--cert NAME]")
+			}
+			return usagef("unknown subcommand %q: script test SCRIPT EVENT [--cert NAME]", args[0])
+		},
+		RunE: func(*cobra.Command, []string) error { return nil },
+	}
+	cmd.AddCommand(c.scriptTestCommand())
+	return cmd
+}
+
+func (c *cli) scriptTestCommand() *cobra.Command {
+	var certName string
+	events := make([]string, len(event.Types))
+	for i, e := range event.Types {
+		events[i] = string(e)
+	}
+	cmd := &cobra.Command{
+		Use:   "test SCRIPT EVENT",
+		Short: "Fire a synthetic EVENT at a Lua script",
+		Long: `Fires a synthetic EVENT (` + strings.Join(events, ", ") + `) at SCRIPT
+with a throwaway certificate (ev.test = true). With --cert the event carries that
+certificate's name and domains from the configuration. The configuration's [lua]
+settings apply when the configuration file exists.`,
+		Example: "  acmehook script test scripts/nginx.lua renew --cert www\n  acmehook script test scripts/failed_alert.lua failed",
+		Args: func(_ *cobra.Command, args []string) error {
+			if len(args) != 2 {
+				return usagef("script test needs SCRIPT and EVENT")
+			}
+			return nil
+		},
+		ValidArgsFunction: func(_ *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+			switch len(args) {
+			case 0:
+				return []cobra.Completion{"lua"}, cobra.ShellCompDirectiveFilterFileExt
+			case 1:
+				return events, cobra.ShellCompDirectiveNoFileComp
+			}
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return c.scriptTest(cmd.Context(), args[0], args[1], certName)
+		},
+	}
+	cmd.Flags().StringVar(&certName, "cert", "", "certificate `name` from the configuration")
+	cmd.RegisterFlagCompletionFunc("cert", c.certificateNames)
+	return cmd
+}
+
+func (c *cli) scriptTest(ctx context.Context, scriptArg, eventArg, certName string) error {
+	script, err := filepath.Abs(scriptArg) // before loadConfig changes directory
 	if err != nil {
 		return err
 	}
-	if len(pos) != 2 {
-		return usagef("script test needs SCRIPT and EVENT")
-	}
-	script, err := filepath.Abs(pos[0]) // before loadConfig changes directory
-	if err != nil {
-		return err
-	}
-	ev := event.Type(pos[1])
+	ev := event.Type(eventArg)
 	if !ev.Valid() {
 		return usagef("unknown event %q; use one of %v", ev, event.Types)
 	}
-	t := engine.ScriptTest{Script: script, Event: ev, Cert: *certName, Logger: c.log}
+	t := engine.ScriptTest{Script: script, Event: ev, Cert: certName, Logger: c.log}
 	// The configuration gives the scripts their [lua] settings; it is
 	// optional unless --cert names one of its certificates.
-	if _, statErr := os.Stat(c.g.config); *certName != "" || statErr == nil {
+	if _, statErr := os.Stat(c.g.config); certName != "" || statErr == nil {
 		cfg, err := c.loadConfig()
 		if err != nil {
 			return err
 		}
-		if *certName != "" && cfg.Certificate(*certName) == nil {
-			return usagef("no certificate %q in %s", *certName, cfg.File())
+		if certName != "" && cfg.Certificate(certName) == nil {
+			return usagef("no certificate %q in %s", certName, cfg.File())
 		}
 		t.Config = cfg
 	}
 	if err := engine.RunScriptTest(ctx, t); err != nil {
 		return err
 	}
-	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", pos[0], ev)
+	fmt.Fprintf(c.stdout, "%s: %s handled without error\n", scriptArg, ev)
 	return nil
 }
 

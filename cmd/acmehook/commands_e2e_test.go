@@ -109,7 +109,7 @@ func TestE2ECommands(t *testing.T) {
 		{[]string{"account", "update"}, "contact mailto:ops@example.com"},
 		{[]string{"account", "rollover"}, "new key in place"},
 		{[]string{"account", "show"}, "status:     valid"},
-		{[]string{"account", "deactivate"}, ": deactivated"},
+		{[]string{"account", "deactivate", "--yes"}, ": deactivated"},
 	}
 	for _, st := range steps {
 		t.Run(strings.Join(st.args, " "), func(t *testing.T) {

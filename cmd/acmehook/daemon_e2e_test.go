@@ -148,7 +148,7 @@ func TestE2ERevoke(t *testing.T) {
 	old, _ := s.stored("rv", []string{"rv.e2e.example.com"})
 	serial := old.SerialNumber.Text(16)
 
-	o := s.acmehook("revoke", "rv", "--reason", "keyCompromise", "--with-cert-key")
+	o := s.acmehook("revoke", "rv", "--reason", "keyCompromise", "--with-cert-key", "--yes")
 	if o.code != 0 || !strings.Contains(o.stdout, "rv: serial "+serial+" revoked (keyCompromise)") || !strings.Contains(o.stdout, "key moved aside to ") {
 		t.Fatalf("revoke: want exit 0, the serial revoked and the key moved aside\n%s", o)
 	}

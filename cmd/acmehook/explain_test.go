@@ -48,7 +48,7 @@ func TestRenewalCommands(t *testing.T) {
 		{name: "list beside the lock holder", args: []string{"--config", good, "list"}, code: exitOK, stdout: "now (no certificate)"},
 		{name: "revoke bad reason", args: []string{"--config", good, "revoke", "www", "--reason", "boredom"}, code: exitUsage, stderr: `unknown revocation reason "boredom"; use one of unspecified, keyCompromise`},
 		{name: "revoke without name", args: []string{"--config", good, "revoke", "--reason", "superseded"}, code: exitUsage, stderr: "revoke needs the name"},
-		{name: "revoke takes the lock", args: []string{"--config", good, "revoke", "www", "--reason", "keyCompromise"}, code: exitFailed, stderr: "if acmehook daemon holds it, stop the daemon, run this command, and start it again"},
+		{name: "revoke takes the lock", args: []string{"--config", good, "revoke", "www", "--reason", "keyCompromise", "--yes"}, code: exitFailed, stderr: "if acmehook daemon holds it, stop the daemon, run this command, and start it again"},
 		{name: "daemon with arguments", args: []string{"--config", good, "daemon", "now"}, code: exitUsage, stderr: "daemon takes no arguments"},
 		{name: "daemon takes the lock", args: []string{"--config", good, "daemon"}, code: exitFailed, stderr: "storage is locked by another process"},
 		{name: "renewal settings checked", args: []string{"--config", badPolicy, "explain", "www"}, code: exitUsage, stderr: "policy.toml:11: certificate[0].max_orders: 1000 must be between 1 and 100"},

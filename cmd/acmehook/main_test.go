@@ -44,7 +44,7 @@ a.on("issued", function(ev) error("reload failed") end)
 		{name: "no command", args: nil, code: exitUsage, stderr: "Usage:"},
 		{name: "help", args: []string{"help"}, code: exitOK, stdout: "Examples:"},
 		{name: "unknown command", args: []string{"frob"}, code: exitUsage, stderr: `unknown command "frob"`},
-		{name: "unknown flag", args: []string{"run", "--frob"}, code: exitUsage, stderr: "flag provided but not defined: -frob"},
+		{name: "unknown flag", args: []string{"run", "--frob"}, code: exitUsage, stderr: "unknown flag: --frob"},
 		{name: "version", args: []string{"version"}, code: exitOK, stdout: "acmehook "},
 		{name: "missing config", args: []string{"--config", filepath.Join(dir, "none.toml"), "run"}, code: exitUsage, stderr: "none.toml"},
 		{name: "invalid config", args: []string{"--config", badConfig, "check"}, code: exitUsage, stderr: "bad.toml:4: ca.bogus: unknown key"},

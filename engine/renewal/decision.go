@@ -37,6 +37,23 @@ func (d Decision) String() string {
 	return fmt.Sprintf("renew at %s: %s", fmtTime(d.At), d.Reason)
 }
 
+// Fact is one fact behind a decision, as a line of Explain: a label
+// ("ARI window", "reissue guard" ...) and its text.
+type Fact struct {
+	Label string
+	Text  string
+}
+
+// Facts returns the facts behind the decision in the order Explain prints
+// them, between its "reason" and "next check" lines.
+func (d Decision) Facts() []Fact {
+	out := make([]Fact, len(d.facts))
+	for i, f := range d.facts {
+		out[i] = Fact{Label: f[0], Text: f[1]}
+	}
+	return out
+}
+
 // Explain is the decision with every fact behind it, one per line, as
 // `acmehook explain NAME` prints it: the certificate's validity, the
 // lifetime rule, the ARI window and chosen time, revocation, the last error
