@@ -75,6 +75,68 @@ func TestE2ECommands(t *testing.T) {
 		}
 	})
 
+	t.Run("list --json matches list", func(t *testing.T) {
+		text := s.acmehook("list")
+		o := s.acmehook("list", "--json")
+		if o.code != 0 || text.code != 0 {
+			t.Fatalf("exit = %d, %d, want 0\n%s", text.code, o.code, o)
+		}
+		var doc ListOutput
+		dec := json.NewDecoder(strings.NewReader(o.stdout))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&doc); err != nil || dec.More() {
+			t.Fatalf("list --json: not one ListOutput document (%v)\n%s", err, o.stdout)
+		}
+		if len(doc.Certificates) != 1 {
+			t.Fatalf("list --json: %d certificates, want 1\n%s", len(doc.Certificates), o.stdout)
+		}
+		c := doc.Certificates[0]
+		leaf, _ := s.stored("cmd", []string{"cmd.example.com"})
+		if c.Name != "cmd" || strings.Join(c.Domains, ",") != "cmd.example.com" || c.Serial != fmt.Sprintf("%x", leaf.SerialNumber) ||
+			c.NotAfter == nil || !c.NotAfter.Equal(leaf.NotAfter) || c.NotBefore == nil || !c.NotBefore.Equal(leaf.NotBefore) ||
+			!strings.HasPrefix(c.Issuer, "Pebble Intermediate CA") || c.Due || c.NextRenewal == nil ||
+			c.LastEvent == nil || c.LastEvent.Event != "issued" || c.LastEvent.Result != "ok" || c.DeployPending {
+			t.Errorf("list --json: %+v, want the stored certificate %x (not after %s), not due, last event issued ok", c, leaf.SerialNumber, leaf.NotAfter)
+		}
+		// The table is the same document, rendered: every column of the
+		// row comes from these fields.
+		row := strings.Fields(resultLine(text, "cmd"))
+		want := strings.Fields(fmt.Sprintf("cmd cmd.example.com %s %s %s %s %s %s", c.Issuer, fmtTime(*c.NotAfter), fmtTime(*c.NextRenewal),
+			c.LastEvent.Event, c.LastEvent.Result, c.LastEvent.Time.Format("2006-01-02 15:04")))
+		if strings.Join(row, " ") != strings.Join(want, " ") {
+			t.Errorf("list row  %q\nfrom JSON %q", strings.Join(row, " "), strings.Join(want, " "))
+		}
+
+		e := s.acmehook("explain", "cmd", "--json")
+		var ex ExplainOutput
+		if err := json.Unmarshal([]byte(e.stdout), &ex); e.code != 0 || err != nil {
+			t.Fatalf("explain --json: %v\n%s", err, e)
+		}
+		if ex.Due || ex.RenewAt == nil || !ex.RenewAt.Equal(*c.NextRenewal) || ex.Reason != c.RenewalReason || len(ex.Facts) == 0 || ex.Facts[0].Label != "certificate" {
+			t.Errorf("explain --json = %+v, want renew_at %s and reason %q as list has, facts starting with the certificate", ex, c.NextRenewal, c.RenewalReason)
+		}
+	})
+
+	t.Run("plugins --json", func(t *testing.T) {
+		o := s.acmehook("plugins", "--json")
+		var doc PluginsOutput
+		if err := json.Unmarshal([]byte(o.stdout), &doc); o.code != 0 || err != nil {
+			t.Fatalf("plugins --json: %v\n%s", err, o)
+		}
+		got := map[string]string{}
+		for _, p := range doc.Plugins {
+			got[p.Name] = fmt.Sprintf("%s %v %v %t %q", p.Reports, p.ChallengeTypes, p.IdentifierTypes, p.WaitsForPropagation, p.Error)
+		}
+		for name, want := range map[string]string{
+			"webroot": `webroot [http-01] [dns ip] false ""`,
+			"dnsexec": `dnsexec [dns-01] [dns] true ""`,
+		} {
+			if got[name] != want {
+				t.Errorf("plugins --json: %s = %s, want %s", name, got[name], want)
+			}
+		}
+	})
+
 	t.Run("issue", func(t *testing.T) {
 		before, _ := s.stored("cmd", []string{"cmd.example.com"})
 		pebble.Counter().Reset()
