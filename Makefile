@@ -5,12 +5,28 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/acmehook/acmehook/engine.Version=$(VERSION)
 PLUGINS := $(notdir $(wildcard plugins/*))
 
-.PHONY: all build test lint bench demo proto clean
+.PHONY: all build install test lint bench demo proto clean
 
 all: build
 
 build:
 	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN)/ ./cmd/... $(addprefix ./plugins/,$(PLUGINS))
+
+# install puts acmehook in $(BINDIR), the plugins in $(PLUGINDIR) (the paths
+# docs/configuration.md and contrib/systemd use) and the shell completions
+# where bash-completion, zsh and fish look for them. DESTDIR stages it.
+PREFIX    ?= /usr/local
+BINDIR    ?= $(PREFIX)/bin
+PLUGINDIR ?= $(PREFIX)/lib/acmehook
+SHAREDIR  ?= $(PREFIX)/share
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(PLUGINDIR) $(DESTDIR)$(SHAREDIR)/bash-completion/completions \
+		$(DESTDIR)$(SHAREDIR)/zsh/site-functions $(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d
+	install -m 0755 $(BIN)/acmehook $(DESTDIR)$(BINDIR)/
+	install -m 0755 $(addprefix $(BIN)/,$(PLUGINS)) $(DESTDIR)$(PLUGINDIR)/
+	$(BIN)/acmehook completion bash > $(DESTDIR)$(SHAREDIR)/bash-completion/completions/acmehook
+	$(BIN)/acmehook completion zsh > $(DESTDIR)$(SHAREDIR)/zsh/site-functions/_acmehook
+	$(BIN)/acmehook completion fish > $(DESTDIR)$(SHAREDIR)/fish/vendor_completions.d/acmehook.fish
 
 test:
 	$(GO) vet ./...
