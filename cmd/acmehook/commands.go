@@ -105,7 +105,7 @@ func (c *cli) listCommand() *cobra.Command {
 		Long: `Shows each configured certificate with its names, issuer, expiry, next renewal and last result.
 It reads the storage only (also while the daemon runs) and does not contact the CA.
 With --json it prints one JSON document instead (see docs/cli.md).`,
-		Example: "  acmehook list\n  acmehook list --json | jq -r '.certificates[] | select(.due) | .name'",
+		Example: "  acmehook list\n  acmehook list --json | jq -r '.certificates[] | select(.next != \"none\") | .name'",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			doc, err := c.listing(cmd.Context())

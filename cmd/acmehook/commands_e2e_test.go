@@ -92,16 +92,18 @@ func TestE2ECommands(t *testing.T) {
 		}
 		c := doc.Certificates[0]
 		leaf, _ := s.stored("cmd", []string{"cmd.example.com"})
-		if c.Name != "cmd" || strings.Join(c.Domains, ",") != "cmd.example.com" || c.Serial != fmt.Sprintf("%x", leaf.SerialNumber) ||
-			c.NotAfter == nil || !c.NotAfter.Equal(leaf.NotAfter) || c.NotBefore == nil || !c.NotBefore.Equal(leaf.NotBefore) ||
-			!strings.HasPrefix(c.Issuer, "Pebble Intermediate CA") || c.Due || c.NextRenewal == nil ||
+		cur := c.Current
+		if c.Name != "cmd" || strings.Join(c.Domains, ",") != "cmd.example.com" || c.Error != "" || cur == nil ||
+			cur.Serial != fmt.Sprintf("%x", leaf.SerialNumber) || !cur.NotAfter.Equal(leaf.NotAfter) || !cur.NotBefore.Equal(leaf.NotBefore) ||
+			strings.Join(cur.Names, ",") != "cmd.example.com" || cur.KeyType != "ec256" || !strings.HasPrefix(cur.Issuer, "Pebble Intermediate CA") ||
+			c.Next != "none" || c.Due || c.At == nil || c.NextCheck == nil ||
 			c.LastEvent == nil || c.LastEvent.Event != "issued" || c.LastEvent.Result != "ok" || c.DeployPending {
-			t.Errorf("list --json: %+v, want the stored certificate %x (not after %s), not due, last event issued ok", c, leaf.SerialNumber, leaf.NotAfter)
+			t.Fatalf("list --json: %+v (current %+v), want the stored certificate %x (not after %s), next none, last event issued ok", c, cur, leaf.SerialNumber, leaf.NotAfter)
 		}
 		// The table is the same document, rendered: every column of the
 		// row comes from these fields.
 		row := strings.Fields(resultLine(text, "cmd"))
-		want := strings.Fields(fmt.Sprintf("cmd cmd.example.com %s %s %s %s %s %s", c.Issuer, fmtTime(*c.NotAfter), fmtTime(*c.NextRenewal),
+		want := strings.Fields(fmt.Sprintf("cmd cmd.example.com %s %s %s %s %s %s", cur.Issuer, fmtTime(cur.NotAfter), fmtTime(*c.At),
 			c.LastEvent.Event, c.LastEvent.Result, c.LastEvent.Time.Format("2006-01-02 15:04")))
 		if strings.Join(row, " ") != strings.Join(want, " ") {
 			t.Errorf("list row  %q\nfrom JSON %q", strings.Join(row, " "), strings.Join(want, " "))
@@ -112,8 +114,10 @@ func TestE2ECommands(t *testing.T) {
 		if err := json.Unmarshal([]byte(e.stdout), &ex); e.code != 0 || err != nil {
 			t.Fatalf("explain --json: %v\n%s", err, e)
 		}
-		if ex.Due || ex.RenewAt == nil || !ex.RenewAt.Equal(*c.NextRenewal) || ex.Reason != c.RenewalReason || len(ex.Facts) == 0 || ex.Facts[0].Label != "certificate" {
-			t.Errorf("explain --json = %+v, want renew_at %s and reason %q as list has, facts starting with the certificate", ex, c.NextRenewal, c.RenewalReason)
+		r := ex.Renewal
+		if ex.Next != c.Next || ex.At == nil || !ex.At.Equal(*c.At) || ex.Reason != c.Reason ||
+			r.Due || r.At == nil || !r.At.Equal(*c.At) || len(r.Facts) == 0 || r.Facts[0].Label != "certificate" {
+			t.Errorf("explain --json = %+v, want list's next %q, at %s and reason %q, facts starting with the certificate", ex, c.Next, c.At, c.Reason)
 		}
 	})
 
