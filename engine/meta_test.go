@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -133,5 +134,74 @@ func TestMetaRecovery(t *testing.T) {
 				t.Errorf("LoadMeta after recovery = %+v, %v", m, err)
 			}
 		})
+	}
+}
+
+// TestListRecovers: a certificate whose metadata is truncated, and one
+// whose directory is a planted symbolic link, do not stop the others from
+// being listed; the truncated metadata is set aside and the certificate
+// listed from its version (issue 15).
+func TestListRecovers(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write(`
+[[certificate]]
+name = "good"
+domains = ["good.example.com"]
+solver = "webroot"
+[[certificate]]
+name = "corrupt"
+domains = ["corrupt.example.com"]
+solver = "webroot"
+[[certificate]]
+name = "planted"
+domains = ["planted.example.com"]
+solver = "webroot"
+`)
+	ctx := context.Background()
+	st, err := store.Open(cfg.Storage, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	for _, name := range []string{"good", "corrupt"} {
+		v := &store.Version{KeyPEM: []byte("key"), CertPEM: []byte("cert"), Info: store.VersionInfo{
+			Serial: "01", Names: []string{name + ".example.com"}, KeyType: "ec256", NotAfter: time.Now().Add(60 * 24 * time.Hour)}}
+		if err := st.Commit(ctx, name, v, []byte(`{"pending_deploy":false}`)); err != nil {
+			t.Fatal(err)
+		}
+		if name == "corrupt" {
+			if err := os.WriteFile(filepath.Join(cfg.Storage, "certificates", name, "versions", v.ID, "meta.json"), []byte(`{"renewal":{"consec`), 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	elsewhere := t.TempDir()
+	if err := os.Symlink(elsewhere, filepath.Join(cfg.Storage, "certificates", "planted")); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	eng, err := New(Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	got := map[string]Status{}
+	for _, s := range eng.List(ctx) {
+		got[s.Name] = s
+	}
+	if s := got["good"]; s.Err != nil || s.Current == nil || s.Current.Serial != "01" {
+		t.Errorf("good = %+v, want its version listed", s)
+	}
+	if s := got["corrupt"]; s.Err != nil || s.Current == nil || s.Current.Serial != "01" {
+		t.Errorf("corrupt = %+v, want its version listed despite the metadata", s)
+	}
+	if s := got["planted"]; !errors.Is(s.Err, store.ErrUnsafe) {
+		t.Errorf("planted = %+v, want an ErrUnsafe error", s)
+	}
+	if !strings.Contains(logs.String(), "set aside") {
+		t.Errorf("no warning about the metadata set aside; log:\n%s", logs.String())
+	}
+	if entries, _ := os.ReadDir(elsewhere); len(entries) != 0 {
+		t.Errorf("written into the planted link's target: %v", entries)
 	}
 }
