@@ -98,3 +98,37 @@ solver = "bad"
 		}
 	}
 }
+
+// TestCheckPluginPath: check refuses a plugin path that is missing or not
+// executable with exit 2, naming the file:line and the path (relative to
+// the configuration's directory) once, before starting any plugin.
+func TestCheckPluginPath(t *testing.T) {
+	dir := t.TempDir()
+	plain := filepath.Join(dir, "plain")
+	if err := os.WriteFile(plain, []byte("#!/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct{ name, path, want string }{
+		{"missing", filepath.Join(dir, "gone"), "gone: no such file or directory"},
+		{"not executable", plain, "plain is not an executable file"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			conf := filepath.Join(dir, "acmehook.toml")
+			body := fmt.Sprintf("[ca]\ndirectory = %q\n[plugins.py]\npath = %q\n[[certificate]]\nname = \"www\"\ndomains = [\"example.com\"]\nsolver = \"py\"\n", pebble.DirectoryURL, tt.path)
+			if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			var stdout, stderr bytes.Buffer
+			args := []string{"--config", conf, "check"}
+			if code := run(context.Background(), args, &stdout, &stderr); code != exitUsage {
+				t.Errorf("run(%q) = %d, want %d\nstdout: %s\nstderr: %s", args, code, exitUsage, &stdout, &stderr)
+			}
+			if want := conf + ":4: plugins.py.path: "; !strings.Contains(stderr.String(), want) || !strings.Contains(stderr.String(), tt.want) {
+				t.Errorf("stderr %q, want %q and %q", &stderr, want, tt.want)
+			}
+			if strings.Count(stderr.String(), tt.want) != 1 || strings.Contains(stdout.String(), "PLUGIN") {
+				t.Errorf("stdout %q stderr %q: want the error once and no plugin started", &stdout, &stderr)
+			}
+		})
+	}
+}
