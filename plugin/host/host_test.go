@@ -790,21 +790,36 @@ func TestPluginsDieWithHost(t *testing.T) {
 	}
 	cmd.Wait()
 	killed := time.Now()
-	for _, pid := range plugins {
-		for alive(pid) {
-			if time.Since(killed) > time.Second {
-				syscall.Kill(pid, syscall.SIGKILL)
-				t.Fatalf("plugin %d still running %v after its host was killed", pid, time.Since(killed))
-			}
-			time.Sleep(10 * time.Millisecond)
+	// A killed multi-threaded process shows as a zombie while its other
+	// threads still exit, so the port is polled as well: both within the
+	// second.
+	portFree := func() bool {
+		ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
+		if err == nil {
+			ln.Close()
 		}
+		return err == nil
 	}
-	t.Logf("plugins gone %v after the host was killed", time.Since(killed).Round(time.Millisecond))
-	ln, err := net.Listen("tcp", "127.0.0.1:"+strconv.Itoa(port))
-	if err != nil {
-		t.Fatalf("the standalone plugin's port is still taken: %v", err)
+	for {
+		var running []int
+		for _, pid := range plugins {
+			if alive(pid) {
+				running = append(running, pid)
+			}
+		}
+		free := portFree()
+		if len(running) == 0 && free {
+			break
+		}
+		if time.Since(killed) > time.Second {
+			for _, pid := range running {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			t.Fatalf("%v after the host was killed: plugins %v still running, port %d free: %v", time.Since(killed), running, port, free)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
-	ln.Close()
+	t.Logf("plugins gone and port free %v after the host was killed", time.Since(killed).Round(time.Millisecond))
 }
 
 // children returns the process ids whose parent is pid.
