@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 )
 
 // TestGrammar runs every command and subcommand in-process with flags
@@ -130,7 +131,53 @@ a.on("renew", function(ev) assert(ev.test and ev.cert_name == "www") end)
 			walk(sub)
 		}
 	}
-	walk((&cli{}).rootCommand())
+	walk(commandTree())
+}
+
+// commandTree is the whole command tree, with the help and completion
+// commands cobra adds when it executes.
+func commandTree() *cobra.Command {
+	root := (&cli{}).rootCommand()
+	root.InitDefaultHelpCmd()
+	root.InitDefaultCompletionCmd()
+	return root
+}
+
+// repoRoot is the repository's directory, taken before any test changes
+// the working directory.
+var repoRoot, _ = filepath.Abs("../..")
+
+// TestDocumentedCommands checks that docs/cli.md names every command and
+// subcommand and every flag of each (as `--flag`).
+func TestDocumentedCommands(t *testing.T) {
+	doc, err := os.ReadFile(filepath.Join(repoRoot, "docs", "cli.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var walk func(cmd *cobra.Command)
+	walk = func(cmd *cobra.Command) {
+		path := strings.TrimPrefix(cmd.CommandPath(), "acmehook")
+		if path != "" && !bytes.Contains(doc, []byte("`"+strings.TrimSpace(path))) && !bytes.Contains(doc, []byte("`acmehook"+path)) {
+			t.Errorf("docs/cli.md does not document the command %q", cmd.CommandPath())
+		}
+		cmd.LocalNonPersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if !bytes.Contains(doc, []byte("`--"+f.Name)) {
+				t.Errorf("docs/cli.md does not document --%s of %q", f.Name, cmd.CommandPath())
+			}
+		})
+		cmd.PersistentFlags().VisitAll(func(f *pflag.Flag) {
+			if !bytes.Contains(doc, []byte("`--"+f.Name)) {
+				t.Errorf("docs/cli.md does not document the global flag --%s", f.Name)
+			}
+		})
+		if cmd.Name() == "completion" || cmd.Name() == "help" {
+			return // completion bash|zsh|fish|powershell is one entry
+		}
+		for _, sub := range cmd.Commands() {
+			walk(sub)
+		}
+	}
+	walk(commandTree())
 }
 
 // TestConfigEnv checks that ACMEHOOK_CONFIG is the default of --config,
