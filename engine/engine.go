@@ -99,10 +99,16 @@ type Engine struct {
 	acct   *acme.Account
 }
 
-// New checks opts and returns an Engine. It does no network I/O.
+// New checks opts and returns an Engine. It does no network I/O. The
+// files the configuration names are checked here (config.CheckFiles, as
+// `acmehook check` does), so a missing script or output directory stops a
+// run before it orders anything.
 func New(opts Options) (*Engine, error) {
 	if opts.Config == nil || opts.Store == nil {
 		return nil, errors.New("engine: Options.Config and Options.Store are required")
+	}
+	if err := opts.Config.CheckFiles(); err != nil {
+		return nil, fmt.Errorf("%w\n%w", config.ErrInvalid, err)
 	}
 	log := opts.Logger
 	if log == nil {
@@ -119,7 +125,7 @@ func New(opts Options) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Vars: opts.Config.Lua.RevealedVars()})
+	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Dir: opts.Config.Dir(), Vars: opts.Config.Lua.RevealedVars()})
 	progress := opts.ProgressInterval
 	if progress <= 0 {
 		progress = 5 * time.Second

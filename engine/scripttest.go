@@ -42,7 +42,7 @@ func RunScriptTest(ctx context.Context, t ScriptTest) error {
 	name, domains, timeout := "test", []string{"test.example.com"}, config.DefaultScriptTimeout
 	opts := luahost.Options{Logger: t.Logger}
 	if t.Config != nil {
-		opts.LibDir, opts.Vars = t.Config.Lua.LibDir, t.Config.Lua.RevealedVars()
+		opts.LibDir, opts.Dir, opts.Vars = t.Config.Lua.LibDir, t.Config.Dir(), t.Config.Lua.RevealedVars()
 	}
 	if t.Cert != "" {
 		if t.Config == nil {

@@ -186,11 +186,12 @@ func (c *cli) confirm(question string) bool {
 	return answer == "y" || answer == "yes"
 }
 
-// loadConfig loads --config and makes the configuration file's directory
-// the working directory, where plugins are started and scripts run, so
-// that relative paths in plugin configuration and in scripts mean the same
-// wherever acmehook is started from (every path of the configuration
-// itself is already absolute).
+// loadConfig loads --config and checks the files it names. Every path of
+// the configuration is absolute once loaded; plugins are started, dnsexec
+// runs its program and scripts run in the configuration file's directory
+// (cfg.Dir()), so relative paths in plugin configuration and in scripts
+// mean the same wherever acmehook is started from. acmehook's own working
+// directory is never changed.
 func (c *cli) loadConfig() (*config.Config, error) {
 	cfg, err := config.Load(c.g.config)
 	if err != nil {
@@ -199,8 +200,10 @@ func (c *cli) loadConfig() (*config.Config, error) {
 		}
 		return nil, usageError{err.Error()}
 	}
-	if err := os.Chdir(cfg.Dir()); err != nil {
-		return nil, fmt.Errorf("entering the configuration's directory: %w", err)
+	// The files it names, as engine.New checks them: every command, check
+	// included, accepts the same configurations, before storage is opened.
+	if err := cfg.CheckFiles(); err != nil {
+		return nil, fmt.Errorf("%w\n%w", config.ErrInvalid, err)
 	}
 	return cfg, nil
 }

@@ -421,7 +421,7 @@ settings apply when the configuration file exists.`,
 }
 
 func (c *cli) scriptTest(ctx context.Context, scriptArg, eventArg, certName string) error {
-	script, err := filepath.Abs(scriptArg) // before loadConfig changes directory
+	script, err := filepath.Abs(scriptArg) // the script host runs in the configuration's directory
 	if err != nil {
 		return err
 	}

@@ -28,6 +28,7 @@ func TestRenewalCommands(t *testing.T) {
 	good := write("good.toml", base)
 	badPolicy := write("policy.toml", base+"renew_before = \"soon\"\nmax_orders = 1000\n")
 	badFraction := write("fraction.toml", base+"renew_before = \"150%\"\n")
+	missingScript := write("script.toml", base+"scripts = [\"missing.lua\"]\n")
 
 	locked, err := store.Open(filepath.Join(dir, "s"), store.Options{})
 	if err != nil {
@@ -57,6 +58,8 @@ func TestRenewalCommands(t *testing.T) {
 		{name: "check: renew_before word", args: []string{"--config", badPolicy, "check"}, code: exitUsage, stderr: `policy.toml:10: certificate[0].renew_before: "soon" is neither a duration`},
 		{name: "check: max_orders", args: []string{"--config", badPolicy, "check"}, code: exitUsage, stderr: "policy.toml:11: certificate[0].max_orders: 1000 must be between 1 and 100"},
 		{name: "check: renew_before fraction", args: []string{"--config", badFraction, "check"}, code: exitUsage, stderr: `fraction.toml:10: certificate[0].renew_before: lifetime fraction "150%" must be between 0 and 1`},
+		{name: "check: missing script", args: []string{"--config", missingScript, "check"}, code: exitUsage, stderr: "script.toml:10: certificate[0].scripts[0]: missing.lua: no such file or directory"},
+		{name: "run: missing script", args: []string{"--config", missingScript, "run"}, code: exitUsage, stderr: "script.toml:10: certificate[0].scripts[0]: missing.lua: no such file or directory"},
 		{name: "run: renew_before fraction", args: []string{"--config", badFraction, "run"}, code: exitUsage, stderr: `fraction.toml:10: certificate[0].renew_before: lifetime fraction "150%" must be between 0 and 1`},
 	}
 	for _, tt := range tests {

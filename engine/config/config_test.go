@@ -176,7 +176,7 @@ func TestDefaults(t *testing.T) {
 }
 
 // TestDirFixedAtLoad: a configuration loaded by a relative path keeps its
-// directory after the process changes directory (as acmehook does).
+// directory after the process changes directory.
 func TestDirFixedAtLoad(t *testing.T) {
 	p := writeConfig(t, minimal)
 	t.Chdir(filepath.Dir(filepath.Dir(p)))

@@ -86,6 +86,10 @@ type Options struct {
 	// LibDir, if set, is a directory from which require("name") loads
 	// name.lua (dots in name become path separators). Empty disables it.
 	LibDir string
+	// Dir is the script host's working directory, against which scripts'
+	// relative paths (acmehook.files, exec, net) resolve: the
+	// configuration file's directory. Empty means acmehook's own.
+	Dir string
 	// Vars is exposed read-only to scripts as acmehook.vars: per-deployment
 	// settings such as the nginx binary or a webhook URL.
 	Vars map[string]string

@@ -86,6 +86,7 @@ func startProc(h *Host) (_ *proc, err error) {
 
 	p.cmd = exec.Command(self, childArg, strconv.FormatInt(limit, 10))
 	p.cmd.Stdin, p.cmd.Stdout, p.cmd.Stderr = childIn, childOut, p.stderr
+	p.cmd.Dir = h.opts.Dir
 	if p.page != nil {
 		p.cmd.ExtraFiles = []*os.File{p.page}
 	}
