@@ -160,11 +160,8 @@ would validate it, and cleaned up (with a made-up token). The CA is not contacte
 			if err != nil {
 				return err
 			}
-			// The files it names (a plugin missing or not executable, a
-			// script, a CA bundle) before any plugin is started.
-			if err := cfg.CheckFiles(); err != nil {
-				return fmt.Errorf("%w\n%w", config.ErrInvalid, err)
-			}
+			// loadConfig has checked the files it names (a plugin missing or
+			// not executable, a script, a CA bundle), as for every command.
 			fmt.Fprintf(c.stdout, "%s: configuration is valid (%d certificates, %d plugins)\n", cfg.File(), len(cfg.Certificates), len(cfg.Plugins))
 			out, caps, err := c.launchPlugins(ctx, cfg)
 			out.writeTable(c.stdout)
