@@ -49,8 +49,8 @@ type DaemonOptions struct {
 	Clock Clock
 	// MaxSleep caps one wait; zero means DefaultMaxSleep.
 	MaxSleep time.Duration
-	// AfterRun, when set, is called after each run with its result.
-	AfterRun func(*RunResult)
+	// afterRun, a test seam, is called after each run with its result.
+	afterRun func(*RunResult)
 }
 
 // Daemon is the long-running form of Run (acmehook daemon). It keeps, per
@@ -108,8 +108,8 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			if err != nil {
 				log.Error("run failed", "error", err)
 			}
-			if res != nil && opts.AfterRun != nil {
-				opts.AfterRun(res)
+			if res != nil && opts.afterRun != nil {
+				opts.afterRun(res)
 			}
 			for _, n := range due {
 				next[n] = eng.nextCheck(ctx, eng.cfg.Certificate(n))

@@ -78,7 +78,7 @@ func TestDaemonStopDuringChallenge(t *testing.T) {
 		return hctx.Err()
 	}
 	pebble.Counter().Reset()
-	stopped(t, e.startDaemon(ctx, cfg, DaemonOptions{Options: Options{BeforeAccept: hook}}))
+	stopped(t, e.startDaemon(ctx, cfg, DaemonOptions{Options: Options{beforeAccept: hook}}))
 
 	if counts, _ := pebble.Counter().Snapshot(); counts["POST /chalZ/"] != 0 || counts["POST /order-plz"] != 1 {
 		t.Errorf("Pebble requests %v, want one order and no challenge answered", counts)
@@ -207,7 +207,7 @@ func TestDaemonCAOutage(t *testing.T) {
 		Options:  Options{HTTPClient: &http.Client{Transport: tr}},
 		Clock:    clock,
 		MaxSleep: 30 * 24 * time.Hour,
-		AfterRun: func(r *RunResult) { runs <- r },
+		afterRun: func(r *RunResult) { runs <- r },
 	})
 	result := func() Result {
 		t.Helper()

@@ -101,7 +101,7 @@ func TestDaemon(t *testing.T) {
 			Reload:   reload,
 			Clock:    clock,
 			MaxSleep: 30 * 24 * time.Hour, // every wait is the exact next check
-			AfterRun: func(r *RunResult) { runs <- r },
+			afterRun: func(r *RunResult) { runs <- r },
 		})
 	}()
 	result := func(name string) Result {

@@ -28,7 +28,6 @@ import (
 	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/engine/store"
-	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
 // Errors of the engine.
@@ -39,9 +38,10 @@ var (
 	// ErrVetoed is wrapped by the error of a challenge a script refused in
 	// its challenge-provision handler.
 	ErrVetoed = errors.New("engine: challenge vetoed by a script")
-	// ErrNoChallenge is wrapped when an authorization offers no challenge
-	// type that the identifier's solver can answer.
-	ErrNoChallenge = errors.New("engine: no usable challenge")
+	// ErrNoChallenge is matched when an authorization offers no challenge
+	// type that the identifier's solver can answer (it is
+	// acme.ErrNoChallenge, which *acme.NoChallengeError matches).
+	ErrNoChallenge = acme.ErrNoChallenge
 	// ErrDeploy is wrapped by the error of a certificate that was issued
 	// and stored but whose output copies or scripts failed; the deploy is
 	// retried by the next run.
@@ -51,12 +51,9 @@ var (
 	ErrTermsOfService = errors.New("engine: the CA requires agreeing to its terms of service (set ca.agree_tos = true)")
 )
 
-// ChallengeHook is called for each challenge after the solver has presented
-// it (and waited for propagation) and the challenge-provision scripts have
-// run, just before the engine tells the CA to validate it. An error stops
-// the certificate without spending a validation: the challenge is not
-// answered, cleanup runs and failed is raised.
-type ChallengeHook func(ctx context.Context, cert *config.Certificate, solver *Plugin, ch sdk.Challenge) error
+// defaultProgressInterval is how often a long wait (validation,
+// propagation, issuance) logs a progress line.
+const defaultProgressInterval = 5 * time.Second
 
 // Options configure an Engine.
 type Options struct {
@@ -73,12 +70,10 @@ type Options struct {
 	// Now returns the current time; nil means time.Now. Renewal decisions
 	// and recorded times use it.
 	Now func() time.Time
-	// BeforeAccept, when set, runs between presenting a challenge and
-	// answering it (a self-check, for example).
-	BeforeAccept ChallengeHook
-	// ProgressInterval is how often a progress line is logged while waiting
-	// on validation, propagation or issuance; zero means 5 seconds.
-	ProgressInterval time.Duration
+
+	// Test seams, set by the package's own tests only.
+	beforeAccept     challengeHook // runs before each challenge is answered
+	progressInterval time.Duration // between progress lines; zero means 5 seconds
 }
 
 // Engine runs the certificate lifecycle. Its methods are safe for concurrent
@@ -91,9 +86,10 @@ type Engine struct {
 	client   *acme.Client
 	hooks    map[string]event.Hook // per certificate name
 	lua      *luahost.Host         // whose script host processes the hooks share
-	hook     ChallengeHook
-	progress time.Duration
-	plugins  *plugins
+	progress time.Duration         // between progress lines of a long wait
+	// beforeAccept is a test seam (Options.beforeAccept).
+	beforeAccept challengeHook
+	plugins      *plugins
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -126,9 +122,9 @@ func New(opts Options) (*Engine, error) {
 		now = time.Now
 	}
 	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Dir: opts.Config.Dir(), Vars: opts.Config.Lua.RevealedVars()})
-	progress := opts.ProgressInterval
+	progress := opts.progressInterval
 	if progress <= 0 {
-		progress = 5 * time.Second
+		progress = defaultProgressInterval
 	}
 	return &Engine{
 		cfg:   opts.Config,
@@ -142,11 +138,11 @@ func New(opts Options) (*Engine, error) {
 			UserAgent:      "acmehook/" + BuildVersion(),
 			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
 		},
-		hooks:    hooks,
-		lua:      lua,
-		hook:     opts.BeforeAccept,
-		progress: progress,
-		plugins:  newPlugins(opts.Config, log),
+		hooks:        hooks,
+		lua:          lua,
+		beforeAccept: opts.beforeAccept,
+		progress:     progress,
+		plugins:      newPlugins(opts.Config, log),
 	}, nil
 }
 

@@ -130,7 +130,7 @@ func (e *env) run(cfg *config.Config, opts RunOptions) map[string]Result {
 		Store:            st,
 		Logger:           slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: level})),
 		Now:              e.now,
-		ProgressInterval: time.Second,
+		progressInterval: time.Second,
 	})
 	if err != nil {
 		e.t.Fatal(err)

@@ -1,7 +1,8 @@
 package engine
 
 // One certificate's run, top-down: load (stored version, state, decision)
-// → execute → obtain: account → order → authorizations (solve.go) → key
+// → execute → obtain: account → order → authorizations (acme's flow with
+// the certificate's solver, solve.go) → key
 // and CSR → finalize → download → store → deploy (output copies, then the
 // issued or renew event) → record. A failure raises failed and records it.
 
@@ -159,7 +160,7 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 		return nil, nil, err
 	}
 	j.log.Debug("order created", "order", o.URL, "authorizations", len(o.Authorizations))
-	if err := e.authorize(ctx, cert, acct, o, j.log); err != nil {
+	if err := e.client.SolveAuthorizations(ctx, acct, o, e.solver(cert, j.log)); err != nil {
 		return nil, nil, err
 	}
 	key, reused, err := e.certKey(cert, j.current)
@@ -170,7 +171,7 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	if err != nil {
 		return nil, nil, fmt.Errorf("making CSR: %w", err)
 	}
-	stop := e.progressLog(j.log, "waiting for issuance")
+	stop := progressLog(j.log, e.progress, "waiting for issuance")
 	o, err = e.client.FinalizeOrder(ctx, acct, o, csr)
 	stop()
 	if err != nil {

@@ -196,7 +196,7 @@ func TestConcurrencyBound(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer st.Close()
-			eng, err := New(Options{Config: cfg, Store: st, BeforeAccept: hook})
+			eng, err := New(Options{Config: cfg, Store: st, beforeAccept: hook})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -272,7 +272,7 @@ program = %q
 `, bins["dnsexec"], hang))
 	start := time.Now()
 	r := e.run(cfg, RunOptions{})["slow"]
-	if r.Action != ActionFailed || !strings.Contains(r.Err.Error(), "presenting dns-01: plugin hang: present ") {
+	if r.Action != ActionFailed || !strings.Contains(r.Err.Error(), "presenting dns-01 for *.slow.example.com: plugin hang: present ") {
 		t.Fatalf("run = %s %v, want failed presenting through plugin hang", r.Action, r.Err)
 	}
 	if d := time.Since(start); d > 15*time.Second {

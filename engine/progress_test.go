@@ -13,9 +13,8 @@ import (
 // time is logged at Info every interval; none after the wait ends.
 func TestProgressLog(t *testing.T) {
 	var out sdktest.LogBuffer
-	e := &Engine{progress: 20 * time.Millisecond}
 	log := slog.New(slog.NewTextHandler(&out, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	stop := e.progressLog(log.With("cert", "www"), "waiting for validation")
+	stop := progressLog(log.With("cert", "www"), 20*time.Millisecond, "waiting for validation")
 	time.Sleep(110 * time.Millisecond)
 	stop()
 	stop() // idempotent

@@ -2,19 +2,15 @@ package engine
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/luahost"
 	"github.com/acmehook/acmehook/plugin/host"
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
@@ -155,14 +151,16 @@ type SolveCheck struct {
 func (s SolveCheck) OK() bool { return s.Err == nil && s.CleanUpErr == nil }
 
 // CheckSolve tests the solver setup of the certificate called name without
-// contacting the CA: for each identifier (concurrently) it derives a
-// challenge from a random token and a throwaway account key, has the
-// identifier's plugin Present it (and Wait for propagation, for a plugin
-// that waits), self-checks it with [self_check] (even when the
-// certificate sets self_check = false) and has the plugin CleanUp. Lua
-// scripts are not run. It launches the plugins it needs and stops them
-// before returning. The results are in the certificate's identifier order;
-// the error is for what prevents checking at all (unknown certificate).
+// contacting the CA, with the solver a run uses (certSolver): for each
+// identifier (concurrently) it makes a synthetic challenge of the first
+// type the certificate would use (host.SyntheticTask: a random token, a
+// throwaway account key), presents it (the plugin's Present and Wait, the
+// challenge-provision scripts with ev.test set, the self-check with
+// [self_check], even when the certificate sets self_check = false) and
+// cleans it up (the plugin's CleanUp, challenge-cleanup). It launches the
+// plugins the certificate needs, and only those, and stops them before
+// returning. The results are in the certificate's identifier order; the
+// error is for what prevents checking at all (unknown certificate).
 func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger) ([]SolveCheck, error) {
 	cert := cfg.Certificate(name)
 	if cert == nil {
@@ -171,83 +169,58 @@ func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *sl
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		return nil, fmt.Errorf("generating throwaway account key: %w", err)
-	}
 	ps := newPlugins(cfg, logger)
 	defer func() {
 		if err := ps.closeAll(); err != nil {
 			logger.Warn("stopping plugins", "error", err)
 		}
 	}()
+	hooks, lua := luaHooks(cfg, luahost.Options{Logger: logger, LibDir: cfg.Lua.LibDir, Vars: cfg.Lua.RevealedVars()})
+	defer lua.Close()
+	s := &certSolver{
+		cert: cert, cfg: cfg, plugins: ps, hook: hooks[cert.Name], log: logger.With("cert", cert.Name),
+		selfCheck: true, test: true, progress: defaultProgressInterval,
+	}
 	out := make([]SolveCheck, len(cert.Identifiers))
 	var wg sync.WaitGroup
 	for i, id := range cert.Identifiers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			out[i] = checkSolveOne(ctx, cfg, cert, ps, id, key, logger)
+			out[i] = s.check(ctx, id)
 		}()
 	}
 	wg.Wait()
 	return out, nil
 }
 
-// checkSolveOne presents, self-checks and cleans up one identifier.
-func checkSolveOne(ctx context.Context, cfg *config.Config, cert *config.Certificate, ps *plugins, id acme.Identifier, key *ecdsa.PrivateKey, logger *slog.Logger) (res SolveCheck) {
-	res = SolveCheck{Identifier: id.Value, Solver: cert.SolverFor(id)}
+// check presents, checks and cleans up a synthetic challenge for id.
+func (s *certSolver) check(ctx context.Context, id acme.Identifier) (res SolveCheck) {
+	res = SolveCheck{Identifier: id.Value, Solver: s.cert.SolverFor(id)}
 	start := time.Now()
 	defer func() { res.Duration = time.Since(start) }()
-	p, err := ps.get(ctx, res.Solver)
+	types, err := s.ChallengeTypes(ctx, id)
 	if err != nil {
 		res.Err = err
 		return res
 	}
-	types := cert.ChallengeTypes(id, p.Info.ChallengeTypes)
 	if len(types) == 0 {
-		res.Err = fmt.Errorf("%w for %s: plugin %s solves %v", ErrNoChallenge, id.Value, res.Solver, p.Info.ChallengeTypes)
+		res.Err = fmt.Errorf("%w for %s: plugin %s solves none the certificate allows", ErrNoChallenge, id.Value, res.Solver)
 		return res
 	}
 	res.Challenge = types[0]
-	tok := make([]byte, 32)
-	if _, err := rand.Read(tok); err != nil {
-		res.Err = fmt.Errorf("generating token: %w", err)
-		return res
-	}
-	authz := acme.Authorization{Identifier: acme.Identifier{Type: id.Type, Value: strings.TrimPrefix(id.Value, "*.")}, Wildcard: id.Wildcard()}
-	ch := acme.Challenge{Type: res.Challenge, Token: base64.RawURLEncoding.EncodeToString(tok)}
-	pc, err := host.NewChallenge(authz, ch, key.Public())
+	t, err := host.SyntheticTask(id, res.Challenge)
 	if err != nil {
-		res.Err = fmt.Errorf("preparing %s challenge for %s: %w", ch.Type, id.Value, err)
+		res.Err = err
 		return res
 	}
-	log := logger.With("identifier", id.Value, "challenge", ch.Type, "solver", res.Solver)
-	callTimeout := p.Config.CallTimeout.Duration
 	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(callTimeout, cleanupTimeout))
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), acme.CleanUpTimeout)
 		defer cancel()
-		if _, err := p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: pc}); err != nil {
-			res.CleanUpErr = fmt.Errorf("cleaning up %s: %w", ch.Type, err)
+		if err := s.CleanUp(cctx, t); err != nil {
+			res.CleanUpErr = fmt.Errorf("cleaning up %s: %w", res.Challenge, err)
 		}
 	}()
-	log.Info("presenting challenge (check, no CA)")
-	pctx, cancel := context.WithTimeout(ctx, callTimeout)
-	_, err = p.Present(pctx, &sdk.PresentRequest{Challenge: pc})
-	cancel()
-	if err != nil {
-		res.Err = fmt.Errorf("presenting %s: %w", ch.Type, err)
-		return res
-	}
-	if p.Info.WaitsForPropagation {
-		wctx, cancel := context.WithTimeout(ctx, callTimeout)
-		_, err = p.Wait(wctx, &sdk.WaitRequest{Challenge: pc})
-		cancel()
-		if err != nil {
-			res.Err = fmt.Errorf("waiting for %s propagation: %w", ch.Type, err)
-			return res
-		}
-	}
-	res.Err = selfCheck(ctx, cfg, res.Solver, pc, log)
+	res.Err = s.Present(ctx, t) // its errors name the plugin or the check
 	return res
 }

@@ -296,3 +296,43 @@ solver = "unserved"
 		t.Errorf("CheckSolve(nope) = %v, want ErrUnknownCertificate", err)
 	}
 }
+
+// TestCheckSolveRunsTheRunsChain: check --solve uses the run's solver, so
+// the certificate's challenge-provision scripts run (with ev.test set) and
+// can veto, and challenge-cleanup follows, without any request to the CA.
+func TestCheckSolveRunsTheRunsChain(t *testing.T) {
+	e := newEnv(t)
+	veto := filepath.Join(e.work.Dir, "veto.lua")
+	if err := os.WriteFile(veto, []byte(`local acmehook = require("acmehook")
+acmehook.on("challenge-provision", function(ev)
+  assert(ev.test == true, "not a test event")
+  if ev.challenge.identifier:find("^no%.") then error("not on my watch: " .. ev.challenge.identifier) end
+end)
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write(`
+[[certificate]]
+name = "chain"
+domains = ["yes.chain.example.com", "no.chain.example.com"]
+solver = "webroot"
+scripts = ["events.lua", "veto.lua"]
+`)
+	pebble.Counter().Reset()
+	got, err := CheckSolve(t.Context(), cfg, "chain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, total := pebble.Counter().Snapshot(); total != 0 {
+		t.Errorf("%d requests to the CA, want none", total)
+	}
+	if len(got) != 2 || got[0].Err != nil || !errors.Is(got[1].Err, ErrVetoed) || !strings.Contains(got[1].Err.Error(), "not on my watch: no.chain.example.com") {
+		t.Fatalf("CheckSolve = %+v, want yes passed and no vetoed", got)
+	}
+	for _, id := range []string{"yes.chain.example.com", "no.chain.example.com"} {
+		if ev := e.event("chain.challenge-provision." + id); ev["test"] != true {
+			t.Errorf("challenge-provision for %s: test = %v, want true", id, ev["test"])
+		}
+		e.event("chain.challenge-cleanup." + id)
+	}
+}

@@ -2,7 +2,6 @@ package engine
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"slices"
@@ -16,143 +15,177 @@ import (
 	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
-// cleanupTimeout bounds the cleanup of one challenge when the run's own
-// context is already done.
-const cleanupTimeout = time.Minute
+// certSolver is the acme.Solver of one certificate, composed per
+// identifier: the plugin the certificate names for it (a plugin/host
+// Solver: Present, then Wait for a plugin that waits for propagation),
+// then the challenge-provision hooks (an error vetoes the challenge), then
+// the self-check (unless the certificate turns it off). Its CleanUp, which
+// follows every Present, has the plugin clean up and then raises
+// challenge-cleanup. The run answers challenges through it
+// (acme.Client.SolveAuthorizations) and `check --solve` presents and
+// cleans up synthetic ones (CheckSolve): the chain exists once.
+type certSolver struct {
+	cert    *config.Certificate
+	cfg     *config.Config
+	plugins *plugins
+	hook    event.Hook // the certificate's hooks; nil raises nothing
+	log     *slog.Logger
+	// selfCheck forces the self-check on (check --solve) whatever the
+	// certificate says; test marks the challenge events as synthetic.
+	selfCheck, test bool
+	progress        time.Duration
+	// beforeAccept is a test seam run after every other check.
+	beforeAccept challengeHook
 
-// authorize solves every authorization of order concurrently (RFC 8555
-// §7.5) and returns every failure joined.
-func (e *Engine) authorize(ctx context.Context, cert *config.Certificate, acct acme.Account, order acme.Order, log *slog.Logger) error {
-	errs := make([]error, len(order.Authorizations))
-	var wg sync.WaitGroup
-	for i, u := range order.Authorizations {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			errs[i] = e.solve(ctx, cert, acct, u, log)
-		}()
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	mu      sync.Mutex
+	solvers map[string]*host.Solver // by plugin name
 }
 
-// solve answers one authorization: it picks the challenge type the
-// identifier's solver supports (the certificate's challenge, else the
-// solver's preference) among those the CA offers, derives the challenge
-// values, raises challenge-provision to the plugin (Present, then Wait for
-// a plugin that waits for propagation) and to the scripts (a failing script
-// vetoes), self-checks the challenge (unless the certificate sets
-// self_check = false; a failure is a *SelfCheckError and the challenge is
-// not answered), runs the BeforeAccept hook, answers the challenge (§7.5.1) and
-// polls the authorization. challenge-cleanup (plugin CleanUp, then the
-// scripts) always follows Present, whatever happened.
-func (e *Engine) solve(ctx context.Context, cert *config.Certificate, acct acme.Account, url string, log *slog.Logger) (err error) {
-	authz, err := e.client.GetAuthorization(ctx, acct, url)
+// challengeHook is a test seam: it runs for each challenge after the
+// solver, the provision hooks and the self-check, just before the CA is
+// told to validate it; an error stops the certificate without spending a
+// validation.
+type challengeHook func(ctx context.Context, cert *config.Certificate, solver *Plugin, ch sdk.Challenge) error
+
+// solver returns the certSolver of cert for a run.
+func (e *Engine) solver(cert *config.Certificate, log *slog.Logger) *certSolver {
+	return &certSolver{
+		cert: cert, cfg: e.cfg, plugins: e.plugins, hook: e.hooks[cert.Name], log: log,
+		progress: e.progress, beforeAccept: e.beforeAccept,
+	}
+}
+
+var (
+	_ acme.Solver       = (*certSolver)(nil)
+	_ acme.WaitObserver = (*certSolver)(nil)
+)
+
+// pluginSolver returns the plugin/host Solver for id, launching its plugin
+// on first use.
+func (s *certSolver) pluginSolver(ctx context.Context, id acme.Identifier) (*host.Solver, error) {
+	name := s.cert.SolverFor(id)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if hs, ok := s.solvers[name]; ok {
+		return hs, nil
+	}
+	p, err := s.plugins.get(ctx, name)
 	if err != nil {
-		return fmt.Errorf("fetching authorization %s: %w", url, err)
+		return nil, err
 	}
-	id := authz.Identifier
-	if authz.Wildcard {
-		id.Value = "*." + id.Value
+	hs := &host.Solver{
+		Plugin: p.Plugin,
+		Info:   p.Info,
+		Choose: func(id acme.Identifier, solves []string) []string {
+			return s.cert.ChallengeTypes(id, solves)
+		},
+		Checks:   []host.Hook{s.provision},
+		CleanUps: []host.Hook{s.cleanup},
 	}
-	switch authz.Status {
-	case acme.StatusValid:
-		log.Debug("authorization already valid", "identifier", id.Value)
-		return nil
-	case acme.StatusPending:
-	default:
-		return fmt.Errorf("authorization for %s is %s", id.Value, authz.Status)
+	if s.selfCheck || s.cert.SelfCheckEnabled() {
+		hs.Checks = append(hs.Checks, func(ctx context.Context, c sdk.Challenge) error {
+			return selfCheck(ctx, s.cfg, name, c, s.challengeLog(c, name))
+		})
 	}
-	solver := cert.SolverFor(id)
-	p, err := e.plugins.get(ctx, solver)
+	if s.beforeAccept != nil {
+		hs.Checks = append(hs.Checks, func(ctx context.Context, c sdk.Challenge) error {
+			return s.beforeAccept(ctx, s.cert, p, c)
+		})
+	}
+	if s.solvers == nil {
+		s.solvers = map[string]*host.Solver{}
+	}
+	s.solvers[name] = hs
+	return hs, nil
+}
+
+// ChallengeTypes returns the challenge types id's plugin solves for it
+// that the certificate allows, preferred first.
+func (s *certSolver) ChallengeTypes(ctx context.Context, id acme.Identifier) ([]string, error) {
+	hs, err := s.pluginSolver(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	return hs.ChallengeTypes(ctx, id)
+}
+
+// Present has id's plugin present the challenge, then runs the checks.
+func (s *certSolver) Present(ctx context.Context, t acme.Task) error {
+	hs, err := s.pluginSolver(ctx, t.Identifier())
 	if err != nil {
 		return err
 	}
-	var ch acme.Challenge
-	var found bool
-	for _, t := range cert.ChallengeTypes(id, p.Info.ChallengeTypes) {
-		if ch, found = authz.Challenge(t); found {
-			break
-		}
-	}
-	if !found {
-		offered := make([]string, len(authz.Challenges))
-		for i, c := range authz.Challenges {
-			offered[i] = c.Type
-		}
-		return fmt.Errorf("%w for %s: the CA offers %v, plugin %s solves %v", ErrNoChallenge, id.Value, offered, solver, p.Info.ChallengeTypes)
-	}
-	pc, err := host.NewChallenge(authz, ch, acct.Key.Public())
-	if err != nil {
-		return fmt.Errorf("preparing %s challenge for %s: %w", ch.Type, id.Value, err)
-	}
-	log = log.With("identifier", id.Value, "challenge", ch.Type, "solver", solver)
-	callTimeout := p.Config.CallTimeout.Duration
-
-	defer func() {
-		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), min(callTimeout, cleanupTimeout))
-		defer cancel()
-		if _, cerr := p.CleanUp(cctx, &sdk.CleanUpRequest{Challenge: pc}); cerr != nil {
-			log.Warn("challenge cleanup failed", "error", cerr)
-		}
-		if serr := e.raise(cctx, cert, challengeEvent(event.ChallengeCleanup, cert, pc)); serr != nil {
-			log.Warn("challenge-cleanup script failed", "error", serr)
-		}
-	}()
-
+	log := s.log.With("identifier", t.Identifier().Value, "challenge", t.Challenge.Type, "solver", hs.Plugin.Name())
 	log.Info("presenting challenge")
-	pctx, cancel := context.WithTimeout(ctx, callTimeout)
-	_, err = p.Present(pctx, &sdk.PresentRequest{Challenge: pc})
-	cancel()
-	if err != nil {
-		return fmt.Errorf("presenting %s: %w", ch.Type, err)
+	if hs.Info.WaitsForPropagation {
+		defer progressLog(log, s.progress, "waiting for propagation")()
 	}
-	if p.Info.WaitsForPropagation {
-		wctx, cancel := context.WithTimeout(ctx, callTimeout)
-		stop := e.progressLog(log, "waiting for propagation")
-		_, err = p.Wait(wctx, &sdk.WaitRequest{Challenge: pc})
+	return hs.Present(ctx, t)
+}
+
+// CleanUp has id's plugin clean up, then raises challenge-cleanup.
+func (s *certSolver) CleanUp(ctx context.Context, t acme.Task) error {
+	hs, err := s.pluginSolver(ctx, t.Identifier())
+	if err != nil {
+		return err
+	}
+	return hs.CleanUp(ctx, t)
+}
+
+// Waiting logs progress while the CA validates t.
+func (s *certSolver) Waiting(t acme.Task) (done func()) {
+	log := s.log.With("identifier", t.Identifier().Value, "challenge", t.Challenge.Type)
+	stop := progressLog(log, s.progress, "waiting for validation")
+	return func() {
 		stop()
-		cancel()
-		if err != nil {
-			return fmt.Errorf("waiting for %s propagation: %w", ch.Type, err)
-		}
+		log.Debug("validation wait ended")
 	}
-	if err := e.raise(ctx, cert, challengeEvent(event.ChallengeProvision, cert, pc)); err != nil {
-		return fmt.Errorf("%w: %s for %s: %w", ErrVetoed, ch.Type, id.Value, err)
+}
+
+// provision raises challenge-provision; an error is the hooks' veto.
+func (s *certSolver) provision(ctx context.Context, c sdk.Challenge) error {
+	if s.hook == nil {
+		return nil
 	}
-	if cert.SelfCheckEnabled() {
-		if err := selfCheck(ctx, e.cfg, solver, pc, log); err != nil {
-			return err
-		}
+	if err := s.hook.Handle(ctx, s.challengeEvent(event.ChallengeProvision, c)); err != nil {
+		return fmt.Errorf("%w: %w", ErrVetoed, err)
 	}
-	if e.hook != nil {
-		if err := e.hook(ctx, cert, p, pc); err != nil {
-			return fmt.Errorf("checking %s for %s before answering: %w", ch.Type, id.Value, err)
-		}
-	}
-	if _, err := e.client.AcceptChallenge(ctx, acct, ch); err != nil {
-		return fmt.Errorf("answering %s challenge for %s: %w", ch.Type, id.Value, err)
-	}
-	stop := e.progressLog(log, "waiting for validation")
-	_, err = e.client.WaitAuthorization(ctx, acct, url)
-	stop()
-	if err != nil {
-		return fmt.Errorf("validating %s for %s: %w", ch.Type, id.Value, err)
-	}
-	log.Info("identifier validated")
 	return nil
 }
 
-// progressLog logs msg at once at Debug and then at Info every
-// ProgressInterval until stop is called, so a long wait is visible. No
-// line is logged once stop has returned.
-func (e *Engine) progressLog(log *slog.Logger, msg string) (stop func()) {
+// cleanup raises challenge-cleanup.
+func (s *certSolver) cleanup(ctx context.Context, c sdk.Challenge) error {
+	if s.hook == nil {
+		return nil
+	}
+	return s.hook.Handle(ctx, s.challengeEvent(event.ChallengeCleanup, c))
+}
+
+func (s *certSolver) challengeEvent(t event.Type, c sdk.Challenge) event.Event {
+	ev := challengeEvent(t, s.cert, c)
+	ev.Test = s.test
+	return ev
+}
+
+// challengeLog is the log of challenge c solved by plugin name.
+func (s *certSolver) challengeLog(c sdk.Challenge, name string) *slog.Logger {
+	id := c.Identifier.Value
+	if c.Identifier.Wildcard {
+		id = "*." + id
+	}
+	return s.log.With("identifier", id, "challenge", c.Type, "solver", name)
+}
+
+// progressLog logs msg at once at Debug and then at Info every interval
+// until stop is called, so a long wait is visible. No line is logged once
+// stop has returned.
+func progressLog(log *slog.Logger, every time.Duration, msg string) (stop func()) {
 	log.Debug(msg)
 	done, exited := make(chan struct{}), make(chan struct{})
 	start := time.Now()
 	go func() {
 		defer close(exited)
-		t := time.NewTicker(e.progress)
+		t := time.NewTicker(every)
 		defer t.Stop()
 		for {
 			select {
