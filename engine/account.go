@@ -12,13 +12,16 @@ import (
 	"github.com/acmehook/acmehook/engine/store"
 )
 
-// Account returns the ACME account for the configured CA, creating it when
-// needed: a key is made and stored before the CA hears of it (so a crash
-// never loses a key the CA knows), then registered with newAccount (RFC
-// 8555 §7.3), bound to the external account when ca.eab_kid is set
-// (§7.3.4). A stored key is registered again on every run: newAccount with
-// a key the CA knows returns the existing account, and a CA that forgot it
-// (a fresh Pebble) creates it anew. The account is cached for the
+// Account returns the ACME account for the configured CA. A stored account
+// (its key and URL) is used as it is: requests are signed with its URL as
+// "kid" at once (RFC 8555 §6.2), without asking the CA again; when the CA
+// answers that it does not know it (a CA that was reset), the caller asks
+// reregister. With no account stored, a key is made and stored before the
+// CA hears of it (so a crash never loses a key the CA knows), then
+// registered with newAccount (§7.3), bound to the external account when
+// ca.eab_kid is set (§7.3.4); a key stored by a run that crashed before
+// recording the URL is registered the same way (newAccount returns the
+// existing account of a key the CA knows). The account is cached for the
 // Engine's lifetime.
 func (e *Engine) Account(ctx context.Context) (acme.Account, error) {
 	e.acctMu.Lock()
@@ -30,6 +33,53 @@ func (e *Engine) Account(ctx context.Context) (acme.Account, error) {
 	if err != nil {
 		return acme.Account{}, err
 	}
+	if info.URL != "" {
+		e.acct = &acme.Account{Key: key, URL: info.URL, Contact: info.Contact, TermsOfServiceAgreed: info.TermsOfServiceAgreed}
+		return *e.acct, nil
+	}
+	return e.register(ctx, key, info)
+}
+
+// withAccount runs f with the account and, when the CA answers that it
+// does not know the account, once more after registering it again. It
+// returns the account f last ran with.
+func (e *Engine) withAccount(ctx context.Context, f func(acme.Account) error) (acme.Account, error) {
+	acct, err := e.Account(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	err = f(acct)
+	if !errors.Is(err, acme.ErrAccountDoesNotExist) {
+		return acct, err
+	}
+	if acct, err = e.reregister(ctx, acct, err); err != nil {
+		return acme.Account{}, err
+	}
+	return acct, f(acct)
+}
+
+// reregister registers the stored account key again after the CA answered
+// a request signed with acct with accountDoesNotExist (err), and returns
+// the account to retry with. Any other error is returned as it is.
+func (e *Engine) reregister(ctx context.Context, acct acme.Account, err error) (acme.Account, error) {
+	if !errors.Is(err, acme.ErrAccountDoesNotExist) {
+		return acme.Account{}, err
+	}
+	e.acctMu.Lock()
+	defer e.acctMu.Unlock()
+	if e.acct != nil && e.acct.URL != acct.URL {
+		return *e.acct, nil // another certificate registered it meanwhile
+	}
+	key, info, kerr := e.accountKey(ctx)
+	if kerr != nil {
+		return acme.Account{}, errors.Join(err, kerr)
+	}
+	return e.register(ctx, key, info)
+}
+
+// register registers key with newAccount, records the account's URL and
+// caches it. e.acctMu is held.
+func (e *Engine) register(ctx context.Context, key crypto.Signer, info store.AccountInfo) (acme.Account, error) {
 	dir, err := e.client.Directory(ctx)
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("fetching directory %s: %w", e.cfg.CA.Directory, err)
@@ -182,12 +232,12 @@ func (e *Engine) ShowAccount(ctx context.Context) (AccountInfo, error) {
 
 // UpdateAccount sets the account's contacts to ca.email (RFC 8555 §7.3.2).
 func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
-	acct, err := e.Account(ctx)
-	if err != nil {
-		return acme.Account{}, err
-	}
-	acct.Contact = e.cfg.CA.Contact()
-	up, err := e.client.UpdateAccount(ctx, acct)
+	var up acme.Account
+	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
+		acct.Contact = e.cfg.CA.Contact()
+		up, err = e.client.UpdateAccount(ctx, acct)
+		return err
+	})
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("updating account %s: %w", acct.URL, err)
 	}
@@ -257,11 +307,11 @@ func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 // DeactivateAccount deactivates the account at the CA (RFC 8555 §7.3.6).
 // The CA refuses any further request signed with its key.
 func (e *Engine) DeactivateAccount(ctx context.Context) (acme.Account, error) {
-	acct, err := e.Account(ctx)
-	if err != nil {
-		return acme.Account{}, err
-	}
-	out, err := e.client.DeactivateAccount(ctx, acct)
+	var out acme.Account
+	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
+		out, err = e.client.DeactivateAccount(ctx, acct)
+		return err
+	})
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("deactivating account %s: %w", acct.URL, err)
 	}

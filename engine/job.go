@@ -147,15 +147,15 @@ func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 // order runs the protocol part of obtain and returns the unsaved version.
 func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certificate, error) {
 	cert := j.cert
-	acct, err := e.Account(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
 	ids := make([]acme.Identifier, len(cert.Identifiers))
 	for i, id := range cert.Identifiers {
 		ids[i] = acme.Identifier{Type: id.Type, Value: id.Value}
 	}
-	o, err := e.newOrder(ctx, cert, acct, acme.Order{Identifiers: ids, Profile: cert.Profile}, j.current, j.meta, j.log)
+	var o acme.Order
+	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
+		o, err = e.newOrder(ctx, cert, acct, acme.Order{Identifiers: ids, Profile: cert.Profile}, j.current, j.meta, j.log)
+		return err
+	})
 	if err != nil {
 		return nil, nil, err
 	}

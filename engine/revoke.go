@@ -118,11 +118,9 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		}
 		err = e.client.RevokeCertificateWithKey(ctx, key, leaf.Raw, opts.Reason)
 	} else {
-		acct, aerr := e.Account(ctx)
-		if aerr != nil {
-			return res, aerr
-		}
-		err = e.client.RevokeCertificate(ctx, acct, leaf.Raw, opts.Reason)
+		_, err = e.withAccount(ctx, func(acct acme.Account) error {
+			return e.client.RevokeCertificate(ctx, acct, leaf.Raw, opts.Reason)
+		})
 	}
 	if p := problemOf(err); p != nil && p.Type == acme.ProblemAlreadyRevoked {
 		log.Warn("the CA says the certificate was already revoked", "detail", p.Detail)
