@@ -33,6 +33,8 @@ type job struct {
 	// current is the stored current version, nil when there is none; its
 	// KeyPEM is nil when the key was moved aside.
 	current *store.Version
+	aside   bool // current's key was moved aside
+	force   bool // ordered by `issue NAME`: no guard, no backoff
 	meta    *Meta
 	status  Status
 	log     *slog.Logger
@@ -43,7 +45,7 @@ type job struct {
 // fetched first when the decision asks for it, and the outcome saved.
 // A state that cannot be read leaves the job's status with Err set.
 func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOptions) *job {
-	j := &job{cert: cert, log: e.log.With("cert", cert.Name)}
+	j := &job{cert: cert, force: opts.force, log: e.log.With("cert", cert.Name)}
 	fail := func(err error) *job {
 		j.status = Status{Name: cert.Name, Domains: cert.Domains, Err: err}
 		return j
@@ -60,7 +62,7 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 	case err != nil && !aside:
 		return fail(fmt.Errorf("loading certificate: %w", err))
 	}
-	j.current = v
+	j.current, j.aside = v, aside
 	j.status = e.decide(cert, v, aside, meta, opts.force)
 	if opts.fetchARI && !opts.force && v != nil && !aside && j.status.Decision.FetchARI {
 		e.fetchARI(ctx, v, &meta.Renewal, j.log)
@@ -82,10 +84,13 @@ func (e *Engine) execute(ctx context.Context, j *job) Result {
 	}
 	switch {
 	case st.Err != nil:
-		res = e.failed(ctx, j, res, st.Err)
+		res = e.failed(ctx, j, res, &localError{st.Err})
 	case st.Due():
 		j.log.Info("obtaining certificate", "reason", st.Reason, "names", domains(j.cert))
 		res = e.obtain(ctx, j, res)
+	case st.Next == NextHold && j.current != nil && !j.current.Info.NotAfter.After(st.At):
+		j.log.Error("not ordering now, and the certificate in service expires before the hold ends", "reason", st.Reason, "not_after", j.current.Info.NotAfter, "held_until", st.At)
+		res.Action = ActionHeld
 	case st.Next == NextHold:
 		j.log.Warn("not ordering now", "reason", st.Reason)
 		res.Action = ActionHeld
@@ -153,7 +158,7 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	}
 	var o acme.Order
 	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
-		o, err = e.newOrder(ctx, cert, acct, acme.Order{Identifiers: ids, Profile: cert.Profile}, j.current, j.meta, j.log)
+		o, err = e.newOrder(ctx, j, acct, acme.Order{Identifiers: ids, Profile: cert.Profile})
 		return err
 	})
 	if err != nil {
@@ -316,7 +321,12 @@ func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Resu
 	if meta == nil {
 		return res
 	}
-	e.recordFailure(meta, err)
+	// A failure before any request to the CA (the state, a plugin that
+	// cannot start or cannot solve an identifier) is not the CA's: it earns
+	// no backoff, so the next run after the fix orders at once.
+	if !errors.As(err, new(*localError)) {
+		e.recordFailure(meta, err)
+	}
 	meta.Events = append(meta.Events, MetaEvent{Time: e.now(), Name: string(event.Failed), Result: "error", Detail: err.Error()})
 	if serr := e.saveMeta(sctx, j.cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
@@ -347,6 +357,12 @@ func writeOutputs(cert *config.Certificate, v *store.Version) error {
 	}
 	return errors.Join(errs...)
 }
+
+// localError marks a failure before any request to the CA.
+type localError struct{ err error }
+
+func (e *localError) Error() string { return e.err.Error() }
+func (e *localError) Unwrap() error { return e.err }
 
 func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
 	b, _ := pem.Decode(certPEM)

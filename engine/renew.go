@@ -71,7 +71,8 @@ func (e *Engine) fetchARI(ctx context.Context, v *store.Version, st *renewal.Sta
 // information; if the CA refuses that (alreadyReplaced, or a request it
 // cannot accept because of replaces), the order is placed once more
 // without it.
-func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct acme.Account, o acme.Order, prev *store.Version, meta *Meta, log *slog.Logger) (acme.Order, error) {
+func (e *Engine) newOrder(ctx context.Context, j *job, acct acme.Account, o acme.Order) (acme.Order, error) {
+	cert, prev, meta, log := j.cert, j.current, j.meta, j.log
 	if prev != nil {
 		if dir, err := e.client.Directory(ctx); err == nil && dir.RenewalInfo != "" {
 			if leaf, err := parseLeaf(prev.CertPEM); err == nil {
@@ -91,7 +92,13 @@ func (e *Engine) newOrder(ctx context.Context, cert *config.Certificate, acct ac
 	created, err := place(o)
 	if err != nil && o.Replaces != "" && replacesRefused(err) {
 		log.Warn("the CA refused the replaces field; ordering again without it", "replaces", o.Replaces, "error", err)
-		if h := e.hold(cert, meta.Renewal); !h.Due {
+		// Forced (issue NAME) or with no certificate in service, the guard
+		// does not hold the second attempt back.
+		st := meta.Renewal
+		if !inService(prev, j.aside, st, e.now()) {
+			st.Orders = nil
+		}
+		if h := e.hold(cert, st); !j.force && !h.Due {
 			return acme.Order{}, fmt.Errorf("%w; not ordering again: %s", err, h.Reason)
 		}
 		o.Replaces = ""

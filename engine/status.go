@@ -145,8 +145,16 @@ func (e *Engine) decide(cert *config.Certificate, v *store.Version, aside bool, 
 		s.LastEvent = &ev
 	}
 	now := e.now()
-	s.Decision = e.Decide(cert, v, meta.Renewal)
-	hold := e.hold(cert, meta.Renewal)
+	// The reissue guard protects a certificate in service from a CA or a
+	// configuration that would have it reordered without end. With none in
+	// service (none stored, expired, revoked, its key moved aside), only
+	// the failure backoff holds an order back; the guard still counts it.
+	st := meta.Renewal
+	if !inService(v, aside, st, now) {
+		st.Orders = nil
+	}
+	s.Decision = e.Decide(cert, v, st)
+	hold := e.hold(cert, st)
 
 	// need is why a new certificate is needed whatever the renewal policy
 	// says.
@@ -195,11 +203,27 @@ func (e *Engine) decide(cert *config.Certificate, v *store.Version, aside bool, 
 	if !hold.Due {
 		at = minTime(at, hold.At)
 	}
+	if s.Next == NextHold {
+		// A held certificate is looked at as often as any other, so the
+		// hold is reported (and an expiry before its end noticed) at a
+		// normal cadence, not only when it ends.
+		at = minTime(at, now.Add(HeldRecheck))
+	}
 	if meta.PendingDeploy {
 		at = minTime(at, now.Add(renewal.BackoffBase))
 	}
 	s.NextCheck = at
 	return s
+}
+
+// HeldRecheck is how often the daemon looks at a certificate whose order
+// the backoff or the reissue guard holds back, at most.
+const HeldRecheck = time.Hour
+
+// inService reports whether v, the current version, is a certificate that
+// can stay in service: stored, with its key, not revoked and not expired.
+func inService(v *store.Version, aside bool, st renewal.State, now time.Time) bool {
+	return v != nil && !aside && !st.Revoked && now.Before(v.Info.NotAfter)
 }
 
 // loadOptions say how load prepares a job.
