@@ -17,11 +17,13 @@ import (
 	"log/slog"
 	"os"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
+	"github.com/acmehook/acmehook/engine/renewal"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -221,6 +223,72 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	}, leaf, nil
 }
 
+// newOrder places the order, RFC 8555 §7.4, counting it for the reissue
+// guard first (saved, so a crash still counts it). A renewal names the
+// certificate it replaces (RFC 9773 §5) when the CA offers renewal
+// information; if the CA refuses that (alreadyReplaced, or a request it
+// cannot accept because of replaces), the order is placed once more
+// without it.
+func (e *Engine) newOrder(ctx context.Context, j *job, acct acme.Account, o acme.Order) (acme.Order, error) {
+	cert, prev, meta, log := j.cert, j.current, j.meta, j.log
+	if prev != nil {
+		if dir, err := e.client.Directory(ctx); err == nil && dir.RenewalInfo != "" {
+			if leaf, err := parseLeaf(prev.CertPEM); err == nil {
+				if id, err := acme.ARICertID(leaf); err == nil {
+					o.Replaces = id
+				}
+			}
+		}
+	}
+	place := func(o acme.Order) (acme.Order, error) {
+		meta.Renewal.RecordOrder(e.now())
+		if err := e.saveMeta(ctx, cert.Name, meta); err != nil {
+			return acme.Order{}, fmt.Errorf("saving metadata: %w", err)
+		}
+		return e.client.NewOrder(ctx, acct, o)
+	}
+	created, err := place(o)
+	if err != nil && o.Replaces != "" && replacesRefused(err) {
+		log.Warn("the CA refused the replaces field; ordering again without it", "replaces", o.Replaces, "error", err)
+		// Forced (issue NAME) or with no certificate in service, the guard
+		// does not hold the second attempt back.
+		st := meta.Renewal
+		if !inService(prev, j.aside, st, e.now()) {
+			st.Orders = nil
+		}
+		if h := e.hold(cert, st); !j.force && !h.Due {
+			return acme.Order{}, fmt.Errorf("%w; not ordering again: %s", err, h.Reason)
+		}
+		o.Replaces = ""
+		created, err = place(o)
+	}
+	if err != nil {
+		return acme.Order{}, err // the client's error says "creating order"
+	}
+	if created.Replaces != "" {
+		log.Debug("order replaces a certificate", "order", created.URL, "replaces", created.Replaces)
+	}
+	return created, nil
+}
+
+// replacesRefused reports whether a newOrder error may be due to the
+// replaces field: alreadyReplaced (RFC 9773 §5), or a malformed,
+// unauthorized or internal-error problem (how CAs answer a CertID they
+// cannot match), or a detail that names the field. Rate limits are never
+// retried.
+func replacesRefused(err error) bool {
+	p := problemOf(err)
+	if p == nil || p.Type == acme.ProblemRateLimited {
+		return false
+	}
+	switch p.Type {
+	case acme.ProblemAlreadyReplaced, acme.ProblemMalformed, acme.ProblemUnauthorized, acme.ProblemServerInternal:
+		return true
+	}
+	d := strings.ToLower(p.Detail)
+	return strings.Contains(d, "replace") || strings.Contains(d, "certid")
+}
+
 // certKey returns the previous version's key when the certificate reuses
 // keys and the type still matches, else a new key.
 func (e *Engine) certKey(cert *config.Certificate, prev *store.Version) (crypto.Signer, bool, error) {
@@ -263,6 +331,63 @@ func (e *Engine) deploy(ctx context.Context, j *job, v *store.Version, leaf *x50
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res
+}
+
+// versionFiles returns the files of version id of name, or empty paths for
+// a store that keeps no files.
+func (e *Engine) versionFiles(name, id string) store.VersionFiles {
+	f, err := e.store.Files(name, id)
+	if err != nil {
+		return store.VersionFiles{}
+	}
+	return f
+}
+
+// eventCertificate describes version v of cert (leaf is its parsed
+// certificate, nil if unknown) for an event.
+func (e *Engine) eventCertificate(cert *config.Certificate, v *store.Version, leaf *x509.Certificate) event.Certificate {
+	c := event.Certificate{
+		Serial:    v.Info.Serial,
+		NotBefore: v.Info.NotBefore,
+		NotAfter:  v.Info.NotAfter,
+		Profile:   v.Info.Profile,
+		CertPEM:   string(v.CertPEM),
+		ChainPEM:  string(v.ChainPEM),
+	}
+	if leaf != nil {
+		c.Issuer = leaf.Issuer.String()
+	}
+	f := e.versionFiles(cert.Name, v.ID)
+	c.CertPath, c.KeyPath, c.ChainPath, c.FullchainPath = f.Cert, f.Key, f.Chain, f.Fullchain
+	return c
+}
+
+// deployEvent is the issued event for version v of cert, or the renew
+// event when it replaced the certificate whose serial is prevSerial.
+func (e *Engine) deployEvent(t event.Type, cert *config.Certificate, v *store.Version, leaf *x509.Certificate, prevSerial string) event.Event {
+	c := e.eventCertificate(cert, v, leaf)
+	if t == event.Renew {
+		return event.NewRenew(cert.Name, domains(cert), c, prevSerial)
+	}
+	return event.NewIssued(cert.Name, domains(cert), c)
+}
+
+// failedEvent builds the failed event for err. When a certificate is
+// current (a renewal failed), the event describes it too, so an alert can
+// say how long the certificate in service has left.
+func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err error) event.Event {
+	var current *event.Certificate
+	cur, lerr := e.store.LoadCertificate(ctx, cert.Name)
+	if cur != nil && (lerr == nil || errors.Is(lerr, store.ErrKeyMovedAside)) {
+		if leaf, perr := parseLeaf(cur.CertPEM); perr == nil {
+			c := e.eventCertificate(cert, cur, leaf)
+			if lerr != nil {
+				c.KeyPath = "" // moved aside after a keyCompromise revocation
+			}
+			current = &c
+		}
+	}
+	return event.NewFailed(cert.Name, domains(cert), current, err)
 }
 
 // redeploy retries the pending deploy of the current version without a
@@ -334,6 +459,17 @@ func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Resu
 	return res
 }
 
+// recordFailure notes a failed attempt in the lineage's renewal state:
+// the backoff grows with jitter, and a Retry-After from the CA (a
+// rateLimited problem) is waited for.
+func (e *Engine) recordFailure(meta *Meta, err error) {
+	f := renewal.Failure{Err: err.Error()}
+	if p := problemOf(err); p != nil {
+		f.ProblemType, f.RetryAfter = p.Type, p.RetryAfter
+	}
+	meta.Renewal.RecordFailure(f, e.now(), nil)
+}
+
 // writeOutputs writes the optional copies of v (config output.*), each
 // atomically; the key with mode 0600, the rest 0644.
 func writeOutputs(cert *config.Certificate, v *store.Version) error {
@@ -374,4 +510,12 @@ func parseLeaf(certPEM []byte) (*x509.Certificate, error) {
 		return nil, fmt.Errorf("parsing stored certificate: %w", err)
 	}
 	return c, nil
+}
+
+func domains(cert *config.Certificate) []string {
+	out := make([]string, len(cert.Identifiers))
+	for i, id := range cert.Identifiers {
+		out[i] = id.Value
+	}
+	return out
 }

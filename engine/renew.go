@@ -3,9 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"strings"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
@@ -63,81 +61,4 @@ func (e *Engine) fetchARI(ctx context.Context, v *store.Version, st *renewal.Sta
 		return
 	}
 	log.Debug("renewal information", "window", w.String(), "chosen", st.ARIChosen, "next_fetch", st.ARINextFetch)
-}
-
-// newOrder places the order, RFC 8555 §7.4, counting it for the reissue
-// guard first (saved, so a crash still counts it). A renewal names the
-// certificate it replaces (RFC 9773 §5) when the CA offers renewal
-// information; if the CA refuses that (alreadyReplaced, or a request it
-// cannot accept because of replaces), the order is placed once more
-// without it.
-func (e *Engine) newOrder(ctx context.Context, j *job, acct acme.Account, o acme.Order) (acme.Order, error) {
-	cert, prev, meta, log := j.cert, j.current, j.meta, j.log
-	if prev != nil {
-		if dir, err := e.client.Directory(ctx); err == nil && dir.RenewalInfo != "" {
-			if leaf, err := parseLeaf(prev.CertPEM); err == nil {
-				if id, err := acme.ARICertID(leaf); err == nil {
-					o.Replaces = id
-				}
-			}
-		}
-	}
-	place := func(o acme.Order) (acme.Order, error) {
-		meta.Renewal.RecordOrder(e.now())
-		if err := e.saveMeta(ctx, cert.Name, meta); err != nil {
-			return acme.Order{}, fmt.Errorf("saving metadata: %w", err)
-		}
-		return e.client.NewOrder(ctx, acct, o)
-	}
-	created, err := place(o)
-	if err != nil && o.Replaces != "" && replacesRefused(err) {
-		log.Warn("the CA refused the replaces field; ordering again without it", "replaces", o.Replaces, "error", err)
-		// Forced (issue NAME) or with no certificate in service, the guard
-		// does not hold the second attempt back.
-		st := meta.Renewal
-		if !inService(prev, j.aside, st, e.now()) {
-			st.Orders = nil
-		}
-		if h := e.hold(cert, st); !j.force && !h.Due {
-			return acme.Order{}, fmt.Errorf("%w; not ordering again: %s", err, h.Reason)
-		}
-		o.Replaces = ""
-		created, err = place(o)
-	}
-	if err != nil {
-		return acme.Order{}, err // the client's error says "creating order"
-	}
-	if created.Replaces != "" {
-		log.Debug("order replaces a certificate", "order", created.URL, "replaces", created.Replaces)
-	}
-	return created, nil
-}
-
-// replacesRefused reports whether a newOrder error may be due to the
-// replaces field: alreadyReplaced (RFC 9773 §5), or a malformed,
-// unauthorized or internal-error problem (how CAs answer a CertID they
-// cannot match), or a detail that names the field. Rate limits are never
-// retried.
-func replacesRefused(err error) bool {
-	p := problemOf(err)
-	if p == nil || p.Type == acme.ProblemRateLimited {
-		return false
-	}
-	switch p.Type {
-	case acme.ProblemAlreadyReplaced, acme.ProblemMalformed, acme.ProblemUnauthorized, acme.ProblemServerInternal:
-		return true
-	}
-	d := strings.ToLower(p.Detail)
-	return strings.Contains(d, "replace") || strings.Contains(d, "certid")
-}
-
-// recordFailure notes a failed attempt in the lineage's renewal state:
-// the backoff grows with jitter, and a Retry-After from the CA (a
-// rateLimited problem) is waited for.
-func (e *Engine) recordFailure(meta *Meta, err error) {
-	f := renewal.Failure{Err: err.Error()}
-	if p := problemOf(err); p != nil {
-		f.ProblemType, f.RetryAfter = p.Type, p.RetryAfter
-	}
-	meta.Renewal.RecordFailure(f, e.now(), nil)
 }

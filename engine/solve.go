@@ -167,6 +167,22 @@ func (s *certSolver) challengeEvent(t event.Type, c sdk.Challenge) event.Event {
 	return ev
 }
 
+// challengeEvent builds challenge-provision or challenge-cleanup data.
+func challengeEvent(t event.Type, cert *config.Certificate, ch sdk.Challenge) event.Event {
+	id := ch.Identifier.Value
+	if ch.Identifier.Wildcard {
+		id = "*." + id
+	}
+	return event.NewChallenge(t, cert.Name, domains(cert), event.Challenge{
+		Type:             ch.Type,
+		Identifier:       id,
+		Token:            ch.Token,
+		KeyAuthorization: ch.KeyAuthorization,
+		DNSName:          ch.DNS01RecordName,
+		DNSValue:         ch.DNS01RecordValue,
+	})
+}
+
 // challengeLog is the log of challenge c solved by plugin name.
 func (s *certSolver) challengeLog(c sdk.Challenge, name string) *slog.Logger {
 	id := c.Identifier.Value
