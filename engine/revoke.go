@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"crypto"
 	"errors"
 	"fmt"
 	"slices"
@@ -111,11 +112,33 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		return res, err
 	}
 	log := e.log.With("cert", name, "serial", v.Info.Serial, "reason", RevocationReasonName(opts.Reason))
+	var key crypto.Signer
 	if opts.WithCertKey {
-		key, kerr := parseKeyPEM(v.KeyPEM)
-		if kerr != nil {
-			return res, fmt.Errorf("loading the key of %s: %w", name, kerr)
+		if key, err = parseKeyPEM(v.KeyPEM); err != nil {
+			return res, fmt.Errorf("loading the key of %s: %w", name, err)
 		}
+	}
+	// The revocation is recorded before the CA is asked, and a compromised
+	// key moved aside, so that a crash after the CA revoked the
+	// certificate still has the next run replace it (with a new key). A
+	// refusal from the CA undoes the record; a compromised key stays
+	// aside (the certificate is then replaced by the next run, which is
+	// what its owner wants).
+	meta, err := e.loadMeta(ctx, name)
+	if err != nil {
+		return res, fmt.Errorf("loading the metadata of %s: %w", name, err)
+	}
+	before := meta.Renewal
+	meta.Renewal.RecordRevoked(e.now())
+	if err := e.saveMeta(ctx, name, meta); err != nil {
+		return res, fmt.Errorf("recording the revocation of %s: %w", name, err)
+	}
+	if opts.Reason == acme.ReasonKeyCompromise && v.KeyPEM != nil {
+		if res.KeyMovedTo, err = e.store.MoveKeyAside(ctx, name); err != nil {
+			return res, fmt.Errorf("moving the key of %s aside: %w", name, err)
+		}
+	}
+	if opts.WithCertKey {
 		err = e.client.RevokeCertificateWithKey(ctx, key, leaf.Raw, opts.Reason)
 	} else {
 		_, err = e.withAccount(ctx, func(acct acme.Account) error {
@@ -126,24 +149,21 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		log.Warn("the CA says the certificate was already revoked", "detail", p.Detail)
 		res.AlreadyRevoked, err = true, nil
 	}
+	// Recorded without the caller's cancellation: the revocation happened
+	// (or the CA refused it).
+	sctx := context.WithoutCancel(ctx)
 	if err != nil {
+		if problemOf(err) != nil { // the CA answered: not revoked
+			meta.Renewal = before
+			if serr := e.saveMeta(sctx, name, meta); serr != nil {
+				err = errors.Join(err, fmt.Errorf("undoing the record of the revocation: %w", serr))
+			}
+		}
 		return res, fmt.Errorf("revoking %s (serial %s): %w", name, v.Info.Serial, err)
 	}
 	res.Revoked = true
 	log.Info("certificate revoked")
 
-	if opts.Reason == acme.ReasonKeyCompromise && v.KeyPEM != nil {
-		if res.KeyMovedTo, err = e.store.MoveKeyAside(ctx, name); err != nil {
-			return res, fmt.Errorf("revoked %s, but moving its key aside: %w", name, err)
-		}
-	}
-	// Recorded without the caller's cancellation: the revocation happened.
-	sctx := context.WithoutCancel(ctx)
-	meta, err := e.loadMeta(sctx, name)
-	if err != nil {
-		return res, fmt.Errorf("revoked %s, but loading its metadata: %w", name, err)
-	}
-	meta.Renewal.RecordRevoked(e.now())
 	ev := MetaEvent{Time: e.now(), Name: string(event.Revoke), Result: "ok", Version: v.ID, Detail: "reason " + RevocationReasonName(opts.Reason)}
 	c := e.eventCertificate(cert, v, leaf)
 	if res.KeyMovedTo != "" {
