@@ -14,7 +14,6 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
-	"github.com/acmehook/acmehook/engine/store"
 )
 
 func (c *cli) explainCommand() *cobra.Command {
@@ -160,9 +159,9 @@ func (c *cli) daemon(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(cfg.Storage, store.Options{Logger: c.log})
+	st, err := c.openStore(cfg, false)
 	if err != nil {
-		return fmt.Errorf("opening storage: %w", err)
+		return err
 	}
 	defer st.Close()
 	hup := make(chan os.Signal, 1)
