@@ -155,8 +155,8 @@ func reload(opts DaemonOptions, eo Options, old *config.Config) (*Engine, error)
 	if err != nil {
 		return nil, err
 	}
-	if cfg.Storage != old.Storage {
-		return nil, fmt.Errorf("storage moved from %s to %s: restart the daemon for that", old.Storage, cfg.Storage)
+	if from, to := old.Store.Where(), cfg.Store.Where(); from != to {
+		return nil, fmt.Errorf("storage moved from %s to %s: restart the daemon for that", from, to)
 	}
 	eo.Config = cfg
 	return New(eo)

@@ -141,7 +141,7 @@ Exit status: 0 all good, 1 a certificate, deploy or CA operation failed,
 	root.AddCommand(
 		c.runCommand(), c.issueCommand(), c.listCommand(), c.explainCommand(), c.revokeCommand(),
 		c.daemonCommand(), c.checkCommand(), c.pluginsCommand(), c.accountCommand(), c.scriptCommand(),
-		c.versionCommand(),
+		c.versionCommand(), c.nodesCommand(), c.storageCommand(),
 	)
 	return root
 }
@@ -211,7 +211,7 @@ func (c *cli) loadConfig() (*config.Config, error) {
 // open loads the configuration, opens the store and makes an engine; the
 // returned function closes both.
 func (c *cli) open() (*config.Config, *engine.Engine, func(), error) {
-	cfg, _, eng, closeAll, err := c.openWith(store.Open)
+	cfg, _, eng, closeAll, err := c.openWith(false)
 	if errors.Is(err, store.ErrLocked) {
 		err = fmt.Errorf("%w; if acmehook daemon holds it, stop the daemon, run this command, and start it again (list and explain work beside it)", err)
 	}
@@ -221,17 +221,17 @@ func (c *cli) open() (*config.Config, *engine.Engine, func(), error) {
 // openReadOnly is open without taking the storage lock, for commands that
 // only read and so work beside a running daemon, which holds it.
 func (c *cli) openReadOnly() (*config.Config, *store.Store, *engine.Engine, func(), error) {
-	return c.openWith(store.OpenReadOnly)
+	return c.openWith(true)
 }
 
-func (c *cli) openWith(openStore func(string, store.Options) (*store.Store, error)) (*config.Config, *store.Store, *engine.Engine, func(), error) {
+func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Engine, func(), error) {
 	cfg, err := c.loadConfig()
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	st, err := openStore(cfg.Storage, store.Options{Logger: c.log})
+	st, err := c.openStore(cfg, readOnly)
 	if err != nil {
-		return nil, nil, nil, nil, fmt.Errorf("opening storage: %w", err)
+		return nil, nil, nil, nil, err
 	}
 	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log})
 	if err != nil {

@@ -14,6 +14,7 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/fleet"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -160,17 +161,16 @@ func (c *cli) daemon(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	st, err := store.Open(cfg.Storage, store.Options{Logger: c.log})
-	if err != nil {
-		return fmt.Errorf("opening storage: %w", err)
-	}
-	defer st.Close()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	return engine.Daemon(ctx, engine.DaemonOptions{
-		Options: engine.Options{Config: cfg, Store: st, Logger: c.log},
-		Load:    func() (*config.Config, error) { return config.Load(path) },
-		Reload:  hup,
+	// On etcd, a node whose peer holds the storage stands by and takes
+	// over when the peer's lease expires.
+	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
+		return engine.Daemon(ctx, engine.DaemonOptions{
+			Options: engine.Options{Config: cfg, Store: st, Logger: c.log},
+			Load:    func() (*config.Config, error) { return config.Load(path) },
+			Reload:  hup,
+		})
 	})
 }

@@ -66,6 +66,15 @@ type Storage struct {
 	Recipients      []age.Recipient `toml:"-"`
 }
 
+// Where says where the storage is — the file backend's directory, or the
+// etcd endpoints, prefix and node — so a reload can tell that it moved.
+func (s Storage) Where() string {
+	if s.Backend != BackendEtcd {
+		return s.Path
+	}
+	return fmt.Sprintf("etcd %s%s (node %s)", strings.Join(s.Endpoints, ","), s.Prefix, s.Node)
+}
+
 // completeStorage fills in the defaults of [storage]; abs resolves paths.
 func (c *Config) completeStorage(abs func(*string)) {
 	s := &c.Store

@@ -189,3 +189,19 @@ func TestStorageDocExample(t *testing.T) {
 		t.Errorf("example loaded as %+v", cfg.Store)
 	}
 }
+
+func TestStorageWhere(t *testing.T) {
+	file := Storage{Backend: BackendFile, Path: "/var/lib/acmehook"}
+	e := Storage{Backend: BackendEtcd, Path: "/var/lib/acmehook", Endpoints: []string{"https://a:2379", "https://b:2379"}, Prefix: "/acmehook/", Node: "n1"}
+	if got := file.Where(); got != "/var/lib/acmehook" {
+		t.Errorf("file Where() = %q", got)
+	}
+	if got, want := e.Where(), "etcd https://a:2379,https://b:2379/acmehook/ (node n1)"; got != want {
+		t.Errorf("etcd Where() = %q, want %q", got, want)
+	}
+	moved := e
+	moved.Prefix = "/other/"
+	if moved.Where() == e.Where() {
+		t.Error("a new prefix does not move the storage")
+	}
+}

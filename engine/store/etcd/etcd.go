@@ -64,6 +64,8 @@ type Config struct {
 	// Node names this node in lock holders and the fleet; empty means
 	// the hostname.
 	Node string
+	// Version is the node's acmehook version, shown in its session.
+	Version string
 	// ReadOnly opens without a session: no locks, no writes (they fail
 	// with store.ErrReadOnly), nothing registered.
 	ReadOnly bool
@@ -174,6 +176,7 @@ func (b *Backend) LeaseTTL() time.Duration { return b.cfg.LeaseTTL }
 type SessionInfo struct {
 	Node    string    `json:"node"`
 	PID     int       `json:"pid"`
+	Version string    `json:"version,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -212,7 +215,7 @@ func (b *Backend) session(ctx context.Context) (*concurrency.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: starting a session: %w", err)
 	}
-	info, _ := json.Marshal(SessionInfo{Node: b.cfg.Node, PID: os.Getpid(), Started: time.Now().UTC()})
+	info, _ := json.Marshal(SessionInfo{Node: b.cfg.Node, PID: os.Getpid(), Version: b.cfg.Version, Started: time.Now().UTC()})
 	if _, err := b.cli.Put(rctx, b.sessionKey(s.Lease()), string(info), clientv3.WithLease(s.Lease())); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("etcd: registering the session: %w", err)
@@ -466,7 +469,8 @@ func (b *Backend) Lock(ctx context.Context, name string) (store.Lock, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := concurrency.NewMutex(sess, b.lockPrefix(name))
+	// NewMutex adds the "/" before the holders' keys itself.
+	m := concurrency.NewMutex(sess, strings.TrimSuffix(b.lockPrefix(name), "/"))
 	rctx, cancel := b.ctx(ctx)
 	defer cancel()
 	if err := m.TryLock(rctx); err != nil {
@@ -633,4 +637,66 @@ func (b *Backend) Close() error {
 		err = cerr
 	}
 	return err
+}
+
+// Session is a live session of the storage: a node's process, its lease
+// and the locks it holds.
+type Session struct {
+	SessionInfo
+	Lease clientv3.LeaseID
+	// LastSeen is when the lease was last renewed (its TTL minus what is
+	// left of it), to the second.
+	LastSeen time.Time
+	// Locks are the names of the locks the session holds, sorted.
+	Locks []string
+}
+
+// Sessions lists the live sessions, sorted by node name, from the
+// ".sessions/" keys (each on its own lease, gone when the lease expires)
+// and the lock holders' keys. It works on a read-only backend.
+func (b *Backend) Sessions(ctx context.Context) ([]Session, error) {
+	if err := b.usable(); err != nil {
+		return nil, err
+	}
+	ctx, cancel := b.ctx(ctx)
+	defer cancel()
+	resp, err := b.cli.Get(ctx, b.cfg.Prefix+".sessions/", clientv3.WithPrefix())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: listing sessions: %w", err)
+	}
+	locks, err := b.cli.Get(ctx, b.cfg.Prefix+".locks/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		return nil, fmt.Errorf("etcd: listing locks: %w", err)
+	}
+	held := map[clientv3.LeaseID][]string{}
+	for _, kv := range locks.Kvs {
+		// <prefix>.locks/<name>/.holders/<lease, hex>
+		name, hex, ok := strings.Cut(strings.TrimPrefix(string(kv.Key), b.cfg.Prefix+".locks/"), "/.holders/")
+		id, err := strconv.ParseInt(hex, 16, 64)
+		if ok && err == nil {
+			held[clientv3.LeaseID(id)] = append(held[clientv3.LeaseID(id)], name)
+		}
+	}
+	var out []Session
+	for _, kv := range resp.Kvs {
+		s := Session{Lease: clientv3.LeaseID(kv.Lease)}
+		if json.Unmarshal(kv.Value, &s.SessionInfo) != nil {
+			continue
+		}
+		if ttl, err := b.cli.TimeToLive(ctx, s.Lease); err == nil && ttl.TTL > 0 {
+			s.LastSeen = time.Now().Add(-time.Duration(ttl.GrantedTTL-ttl.TTL) * time.Second).Truncate(time.Second)
+		} else {
+			continue // expired between the two reads
+		}
+		s.Locks = held[s.Lease]
+		sort.Strings(s.Locks)
+		out = append(out, s)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if out[i].Node != out[j].Node {
+			return out[i].Node < out[j].Node
+		}
+		return out[i].Started.Before(out[j].Started)
+	})
+	return out, nil
 }
