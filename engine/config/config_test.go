@@ -560,3 +560,66 @@ func TestPluginSecretValues(t *testing.T) {
 		t.Errorf("SecretValues() = %q, want %q", got, want)
 	}
 }
+
+// TestRelativePaths: every path-like key written relative is made
+// absolute against the configuration file's directory when it loads,
+// wherever the process runs (acmehook never changes directory).
+func TestRelativePaths(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "eab.key"), []byte("ZWFi\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("t\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(dir, "acmehook.toml")
+	if err := os.WriteFile(p, []byte(`storage = "data"
+[ca]
+directory = "letsencrypt-staging"
+ca_bundle = "ca/roots.pem"
+eab_kid = "k"
+eab_hmac_key_file = "eab.key"
+[lua]
+lib_dir = "lua"
+[plugins.web]
+path = "bin/webroot"
+config = { token = { secret_file = "token" } }
+[[certificate]]
+name = "www"
+domains = ["www.example.com"]
+solver = "web"
+scripts = ["scripts/deploy.lua"]
+output = { cert = "out/cert.pem", key = "out/key.pem", chain = "out/chain.pem", fullchain = "out/full.pem" }
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(t.TempDir())
+	cfg, err := Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := cfg.Certificates[0]
+	for _, c := range []struct{ key, got, want string }{
+		{"storage", cfg.Storage, "data"},
+		{"ca.ca_bundle", cfg.CA.CABundle, "ca/roots.pem"},
+		{"ca.eab_hmac_key_file", cfg.CA.EABHMACKeyFile, "eab.key"},
+		{"lua.lib_dir", cfg.Lua.LibDir, "lua"},
+		{"plugins.web.path", cfg.Plugins["web"].Path, "bin/webroot"},
+		{"certificate[0].scripts[0]", cert.Scripts[0], "scripts/deploy.lua"},
+		{"certificate[0].output.cert", cert.Output.Cert, "out/cert.pem"},
+		{"certificate[0].output.key", cert.Output.Key, "out/key.pem"},
+		{"certificate[0].output.chain", cert.Output.Chain, "out/chain.pem"},
+		{"certificate[0].output.fullchain", cert.Output.Fullchain, "out/full.pem"},
+		{"Dir()", cfg.Dir(), "."},
+	} {
+		if want := filepath.Join(dir, c.want); c.got != want {
+			t.Errorf("%s = %q, want %q", c.key, c.got, want)
+		}
+	}
+	if got := cfg.CA.EABHMACKey.Reveal(); got != "ZWFi" {
+		t.Errorf("eab_hmac_key_file read %q, want the file beside the configuration", got)
+	}
+	if got := cfg.Plugins["web"].RevealedConfig()["token"]; got != "t" {
+		t.Errorf("secret_file read %q, want the file beside the configuration", got)
+	}
+}
