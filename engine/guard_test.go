@@ -94,7 +94,7 @@ func TestGuardHoldsOnlyACertificateInService(t *testing.T) {
 func TestLocalFailureNoBackoff(t *testing.T) {
 	e := newEnv(t)
 	broken := filepath.Join(e.work.Dir, "broken-plugin")
-	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 0\n"), 0o644); err != nil { // not executable
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\nexit 0\n"), 0o755); err != nil { // exits before the handshake
 		t.Fatal(err)
 	}
 	certs := "[[certificate]]\nname = \"l\"\ndomains = [\"l.local.example.com\"]\nsolver = \"broken\"\n\n[plugins.broken]\npath = %q\n"
