@@ -283,7 +283,7 @@ storage lock (stop acmehook daemon first).`,
 				if err != nil {
 					return err
 				}
-				fmt.Fprintf(c.stdout, "status:     %s\ncontact:    %s\ntos agreed: %t\n", info.Remote.Status, strings.Join(info.Remote.Contact, ", "), info.Remote.TermsOfServiceAgreed)
+				fmt.Fprintf(c.stdout, "status:     %s\ncontact:    %s\ntos agreed: %s\n", info.Remote.Status, strings.Join(info.Remote.Contact, ", "), tosAgreed(info))
 				return nil
 			}),
 		},
@@ -462,3 +462,19 @@ func orDash(s string) string {
 
 // oneLine keeps a multi-line error on one table row.
 func oneLine(s string) string { return strings.ReplaceAll(s, "\n", "; ") }
+
+// tosAgreed says whether the account agreed to the CA's terms of service:
+// what this client sent when it created the account (ca.agree_tos, stored
+// with it), and what the CA reports when it reports it (RFC 8555 §7.1.2
+// makes termsOfServiceAgreed optional in the server's answer, so a CA that
+// leaves it out has not said "no").
+func tosAgreed(info engine.AccountInfo) string {
+	switch {
+	case info.Remote.TermsOfServiceAgreed:
+		return "yes (the CA reports it)"
+	case info.Stored.TermsOfServiceAgreed:
+		return "yes (agreed by acmehook when the account was created; the CA does not report it)"
+	default:
+		return "no"
+	}
+}
