@@ -90,6 +90,9 @@ type Engine struct {
 	// beforeAccept is a test seam (Options.beforeAccept).
 	beforeAccept challengeHook
 	plugins      *plugins
+	// roots are what an issued chain must verify to (ca.trust_roots); nil
+	// checks the chain's own signatures only.
+	roots *x509.CertPool
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -117,6 +120,10 @@ func New(opts Options) (*Engine, error) {
 			return nil, err
 		}
 	}
+	roots, err := trustRoots(opts.Config.CA.TrustRoots)
+	if err != nil {
+		return nil, err
+	}
 	now := opts.Now
 	if now == nil {
 		now = time.Now
@@ -137,13 +144,39 @@ func New(opts Options) (*Engine, error) {
 			Logger:         log,
 			UserAgent:      "acmehook/" + BuildVersion(),
 			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
+			PollTimeout:    opts.Config.CA.OrderTimeout.Duration,
 		},
 		hooks:        hooks,
 		lua:          lua,
 		beforeAccept: opts.beforeAccept,
 		progress:     progress,
 		plugins:      newPlugins(opts.Config, log),
+		roots:        roots,
 	}, nil
+}
+
+// trustRoots returns the roots named by ca.trust_roots: the system's for
+// "system", the PEM file's for a path, nil when unset.
+func trustRoots(from string) (*x509.CertPool, error) {
+	switch from {
+	case "":
+		return nil, nil
+	case config.TrustRootsSystem:
+		pool, err := x509.SystemCertPool()
+		if err != nil {
+			return nil, fmt.Errorf("ca.trust_roots: loading the system roots: %w", err)
+		}
+		return pool, nil
+	}
+	b, err := os.ReadFile(from)
+	if err != nil {
+		return nil, fmt.Errorf("reading ca.trust_roots: %w", err)
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("reading ca.trust_roots %s: no PEM certificate in it", from)
+	}
+	return pool, nil
 }
 
 // caHTTPClient returns an HTTP client that trusts the PEM roots in bundle,

@@ -114,7 +114,12 @@ func (e *Engine) execute(ctx context.Context, j *job) Result {
 // the certificate is stored raises failed; a deploy failure after it
 // keeps the certificate and marks the deploy pending.
 func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
-	v, leaf, err := e.order(ctx, j)
+	// ca.order_timeout bounds the order as a whole (each wait is bounded
+	// by it too, as the client's PollTimeout); the cleanup of presented
+	// challenges runs past it.
+	octx, cancel := context.WithTimeout(ctx, e.cfg.CA.OrderTimeout.Duration)
+	v, leaf, err := e.order(octx, j)
+	cancel()
 	if err != nil {
 		return e.failed(ctx, j, res, err)
 	}
@@ -191,10 +196,13 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	if len(chain.Certificates) == 0 {
 		return nil, nil, fmt.Errorf("downloading certificate %s: empty chain", o.Certificate)
 	}
-	leaf := chain.Certificates[0]
-	if pk, ok := leaf.PublicKey.(interface{ Equal(crypto.PublicKey) bool }); !ok || !pk.Equal(key.Public()) {
-		return nil, nil, fmt.Errorf("downloading certificate %s: it is not for the key of the CSR", o.Certificate)
+	// Nothing the CA hands back is stored, deployed or announced before it
+	// is checked: names, key, validity, not a CA, chain signatures, and the
+	// trust_roots when set.
+	if err := acme.VerifyCertificate(chain.Certificates, key.Public(), ids, e.now(), e.roots); err != nil {
+		return nil, nil, fmt.Errorf("verifying certificate %s: %w", o.Certificate, err)
 	}
+	leaf := chain.Certificates[0]
 	keyPEM, err := marshalKeyPEM(key)
 	if err != nil {
 		return nil, nil, err
@@ -211,7 +219,7 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 			OrderURL:  o.URL,
 			CertURL:   chain.URL,
 			Serial:    leaf.SerialNumber.Text(16),
-			Names:     domains(cert),
+			Names:     certNames(leaf),
 			KeyType:   string(cert.KeyType),
 			Profile:   cert.Profile,
 			Issuer:    leaf.Issuer.CommonName,
@@ -467,6 +475,12 @@ func (e *Engine) recordFailure(meta *Meta, err error) {
 	if p := problemOf(err); p != nil {
 		f.ProblemType, f.RetryAfter = p.Type, p.RetryAfter
 	}
+	// A wait the CA's Retry-After would have outlasted (order_timeout)
+	// makes the CA's time the earliest next attempt.
+	var pe *acme.PollError
+	if errors.As(err, &pe) && !pe.RetryAt.IsZero() {
+		f.RetryAfter = max(f.RetryAfter, time.Until(pe.RetryAt))
+	}
 	meta.Renewal.RecordFailure(f, e.now(), nil)
 }
 
@@ -518,4 +532,18 @@ func domains(cert *config.Certificate) []string {
 		out[i] = id.Value
 	}
 	return out
+}
+
+// certNames returns the names a certificate was issued for (its DNS
+// subjectAltNames in lower case, then its IP addresses), which
+// VerifyCertificate has found equal to the requested identifiers.
+func certNames(leaf *x509.Certificate) []string {
+	var names []string
+	for _, n := range leaf.DNSNames {
+		names = append(names, strings.ToLower(n))
+	}
+	for _, ip := range leaf.IPAddresses {
+		names = append(names, ip.String())
+	}
+	return names
 }

@@ -50,8 +50,13 @@ const (
 	DefaultAccountKeyType = EC256
 	DefaultKeyType        = EC256
 	DefaultHTTPTimeout    = 30 * time.Second
-	DefaultStartTimeout   = 10 * time.Second
-	DefaultCallTimeout    = 5 * time.Minute
+	// DefaultOrderTimeout bounds one certificate's order, validation and
+	// issuance polling included: longer than certbot's (91–97 s) and lego's
+	// (36–37 s) give-up times against a stuck CA, short enough that a run
+	// does not hang; raised for slow CAs.
+	DefaultOrderTimeout = 2 * time.Minute
+	DefaultStartTimeout = 10 * time.Second
+	DefaultCallTimeout  = 5 * time.Minute
 	// DefaultMaxCalls is how many Present, Wait and CleanUp calls one
 	// plugin process serves at once: enough to overlap the waits of a few
 	// identifiers, few enough that a 20-name dns-01 order does not fork 20
@@ -122,7 +127,18 @@ type CA struct {
 	CABundle string `toml:"ca_bundle"`
 	// HTTPTimeout bounds each request to the CA.
 	HTTPTimeout Duration `toml:"http_timeout"`
+	// OrderTimeout bounds each certificate's order from the new-order
+	// request to the download: validation and issuance polling included.
+	OrderTimeout Duration `toml:"order_timeout"`
+	// TrustRoots is a PEM file of the roots an issued chain must verify
+	// to before it is stored, or TrustRootsSystem for the system roots;
+	// empty checks the chain's own signatures only.
+	TrustRoots string `toml:"trust_roots"`
 }
+
+// TrustRootsSystem as ca.trust_roots verifies issued chains to the
+// system's roots.
+const TrustRootsSystem = "system"
 
 // Contact returns Email as the contact URIs of an account object
 // (RFC 8555 §7.3: "mailto:" URIs).
@@ -390,7 +406,11 @@ func (c *Config) complete(base string) {
 	}
 	abs(&c.CA.CABundle)
 	abs(&c.CA.EABHMACKeyFile)
+	if c.CA.TrustRoots != TrustRootsSystem {
+		abs(&c.CA.TrustRoots)
+	}
 	setDur(&c.CA.HTTPTimeout, DefaultHTTPTimeout)
+	setDur(&c.CA.OrderTimeout, DefaultOrderTimeout)
 	c.completeSelfCheck()
 	for name, p := range c.Plugins {
 		if p == nil {

@@ -157,6 +157,8 @@ func TestDefaults(t *testing.T) {
 		{"CA.Directory", cfg.CA.Directory, LetsEncryptStaging},
 		{"CA.AccountKeyType", cfg.CA.AccountKeyType, DefaultAccountKeyType},
 		{"CA.HTTPTimeout", cfg.CA.HTTPTimeout.Duration, DefaultHTTPTimeout},
+		{"CA.OrderTimeout", cfg.CA.OrderTimeout.Duration, DefaultOrderTimeout},
+		{"CA.TrustRoots", cfg.CA.TrustRoots, ""},
 		{"Plugin.Name", cfg.Plugins["web"].Name, "web"},
 		{"Plugin.Path", cfg.Plugins["web"].Path, filepath.Join(dir, "bin/webroot")},
 		{"Plugin.StartTimeout", cfg.Plugins["web"].StartTimeout.Duration, DefaultStartTimeout},
@@ -430,14 +432,16 @@ func TestCheckFiles(t *testing.T) {
 		{"all present", "good.pem", "bin/ok", "deploy.lua", "out/../deploy.lua", nil},
 		{"all wrong", "empty.pem", "bin/noexec", "missing.lua", "nodir/cert.pem", []string{
 			":3: ca.ca_bundle: empty.pem holds no PEM certificate",
-			":5: plugins.p.path: bin/noexec is not an executable file",
-			":10: certificate[0].scripts[0]: missing.lua: no such file or directory",
-			":11: certificate[0].output.cert: directory nodir does not exist",
+			":4: ca.trust_roots: empty.pem holds no PEM certificate",
+			":6: plugins.p.path: bin/noexec is not an executable file",
+			":11: certificate[0].scripts[0]: missing.lua: no such file or directory",
+			":12: certificate[0].output.cert: directory nodir does not exist",
 		}},
 		{"missing files", "missing.pem", "bin/missing", "bin", "deploy.lua", []string{
 			":3: ca.ca_bundle: missing.pem: no such file or directory",
-			":5: plugins.p.path: bin/missing: no such file or directory",
-			":10: certificate[0].scripts[0]: bin is not a regular file",
+			":4: ca.trust_roots: missing.pem: no such file or directory",
+			":6: plugins.p.path: bin/missing: no such file or directory",
+			":11: certificate[0].scripts[0]: bin is not a regular file",
 		}},
 	}
 	for _, tt := range tests {
@@ -446,6 +450,7 @@ func TestCheckFiles(t *testing.T) {
 			body := fmt.Sprintf(`[ca]
 directory = "letsencrypt"
 ca_bundle = %q
+trust_roots = %q
 [plugins.p]
 path = %q
 [[certificate]]
@@ -454,7 +459,7 @@ domains = ["example.com"]
 solver = "p"
 scripts = [%q]
 output.cert = %q
-`, tt.bundle, tt.plugin, tt.script, tt.output)
+`, tt.bundle, tt.bundle, tt.plugin, tt.script, tt.output)
 			if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
 				t.Fatal(err)
 			}

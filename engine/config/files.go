@@ -29,6 +29,15 @@ func (c *Config) CheckFiles() error {
 			add("ca.ca_bundle", "%s holds no PEM certificate", c.shown(p))
 		}
 	}
+	if p := c.CA.TrustRoots; p != "" && p != TrustRootsSystem {
+		b, err := os.ReadFile(p)
+		switch {
+		case err != nil:
+			add("ca.trust_roots", "%v", unwrapPath(err, c.shown(p)))
+		case !x509.NewCertPool().AppendCertsFromPEM(b):
+			add("ca.trust_roots", "%s holds no PEM certificate", c.shown(p))
+		}
+	}
 	for _, name := range sortedKeys(c.Plugins) {
 		p := c.Plugins[name]
 		fi, err := os.Stat(p.Path)

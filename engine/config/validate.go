@@ -77,6 +77,9 @@ func (c *Config) Validate() error {
 	if ca.HTTPTimeout.Duration <= 0 {
 		add("ca.http_timeout", "must be positive")
 	}
+	if ca.OrderTimeout.Duration <= 0 {
+		add("ca.order_timeout", "must be positive")
+	}
 
 	errs = append(errs, c.validateSelfCheck()...)
 	errs = append(errs, c.validateLua()...)

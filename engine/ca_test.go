@@ -1,0 +1,323 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"io"
+	"math/big"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/renewal"
+	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
+)
+
+// caProxy is a reverse proxy in front of the shared Pebble that rewrites
+// some answers, for the faults of issue 13 a real CA does not produce (a
+// stuck order, a forged leaf). It keeps the Host header, so Pebble builds
+// every URL with the proxy's address.
+type caProxy struct {
+	srv *httptest.Server
+
+	mu      sync.Mutex
+	rewrite map[string]func(h http.Header, body []byte) []byte // "METHOD /kind/" -> edit
+	counts  map[string]int
+}
+
+func newCAProxy(t *testing.T) *caProxy {
+	t.Helper()
+	target, err := url.Parse(pebble.DirectoryURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &caProxy{rewrite: map[string]func(http.Header, []byte) []byte{}, counts: map[string]int{}}
+	rp := &httputil.ReverseProxy{
+		Rewrite: func(r *httputil.ProxyRequest) {
+			r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
+			r.Out.Host = r.In.Host
+		},
+		Transport: pebble.HTTPClient().Transport,
+		ModifyResponse: func(resp *http.Response) error {
+			p.mu.Lock()
+			edit := p.rewrite[resp.Request.Method+" "+kindOf(resp.Request.URL.Path)]
+			p.mu.Unlock()
+			if edit == nil {
+				return nil
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				return err
+			}
+			body = edit(resp.Header, body)
+			resp.Body = io.NopCloser(bytes.NewReader(body))
+			resp.ContentLength = int64(len(body))
+			resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
+			return nil
+		},
+	}
+	p.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		p.mu.Lock()
+		p.counts[r.Method+" "+kindOf(r.URL.Path)]++
+		p.mu.Unlock()
+		rp.ServeHTTP(w, r)
+	}))
+	t.Cleanup(p.srv.Close)
+	return p
+}
+
+// server returns what env.write needs to put the proxy in [ca].
+func (p *caProxy) server(t *testing.T) *pebbletest.Server {
+	t.Helper()
+	target, _ := url.Parse(pebble.DirectoryURL)
+	caFile := filepath.Join(t.TempDir(), "proxy-ca.pem")
+	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return &pebbletest.Server{DirectoryURL: p.srv.URL + target.Path, CAFile: caFile}
+}
+
+func (p *caProxy) set(kind string, edit func(http.Header, []byte) []byte) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.rewrite[kind] = edit
+}
+
+func (p *caProxy) count(kind string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.counts[kind]
+}
+
+func kindOf(path string) string {
+	if i := strings.Index(path[1:], "/"); i >= 0 {
+		return path[:i+2]
+	}
+	return path
+}
+
+// withStatus rewrites a JSON object's status.
+func withStatus(status string) func(http.Header, []byte) []byte {
+	return func(h http.Header, body []byte) []byte {
+		var m map[string]any
+		if json.Unmarshal(body, &m) != nil {
+			return body
+		}
+		m["status"] = status
+		b, _ := json.Marshal(m)
+		return b
+	}
+}
+
+// forgedLeaf replaces the served leaf with one for the same key and the
+// given names, signed by a key of the test's own under the real issuer's
+// name; the rest of the chain is kept.
+func forgedLeaf(t *testing.T, names ...string) func(http.Header, []byte) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return func(h http.Header, body []byte) []byte {
+		chain, err := acme.ParseChainPEM(body)
+		if err != nil || len(chain) < 2 {
+			t.Errorf("forgedLeaf: %v", err)
+			return body
+		}
+		real := chain[0]
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), DNSNames: names,
+			NotBefore: real.NotBefore, NotAfter: real.NotAfter, KeyUsage: real.KeyUsage, ExtKeyUsage: real.ExtKeyUsage}
+		parent := &x509.Certificate{Subject: chain[1].Subject, SubjectKeyId: chain[1].SubjectKeyId}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, real.PublicKey, key)
+		if err != nil {
+			t.Errorf("forgedLeaf: %v", err)
+			return body
+		}
+		var out bytes.Buffer
+		pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: der})
+		for _, c := range chain[1:] {
+			pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
+		}
+		return out.Bytes()
+	}
+}
+
+const verifiedCert = `
+[[certificate]]
+name = "checked"
+domains = ["Checked.example.com"]
+solver = "webroot"
+scripts = ["events.lua"]
+`
+
+// TestVerifyBeforeStoring: a certificate whose leaf names another host is
+// refused before it is stored, deployed or announced: the run fails with
+// the reason, raises failed, and the current certificate stays; the stored
+// names are the certificate's.
+func TestVerifyBeforeStoring(t *testing.T) {
+	p := newCAProxy(t)
+	e := newEnv(t)
+	e.srv = p.server(t)
+	cfg := e.write(verifiedCert)
+	r := e.run(cfg, RunOptions{})["checked"]
+	if r.Err != nil {
+		t.Fatalf("first run: %v", r.Err)
+	}
+	cur := e.current(cfg, "checked")
+	if got := strings.Join(cur.Info.Names, " "); got != "checked.example.com" {
+		t.Errorf("stored names %q, want the certificate's %q", got, "checked.example.com")
+	}
+
+	p.set("POST /certZ/", forgedLeaf(t, "hostile-wrong.example.net"))
+	r = e.run(cfg, RunOptions{Force: true})["checked"]
+	if r.Action != ActionFailed || !errors.Is(r.Err, acme.CertificateWrongNames) {
+		t.Fatalf("forged run = %s %v, want failed with %q", r.Action, r.Err, acme.CertificateWrongNames)
+	}
+	if msg := r.Err.Error(); !strings.HasPrefix(msg, "verifying certificate "+p.srv.URL+"/certZ/") || !strings.Contains(msg, "hostile-wrong.example.net") {
+		t.Errorf("error %q, want it to name the certificate URL and the leaf's names", msg)
+	}
+	if now := e.current(cfg, "checked"); now.ID != cur.ID || now.Info.Serial != cur.Info.Serial {
+		t.Errorf("current became %s (serial %s), want %s (serial %s) kept", now.ID, now.Info.Serial, cur.ID, cur.Info.Serial)
+	}
+	if msg, _ := e.event("checked.failed")["error"].(map[string]any)["message"].(string); !strings.Contains(msg, string(acme.CertificateWrongNames)) {
+		t.Errorf("failed event message %q, want the reason", msg)
+	}
+}
+
+// TestTrustRoots: with trust_roots = Pebble's issuing root the chain is
+// accepted; with another root it is refused as untrusted and nothing is
+// stored.
+func TestTrustRoots(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "pebble-root.pem")
+	if err := os.WriteFile(good, pebble.RootPEM(t, 0), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	other := filepath.Join(dir, "other-root.pem")
+	otherPEM, err := os.ReadFile(pebble.CAFile) // the HTTPS root, not the issuing one
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(other, otherPEM, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, roots string
+		want        error
+	}{
+		{"issuing root", good, nil},
+		{"other root", other, acme.CertificateUntrusted},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newEnv(t)
+			e.caExtra = "trust_roots = " + strconv.Quote(tt.roots)
+			cfg := e.write(verifiedCert)
+			r := e.run(cfg, RunOptions{})["checked"]
+			if !errors.Is(r.Err, tt.want) || (tt.want == nil) != (r.Err == nil) {
+				t.Fatalf("run = %s %v, want %v", r.Action, r.Err, tt.want)
+			}
+			if tt.want != nil {
+				st, err := store.Open(cfg.Storage, store.Options{})
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer st.Close()
+				if v, err := st.LoadCertificate(context.Background(), "checked"); !errors.Is(err, store.ErrNotFound) {
+					t.Errorf("a refused certificate was stored: %v, %v", v, err)
+				}
+			}
+		})
+	}
+}
+
+// TestOrderTimeout: ca.order_timeout bounds the order; when it passes the
+// run fails with what was stuck and for how long, cleans up, raises
+// failed and records the failure; a Retry-After past the deadline stops at
+// once and becomes the earliest next attempt.
+func TestOrderTimeout(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		faults func(p *caProxy)
+		kind   string // of the PollError
+		status string
+		// retryAfter is the injected Retry-After; the next attempt must
+		// not come before it (capped at renewal.MaxFailureRetryAfter).
+		retryAfter time.Duration
+	}{
+		{"order stuck processing", func(p *caProxy) {
+			p.set("POST /finalize-order/", withStatus(acme.StatusProcessing))
+			p.set("POST /my-order/", withStatus(acme.StatusProcessing))
+		}, "order", acme.StatusProcessing, 0},
+		{"authorization stuck pending", func(p *caProxy) {
+			p.set("POST /authZ/", func(h http.Header, b []byte) []byte {
+				if p.count("POST /chalZ/") == 0 {
+					return b
+				}
+				return withStatus(acme.StatusPending)(h, b)
+			})
+		}, "authorization", acme.StatusPending, 0},
+		{"Retry-After past the deadline", func(p *caProxy) {
+			p.set("POST /finalize-order/", func(h http.Header, b []byte) []byte {
+				h.Set("Retry-After", "1000000000")
+				return withStatus(acme.StatusProcessing)(h, b)
+			})
+		}, "order", acme.StatusProcessing, renewal.MaxFailureRetryAfter},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newCAProxy(t)
+			tt.faults(p)
+			e := newEnv(t)
+			e.srv = p.server(t)
+			e.caExtra = `order_timeout = "2s"`
+			cfg := e.write(verifiedCert)
+			start := time.Now()
+			r := e.run(cfg, RunOptions{})["checked"]
+			var pe *acme.PollError
+			if r.Action != ActionFailed || !errors.As(r.Err, &pe) || !errors.Is(r.Err, context.DeadlineExceeded) {
+				t.Fatalf("run = %s %v, want failed with a PollError at the deadline", r.Action, r.Err)
+			}
+			if pe.Kind != tt.kind || pe.Status != tt.status {
+				t.Errorf("PollError %q %q, want %q %q: %v", pe.Kind, pe.Status, tt.kind, tt.status, r.Err)
+			}
+			if !strings.Contains(r.Err.Error(), "still "+tt.status+" after ") {
+				t.Errorf("error %q does not say what was stuck and for how long", r.Err)
+			}
+			if took := time.Since(start); took > 15*time.Second {
+				t.Errorf("run took %s with order_timeout 2s", took)
+			}
+			e.event("checked.challenge-cleanup.checked.example.com")
+			if msg, _ := e.event("checked.failed")["error"].(map[string]any)["message"].(string); !strings.Contains(msg, "still "+tt.status) {
+				t.Errorf("failed event message %q, want the stuck state", msg)
+			}
+			m := e.meta(cfg, "checked")
+			if m.Renewal.Failures != 1 {
+				t.Errorf("failures = %d, want 1", m.Renewal.Failures)
+			}
+			if tt.retryAfter > 0 {
+				if earliest := start.Add(tt.retryAfter - time.Minute); m.Renewal.RetryAt.Before(earliest) {
+					t.Errorf("next attempt at %s, want the CA's time (not before %s)", m.Renewal.RetryAt, earliest)
+				}
+				if pe.RetryAfter == 0 || pe.Polls != 0 {
+					t.Errorf("PollError = %+v, want it stopped at once on the Retry-After", pe)
+				}
+			}
+		})
+	}
+}
