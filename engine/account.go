@@ -255,8 +255,9 @@ func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
 
 // RolloverAccount replaces the account key with a new one of
 // ca.account_key_type (RFC 8555 §7.3.5). The new key is stored first (the
-// old one is kept beside it); if the CA refuses the change, the old key is
-// made current again.
+// old one is kept beside it); if the CA refuses the change or offers no
+// keyChange, the new key, which it never registered, is dropped and the
+// old one stays.
 func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 	acct, err := e.Account(ctx)
 	if err != nil {
@@ -277,18 +278,21 @@ func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 	if err := e.store.BeginRollover(ctx, e.cfg.CA.Directory, newPEM); err != nil {
 		return acme.Account{}, fmt.Errorf("storing new account key: %w", err)
 	}
+	// The client's errors say "changing account key" already.
 	rolled, err := e.client.ChangeAccountKey(ctx, acct, newKey)
 	if err != nil {
 		var p *acme.Problem
-		if !errors.As(err, &p) {
+		if !errors.As(err, &p) && !errors.Is(err, acme.ErrNotSupported) {
 			// No answer: the CA may have changed the key. The next
 			// start asks it which key it knows (resolveRollover).
-			return acme.Account{}, fmt.Errorf("changing account key: %w (the new key is kept as pending; the next run asks the CA which key it knows)", err)
+			return acme.Account{}, fmt.Errorf("%w (the new key is kept as pending; the next run asks the CA which key it knows)", err)
 		}
+		// Refused, or the CA has no keyChange: the new key was never
+		// registered and is dropped.
 		if rerr := e.store.AbortRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); rerr != nil {
-			return acme.Account{}, fmt.Errorf("changing account key: %w (and undoing the rollover: %v)", err, rerr)
+			return acme.Account{}, fmt.Errorf("%w (and undoing the rollover: %v)", err, rerr)
 		}
-		return acme.Account{}, fmt.Errorf("changing account key: %w", err)
+		return acme.Account{}, err
 	}
 	if err := e.store.FinishRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); err != nil {
 		return rolled, fmt.Errorf("the CA changed the account key, but storing it: %w (the next run finishes it)", err)

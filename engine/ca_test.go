@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"math/big"
 	"net/http"
@@ -39,6 +40,7 @@ type caProxy struct {
 
 	mu      sync.Mutex
 	rewrite map[string]func(h http.Header, body []byte) []byte // "METHOD /kind/" -> edit
+	refuse  map[string]string                                  // "METHOD /kind/" -> a 403 problem's detail, not forwarded
 	counts  map[string]int
 }
 
@@ -48,7 +50,7 @@ func newCAProxy(t *testing.T) *caProxy {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &caProxy{rewrite: map[string]func(http.Header, []byte) []byte{}, counts: map[string]int{}}
+	p := &caProxy{rewrite: map[string]func(http.Header, []byte) []byte{}, refuse: map[string]string{}, counts: map[string]int{}}
 	rp := &httputil.ReverseProxy{
 		Rewrite: func(r *httputil.ProxyRequest) {
 			r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
@@ -75,9 +77,17 @@ func newCAProxy(t *testing.T) *caProxy {
 		},
 	}
 	p.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		kind := r.Method + " " + kindOf(r.URL.Path)
 		p.mu.Lock()
-		p.counts[r.Method+" "+kindOf(r.URL.Path)]++
+		p.counts[kind]++
+		refuse := p.refuse[kind]
 		p.mu.Unlock()
+		if refuse != "" {
+			w.Header().Set("Content-Type", "application/problem+json")
+			w.WriteHeader(http.StatusForbidden)
+			fmt.Fprintf(w, `{"type":%q,"detail":%q,"status":403}`, acme.ProblemUnauthorized, refuse)
+			return
+		}
 		rp.ServeHTTP(w, r)
 	}))
 	t.Cleanup(p.srv.Close)
@@ -99,6 +109,13 @@ func (p *caProxy) set(kind string, edit func(http.Header, []byte) []byte) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.rewrite[kind] = edit
+}
+
+// refuseWith answers requests of kind with a 403 problem with detail.
+func (p *caProxy) refuseWith(kind, detail string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.refuse[kind] = detail
 }
 
 func (p *caProxy) count(kind string) int {
@@ -316,6 +333,69 @@ func TestOrderTimeout(t *testing.T) {
 				}
 				if pe.RetryAfter == 0 || pe.Polls != 0 {
 					t.Errorf("PollError = %+v, want it stopped at once on the Retry-After", pe)
+				}
+			}
+		})
+	}
+}
+
+// TestRefusedRollover: a key rollover the CA refuses, or cannot do (no
+// keyChange in its directory), keeps the account key, leaves no pending or
+// .old key (the new key was never registered) and says "changing account
+// key" once.
+func TestRefusedRollover(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		faults func(p *caProxy)
+		want   string // the error's end
+	}{
+		{"refused", func(p *caProxy) { p.refuseWith("POST /rollover-account-key", "keyChange not implemented") },
+			"unauthorized (403): keyChange not implemented"},
+		{"no keyChange", func(p *caProxy) {
+			p.set("GET /dir", func(h http.Header, b []byte) []byte {
+				var m map[string]any
+				if json.Unmarshal(b, &m) != nil {
+					return b
+				}
+				delete(m, "keyChange")
+				out, _ := json.Marshal(m)
+				return out
+			})
+		}, "no keyChange"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			p := newCAProxy(t)
+			e := newEnv(t)
+			e.srv = p.server(t)
+			cfg := e.write("")
+			var before []byte
+			e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
+				ctx := context.Background()
+				tt.faults(p) // before the client reads the directory
+				if _, err := eng.Account(ctx); err != nil {
+					t.Fatal(err)
+				}
+				a, err := st.LoadAccount(ctx, cfg.CA.Directory)
+				if err != nil {
+					t.Fatal(err)
+				}
+				before = a.KeyPEM
+				_, err = eng.RolloverAccount(ctx)
+				if err == nil || !strings.HasSuffix(err.Error(), tt.want) {
+					t.Fatalf("RolloverAccount = %v, want an error ending %q", err, tt.want)
+				}
+				if n := strings.Count(err.Error(), "changing account key"); n != 1 {
+					t.Errorf("error %q says \"changing account key\" %d times, want once", err, n)
+				}
+				a, err = st.LoadAccount(ctx, cfg.CA.Directory)
+				if err != nil || !bytes.Equal(a.KeyPEM, before) || a.PendingKeyPEM != nil {
+					t.Errorf("account after the refusal = %+v, %v; want the old key, nothing pending", a, err)
+				}
+			})
+			left, _ := filepath.Glob(filepath.Join(cfg.Storage, "accounts", store.AccountDirName(cfg.CA.Directory), "*"))
+			for _, f := range left {
+				if strings.HasSuffix(f, ".old") || strings.Contains(filepath.Base(f), "next") {
+					t.Errorf("%s left after a refused rollover", f)
 				}
 			}
 		})

@@ -136,17 +136,20 @@ type PluginStatus struct {
 	Err    error
 }
 
-// LaunchAll starts every plugin of cfg in parallel (launch, configure,
-// Info), without contacting the CA, as `acmehook check` and `acmehook
-// plugins` do. The result is sorted by name; stop stops the plugins.
-func LaunchAll(ctx context.Context, cfg *config.Config, logger *slog.Logger) (_ []PluginStatus, stop func() error) {
+// LaunchAll starts every plugin of cfg, or only those named, in parallel
+// (launch, configure, Info), without contacting the CA, as `acmehook
+// check` and `acmehook plugins` do. The result is sorted by name; stop
+// stops the plugins.
+func LaunchAll(ctx context.Context, cfg *config.Config, logger *slog.Logger, only ...string) (_ []PluginStatus, stop func() error) {
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	ps := newPlugins(cfg, logger)
 	names := make([]string, 0, len(cfg.Plugins))
 	for n := range cfg.Plugins {
-		names = append(names, n)
+		if len(only) == 0 || slices.Contains(only, n) {
+			names = append(names, n)
+		}
 	}
 	slices.Sort(names)
 	out := make([]PluginStatus, len(names))

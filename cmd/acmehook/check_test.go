@@ -132,3 +132,74 @@ func TestCheckPluginPath(t *testing.T) {
 		})
 	}
 }
+
+// TestCheckSolveOnlyItsPlugins: "check --solve NAME" starts only the
+// plugins NAME uses: another certificate's plugin that cannot start does
+// not stop it and is not shown.
+func TestCheckSolveOnlyItsPlugins(t *testing.T) {
+	dir := t.TempDir()
+	broken := filepath.Join(dir, "broken-plugin")
+	if err := os.WriteFile(broken, []byte("#!/bin/sh\necho not a plugin >&2\nexit 3\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "acmehook.toml")
+	write := func(otherPath string) {
+		body := fmt.Sprintf(`storage = "storage"
+[ca]
+directory = %q
+ca_bundle = %q
+[self_check]
+http_port = %d
+resolvers = [%q]
+timeout = "500ms"
+[plugins.good]
+path = %q
+config = { root = %q }
+[plugins.other]
+path = %q
+[[certificate]]
+name = "good"
+domains = ["www.example.com"]
+solver = "good"
+[[certificate]]
+name = "other"
+domains = ["other.example.com"]
+solver = "other"
+`, pebble.DirectoryURL, pebble.CAFile, pebble.HTTPPort, pebble.DNSAddr, bins["webroot"], webRoot, otherPath)
+		if err := os.WriteFile(conf, []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, tt := range []struct {
+		name      string
+		otherPath string
+		args      []string
+		code      int
+		stdout    string
+		stderr    string
+		notOut    string
+	}{
+		{"solve starts only its plugins", broken, []string{"check", "--solve", "good"}, exitOK,
+			"certificate good: every identifier passed", "", "other"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			write(tt.otherPath)
+			var stdout, stderr bytes.Buffer
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			args := append([]string{"--config", conf, "--log-level", "warn"}, tt.args...)
+			if code := run(ctx, args, &stdout, &stderr); code != tt.code {
+				t.Errorf("run(%q) = %d, want %d\nstdout: %s\nstderr: %s", args, code, tt.code, &stdout, &stderr)
+			}
+			if !strings.Contains(stdout.String(), tt.stdout) {
+				t.Errorf("stdout = %q, want it to contain %q", &stdout, tt.stdout)
+			}
+			if !strings.Contains(stderr.String(), tt.stderr) {
+				t.Errorf("stderr = %q, want it to contain %q", &stderr, tt.stderr)
+			}
+			if tt.notOut != "" && strings.Contains(stdout.String()+stderr.String(), tt.notOut) {
+				t.Errorf("output names %q:\nstdout: %s\nstderr: %s", tt.notOut, &stdout, &stderr)
+			}
+		})
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -163,15 +164,33 @@ would validate it, and cleaned up (with a made-up token). The CA is not contacte
 			// loadConfig has checked the files it names (a plugin missing or
 			// not executable, a script, a CA bundle), as for every command.
 			fmt.Fprintf(c.stdout, "%s: configuration is valid (%d certificates, %d plugins)\n", cfg.File(), len(cfg.Certificates), len(cfg.Plugins))
-			out, caps, err := c.launchPlugins(ctx, cfg)
+			// With --solve only the plugins NAME uses are started and checked.
+			certs, only := cfg.Certificates, []string(nil)
+			if solve != "" {
+				cert := cfg.Certificate(solve)
+				if cert == nil {
+					return usagef("--solve %q: no such certificate in %s", solve, cfg.File())
+				}
+				certs = []*config.Certificate{cert}
+				for _, id := range cert.Identifiers {
+					if s := cert.SolverFor(id); !slices.Contains(only, s) {
+						only = append(only, s)
+					}
+				}
+			}
+			out, caps, err := c.launchPlugins(ctx, cfg, only...)
 			out.writeTable(c.stdout)
 			if err != nil {
 				return err
 			}
-			if err := cfg.CheckSolverCapabilities(caps); err != nil {
+			var capErrs []error
+			for _, cert := range certs {
+				capErrs = append(capErrs, cfg.CheckSolvers(cert, caps))
+			}
+			if err := errors.Join(capErrs...); err != nil {
 				return fmt.Errorf("%w\n%w", config.ErrInvalid, err)
 			}
-			for _, cert := range cfg.Certificates {
+			for _, cert := range certs {
 				var parts []string
 				for _, id := range cert.Identifiers {
 					s := cert.SolverFor(id)
@@ -219,10 +238,11 @@ func (c *cli) pluginsCommand() *cobra.Command {
 	return cmd
 }
 
-// launchPlugins launches every configured plugin (in parallel) and returns
-// what they report, their capabilities, and the launch errors.
-func (c *cli) launchPlugins(ctx context.Context, cfg *config.Config) (*PluginsOutput, map[string]config.Capabilities, error) {
-	statuses, stop := engine.LaunchAll(ctx, cfg, c.log)
+// launchPlugins launches every configured plugin, or those named in only
+// (in parallel), and returns what they report, their capabilities, and the
+// launch errors.
+func (c *cli) launchPlugins(ctx context.Context, cfg *config.Config, only ...string) (*PluginsOutput, map[string]config.Capabilities, error) {
+	statuses, stop := engine.LaunchAll(ctx, cfg, c.log, only...)
 	defer func() {
 		if err := stop(); err != nil {
 			c.log.Warn("stopping plugins", "error", err)

@@ -355,24 +355,22 @@ func (s *Store) FinishRollover(ctx context.Context, directory string) error {
 }
 
 // AbortRollover undoes a pending rollover: the account key stays, and the
-// pending key, which the CA may have seen, is kept as
-// key-<time>-unused.pem.old rather than deleted. Without a pending key it
-// does nothing.
+// pending key, which the CA refused or does not know (so no account can
+// depend on it), is deleted. Without a pending key it does nothing.
 func (s *Store) AbortRollover(ctx context.Context, directory string) error {
 	done, err := s.lockKey(ctx, "account "+directory)
 	if err != nil {
 		return err
 	}
 	defer done()
-	pending, err := s.b.Get(ctx, accountKey(directory, pendingKey))
+	_, err = s.b.Stat(ctx, accountKey(directory, pendingKey))
 	if errors.Is(err, ErrNotFound) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("undoing account key rollover for %s: %w", directory, err)
 	}
-	keep := accountKey(directory, "key-"+s.now().UTC().Format("20060102T150405.000000000Z")+"-unused.pem.old")
-	if err := s.apply(ctx, Create(keep, pending), Delete(accountKey(directory, pendingKey))); err != nil {
+	if err := s.apply(ctx, Delete(accountKey(directory, pendingKey))); err != nil {
 		return fmt.Errorf("undoing account key rollover for %s: %w", directory, err)
 	}
 	return nil

@@ -794,10 +794,10 @@ func TestSecretsNamed(t *testing.T) {
 		}
 		return nil
 	})
-	// account key, the old one, the unused pending one; two versions' keys
-	// (one moved aside).
-	if found != 5 {
-		t.Errorf("found %d private keys, want 5", found)
+	// account key, the old one (the refused pending one is gone); two
+	// versions' keys (one moved aside).
+	if found != 4 {
+		t.Errorf("found %d private keys, want 4", found)
 	}
 	if acct, err := s.LoadAccount(ctx, ca); err != nil || !bytes.Equal(acct.KeyPEM, pemKey("two")) || acct.PendingKeyPEM != nil {
 		t.Errorf("account after rollover and an undone one = %+v, %v; want key two, nothing pending", acct, err)
