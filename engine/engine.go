@@ -27,6 +27,7 @@ import (
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -74,6 +75,9 @@ type Options struct {
 	// Test seams, set by the package's own tests only.
 	beforeAccept     challengeHook // runs before each challenge is answered
 	progressInterval time.Duration // between progress lines; zero means 5 seconds
+	// Metrics records what the engine does and reads its certificates'
+	// state (the engine becomes its source); nil records nothing.
+	Metrics metrics.Recorder
 }
 
 // Engine runs the certificate lifecycle. Its methods are safe for concurrent
@@ -90,6 +94,7 @@ type Engine struct {
 	// beforeAccept is a test seam (Options.beforeAccept).
 	beforeAccept challengeHook
 	plugins      *plugins
+	metrics      metrics.Recorder
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -126,7 +131,12 @@ func New(opts Options) (*Engine, error) {
 	if progress <= 0 {
 		progress = defaultProgressInterval
 	}
-	return &Engine{
+	rec := opts.Metrics
+	if rec == nil {
+		rec = metrics.Nop{}
+	}
+	hc = instrumentHTTP(hc, rec, opts.Config.CA.Directory)
+	e := &Engine{
 		cfg:   opts.Config,
 		store: opts.Store,
 		log:   log,
@@ -143,7 +153,11 @@ func New(opts Options) (*Engine, error) {
 		beforeAccept: opts.beforeAccept,
 		progress:     progress,
 		plugins:      newPlugins(opts.Config, log),
-	}, nil
+		metrics:      rec,
+	}
+	e.plugins.metrics = rec
+	rec.SetSource(e)
+	return e, nil
 }
 
 // caHTTPClient returns an HTTP client that trusts the PEM roots in bundle,
@@ -294,6 +308,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		}()
 	}
 	wg.Wait()
+	e.metrics.Run(res.OK(), e.now())
 	return res, nil
 }
 

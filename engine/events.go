@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
@@ -29,7 +30,12 @@ func (e *Engine) raise(ctx context.Context, cert *config.Certificate, ev event.E
 	if !ok {
 		return nil
 	}
-	return h.Handle(ctx, ev)
+	start := time.Now()
+	err := h.Handle(ctx, ev)
+	if len(cert.Scripts) > 0 {
+		e.metrics.Script(string(ev.Type), err, time.Since(start))
+	}
+	return err
 }
 
 // problemOf returns the ACME problem in err's chain, or nil.

@@ -115,6 +115,7 @@ func (e *Engine) execute(ctx context.Context, j *job) Result {
 // keeps the certificate and marks the deploy pending.
 func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 	v, leaf, err := e.order(ctx, j)
+	e.metrics.Order(err)
 	if err != nil {
 		return e.failed(ctx, j, res, err)
 	}

@@ -8,8 +8,10 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/plugin/host"
 )
 
@@ -18,6 +20,9 @@ type Plugin struct {
 	*host.Plugin
 	Config *config.Plugin
 	Info   *host.InfoResponse
+
+	name    string
+	metrics metrics.Recorder
 }
 
 // Capabilities converts the plugin's Info into what the config package
@@ -29,8 +34,9 @@ func (p *Plugin) Capabilities() config.Capabilities {
 // plugins launches each configured plugin at most once, on first use, and
 // hands the same process to every certificate and challenge of the run.
 type plugins struct {
-	cfg    *config.Config
-	logger *slog.Logger
+	cfg     *config.Config
+	logger  *slog.Logger
+	metrics metrics.Recorder
 
 	mu      sync.Mutex
 	entries map[string]*pluginEntry
@@ -43,7 +49,7 @@ type pluginEntry struct {
 }
 
 func newPlugins(cfg *config.Config, logger *slog.Logger) *plugins {
-	return &plugins{cfg: cfg, logger: logger, entries: map[string]*pluginEntry{}}
+	return &plugins{cfg: cfg, logger: logger, metrics: metrics.Nop{}, entries: map[string]*pluginEntry{}}
 }
 
 // get returns the running plugin called name, launching it, configuring it
@@ -101,13 +107,15 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 	}
 	callCtx, cancel := context.WithTimeout(ctx, pc.CallTimeout.Duration)
 	defer cancel()
+	start := time.Now()
 	info, err := p.Info(callCtx, &host.InfoRequest{})
+	ps.metrics.PluginCall(name, "info", err, time.Since(start))
 	if err != nil {
 		p.Close()
 		return nil, err // the SDK names the plugin and the call
 	}
 	ps.logger.Info("plugin started", "plugin", name, "name", info.Name, "version", info.Version, "challenges", info.ChallengeTypes)
-	return &Plugin{Plugin: p, Config: pc, Info: info}, nil
+	return &Plugin{Plugin: p, Config: pc, Info: info, name: name, metrics: ps.metrics}, nil
 }
 
 // closeAll stops every plugin that was launched.
