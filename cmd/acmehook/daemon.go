@@ -179,8 +179,14 @@ func (c *cli) daemon(ctx context.Context) error {
 	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
 		return engine.Daemon(ctx, engine.DaemonOptions{
 			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m},
-			Load:    func() (*config.Config, error) { return config.Load(path) },
-			Reload:  hup,
+			Load: func() (*config.Config, error) {
+				ncfg, err := config.Load(path)
+				if err == nil && ncfg.Metrics.Listen != cfg.Metrics.Listen {
+					c.log.Warn("metrics.listen changed; restart the daemon to serve on the new address", "serving", cfg.Metrics.Listen, "configured", ncfg.Metrics.Listen)
+				}
+				return ncfg, err
+			},
+			Reload: hup,
 		})
 	})
 }

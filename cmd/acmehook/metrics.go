@@ -40,8 +40,8 @@ func (c *cli) metricsFile(cfg *config.Config) string {
 	return cfg.Metrics.File
 }
 
-// absMetricsFlag makes --metrics-file absolute before loading the
-// configuration changes into its directory.
+// absMetricsFlag makes --metrics-file absolute, so the path logged and
+// written is the one the user meant from the working directory.
 func (c *cli) absMetricsFlag() error {
 	if c.metricsPath == "" {
 		return nil
