@@ -136,6 +136,7 @@ func New(opts Options) (*Engine, error) {
 		rec = metrics.Nop{}
 	}
 	hc = instrumentHTTP(hc, rec, opts.Config.CA.Directory)
+	timeHooks(hooks, opts.Config, rec)
 	e := &Engine{
 		cfg:   opts.Config,
 		store: opts.Store,

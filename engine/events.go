@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"errors"
-	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
@@ -30,12 +29,7 @@ func (e *Engine) raise(ctx context.Context, cert *config.Certificate, ev event.E
 	if !ok {
 		return nil
 	}
-	start := time.Now()
-	err := h.Handle(ctx, ev)
-	if len(cert.Scripts) > 0 {
-		e.metrics.Script(string(ev.Type), err, time.Since(start))
-	}
-	return err
+	return h.Handle(ctx, ev)
 }
 
 // problemOf returns the ACME problem in err's chain, or nil.

@@ -7,15 +7,17 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/renewal"
-	"github.com/acmehook/acmehook/plugin/sdk"
 )
 
 // The engine's side of package metrics: the Source it reads at scrape
 // time (every certificate's Status, readiness), the instrumented HTTP
-// client and the timed plugin calls. The engine reports orders, script
-// events and runs where they happen (obtain, raise, Run).
+// client and the timed script hooks. Plugin calls are reported by the
+// plugin/host Solver's Observe (solve.go, launch), orders and runs where
+// they happen (obtain, Run).
 
 // instrumentHTTP returns a copy of hc whose transport rec instruments.
 func instrumentHTTP(hc *http.Client, rec metrics.Recorder, directory string) *http.Client {
@@ -25,6 +27,28 @@ func instrumentHTTP(hc *http.Client, rec metrics.Recorder, directory string) *ht
 	cp := *hc
 	cp.Transport = rec.Transport(hc.Transport, directory)
 	return &cp
+}
+
+// timedHook reports every event its Hook handles to the metrics.
+type timedHook struct {
+	event.Hook
+	rec metrics.Recorder
+}
+
+func (h timedHook) Handle(ctx context.Context, ev event.Event) error {
+	start := time.Now()
+	err := h.Hook.Handle(ctx, ev)
+	h.rec.Script(string(ev.Type), err, time.Since(start))
+	return err
+}
+
+// timeHooks wraps the hooks of the certificates that have scripts.
+func timeHooks(hooks map[string]event.Hook, cfg *config.Config, rec metrics.Recorder) {
+	for _, c := range cfg.Certificates {
+		if h, ok := hooks[c.Name]; ok && len(c.Scripts) > 0 {
+			hooks[c.Name] = timedHook{h, rec}
+		}
+	}
 }
 
 // CertificateMetrics implements metrics.Source: every configured
@@ -100,35 +124,4 @@ func (e *Engine) Ready(ctx context.Context) error {
 	}
 	e.plugins.mu.Unlock()
 	return errors.Join(errs...)
-}
-
-// record records a call to p that started at start.
-func (p *Plugin) record(method string, err error, start time.Time) {
-	if p.metrics != nil {
-		p.metrics.PluginCall(p.name, method, err, time.Since(start))
-	}
-}
-
-// Present calls the plugin's Present and records the call.
-func (p *Plugin) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.PresentResponse, error) {
-	start := time.Now()
-	resp, err := p.Plugin.Present(ctx, req)
-	p.record("present", err, start)
-	return resp, err
-}
-
-// Wait calls the plugin's Wait and records the call.
-func (p *Plugin) Wait(ctx context.Context, req *sdk.WaitRequest) (*sdk.WaitResponse, error) {
-	start := time.Now()
-	resp, err := p.Plugin.Wait(ctx, req)
-	p.record("wait", err, start)
-	return resp, err
-}
-
-// CleanUp calls the plugin's CleanUp and records the call.
-func (p *Plugin) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.CleanUpResponse, error) {
-	start := time.Now()
-	resp, err := p.Plugin.CleanUp(ctx, req)
-	p.record("cleanup", err, start)
-	return resp, err
 }

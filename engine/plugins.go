@@ -20,9 +20,6 @@ type Plugin struct {
 	*host.Plugin
 	Config *config.Plugin
 	Info   *host.InfoResponse
-
-	name    string
-	metrics metrics.Recorder
 }
 
 // Capabilities converts the plugin's Info into what the config package
@@ -115,7 +112,7 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		return nil, err // the SDK names the plugin and the call
 	}
 	ps.logger.Info("plugin started", "plugin", name, "name", info.Name, "version", info.Version, "challenges", info.ChallengeTypes)
-	return &Plugin{Plugin: p, Config: pc, Info: info, name: name, metrics: ps.metrics}, nil
+	return &Plugin{Plugin: p, Config: pc, Info: info}, nil
 }
 
 // closeAll stops every plugin that was launched.
