@@ -27,6 +27,7 @@ import (
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -74,6 +75,9 @@ type Options struct {
 	// Test seams, set by the package's own tests only.
 	beforeAccept     challengeHook // runs before each challenge is answered
 	progressInterval time.Duration // between progress lines; zero means 5 seconds
+	// Metrics records what the engine does and reads its certificates'
+	// state (the engine becomes its source); nil records nothing.
+	Metrics metrics.Recorder
 }
 
 // Engine runs the certificate lifecycle. Its methods are safe for concurrent
@@ -92,7 +96,8 @@ type Engine struct {
 	plugins      *plugins
 	// roots are what an issued chain must verify to (ca.trust_roots); nil
 	// checks the chain's own signatures only.
-	roots *x509.CertPool
+	roots   *x509.CertPool
+	metrics metrics.Recorder
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -133,7 +138,13 @@ func New(opts Options) (*Engine, error) {
 	if progress <= 0 {
 		progress = defaultProgressInterval
 	}
-	return &Engine{
+	rec := opts.Metrics
+	if rec == nil {
+		rec = metrics.Nop{}
+	}
+	hc = instrumentHTTP(hc, rec, opts.Config.CA.Directory)
+	timeHooks(hooks, opts.Config, rec)
+	e := &Engine{
 		cfg:   opts.Config,
 		store: opts.Store,
 		log:   log,
@@ -152,7 +163,11 @@ func New(opts Options) (*Engine, error) {
 		progress:     progress,
 		plugins:      newPlugins(opts.Config, log),
 		roots:        roots,
-	}, nil
+		metrics:      rec,
+	}
+	e.plugins.metrics = rec
+	rec.SetSource(e)
+	return e, nil
 }
 
 // trustRoots returns the roots named by ca.trust_roots: the system's for
@@ -327,6 +342,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		}()
 	}
 	wg.Wait()
+	e.metrics.Run(res.OK(), e.now())
 	return res, nil
 }
 

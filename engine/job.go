@@ -120,6 +120,7 @@ func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 	octx, cancel := context.WithTimeout(ctx, e.cfg.CA.OrderTimeout.Duration)
 	v, leaf, err := e.order(octx, j)
 	cancel()
+	e.metrics.Order(err)
 	if err != nil {
 		return e.failed(ctx, j, res, err)
 	}

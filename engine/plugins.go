@@ -8,8 +8,10 @@ import (
 	"os"
 	"slices"
 	"sync"
+	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/plugin/host"
 )
 
@@ -29,8 +31,9 @@ func (p *Plugin) Capabilities() config.Capabilities {
 // plugins launches each configured plugin at most once, on first use, and
 // hands the same process to every certificate and challenge of the run.
 type plugins struct {
-	cfg    *config.Config
-	logger *slog.Logger
+	cfg     *config.Config
+	logger  *slog.Logger
+	metrics metrics.Recorder
 
 	mu      sync.Mutex
 	entries map[string]*pluginEntry
@@ -43,7 +46,7 @@ type pluginEntry struct {
 }
 
 func newPlugins(cfg *config.Config, logger *slog.Logger) *plugins {
-	return &plugins{cfg: cfg, logger: logger, entries: map[string]*pluginEntry{}}
+	return &plugins{cfg: cfg, logger: logger, metrics: metrics.Nop{}, entries: map[string]*pluginEntry{}}
 }
 
 // get returns the running plugin called name, launching it, configuring it
@@ -101,7 +104,9 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 	}
 	callCtx, cancel := context.WithTimeout(ctx, pc.CallTimeout.Duration)
 	defer cancel()
+	start := time.Now()
 	info, err := p.Info(callCtx, &host.InfoRequest{})
+	ps.metrics.PluginCall(name, "info", err, time.Since(start))
 	if err != nil {
 		p.Close()
 		return nil, err // the SDK names the plugin and the call

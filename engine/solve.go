@@ -81,6 +81,9 @@ func (s *certSolver) pluginSolver(ctx context.Context, id acme.Identifier) (*hos
 		},
 		Checks:   []host.Hook{s.provision},
 		CleanUps: []host.Hook{s.cleanup},
+		Observe: func(method string, err error, d time.Duration) {
+			s.plugins.metrics.PluginCall(name, method, err, d)
+		},
 	}
 	if s.selfCheck || s.cert.SelfCheckEnabled() {
 		hs.Checks = append(hs.Checks, func(ctx context.Context, c sdk.Challenge) error {

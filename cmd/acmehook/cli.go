@@ -15,6 +15,7 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -52,6 +53,10 @@ type cli struct {
 	// started is set once the command line is parsed and the command's
 	// own code runs: an error before that is a usage error.
 	started bool
+	// metrics, when set, is the recorder of the engine open makes (run,
+	// daemon); metricsPath is run's --metrics-file.
+	metrics     *metrics.Metrics
+	metricsPath string
 }
 
 // run is the whole program: it parses args, runs the command and returns
@@ -233,7 +238,11 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log})
+	var rec metrics.Recorder
+	if c.metrics != nil {
+		rec = c.metrics
+	}
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: rec})
 	if err != nil {
 		st.Close()
 		return nil, nil, nil, nil, err

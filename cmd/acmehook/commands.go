@@ -16,19 +16,28 @@ import (
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
+	"github.com/acmehook/acmehook/engine/metrics"
 )
 
 func (c *cli) runCommand() *cobra.Command {
-	return &cobra.Command{
-		Use:     "run",
-		Short:   "Issue what is missing, renew what is due, retry pending deploys",
-		Long:    "Issues missing certificates, renews those due, retries pending deploys, and prints one line per certificate.",
-		Example: "  acmehook --config /etc/acmehook/acmehook.toml run",
+	cmd := &cobra.Command{
+		Use:   "run",
+		Short: "Issue what is missing, renew what is due, retry pending deploys",
+		Long: `Issues missing certificates, renews those due, retries pending deploys, and prints one line per certificate.
+With --metrics-file (or [metrics] file) it then writes the metrics of the run and of every
+certificate to that file, atomically, for node_exporter's textfile collector.`,
+		Example: "  acmehook --config /etc/acmehook/acmehook.toml run\n  acmehook run --metrics-file /var/lib/node_exporter/textfile/acmehook.prom",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if err := c.absMetricsFlag(); err != nil {
+				return err
+			}
+			c.metrics = metrics.New()
 			return c.runEngine(cmd.Context(), engine.RunOptions{})
 		},
 	}
+	cmd.Flags().StringVar(&c.metricsPath, "metrics-file", "", "write the metrics to `FILE` after the run (Prometheus text format; docs/operations.md)")
+	return cmd
 }
 
 func (c *cli) issueCommand() *cobra.Command {
@@ -52,7 +61,7 @@ func (c *cli) issueCommand() *cobra.Command {
 
 // runEngine runs the engine and prints one line per certificate.
 func (c *cli) runEngine(ctx context.Context, opts engine.RunOptions) error {
-	_, eng, closeAll, err := c.open()
+	cfg, eng, closeAll, err := c.open()
 	if err != nil {
 		return err
 	}
@@ -63,6 +72,11 @@ func (c *cli) runEngine(ctx context.Context, opts engine.RunOptions) error {
 			return usageError{err.Error()}
 		}
 		return err
+	}
+	if path := c.metricsFile(cfg); path != "" && c.metrics != nil {
+		if err := c.metrics.WriteFile(path); err != nil {
+			c.log.Error("writing the metrics file", "error", err)
+		}
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CERTIFICATE\tRESULT\tSERIAL\tNOT AFTER\tDETAIL")

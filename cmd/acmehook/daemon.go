@@ -15,6 +15,7 @@ import (
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/fleet"
+	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -161,6 +162,15 @@ func (c *cli) daemon(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	m := metrics.New()
+	mctx, stopMetrics := context.WithCancel(ctx)
+	waitMetrics, err := c.serveMetrics(mctx, cfg, m)
+	if err != nil {
+		stopMetrics()
+		return err
+	}
+	defer waitMetrics()
+	defer stopMetrics()
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -168,9 +178,15 @@ func (c *cli) daemon(ctx context.Context) error {
 	// over when the peer's lease expires.
 	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
 		return engine.Daemon(ctx, engine.DaemonOptions{
-			Options: engine.Options{Config: cfg, Store: st, Logger: c.log},
-			Load:    func() (*config.Config, error) { return config.Load(path) },
-			Reload:  hup,
+			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m},
+			Load: func() (*config.Config, error) {
+				ncfg, err := config.Load(path)
+				if err == nil && ncfg.Metrics.Listen != cfg.Metrics.Listen {
+					c.log.Warn("metrics.listen changed; restart the daemon to serve on the new address", "serving", cfg.Metrics.Listen, "configured", ncfg.Metrics.Listen)
+				}
+				return ncfg, err
+			},
+			Reload: hup,
 		})
 	})
 }

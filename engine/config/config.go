@@ -94,6 +94,7 @@ type Config struct {
 	CA           CA                 `toml:"ca"`
 	SelfCheck    SelfCheck          `toml:"self_check"`
 	Lua          Lua                `toml:"lua"`
+	Metrics      Metrics            `toml:"metrics"`
 	Plugins      map[string]*Plugin `toml:"plugins"`
 	Certificates []*Certificate     `toml:"certificate"`
 
@@ -301,6 +302,7 @@ func load(path string, data []byte) (*Config, error) {
 	errs = append(errs, cfg.resolveSecrets()...)
 	errs = append(errs, cfg.resolveStoragePassword()...)
 	errs = append(errs, cfg.completeLua(base)...)
+	cfg.completeMetrics(base)
 	if err := cfg.Validate(); err != nil {
 		for _, e := range unjoin(err) {
 			// A value removed as a misfit is reported once, as a misfit.

@@ -83,6 +83,7 @@ func (c *Config) Validate() error {
 
 	errs = append(errs, c.validateSelfCheck()...)
 	errs = append(errs, c.validateLua()...)
+	errs = append(errs, c.validateMetrics()...)
 
 	// [plugins.NAME]
 	for _, name := range sortedKeys(c.Plugins) {

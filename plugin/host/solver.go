@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -41,6 +42,16 @@ type Solver struct {
 	// CleanUps run after the plugin's CleanUp, each whatever the others
 	// returned; their errors are joined.
 	CleanUps []Hook
+	// Observe, when set, is told of every call to the plugin ("present",
+	// "wait", "cleanup") with its error and duration (metrics).
+	Observe func(method string, err error, d time.Duration)
+}
+
+// observe reports a call to the plugin that started at start.
+func (s *Solver) observe(method string, err error, start time.Time) {
+	if s.Observe != nil {
+		s.Observe(method, err, time.Since(start))
+	}
 }
 
 var _ acme.Solver = (*Solver)(nil)
@@ -69,11 +80,17 @@ func (s *Solver) Present(ctx context.Context, t acme.Task) error {
 	if err != nil {
 		return err
 	}
-	if _, err := s.Plugin.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+	start := time.Now()
+	_, err = s.Plugin.Present(ctx, &sdk.PresentRequest{Challenge: c})
+	s.observe("present", err, start)
+	if err != nil {
 		return err
 	}
 	if s.Info.WaitsForPropagation {
-		if _, err := s.Plugin.Wait(ctx, &sdk.WaitRequest{Challenge: c}); err != nil {
+		start := time.Now()
+		_, err := s.Plugin.Wait(ctx, &sdk.WaitRequest{Challenge: c})
+		s.observe("wait", err, start)
+		if err != nil {
 			return err
 		}
 	}
@@ -92,7 +109,10 @@ func (s *Solver) CleanUp(ctx context.Context, t acme.Task) error {
 		return err
 	}
 	var errs []error
-	if _, err := s.Plugin.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+	start := time.Now()
+	_, err = s.Plugin.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c})
+	s.observe("cleanup", err, start)
+	if err != nil {
 		errs = append(errs, err)
 	}
 	for _, h := range s.CleanUps {
