@@ -200,7 +200,9 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	// Nothing the CA hands back is stored, deployed or announced before it
 	// is checked: names, key, validity, not a CA, chain signatures, and the
 	// trust_roots when set.
-	if err := acme.VerifyCertificate(chain.Certificates, key.Public(), ids, e.now(), e.roots); err != nil {
+	// The CA's certificate must be valid on the wall clock, whatever
+	// clock the renewal decisions run on (Options.Now).
+	if err := acme.VerifyCertificate(chain.Certificates, key.Public(), ids, time.Now(), e.roots); err != nil {
 		return nil, nil, fmt.Errorf("verifying certificate %s: %w", o.Certificate, err)
 	}
 	leaf := chain.Certificates[0]
