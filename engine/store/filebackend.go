@@ -639,9 +639,14 @@ func (b *FileBackend) write(key string, value []byte, create bool) error {
 	defer unix.Unlinkat(b.tmp, tmp, 0) // nothing left once renamed
 	segs, base := split(key)
 	var err error
-	for range 3 {
+	// A concurrent Delete that empties a directory removes it, possibly
+	// between this write making (or finding) it and renaming into it:
+	// then the write starts again from the root, a bounded number of times.
+	for range 10 {
 		var dfd int
-		if dfd, err = b.openDir(segs, true); err != nil {
+		if dfd, err = b.openDir(segs, true); errors.Is(err, ErrNotFound) {
+			continue
+		} else if err != nil {
 			return err
 		}
 		if err = b.hit("rename", key); err != nil {
@@ -665,7 +670,6 @@ func (b *FileBackend) write(key string, value []byte, create bool) error {
 			return err
 		}
 		unix.Close(dfd)
-		// A concurrent Delete removed the directory after it emptied it.
 		if !errors.Is(err, unix.ENOENT) {
 			break
 		}

@@ -89,6 +89,7 @@ var cases = []struct {
 	{"FenceOfAnotherClient", testFenceOfAnotherClient},
 	{"Close", testClose},
 	{"Concurrent", testConcurrent},
+	{"ConcurrentPutDelete", testConcurrentPutDelete},
 	{"SecondClientSees", testSecondClientSees},
 	{"Secrets", testSecrets},
 	{"CanceledContext", testCanceledContext},
@@ -592,6 +593,39 @@ func testConcurrent(t *testing.T, s *suite) {
 		if got, _ := b.List(ctx, fmt.Sprintf("certificates/c%02d/versions/", i)); !slices.Equal(got, []string{"v4/"}) {
 			t.Errorf("versions of c%02d = %q, want [v4/]", i, got)
 		}
+	}
+}
+
+// testConcurrentPutDelete writes and deletes keys of one prefix at once: a
+// write into a prefix that another client's Delete just emptied (for a file
+// backend: a directory made or removed meanwhile) still succeeds, and a
+// create still refuses an existing key.
+func testConcurrentPutDelete(t *testing.T, s *suite) {
+	ctx := context.Background()
+	b := s.open()
+	var wg sync.WaitGroup
+	for i := range 8 {
+		wg.Go(func() {
+			for j := range 25 {
+				key := fmt.Sprintf("shared/d%d/k%d", j%3, i)
+				op := store.Put(key, []byte(key))
+				if j%2 == 1 {
+					op = store.Create(key, []byte(key))
+				}
+				if err := b.Apply(ctx, nil, []store.Op{op}); err != nil {
+					t.Errorf("Apply(%s %s) = %v", op.Kind, key, err)
+					return
+				}
+				if err := b.Delete(ctx, key); err != nil {
+					t.Errorf("Delete(%s) = %v", key, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	if got, err := b.List(ctx, ""); err != nil || slices.Contains(got, "shared/") {
+		t.Errorf("List() = %q, %v; want no shared/ once every key is deleted", got, err)
 	}
 }
 
