@@ -178,14 +178,31 @@ func TestConcurrencyBound(t *testing.T) {
 			}
 			cfg := e.write(certs.String())
 			cfg.Concurrency = tt.concurrency
+			// Each challenge waits, at the accept step, until the bound
+			// was reached once (or every challenge has started), so that
+			// the figure does not depend on sleeps overlapping on a loaded
+			// machine; it gives up after 10 s (a bound that is too low
+			// then fails below). Once reached, it stays 50 ms, long enough
+			// for a challenge over the bound to be counted.
 			var mu sync.Mutex
-			inFlight, most := 0, 0
+			inFlight, most, started := 0, 0, 0
+			total := tt.certs * tt.names
 			hook := func(ctx context.Context, _ *config.Certificate, _ *Plugin, _ sdk.Challenge) error {
 				mu.Lock()
 				inFlight++
+				started++
 				most = max(most, inFlight)
 				mu.Unlock()
-				time.Sleep(100 * time.Millisecond)
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+					mu.Lock()
+					reached := most >= tt.want || started == total
+					mu.Unlock()
+					if reached {
+						break
+					}
+					time.Sleep(5 * time.Millisecond)
+				}
+				time.Sleep(50 * time.Millisecond)
 				mu.Lock()
 				inFlight--
 				mu.Unlock()
