@@ -72,6 +72,16 @@ type Options struct {
 	// and recorded times use it.
 	Now func() time.Time
 
+	// Relay, when set, has the fleet's other nodes present every http-01
+	// and tls-alpn-01 challenge too before the CA is told to validate it
+	// (engine/fleet on etcd); nil: this node answers alone.
+	Relay Relay
+	// Plugins, when set, are the plugin processes the engine uses and
+	// leaves running in Close (shared with a relay answering for other
+	// nodes, and with the next engine after a reload); nil: the engine
+	// launches its own and stops them in Close.
+	Plugins *Plugins
+
 	// Test seams, set by the package's own tests only.
 	beforeAccept     challengeHook // runs before each challenge is answered
 	progressInterval time.Duration // between progress lines; zero means 5 seconds
@@ -92,8 +102,10 @@ type Engine struct {
 	lua      *luahost.Host         // whose script host processes the hooks share
 	progress time.Duration         // between progress lines of a long wait
 	// beforeAccept is a test seam (Options.beforeAccept).
-	beforeAccept challengeHook
-	plugins      *plugins
+	beforeAccept  challengeHook
+	plugins       *plugins
+	sharedPlugins bool // plugins came from Options.Plugins: Close leaves them
+	relay         Relay
 	// roots are what an issued chain must verify to (ca.trust_roots); nil
 	// checks the chain's own signatures only.
 	roots   *x509.CertPool
@@ -144,6 +156,11 @@ func New(opts Options) (*Engine, error) {
 	}
 	hc = instrumentHTTP(hc, rec, opts.Config.CA.Directory)
 	timeHooks(hooks, opts.Config, rec)
+	ps := newPlugins(opts.Config, log)
+	if opts.Plugins != nil {
+		ps = opts.Plugins.ps
+		ps.reconfigure(opts.Config)
+	}
 	e := &Engine{
 		cfg:   opts.Config,
 		store: opts.Store,
@@ -157,13 +174,15 @@ func New(opts Options) (*Engine, error) {
 			RequestTimeout: opts.Config.CA.HTTPTimeout.Duration,
 			PollTimeout:    opts.Config.CA.OrderTimeout.Duration,
 		},
-		hooks:        hooks,
-		lua:          lua,
-		beforeAccept: opts.beforeAccept,
-		progress:     progress,
-		plugins:      newPlugins(opts.Config, log),
-		roots:        roots,
-		metrics:      rec,
+		hooks:         hooks,
+		lua:           lua,
+		beforeAccept:  opts.beforeAccept,
+		progress:      progress,
+		plugins:       ps,
+		sharedPlugins: opts.Plugins != nil,
+		relay:         opts.Relay,
+		roots:         roots,
+		metrics:       rec,
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)
@@ -217,6 +236,9 @@ func caHTTPClient(bundle string) (*http.Client, error) {
 // host processes.
 func (e *Engine) Close() error {
 	e.lua.Close()
+	if e.sharedPlugins {
+		return nil
+	}
 	return e.plugins.closeAll()
 }
 

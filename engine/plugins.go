@@ -73,7 +73,8 @@ func (ps *plugins) get(ctx context.Context, name string) (*Plugin, error) {
 }
 
 func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
-	pc, ok := ps.cfg.Plugins[name]
+	cfg := ps.config()
+	pc, ok := cfg.Plugins[name]
 	if !ok {
 		return nil, fmt.Errorf("plugin %s: not configured", name)
 	}
@@ -91,7 +92,7 @@ func (ps *plugins) launch(ctx context.Context, name string) (*Plugin, error) {
 		Path:         pc.Path,
 		SHA256:       pc.SHA256,
 		Env:          env,
-		Dir:          ps.cfg.Dir(),
+		Dir:          cfg.Dir(),
 		Config:       pc.RevealedConfig(),
 		Secrets:      secrets,
 		StartTimeout: pc.StartTimeout.Duration,

@@ -29,6 +29,7 @@ type certSolver struct {
 	cfg     *config.Config
 	plugins *plugins
 	hook    event.Hook // the certificate's hooks; nil raises nothing
+	relay   Relay      // the fleet's other nodes; nil: this node answers alone
 	log     *slog.Logger
 	// selfCheck forces the self-check on (check --solve) whatever the
 	// certificate says; test marks the challenge events as synthetic.
@@ -50,7 +51,7 @@ type challengeHook func(ctx context.Context, cert *config.Certificate, solver *P
 // solver returns the certSolver of cert for a run.
 func (e *Engine) solver(cert *config.Certificate, log *slog.Logger) *certSolver {
 	return &certSolver{
-		cert: cert, cfg: e.cfg, plugins: e.plugins, hook: e.hooks[cert.Name], log: log,
+		cert: cert, cfg: e.cfg, plugins: e.plugins, hook: e.hooks[cert.Name], relay: e.relay, log: log,
 		progress: e.progress, beforeAccept: e.beforeAccept,
 	}
 }
@@ -79,8 +80,8 @@ func (s *certSolver) pluginSolver(ctx context.Context, id acme.Identifier) (*hos
 		Choose: func(id acme.Identifier, solves []string) []string {
 			return s.cert.ChallengeTypes(id, solves)
 		},
-		Checks:   []host.Hook{s.provision},
-		CleanUps: []host.Hook{s.cleanup},
+		Checks:   []host.Hook{s.publish, s.provision},
+		CleanUps: []host.Hook{s.withdraw, s.cleanup},
 		Observe: func(method string, err error, d time.Duration) {
 			s.plugins.metrics.PluginCall(name, method, err, d)
 		},
@@ -143,6 +144,25 @@ func (s *certSolver) Waiting(t acme.Task) (done func()) {
 		stop()
 		log.Debug("validation wait ended")
 	}
+}
+
+// publish has the fleet's other nodes present c too (Relay.Publish), for
+// a challenge the CA validates by connecting to the identifier's address:
+// its request may land on any node.
+func (s *certSolver) publish(ctx context.Context, c sdk.Challenge) error {
+	if s.relay == nil || !relayed(c.Type) {
+		return nil
+	}
+	defer progressLog(s.challengeLog(c, s.cert.SolverFor(acme.Identifier{Type: c.Identifier.Type, Value: c.Identifier.Value})), s.progress, "waiting for the fleet's nodes to present the challenge")()
+	return s.relay.Publish(ctx, relayChallenge(s.cert.Name, c))
+}
+
+// withdraw has the fleet's other nodes clean c up (Relay.Withdraw).
+func (s *certSolver) withdraw(ctx context.Context, c sdk.Challenge) error {
+	if s.relay == nil || !relayed(c.Type) {
+		return nil
+	}
+	return s.relay.Withdraw(ctx, relayChallenge(s.cert.Name, c))
 }
 
 // provision raises challenge-provision; an error is the hooks' veto.

@@ -174,11 +174,25 @@ func (c *cli) daemon(ctx context.Context) error {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
+	// On etcd every node answers the challenges the others publish (any
+	// node answers), through the plugin processes its engines use.
+	var relay engine.Relay
+	var plugins *engine.Plugins
+	if cfg.Store.Backend == config.BackendEtcd {
+		plugins = engine.NewPlugins(cfg, c.log)
+		defer plugins.Close()
+		r, err := fleet.StartRelay(ctx, cfg.Store, fleet.RelayOptions{Answerer: plugins, Logger: c.log})
+		if err != nil {
+			return fmt.Errorf("starting the challenge relay: %w", err)
+		}
+		defer r.Close()
+		relay = r
+	}
 	// On etcd, a node whose peer holds the storage stands by and takes
 	// over when the peer's lease expires.
 	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
 		return engine.Daemon(ctx, engine.DaemonOptions{
-			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m},
+			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m, Relay: relay, Plugins: plugins},
 			Load: func() (*config.Config, error) {
 				ncfg, err := config.Load(path)
 				if err == nil && ncfg.Metrics.Listen != cfg.Metrics.Listen {

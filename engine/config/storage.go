@@ -26,6 +26,11 @@ const (
 	// certificates.
 	MinLeaseTTL = 2 * time.Second
 	MaxLeaseTTL = 10 * time.Minute
+	// DefaultRelayTimeout bounds how long the owner of a certificate waits
+	// for every other node to present (or clean up) a challenge it relays;
+	// MaxRelayTimeout keeps it below a CA's patience.
+	DefaultRelayTimeout = 5 * time.Second
+	MaxRelayTimeout     = 5 * time.Minute
 )
 
 // Storage is the [storage] table: where accounts and certificates are
@@ -57,6 +62,9 @@ type Storage struct {
 	LeaseTTL Duration `toml:"lease_ttl"`
 	// Node names this node in the fleet (default the hostname).
 	Node string `toml:"node"`
+	// RelayTimeout bounds the wait for the other nodes to present an
+	// http-01 or tls-alpn-01 challenge this node relays (default 5s).
+	RelayTimeout Duration `toml:"relay_timeout"`
 	// AgeRecipients are the fleet's age public keys ("age1…"): private
 	// keys are stored encrypted to all of them. AgeIdentityFile is this
 	// node's age identity (mode 0600), which opens them. Both required
@@ -99,6 +107,9 @@ func (c *Config) completeStorage(abs func(*string)) {
 	}
 	if s.LeaseTTL.Duration == 0 {
 		s.LeaseTTL.Duration = DefaultLeaseTTL
+	}
+	if s.RelayTimeout.Duration == 0 {
+		s.RelayTimeout.Duration = DefaultRelayTimeout
 	}
 	if s.Node == "" {
 		if h, err := os.Hostname(); err == nil {
@@ -151,6 +162,7 @@ func (c *Config) validateStorage() []error {
 			"endpoints": len(s.Endpoints) > 0, "ca_file": s.CAFile != "", "cert_file": s.CertFile != "", "key_file": s.KeyFile != "",
 			"username": s.Username != "", "password": !s.Password.IsZero(), "password_file": s.PasswordFile != "", "password_env": s.PasswordEnv != "",
 			"prefix": s.Prefix != "", "lease_ttl": s.LeaseTTL.Duration != 0, "node": s.Node != "",
+			"relay_timeout":  s.RelayTimeout.Duration != 0,
 			"age_recipients": len(s.AgeRecipients) > 0, "age_identity_file": s.AgeIdentityFile != "",
 		} {
 			if set {
@@ -187,6 +199,9 @@ func (c *Config) validateStorage() []error {
 	}
 	if d := s.LeaseTTL.Duration; d < MinLeaseTTL || d > MaxLeaseTTL {
 		add("storage.lease_ttl", "must be between %s and %s, got %s", MinLeaseTTL, MaxLeaseTTL, d)
+	}
+	if d := s.RelayTimeout.Duration; d <= 0 || d > MaxRelayTimeout {
+		add("storage.relay_timeout", "must be more than 0s and at most %s, got %s", MaxRelayTimeout, d)
 	}
 	if !ValidName(s.Node) {
 		add("storage.node", "%q is not a node name (letters, digits, '.', '_', '-'; set node when the hostname is not one)", s.Node)

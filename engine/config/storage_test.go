@@ -99,6 +99,7 @@ password_env = "X"
 prefix = "acmehook"
 lease_ttl = "1s"
 node = "a b"
+relay_timeout = "10m"
 age_recipients = ["age1bogus"]
 age_identity_file = "id"
 `, []string{
@@ -110,7 +111,8 @@ age_identity_file = "id"
 			`acmehook.toml:7: storage.prefix: "acmehook" must start and end with /`,
 			`acmehook.toml:8: storage.lease_ttl: must be between 2s and 10m0s, got 1s`,
 			`acmehook.toml:9: storage.node: "a b" is not a node name`,
-			`acmehook.toml:10: storage.age_recipients[0]: "age1bogus" is not an age recipient`}},
+			`acmehook.toml:10: storage.relay_timeout: must be more than 0s and at most 5m0s, got 10m0s`,
+			`acmehook.toml:11: storage.age_recipients[0]: "age1bogus" is not an age recipient`}},
 		{"empty password variable", "[storage]\nbackend = \"etcd\"\nendpoints = [\"http://x:1\"]\nnode = \"a\"\nusername = \"u\"\npassword_env = \"ACMEHOOK_TEST_EMPTY\"\nage_recipients = [\"" + recipient + "\"]\nage_identity_file = \"id\"\n", []string{
 			`acmehook.toml:6: storage.password_env:`}},
 		{"wrong type", "[storage]\nlease_ttl = 5\n", []string{`acmehook.toml:2: storage.lease_ttl: incompatible types`}},
