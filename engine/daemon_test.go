@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/renewal"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -70,11 +71,15 @@ func (c *fakeClock) elapse(w fakeWait) {
 }
 
 // TestDaemon runs the daemon with an injected clock on a 6-day
-// certificate: it issues it, sleeps exactly until the certificate's next
-// check each time (renewal information refetches, then the time chosen in
-// the ARI window), renews it by itself, keeps its configuration when a
-// reload brings an invalid one, takes a valid reload (a new certificate is
-// issued at once), and stops cleanly when its context is cancelled.
+// certificate: it issues it without asking for renewal information, and
+// sleeps exactly until the first fetch (renewal.FirstARIFetch); Pebble's
+// window, moved into the past meanwhile, then has it renew with replaces
+// naming the first certificate. For the second certificate it sleeps each
+// time until the next check (the first fetch, refetches after the CA's
+// Retry-After, then the time chosen in the ARI window) and renews it by
+// itself; it keeps its configuration when a reload brings an invalid one,
+// takes a valid reload (a new certificate is issued at once), and stops
+// cleanly when its context is cancelled.
 func TestDaemon(t *testing.T) {
 	e := newEnv(t)
 	one := "[[certificate]]\nname = \"dm\"\ndomains = [\"dm.example.com\"]\nsolver = \"webroot\"\nprofile = \"shortlived\"\nscripts = [\"events.lua\"]\n"
@@ -92,6 +97,7 @@ func TestDaemon(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	done := make(chan error, 1)
+	pebble.Counter().Reset()
 	go func() {
 		done <- Daemon(ctx, DaemonOptions{
 			Options: Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelInfo}))},
@@ -126,6 +132,22 @@ func TestDaemon(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	if n := ariFetches(pebble); n != 0 {
+		t.Errorf("renewalInfo requests while issuing = %d, want 0", n)
+	}
+	pebble.SetRenewalInfo(t, first.CertPEM, clock.Now().Add(-48*time.Hour), clock.Now().Add(-24*time.Hour))
+	w := clock.next(t)
+	if want := renewal.FirstARIFetch(first.Info.NotBefore, first.Info.NotAfter).Sub(clock.Now()); w.d != want {
+		t.Fatalf("first wait = %s, want %s (until the first ARI fetch)", w.d, want)
+	}
+	clock.elapse(w)
+	if r := result("dm"); r.Action != ActionRenewed || r.Err != nil || !strings.Contains(r.Reason, "ARI window") {
+		t.Fatalf("run at the first ARI fetch = %s %q %v, want renewed by the ARI window", r.Action, r.Reason, r.Err)
+	}
+	second, err := st.LoadCertificate(ctx, "dm")
+	if err != nil {
+		t.Fatal(err)
+	}
 
 	renewed := false
 	for i := 0; i < 40 && !renewed; i++ {
@@ -134,7 +156,11 @@ func TestDaemon(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := max(minTime(m.Renewal.ARINextFetch, m.Renewal.ARIChosen).Sub(clock.Now()), MinRecheck)
+		next := m.Renewal.ARINextFetch
+		if c := m.Renewal.ARIChosen; !c.IsZero() {
+			next = minTime(next, c)
+		}
+		want := max(next.Sub(clock.Now()), MinRecheck)
 		if w.d != want {
 			t.Fatalf("wait %d = %s, want %s (until the next ARI fetch or the chosen time)", i, w.d, want)
 		}
@@ -149,15 +175,15 @@ func TestDaemon(t *testing.T) {
 		t.Fatal("the daemon did not renew the certificate")
 	}
 	v, _ := st.LoadCertificate(ctx, "dm")
-	if v.Info.Serial == first.Info.Serial {
+	if v.Info.Serial == second.Info.Serial {
 		t.Fatal("current certificate unchanged after renewal")
 	}
 	st0, _ := LoadMeta(ctx, st, "dm", nil)
-	if len(st0.Renewal.Orders) != 2 {
-		t.Errorf("orders recorded = %d, want 2", len(st0.Renewal.Orders))
+	if len(st0.Renewal.Orders) != 3 {
+		t.Errorf("orders recorded = %d, want 3", len(st0.Renewal.Orders))
 	}
-	if ev := e.event("dm.renew"); ev["previous_serial"] != first.Info.Serial {
-		t.Errorf("renew event previous_serial = %v, want %s", ev["previous_serial"], first.Info.Serial)
+	if ev := e.event("dm.renew"); ev["previous_serial"] != second.Info.Serial {
+		t.Errorf("renew event previous_serial = %v, want %s", ev["previous_serial"], second.Info.Serial)
 	}
 
 	// An invalid configuration is refused and the daemon sleeps on.
@@ -185,6 +211,10 @@ func TestDaemon(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("the daemon did not stop")
+	}
+	st.Close() // the daemon's lock, for e.order
+	if got, want := e.order(cfg, second).Replaces, ariCertID(t, first); got != want {
+		t.Errorf("renewal order at the first ARI fetch replaces %q, want %q (the first certificate's ARI CertID)", got, want)
 	}
 }
 

@@ -125,13 +125,11 @@ func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 		return e.failed(ctx, j, res, err)
 	}
 	// The new certificate starts a fresh renewal state (the guard's orders
-	// are kept); its renewal information is asked for at once, so the next
-	// run knows its window without contacting the CA.
+	// are kept); its renewal information is first asked for when it is
+	// checked after a share of its lifetime (renewal.FirstARIFetch), not
+	// now: its window is far away.
 	meta := j.meta
-	meta.Renewal.RecordSuccess(e.now())
-	if ctx.Err() == nil {
-		e.fetchARI(ctx, v, &meta.Renewal, j.log)
-	}
+	meta.Renewal.RecordSuccess(e.now(), renewal.Certificate{NotBefore: v.Info.NotBefore, NotAfter: v.Info.NotAfter})
 	// The certificate is in hand: it is stored even when the run is being
 	// stopped (SIGTERM), so the order is not wasted. The version becomes
 	// current in one step with its metadata, the deploy marked pending, so

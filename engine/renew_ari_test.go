@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/renewal"
 )
 
 // ariProxy alters Pebble's renewalInfo responses: a set retryAfter
@@ -47,17 +48,26 @@ func (a *ariProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 }
 
 // TestARIRetryAfterAndChosenTime: the CA's Retry-After (2h here, Pebble
-// sends 6h) decides when renewal information is fetched again: a run
-// before it asks nothing, a run after it fetches once; the window is
-// unchanged, so the time chosen in it stays put.
+// sends 6h) decides when renewal information is fetched again: after the
+// first fetch (at renewal.FirstARIFetch), a run before the Retry-After
+// asks nothing, a run after it fetches once; the window is unchanged, so
+// the time chosen in it stays put.
 func TestARIRetryAfterAndChosenTime(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.write("[[certificate]]\nname = \"ra\"\ndomains = [\"ra.example.com\"]\nsolver = \"webroot\"\nprofile = \"default\"\n")
 	o := Options{HTTPClient: &http.Client{Transport: &ariProxy{rt: pebble.HTTPClient().Transport, retryAfter: "7200"}}}
-	start := time.Now().Truncate(time.Second)
-	e.now = func() time.Time { return start }
 	if r := e.runWith(cfg, o, RunOptions{})["ra"]; r.Action != ActionIssued || r.Err != nil {
 		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
+	}
+	v := e.current(cfg, "ra")
+	start := renewal.FirstARIFetch(v.Info.NotBefore, v.Info.NotAfter)
+	e.now = func() time.Time { return start }
+	pebble.Counter().Reset()
+	if r := e.runWith(cfg, o, RunOptions{})["ra"]; r.Action != ActionNone || r.Err != nil {
+		t.Fatalf("run at the first fetch = %s %v, want nothing to do", r.Action, r.Err)
+	}
+	if n := ariFetches(pebble); n != 1 {
+		t.Errorf("renewalInfo requests at the first fetch = %d, want 1", n)
 	}
 	first := e.meta(cfg, "ra").Renewal
 	if !first.ARINextFetch.Equal(start.Add(2 * time.Hour)) {
@@ -104,6 +114,11 @@ func TestARIFailureDoesNotBlock(t *testing.T) {
 		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
 	}
 	v := e.current(cfg, "arifail")
+	fetch := renewal.FirstARIFetch(v.Info.NotBefore, v.Info.NotAfter)
+	e.now = func() time.Time { return fetch }
+	if r := e.runWith(cfg, o, RunOptions{})["arifail"]; r.Action != ActionNone || r.Err != nil {
+		t.Fatalf("run at the first ARI fetch = %s %v, want nothing to do", r.Action, r.Err)
+	}
 	if st := e.meta(cfg, "arifail").Renewal; !st.ARIWindow.IsZero() || !strings.Contains(st.ARIError, "renewal information unavailable") {
 		t.Fatalf("renewal state = %+v, want no window and the ARI error", st)
 	}

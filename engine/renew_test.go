@@ -17,6 +17,7 @@ import (
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/renewal"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
@@ -135,39 +136,59 @@ func ariFetches(srv *pebbletest.Server) int {
 	return counts["GET /draft-ietf-acme-ari-03/"]
 }
 
-// TestRenewARI: Pebble's ARI is fetched right after issuance; a window
-// moved into the past (management API) makes the next run renew with
-// replaces naming the old certificate, which Pebble accepts. Restoring a
-// backup of the storage and renewing the same certificate again gets
-// alreadyReplaced, and the order is placed again without replaces.
+// TestRenewARI: the run that issues a certificate asks nothing about its
+// renewal (no renewalInfo request), and schedules the first fetch at
+// renewal.FirstARIFetch; a run before that asks nothing either. A window
+// moved into the past (management API) is learnt by the first run after
+// that time, which renews with replaces naming the old certificate, and
+// Pebble accepts it. Restoring a backup of the storage and renewing the
+// same certificate again gets alreadyReplaced, and the order is placed
+// again without replaces.
 func TestRenewARI(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.write("[[certificate]]\nname = \"ari\"\ndomains = [\"ari.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
 	start := time.Now()
+	pebble.Counter().Reset()
 	if r := e.run(cfg, RunOptions{})["ari"]; r.Action != ActionIssued || r.Err != nil {
 		t.Fatalf("first run = %s %v, want issued", r.Action, r.Err)
 	}
+	if n := ariFetches(pebble); n != 0 {
+		t.Errorf("renewalInfo requests in the issuing run = %d, want 0", n)
+	}
 	old := e.current(cfg, "ari")
+	first := renewal.FirstARIFetch(old.Info.NotBefore, old.Info.NotAfter)
 	st := e.meta(cfg, "ari").Renewal
-	if st.ARIWindow.IsZero() || !st.ARIWindow.Start.After(old.Info.NotBefore) || st.ARINextFetch.Before(start.Add(5*time.Hour)) {
-		t.Fatalf("renewal state after issuance = %+v, want Pebble's window and the next fetch about 6h ahead", st)
+	if !st.ARIWindow.IsZero() || !st.ARINextFetch.Equal(first) || !first.After(start.Add(time.Hour)) {
+		t.Fatalf("renewal state after issuance = %+v, want no window and the first fetch at %s", st, first)
 	}
 	if got := e.order(cfg, old).Replaces; got != "" {
 		t.Errorf("first order replaces %q, want nothing", got)
+	}
+	before := first.Add(-time.Minute)
+	e.now = func() time.Time { return before }
+	pebble.Counter().Reset()
+	if r := e.run(cfg, RunOptions{})["ari"]; r.Action != ActionNone || r.Err != nil {
+		t.Fatalf("run before the first fetch = %s %v, want nothing to do", r.Action, r.Err)
+	}
+	if _, total := pebble.Counter().Snapshot(); total != 0 {
+		t.Errorf("requests before the first fetch = %d, want 0", total)
 	}
 	backup := filepath.Join(e.work.Dir, "backup")
 	copyDir(t, cfg.Storage, backup)
 
 	pebble.SetRenewalInfo(t, old.CertPEM, start.Add(-48*time.Hour), start.Add(-24*time.Hour))
-	later := start.Add(7 * time.Hour) // past the Retry-After of the last fetch
+	later := first.Add(time.Minute)
 	e.now = func() time.Time { return later }
 	pebble.Counter().Reset()
 	r := e.run(cfg, RunOptions{})["ari"]
 	if r.Action != ActionRenewed || r.Err != nil || !strings.Contains(r.Reason, "ARI window") {
-		t.Fatalf("run after the window moved = %s %q %v, want renewed by the ARI window", r.Action, r.Reason, r.Err)
+		t.Fatalf("run after the first fetch time = %s %q %v, want renewed by the ARI window", r.Action, r.Reason, r.Err)
 	}
 	if n := newOrders(); n != 1 {
 		t.Errorf("newOrder requests = %d, want 1", n)
+	}
+	if n := ariFetches(pebble); n != 1 {
+		t.Errorf("renewalInfo requests = %d, want 1 (the old certificate's, none for the new one)", n)
 	}
 	v := e.current(cfg, "ari")
 	verifyChain(t, v, cfg.Certificates[0].Domains)
@@ -254,9 +275,11 @@ func TestRenewLifetimeWithoutARI(t *testing.T) {
 		if n := ariFetches(srv); n != 0 {
 			t.Errorf("renewalInfo requests = %d, want 0 from a CA without ARI", n)
 		}
-	}
-	if ari := e.meta(cfg, "life").Renewal.ARIError; !strings.Contains(ari, "not supported") {
-		t.Errorf("ARI error recorded = %q, want it to say the CA does not offer it", ari)
+		// The run before the renewal looked for renewal information (the
+		// first fetch is at a third of the lifetime).
+		if ari := e.meta(cfg, "life").Renewal.ARIError; s.want == ActionNone && !strings.Contains(ari, "not supported") {
+			t.Errorf("ARI error recorded = %q, want it to say the CA does not offer it", ari)
+		}
 	}
 }
 
@@ -344,7 +367,10 @@ func TestRevoke(t *testing.T) {
 func TestReissueGuard(t *testing.T) {
 	e := newEnv(t)
 	cfg := e.write("[[certificate]]\nname = \"guard\"\ndomains = [\"guard.example.com\"]\nsolver = \"webroot\"\nmax_orders = 2\nmax_orders_window = \"24h\"\n")
-	start := time.Now()
+	// Each certificate's renewal information is first fetched
+	// renewal.MaxFirstARIDelay after its issuance (90-day certificates);
+	// the runs start there.
+	start := time.Now().Add(renewal.MaxFirstARIDelay)
 	steps := []struct {
 		after time.Duration
 		want  Action
@@ -373,19 +399,21 @@ func TestReissueGuard(t *testing.T) {
 		if n := newOrders(); n != wantOrders {
 			t.Errorf("run at +%s: newOrder requests = %d, want %d", s.after, n, wantOrders)
 		}
+		if s.want == ActionHeld {
+			e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
+				d, err := eng.Explain(context.Background(), "guard")
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !strings.Contains(d.Explain(), "reissue guard:") || !strings.Contains(d.Explain(), "ARI window:") {
+					t.Errorf("run at +%s: Explain lacks the guard or the ARI window:\n%s", s.after, d.Explain())
+				}
+			})
+		}
 		// The CA misbehaves: every certificate is due at once.
 		v := e.current(cfg, "guard")
 		pebble.SetRenewalInfo(t, v.CertPEM, start.Add(-48*time.Hour), start.Add(-24*time.Hour))
 	}
-	e.withEngine(cfg, Options{}, func(eng *Engine, _ *store.Store) {
-		d, err := eng.Explain(context.Background(), "guard")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(d.Explain(), "reissue guard:") || !strings.Contains(d.Explain(), "ARI window:") {
-			t.Errorf("Explain lacks the guard or the ARI window:\n%s", d.Explain())
-		}
-	})
 }
 
 // TestBackoff: after a rateLimited failure with a Retry-After, run holds

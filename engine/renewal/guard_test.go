@@ -71,8 +71,8 @@ func TestGuardHoldsAgainstMisbehavingSchedule(t *testing.T) {
 				if d.Due {
 					st.RecordOrder(now)
 					orders = append(orders, real)
-					st.RecordSuccess(now)
 					c = withARI(cert(now, tt.lifetime))
+					st.RecordSuccess(now, c)
 				} else if !strings.Contains(d.Reason, "reissue guard") {
 					t.Fatalf("step %d at %v: refused for %q, want the reissue guard", i, now, d.Reason)
 				}
@@ -114,8 +114,8 @@ func TestGuardWithoutPoison(t *testing.T) {
 		}
 		if d.Due {
 			st.RecordOrder(now)
-			st.RecordSuccess(now)
 			c = cert(now, 6*day)
+			st.RecordSuccess(now, c)
 			orders++
 		}
 		now = d.NextCheck

@@ -20,6 +20,13 @@ const (
 	// ARIErrorRetry is the wait after a failed or malformed renewalInfo
 	// response that carried no Retry-After.
 	ARIErrorRetry = time.Hour
+	// MaxFirstARIDelay bounds how long after its notBefore a new
+	// certificate's renewal information is first fetched (see
+	// FirstARIFetch): a CA that must revoke certificates early (within 5
+	// days of an incident under the CA/B Forum Baseline Requirements)
+	// announces it through ARI, and a first look within 3 days leaves time
+	// to renew before such a revocation.
+	MaxFirstARIDelay = 3 * 24 * time.Hour
 
 	// BackoffBase is the wait after the first failed renewal; it doubles with
 	// every further consecutive failure up to BackoffCap. Each wait is then
@@ -216,13 +223,33 @@ func backoff(n int, rng *rand.Rand) time.Duration {
 	return time.Duration(float64(d) * (1 - BackoffJitter + 2*BackoffJitter*u))
 }
 
-// RecordSuccess stores a successful renewal at now: failures and backoff
-// are cleared, and so is everything about the replaced certificate (its ARI
-// window, its revocation), so renewal information for the new certificate
-// is fetched at once. Recent orders are kept for the reissue guard.
-func (s *State) RecordSuccess(now time.Time) {
+// RecordSuccess stores a successful renewal at now, whose new certificate
+// is c: failures and backoff are cleared, and so is everything about the
+// replaced certificate (its ARI window, its revocation). Recent orders are
+// kept for the reissue guard. The new certificate's renewal information is
+// first fetched at FirstARIFetch, not at once: its window is far away, so
+// the run that issued it needs no renewalInfo request.
+func (s *State) RecordSuccess(now time.Time, c Certificate) {
 	orders := s.Orders
-	*s = State{Orders: orders, LastSuccess: now}
+	*s = State{Orders: orders, LastSuccess: now, ARINextFetch: FirstARIFetch(c.NotBefore, c.NotAfter)}
+}
+
+// FirstARIFetch is when renewal information is first fetched for a
+// certificate valid from notBefore to notAfter: a third of its lifetime
+// after notBefore, at most MaxFirstARIDelay after it. CAs suggest windows
+// around 2/3 of the lifetime (the lifetime rule's default too), so the
+// first fetch still comes well before the window; only a CA's early
+// renewal signal could be learnt sooner, and MaxFirstARIDelay bounds how
+// much later. Zero when the validity is unknown or malformed: fetch as
+// soon as possible.
+//
+// RFC 9773 §4.3 suggests fetching right after issuance; acmehook trades
+// that request (one of ten for a one-name certificate) for this delay.
+func FirstARIFetch(notBefore, notAfter time.Time) time.Time {
+	if notBefore.IsZero() || !notAfter.After(notBefore) {
+		return time.Time{}
+	}
+	return notBefore.Add(min(notAfter.Sub(notBefore)/3, MaxFirstARIDelay))
 }
 
 // RecordOrder notes that an order for this lineage was placed at now; call it

@@ -226,10 +226,34 @@ func TestRecordSuccess(t *testing.T) {
 	st.RecordFailure(Failure{Err: "x", ProblemType: "p"}, t0, seeded(1))
 	st.RecordRevoked(t0)
 	st.RecordOrder(t0.Add(time.Hour))
-	st.RecordSuccess(t0.Add(2 * time.Hour))
-	want := State{Orders: []time.Time{t0, t0.Add(time.Hour)}, LastSuccess: t0.Add(2 * time.Hour)}
+	st.RecordSuccess(t0.Add(2*time.Hour), Certificate{NotBefore: t0.Add(time.Hour), NotAfter: t0.Add(time.Hour + 6*day)})
+	want := State{Orders: []time.Time{t0, t0.Add(time.Hour)}, LastSuccess: t0.Add(2 * time.Hour), ARINextFetch: t0.Add(time.Hour + 2*day)}
 	if diff := cmp.Diff(want, st); diff != "" {
 		t.Errorf("after RecordSuccess (-want +got):\n%s", diff)
+	}
+}
+
+// TestFirstARIFetch: a third of the lifetime after notBefore, at most
+// MaxFirstARIDelay; zero (fetch at once) without a usable validity.
+func TestFirstARIFetch(t *testing.T) {
+	tests := []struct {
+		name     string
+		from, to time.Time
+		want     time.Time
+	}{
+		{"6 days", t0, t0.Add(6 * day), t0.Add(2 * day)},
+		{"2 days", t0, t0.Add(2 * day), t0.Add(16 * time.Hour)},
+		{"9 days: the cap", t0, t0.Add(9 * day), t0.Add(MaxFirstARIDelay)},
+		{"90 days: the cap", t0, t0.Add(90 * day), t0.Add(3 * day)},
+		{"no certificate", time.Time{}, time.Time{}, time.Time{}},
+		{"malformed validity", t0, t0, time.Time{}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := FirstARIFetch(tt.from, tt.to); !got.Equal(tt.want) {
+				t.Errorf("FirstARIFetch(%v, %v) = %v, want %v", tt.from, tt.to, got, tt.want)
+			}
+		})
 	}
 }
 
