@@ -196,7 +196,13 @@ func TestE2EMetrics(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatalf("the validation never arrived; daemon log:\n%s", &out)
 	}
-	during := scrape()
+	// The challenge answer is counted when its response arrives, which can
+	// be after the CA's validation request (held here) arrived.
+	var during map[string]*dto.MetricFamily
+	waitFor(t, "the challenge answer to be counted", func() bool {
+		during = scrape()
+		return sum(during, "acmehook_acme_requests_total", "endpoint=challenge") >= 1
+	}, &out)
 	if _, ok := value(during, "acmehook_certificate_not_after_timestamp_seconds", "certificate=web"); ok {
 		t.Error("not-after reported before any certificate was stored")
 	}
