@@ -99,6 +99,7 @@ type Engine struct {
 	now      func() time.Time
 	client   *acme.Client
 	hooks    map[string]event.Hook // per certificate name
+	scripts  []runScript           // receivers of the run-level events
 	lua      *luahost.Host         // whose script host processes the hooks share
 	progress time.Duration         // between progress lines of a long wait
 	// beforeAccept is a test seam (Options.beforeAccept).
@@ -145,7 +146,7 @@ func New(opts Options) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	hooks, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Dir: opts.Config.Dir(), Vars: opts.Config.Lua.RevealedVars()})
+	hooks, scripts, lua := luaHooks(opts.Config, luahost.Options{Logger: log, LibDir: opts.Config.Lua.LibDir, Dir: opts.Config.Dir(), Vars: opts.Config.Lua.RevealedVars()})
 	progress := opts.progressInterval
 	if progress <= 0 {
 		progress = defaultProgressInterval
@@ -156,6 +157,9 @@ func New(opts Options) (*Engine, error) {
 	}
 	hc = instrumentHTTP(hc, rec, opts.Config.CA.Directory)
 	timeHooks(hooks, opts.Config, rec)
+	for i := range scripts {
+		scripts[i].hook = timedHook{scripts[i].hook, rec}
+	}
 	ps := newPlugins(opts.Config, log)
 	if opts.Plugins != nil {
 		ps = opts.Plugins.ps
@@ -175,6 +179,7 @@ func New(opts Options) (*Engine, error) {
 			PollTimeout:    opts.Config.CA.OrderTimeout.Duration,
 		},
 		hooks:         hooks,
+		scripts:       scripts,
 		lua:           lua,
 		beforeAccept:  opts.beforeAccept,
 		progress:      progress,
@@ -315,7 +320,9 @@ type RunOptions struct {
 // Run processes the selected certificates concurrently, at most
 // Config.Concurrency at a time: each one is checked, and issued, renewed or
 // redeployed as needed (see obtain). One failing certificate does not stop
-// the others. The returned error is only for problems that prevented the
+// the others. The run is framed by run-begin, once the plugins are up and
+// before any certificate is handled, and run-end, once every certificate
+// is done (runBegin, runEnd). The returned error is only for problems that prevented the
 // run as a whole (an unknown name); per-certificate failures are in the
 // result.
 func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
@@ -331,6 +338,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		}
 	}
 
+	started := e.now()
 	res := &RunResult{Results: make([]Result, len(certs))}
 	jobs := make([]*job, len(certs))
 	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
@@ -347,6 +355,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	// Launch the plugins the run needs, and check that they can solve
 	// every identifier, before any request to the CA.
 	e.preparePlugins(ctx, jobs)
+	e.runBegin(ctx, jobs, started)
 
 	var wg sync.WaitGroup
 	for i, j := range jobs {
@@ -364,6 +373,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		}()
 	}
 	wg.Wait()
+	e.runEnd(ctx, jobs, res, started)
 	e.metrics.Run(res.OK(), e.now())
 	return res, nil
 }

@@ -175,7 +175,7 @@ func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *sl
 			logger.Warn("stopping plugins", "error", err)
 		}
 	}()
-	hooks, lua := luaHooks(cfg, luahost.Options{Logger: logger, LibDir: cfg.Lua.LibDir, Vars: cfg.Lua.RevealedVars()})
+	hooks, _, lua := luaHooks(cfg, luahost.Options{Logger: logger, LibDir: cfg.Lua.LibDir, Vars: cfg.Lua.RevealedVars()})
 	defer lua.Close()
 	s := &certSolver{
 		cert: cert, cfg: cfg, plugins: ps, hook: hooks[cert.Name], log: logger.With("cert", cert.Name),

@@ -31,6 +31,10 @@ a.on("renew", function(ev) assert(ev.test and ev.cert_name == "www" and ev.domai
 	varsScript := write("vars.lua", `local a = require("acmehook")
 a.on("issued", function(ev) if a.vars.marker ~= "from-config" then error("vars.marker = " .. tostring(a.vars.marker)) end end)
 `)
+	runScript := write("run.lua", `local a = require("acmehook")
+a.on("run-begin", function(ev) assert(ev.test and ev.cert_name == nil and ev.certificates[1].cert_name == "www" and ev.certificates[1].action == "renew") end)
+a.on("run-end", function(ev) assert(ev.test and ev.deployed[1] == "www" and #ev.failed == 0 and ev.certificates[1].domains[1] == "www.example.com") end)
+`)
 	failScript := write("fail.lua", `local a = require("acmehook")
 a.on("issued", function(ev) error("reload failed") end)
 `)
@@ -55,6 +59,8 @@ a.on("issued", function(ev) error("reload failed") end)
 		{name: "list without certificates", args: []string{"--config", goodConfig, "list"}, code: exitOK, stdout: "now (no certificate)"},
 		{name: "script test", args: []string{"--config", goodConfig, "script", "test", okScript, "renew", "--cert", "www"}, code: exitOK, stdout: "renew handled without error"},
 		{name: "script test flag first", args: []string{"--config", goodConfig, "script", "test", "--cert", "www", okScript, "renew"}, code: exitOK, stdout: "renew handled without error"},
+		{name: "script test run-begin", args: []string{"--config", goodConfig, "script", "test", runScript, "run-begin", "--cert", "www"}, code: exitOK, stdout: "run-begin handled without error"},
+		{name: "script test run-end", args: []string{"--config", goodConfig, "script", "test", runScript, "run-end", "--cert", "www"}, code: exitOK, stdout: "run-end handled without error"},
 		{name: "script test failing", args: []string{"script", "test", failScript, "issued"}, code: exitFailed, stderr: "fail.lua:2: reload failed"},
 		{name: "script test with [lua.vars]", args: []string{"--config", varsConfig, "script", "test", varsScript, "issued"}, code: exitOK, stdout: "issued handled without error"},
 		{name: "script test without the config's vars", args: []string{"--config", filepath.Join(dir, "none.toml"), "script", "test", varsScript, "issued"}, code: exitFailed, stderr: "vars.marker = nil"},

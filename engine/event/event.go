@@ -27,24 +27,32 @@ type Type string
 // The events. ChallengeProvision is the only pre-event: a Hook's error
 // vetoes the challenge. The others are post-events: an error cannot undo
 // anything and is reported, and for issued and renew the deploy is retried
-// by the next run.
+// by the next run. RunBegin and RunEnd are run-level (Type.RunLevel).
 const (
+	RunBegin           Type = "run-begin"
 	ChallengeProvision Type = "challenge-provision"
 	ChallengeCleanup   Type = "challenge-cleanup"
 	Issued             Type = "issued"
 	Renew              Type = "renew"
 	Revoke             Type = "revoke"
 	Failed             Type = "failed"
+	RunEnd             Type = "run-end"
 )
 
 // Types lists every event in lifecycle order.
-var Types = []Type{ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed}
+var Types = []Type{RunBegin, ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed, RunEnd}
 
 // Valid reports whether t is one of Types.
 func (t Type) Valid() bool { return slices.Contains(Types, t) }
 
 // Pre reports whether t is a pre-event, which a Hook may veto.
 func (t Type) Pre() bool { return t == ChallengeProvision }
+
+// RunLevel reports whether t is about a run as a whole rather than about
+// one certificate (run-begin, run-end). A run-level event has no Cert and
+// no Domains; its Run lists the certificates. The engine hands it once to
+// each script, whatever number of certificates use that script.
+func (t Type) RunLevel() bool { return t == RunBegin || t == RunEnd }
 
 // Hook receives the engine's events.
 //
@@ -110,6 +118,9 @@ type Event struct {
 
 	Error     *Error     // error: on failed
 	Challenge *Challenge // challenge: on the challenge events
+	// Run is the run of a run-level event; its fields are top-level keys
+	// in Lua (certificates, issued, ...).
+	Run *Run
 
 	// Test marks an event made up by `acmehook script test` (Synthetic).
 	Test bool // test
@@ -124,6 +135,36 @@ type Error struct {
 	ProblemType     string // problem_type, e.g. "urn:ietf:params:acme:error:rateLimited"
 	ProblemDetail   string // problem_detail
 	ProblemInstance string // problem_instance: a URL with more about this occurrence
+}
+
+// Run is what a run-level event says about its run: the certificates the
+// run looks at (those the receiving script is attached to) and, on
+// run-end, their names by outcome. A certificate can be in several lists:
+// one issued or renewed whose deploy failed is also in Failed, one issued
+// and deployed in Deployed.
+type Run struct {
+	Started      time.Time        // started_at
+	Certificates []RunCertificate // certificates
+	Issued       []string         // issued: on run-end, certificates issued for the first time
+	Renewed      []string         // renewed: on run-end, certificates renewed
+	Deployed     []string         // deployed: on run-end, certificates whose deploy succeeded in this run (issued, renewed or a pending deploy retried)
+	Failed       []string         // failed: on run-end, certificates with an error (a failed order or a failed deploy)
+	Held         []string         // held: on run-end, certificates whose order the backoff or the reissue guard held back
+}
+
+// RunCertificate is one certificate of a run.
+type RunCertificate struct {
+	Cert    string   // cert_name
+	Domains []string // domains
+	// Action is, on run-begin, what the run is about to do: "issue",
+	// "renew", "redeploy", "hold" or "none"; on run-end what it did:
+	// "issued", "renewed", "deployed", "failed", "held" or "none".
+	Action   string    // action
+	Reason   string    // reason: why, in one line
+	Serial   string    // serial: of the certificate in service (after the run, on run-end)
+	NotAfter time.Time // not_after
+	Deployed bool      // deployed: on run-end, its deploy succeeded in this run
+	Error    string    // error: on run-end, why it failed
 }
 
 // Challenge is the challenge a challenge event is about (RFC 8555 §8).
@@ -201,4 +242,35 @@ func NewFailed(name string, domains []string, current *Certificate, err error) E
 // ChallengeCleanup, for challenge ch of certificate name.
 func NewChallenge(t Type, name string, domains []string, ch Challenge) Event {
 	return Event{Type: t, Cert: name, Domains: domains, Challenge: &ch}
+}
+
+// NewRunBegin is the run-begin event of a run started at started that
+// looks at certs (Action: what it will do with each).
+func NewRunBegin(started time.Time, certs []RunCertificate) Event {
+	return Event{Type: RunBegin, Run: &Run{Started: started, Certificates: certs}}
+}
+
+// NewRunEnd is the run-end event of a run started at started: certs are
+// its certificates with what it did (Action, Deployed, Error), and the
+// name lists are made from them. The lists are never nil.
+func NewRunEnd(started time.Time, certs []RunCertificate) Event {
+	r := &Run{Started: started, Certificates: certs,
+		Issued: []string{}, Renewed: []string{}, Deployed: []string{}, Failed: []string{}, Held: []string{}}
+	for _, c := range certs {
+		switch c.Action {
+		case "issued":
+			r.Issued = append(r.Issued, c.Cert)
+		case "renewed":
+			r.Renewed = append(r.Renewed, c.Cert)
+		case "held":
+			r.Held = append(r.Held, c.Cert)
+		}
+		if c.Deployed {
+			r.Deployed = append(r.Deployed, c.Cert)
+		}
+		if c.Error != "" {
+			r.Failed = append(r.Failed, c.Cert)
+		}
+	}
+	return Event{Type: RunEnd, Run: r}
 }

@@ -44,6 +44,11 @@ func TestConstructors(t *testing.T) {
 			withCert(Event{Type: Failed, Cert: "www", Domains: domains, Error: &Error{
 				Message: "creating order: " + problem.Error(), ProblemType: acme.ProblemRateLimited, ProblemDetail: "slow down", ProblemInstance: "https://ca.example/p/1"}})},
 		{"challenge", NewChallenge(ChallengeProvision, "www", domains, ch), Event{Type: ChallengeProvision, Cert: "www", Domains: domains, Challenge: &ch}},
+		{"run-begin", NewRunBegin(time.Unix(5, 0), runCerts[:1]), Event{Type: RunBegin, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts[:1]}}},
+		{"run-end", NewRunEnd(time.Unix(5, 0), runCerts), Event{Type: RunEnd, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts,
+			Issued: []string{"a"}, Renewed: []string{"b", "c"}, Deployed: []string{"a", "b", "d"}, Failed: []string{"c", "e"}, Held: []string{"f"}}}},
+		{"run-end of nothing", NewRunEnd(time.Unix(5, 0), nil), Event{Type: RunEnd, Run: &Run{Started: time.Unix(5, 0),
+			Issued: []string{}, Renewed: []string{}, Deployed: []string{}, Failed: []string{}, Held: []string{}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -54,6 +59,17 @@ func TestConstructors(t *testing.T) {
 	}
 }
 
+// runCerts is a run of each outcome: a issued, b renewed, c renewed but
+// its deploy failed, d's pending deploy retried, e failed, f held.
+var runCerts = []RunCertificate{
+	{Cert: "a", Action: "issued", Deployed: true},
+	{Cert: "b", Action: "renewed", Deployed: true},
+	{Cert: "c", Action: "renewed", Error: "engine: deploy failed: nginx -t"},
+	{Cert: "d", Action: "deployed", Deployed: true},
+	{Cert: "e", Action: "failed", Error: "creating order: rateLimited"},
+	{Cert: "f", Action: "held"},
+}
+
 func TestTypes(t *testing.T) {
 	for _, ty := range Types {
 		if !ty.Valid() {
@@ -61,6 +77,9 @@ func TestTypes(t *testing.T) {
 		}
 		if ty.Pre() != (ty == ChallengeProvision) {
 			t.Errorf("%s.Pre() = %t", ty, ty.Pre())
+		}
+		if ty.RunLevel() != (ty == RunBegin || ty == RunEnd) {
+			t.Errorf("%s.RunLevel() = %t", ty, ty.RunLevel())
 		}
 	}
 	if Type("deployed").Valid() {
@@ -100,6 +119,16 @@ func TestSynthetic(t *testing.T) {
 			ev, err := Synthetic(ty, "www", []string{"www.example", "192.0.2.1"}, dir)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if ty.RunLevel() {
+				if ev.Type != ty || !ev.Test || ev.Cert != "" || ev.Run == nil || len(ev.Run.Certificates) != 1 ||
+					ev.Run.Certificates[0].Cert != "www" || len(ev.Run.Certificates[0].Domains) != 2 {
+					t.Errorf("Synthetic(%s) = %+v, want a run of www", ty, ev)
+				}
+				if ty == RunEnd && (len(ev.Run.Deployed) != 1 || len(ev.Run.Renewed) != 1 || ev.Run.Certificates[0].Serial == "") {
+					t.Errorf("Synthetic(run-end) = %+v, want www renewed and deployed", ev.Run)
+				}
+				return
 			}
 			if ev.Type != ty || !ev.Test || ev.Cert != "www" || len(ev.Domains) != 2 {
 				t.Errorf("Synthetic(%s) = %+v", ty, ev)

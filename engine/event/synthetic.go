@@ -30,8 +30,10 @@ import (
 // serial and revoke the reason superseded. failed carries an ACME
 // rateLimited problem and, as from the engine when a renewal fails, the
 // certificate still in service; the challenge events carry dns-01
-// challenge fields and no certificate. Test is set. The caller owns dir
-// and removes it.
+// challenge fields and no certificate. The run-level events carry a run of
+// the one certificate name: run-begin about to renew it, run-end having
+// renewed and deployed it (a made-up serial; no files are written). Test
+// is set. The caller owns dir and removes it.
 func Synthetic(t Type, name string, domains []string, dir string) (Event, error) {
 	if !t.Valid() {
 		return Event{}, fmt.Errorf("synthetic event: unknown event %q", t)
@@ -41,6 +43,11 @@ func Synthetic(t Type, name string, domains []string, dir string) (Event, error)
 	}
 	var ev Event
 	switch t {
+	case RunBegin:
+		ev = NewRunBegin(time.Now(), []RunCertificate{{Cert: name, Domains: domains, Action: "renew", Reason: "synthetic: the renewal window is open"}})
+	case RunEnd:
+		ev = NewRunEnd(time.Now(), []RunCertificate{{Cert: name, Domains: domains, Action: "renewed", Reason: "synthetic: the renewal window is open",
+			Serial: randSerial().Text(16), NotAfter: time.Now().Add(6 * 24 * time.Hour).Truncate(time.Second), Deployed: true}})
 	case ChallengeProvision, ChallengeCleanup:
 		token := make([]byte, 32)
 		rand.Read(token)

@@ -89,6 +89,9 @@ func eventTable(L *lua.LState, e event.Event) *lua.LTable {
 		str(ct, "dns_value", c.DNSValue)
 		t.RawSetString("challenge", ct)
 	}
+	if r := e.Run; r != nil {
+		runFields(L, t, r, e.Type == event.RunEnd)
+	}
 	if e.Test {
 		t.RawSetString("test", lua.LTrue)
 	}
@@ -96,4 +99,54 @@ func eventTable(L *lua.LState, e event.Event) *lua.LTable {
 		t.RawSetString("dry_run", lua.LTrue)
 	}
 	return t
+}
+
+// runFields sets the keys of a run-level event in t: started_at,
+// certificates (an array of tables), and on run-end the name lists, empty
+// when no certificate is in them.
+func runFields(L *lua.LState, t *lua.LTable, r *event.Run, end bool) {
+	names := func(k string, v []string) {
+		a := L.CreateTable(len(v), 0)
+		for _, n := range v {
+			a.Append(lua.LString(n))
+		}
+		t.RawSetString(k, a)
+	}
+	if !r.Started.IsZero() {
+		t.RawSetString("started_at", lua.LNumber(r.Started.Unix()))
+	}
+	certs := L.CreateTable(len(r.Certificates), 0)
+	for _, c := range r.Certificates {
+		ct := L.CreateTable(0, 8)
+		set := func(k, v string) {
+			if v != "" {
+				ct.RawSetString(k, lua.LString(v))
+			}
+		}
+		set("cert_name", c.Cert)
+		ds := L.CreateTable(len(c.Domains), 0)
+		for _, d := range c.Domains {
+			ds.Append(lua.LString(d))
+		}
+		ct.RawSetString("domains", ds)
+		set("action", c.Action)
+		set("reason", c.Reason)
+		set("serial", c.Serial)
+		if !c.NotAfter.IsZero() {
+			ct.RawSetString("not_after", lua.LNumber(c.NotAfter.Unix()))
+		}
+		if end {
+			ct.RawSetString("deployed", lua.LBool(c.Deployed))
+		}
+		set("error", c.Error)
+		certs.Append(ct)
+	}
+	t.RawSetString("certificates", certs)
+	if end {
+		names("issued", r.Issued)
+		names("renewed", r.Renewed)
+		names("deployed", r.Deployed)
+		names("failed", r.Failed)
+		names("held", r.Held)
+	}
 }

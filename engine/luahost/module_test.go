@@ -348,6 +348,15 @@ func TestEventTable(t *testing.T) {
 			and ev.challenge.key_authorization:sub(1, #ev.challenge.token) == ev.challenge.token and #ev.challenge.dns_value == 43
 			and ev.cert_name == "www" and ev.serial == nil and ev.cert_pem == nil and ev.error == nil`},
 		{event.ChallengeCleanup, `ev.challenge.token ~= nil and ev.serial == nil`},
+		{event.RunBegin, `ev.name == "run-begin" and ev.cert_name == nil and #ev.domains == 0 and ev.started_at <= os.time() and ev.test == true
+			and #ev.certificates == 1 and ev.certificates[1].cert_name == "www" and ev.certificates[1].domains[2] == "example"
+			and ev.certificates[1].action == "renew" and ev.certificates[1].reason ~= nil and ev.certificates[1].deployed == nil
+			and ev.deployed == nil and ev.issued == nil and ev.serial == nil`},
+		{event.RunEnd, `ev.name == "run-end" and ev.cert_name == nil and #ev.certificates == 1
+			and ev.certificates[1].action == "renewed" and ev.certificates[1].deployed == true and #ev.certificates[1].serial > 0
+			and ev.certificates[1].not_after > os.time() and ev.certificates[1].error == nil
+			and #ev.renewed == 1 and ev.renewed[1] == "www" and #ev.deployed == 1 and ev.deployed[1] == "www"
+			and #ev.issued == 0 and #ev.failed == 0 and #ev.held == 0`},
 	}
 	for _, tt := range tests {
 		t.Run(string(tt.name), func(t *testing.T) {

@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/acmehook/acmehook/engine/event"
 )
@@ -45,8 +46,9 @@ func fakeProgram(t *testing.T, log, body string) string {
 }
 
 // tlsServer serves, on every handshake, the certificate currently in
-// dir/www.crt and dir/www.key, as nginx does after a reload; if frozen is
-// set it keeps serving that pair instead. It sends the last SNI it saw
+// dir/www.crt and dir/www.key (dir/NAME.crt and .key when the SNI's first
+// label is NAME and those exist), as nginx does after a reload; if frozen
+// is set it keeps serving that pair instead. It sends the last SNI it saw
 // (buffered, latest wins) on sni.
 func tlsServer(t *testing.T, dir string, frozen *tls.Certificate, sni chan string) string {
 	t.Helper()
@@ -60,7 +62,11 @@ func tlsServer(t *testing.T, dir string, frozen *tls.Certificate, sni chan strin
 		if frozen != nil {
 			return frozen, nil
 		}
-		c, err := tls.LoadX509KeyPair(filepath.Join(dir, "www.crt"), filepath.Join(dir, "www.key"))
+		name, _, _ := strings.Cut(hello.ServerName, ".")
+		if _, err := os.Stat(filepath.Join(dir, name+".crt")); err != nil {
+			name = "www"
+		}
+		c, err := tls.LoadX509KeyPair(filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key"))
 		return &c, err
 	}}
 	srv.StartTLS()
@@ -79,7 +85,10 @@ func readFile(t *testing.T, path string) string {
 
 // TestNginxScript runs scripts/nginx.lua against real files, a fake nginx
 // (a shell script logging its arguments) and a local TLS server that
-// serves whatever www.crt and www.key hold, as nginx after a reload.
+// serves whatever www.crt and www.key hold, as nginx after a reload. Each
+// case fires its event and then the run's run-end, which lists the
+// certificate as deployed when the first event succeeded on an issued or
+// renew, as the engine does.
 func TestNginxScript(t *testing.T) {
 	old := synthetic(t, event.Issued)
 	oldPair, err := tls.LoadX509KeyPair(old.FullchainPath, old.KeyPath)
@@ -93,6 +102,7 @@ func TestNginxScript(t *testing.T) {
 		domains   []string          // default www.example, example
 		vars      map[string]string // added to the defaults
 		live      bool              // Event.Test unset, as from the engine
+		dryRun    bool              // Event.DryRun set
 		nginxBody string
 		frozen    bool   // the server keeps serving the old certificate
 		wantErr   string // "" for success
@@ -111,15 +121,16 @@ func TestNginxScript(t *testing.T) {
 			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "acmehook-probe.www.example"},
 		{name: "probe_servername", ev: event.Renew, live: true, vars: map[string]string{"probe_servername": "alias.example"},
 			wantCalls: "-t\n-s reload\n", wantNew: true, wantSNI: "alias.example"},
-		{name: "config test fails, files restored", ev: event.Renew, live: true,
+		{name: "config test fails, files restored, no reload", ev: event.Renew, live: true,
 			nginxBody: `if [ "$1" = -t ]; then echo "nginx: [emerg] cannot load certificate" >&2; exit 1; fi`,
 			wantErr:   "the new certificate was rejected (previous files restored): nginx -t exited 1: nginx: [emerg] cannot load certificate", wantCalls: "-t\n"},
 		{name: "reload fails", ev: event.Issued, live: true, nginxBody: `if [ "$1" = -s ]; then exit 2; fi`,
 			wantErr: "nginx -s reload exited 2", wantCalls: "-t\n-s reload\n", wantNew: true},
 		{name: "old certificate still served", ev: event.Issued, live: true, frozen: true,
-			wantErr: "does not serve serial", wantCalls: "-t\n-s reload\n", wantNew: true},
+			wantErr: "does not serve the new certificate after reload: www.example: it serves serial", wantCalls: "-t\n-s reload\n", wantNew: true},
 		{name: "revoke ignored", ev: event.Revoke, live: true, wantCalls: ""},
-		{name: "test event checks only", ev: event.Renew, wantCalls: "-t\n"},
+		{name: "dry run checks only", ev: event.Renew, live: true, dryRun: true, wantCalls: "-t\n"},
+		{name: "test event checks only", ev: event.Renew, wantCalls: "-t\n-t\n"},
 		{name: "test event, config broken", ev: event.Renew, nginxBody: "exit 1", wantErr: "nginx -t exited 1", wantCalls: "-t\n"},
 		{name: "test event with test_deploy", ev: event.Renew, vars: map[string]string{"test_deploy": "true"}, wantCalls: "-t\n-s reload\n", wantNew: true},
 		{name: "test event, no directory", ev: event.Renew, vars: map[string]string{"nginx_tls_dir": "/nonexistent/tls"}, wantErr: "/nonexistent/tls does not exist", wantCalls: ""},
@@ -156,9 +167,17 @@ func TestNginxScript(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			ev.Test = !tt.live
+			ev.Test, ev.DryRun = !tt.live, tt.dryRun
 
-			err = h.Dispatch(context.Background(), filepath.Join(scriptsDir, "nginx.lua"), ev)
+			script := filepath.Join(scriptsDir, "nginx.lua")
+			err = h.Dispatch(context.Background(), script, ev)
+			rc := event.RunCertificate{Cert: "www", Domains: domains, Action: "renewed", Serial: ev.Serial,
+				Deployed: err == nil && (tt.ev == event.Issued || tt.ev == event.Renew)}
+			end := event.NewRunEnd(time.Now(), []event.RunCertificate{rc})
+			end.Test, end.DryRun = ev.Test, ev.DryRun
+			if endErr := h.Dispatch(context.Background(), script, end); err == nil {
+				err = endErr
+			}
 			if tt.wantErr == "" && err != nil {
 				t.Fatalf("Dispatch = %v, want nil", err)
 			}
@@ -210,6 +229,43 @@ func TestNginxScript(t *testing.T) {
 	}
 }
 
+// TestNginxScriptOneReload: two certificates deployed in one run make one
+// reload at run-end, after which each is probed for its own serial; a
+// certificate of the run that failed is not probed.
+func TestNginxScriptOneReload(t *testing.T) {
+	tlsDir := filepath.Join(t.TempDir(), "tls")
+	os.MkdirAll(tlsDir, 0o755)
+	addr := tlsServer(t, tlsDir, nil, make(chan string, 1))
+	log := filepath.Join(t.TempDir(), "calls")
+	h := New(Options{Vars: map[string]string{"nginx": fakeProgram(t, log, ""), "nginx_tls_dir": tlsDir, "probe_address": addr, "probe_tries": "2"}})
+	script := filepath.Join(scriptsDir, "nginx.lua")
+	var certs []event.RunCertificate
+	for _, name := range []string{"www", "api"} {
+		ev, err := event.Synthetic(event.Renew, name, []string{name + ".example"}, t.TempDir())
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev.Test = false
+		if err := h.Dispatch(context.Background(), script, ev); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		certs = append(certs, event.RunCertificate{Cert: name, Domains: ev.Domains, Action: "renewed", Serial: ev.Serial, Deployed: true})
+	}
+	certs = append(certs, event.RunCertificate{Cert: "down", Domains: []string{"down.example"}, Action: "failed", Error: "creating order: boom"})
+	if got := readFile(t, log); got != "-t\n-t\n" {
+		t.Errorf("before run-end nginx was called with %q, want two config tests and no reload", got)
+	}
+	if err := h.Dispatch(context.Background(), script, event.NewRunEnd(time.Now(), certs)); err != nil {
+		t.Fatalf("run-end: %v", err)
+	}
+	if got := readFile(t, log); got != "-t\n-t\n-s reload\n" {
+		t.Errorf("nginx called with %q, want one reload after the two config tests", got)
+	}
+}
+
+// TestHAProxyScript fires each case's event and then the run's run-end,
+// listing the certificate as deployed when the first event succeeded on an
+// issued or renew, as the engine does.
 func TestHAProxyScript(t *testing.T) {
 	tests := []struct {
 		name       string
@@ -219,14 +275,16 @@ func TestHAProxyScript(t *testing.T) {
 		body       string
 		wantErr    string
 		deploy     bool
+		dryRun     bool
 	}{
-		{"issued", event.Issued, false, false, "", "", true},
-		{"renew", event.Renew, false, false, "", "", true},
-		{"reload fails", event.Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true},
-		{"failed ignored", event.Failed, false, false, "", "", false},
-		{"test event checks only", event.Renew, true, false, "", "", false},
-		{"test event, no directory", event.Renew, true, false, "", "does not exist", false},
-		{"test event with test_deploy", event.Renew, true, true, "", "", true},
+		{name: "dry run", ev: event.Renew, dryRun: true},
+		{"issued", event.Issued, false, false, "", "", true, false},
+		{"renew", event.Renew, false, false, "", "", true, false},
+		{"reload fails", event.Renew, false, false, "echo 'Job for haproxy.service failed' >&2; exit 1", "exited 1: Job for haproxy.service failed", true, false},
+		{"failed ignored", event.Failed, false, false, "", "", false, false},
+		{"test event checks only", event.Renew, true, false, "", "", false, false},
+		{"test event, no directory", event.Renew, true, false, "", "does not exist", false, false},
+		{"test event with test_deploy", event.Renew, true, true, "", "", true, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -239,13 +297,20 @@ func TestHAProxyScript(t *testing.T) {
 			if tt.testDeploy {
 				vars["test_deploy"] = "true"
 			}
-			if tt.test && tt.wantErr == "" {
+			if (tt.test || tt.dryRun) && tt.wantErr == "" {
 				os.Mkdir(certDir, 0o755)
 			}
 			h := New(Options{Vars: vars})
 			ev := synthetic(t, tt.ev)
-			ev.Test = tt.test
-			err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "haproxy.lua"), ev)
+			ev.Test, ev.DryRun = tt.test, tt.dryRun
+			script := filepath.Join(scriptsDir, "haproxy.lua")
+			err := h.Dispatch(context.Background(), script, ev)
+			end := event.NewRunEnd(time.Now(), []event.RunCertificate{{Cert: "www", Domains: ev.Domains, Action: "renewed", Serial: ev.Serial,
+				Deployed: err == nil && (tt.ev == event.Issued || tt.ev == event.Renew)}})
+			end.Test, end.DryRun = ev.Test, ev.DryRun
+			if endErr := h.Dispatch(context.Background(), script, end); err == nil {
+				err = endErr
+			}
 			if (err == nil) != (tt.wantErr == "") || (err != nil && !strings.Contains(err.Error(), tt.wantErr)) {
 				t.Fatalf("Dispatch = %v, want error %q", err, tt.wantErr)
 			}

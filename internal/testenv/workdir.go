@@ -16,8 +16,9 @@ type Workdir struct {
 	Dir string
 	// Events is where events.lua records every event it receives as JSON,
 	// one file per event: "CERT.EVENT.json", and for challenge events
-	// "CERT.EVENT.IDENTIFIER.json". The recorded table also carries
-	// var_marker, the script's acmehook.vars.marker.
+	// "CERT.EVENT.IDENTIFIER.json", and for the run-level events (which
+	// have no certificate) "run.EVENT.json", the last run's. The recorded
+	// table also carries var_marker, the script's acmehook.vars.marker.
 	Events string
 	// Gate: issued and renew of certificates named "gated-*" fail in
 	// events.lua ("deploy target not ready") while this file is missing.
@@ -32,7 +33,7 @@ local acmehook = require("acmehook")
 local out, gate = %q, %q
 local function record(ev)
   ev.var_marker = acmehook.vars.marker -- [lua.vars] from acmehook.toml
-  local name = ev.cert_name .. "." .. ev.name
+  local name = (ev.cert_name or "run") .. "." .. ev.name
   if ev.challenge then name = name .. "." .. ev.challenge.identifier end
   assert(acmehook.files.write(out .. "/" .. name .. ".json", acmehook.json.encode(ev)))
 end
