@@ -3,10 +3,8 @@ package engine
 import (
 	"context"
 	"crypto"
-	"encoding/base64"
 	"errors"
 	"fmt"
-	"strings"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/store"
@@ -188,17 +186,18 @@ func (e *Engine) resolveRollover(ctx context.Context, a *store.Account) (*store.
 }
 
 // eab returns the external account binding of the configuration, or nil.
+// The HMAC key is read here, when an account is created, and nowhere else
+// (config.EABKey): a stored account never needs it.
 func (e *Engine) eab() (*acme.ExternalAccountBinding, error) {
 	ca := e.cfg.CA
 	if ca.EABKeyID == "" {
-		return nil, nil
+		return nil, nil // a CA that requires it answers externalAccountRequired
 	}
-	raw := strings.TrimRight(ca.EABHMACKey.Reveal(), "=")
-	key, err := base64.RawURLEncoding.DecodeString(raw)
+	key, err := e.cfg.EABKey()
 	if err != nil {
-		return nil, fmt.Errorf("decoding ca.eab_hmac_key (base64url): %w", err)
+		return nil, err
 	}
-	return &acme.ExternalAccountBinding{KeyID: ca.EABKeyID, Key: key}, nil
+	return &acme.ExternalAccountBinding{KeyID: ca.EABKeyID, Key: key, Algorithm: ca.EABAlgorithm}, nil
 }
 
 // AccountInfo is what `acmehook account show` prints.

@@ -162,9 +162,21 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	for i, id := range cert.Identifiers {
 		ids[i] = acme.Identifier{Type: id.Type, Value: id.Value}
 	}
+	// The profile follows the CA's directory (profile.go); notBefore and
+	// notAfter are sent as configured (a CA refusing them answers with
+	// its problem).
+	var offered map[string]string
+	if dir, err := e.client.Directory(ctx); err == nil {
+		offered = dir.Meta.Profiles
+	}
+	profile, warning := orderProfile(cert, offered)
+	if warning != "" {
+		j.log.Warn(warning)
+	}
+	nb, na := cert.OrderValidity(time.Now())
 	var o acme.Order
 	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
-		o, err = e.newOrder(ctx, j, acct, acme.Order{Identifiers: ids, Profile: cert.Profile})
+		o, err = e.newOrder(ctx, j, acct, acme.Order{Identifiers: ids, Profile: profile, NotBefore: nb, NotAfter: na})
 		return err
 	})
 	if err != nil {
@@ -217,17 +229,19 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 		CertPEM:  pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: leaf.Raw}),
 		ChainPEM: chainPEM.Bytes(),
 		Info: store.VersionInfo{
-			OrderURL:  o.URL,
-			CertURL:   chain.URL,
-			Serial:    leaf.SerialNumber.Text(16),
-			Names:     certNames(leaf),
-			KeyType:   string(cert.KeyType),
-			Profile:   cert.Profile,
-			Issuer:    leaf.Issuer.CommonName,
-			NotBefore: leaf.NotBefore,
-			NotAfter:  leaf.NotAfter,
-			IssuedAt:  e.now(),
-			ReusedKey: reused,
+			OrderURL: o.URL,
+			CertURL:  chain.URL,
+			Serial:   leaf.SerialNumber.Text(16),
+			Names:    certNames(leaf),
+			KeyType:  string(cert.KeyType),
+			// What the CA says it applied (the finalized order's profile).
+			Profile:          o.Profile,
+			ProfileRequested: cert.ProfileSetting(),
+			Issuer:           leaf.Issuer.CommonName,
+			NotBefore:        leaf.NotBefore,
+			NotAfter:         leaf.NotAfter,
+			IssuedAt:         e.now(),
+			ReusedKey:        reused,
 		},
 	}, leaf, nil
 }

@@ -168,8 +168,8 @@ func (e *Engine) decide(cert *config.Certificate, v *store.Version, aside bool, 
 		need = fmt.Sprintf("names changed from %s", strings.Join(v.Info.Names, ","))
 	case v.Info.KeyType != string(cert.KeyType):
 		need = fmt.Sprintf("key type changed from %s", v.Info.KeyType)
-	case v.Info.Profile != cert.Profile:
-		need = fmt.Sprintf("profile changed from %q", v.Info.Profile)
+	case profileRequested(v.Info) != cert.ProfileSetting():
+		need = fmt.Sprintf("profile changed from %q", profileRequested(v.Info))
 	}
 	if v != nil {
 		s.Current = &CurrentCertificate{

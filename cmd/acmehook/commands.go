@@ -162,11 +162,13 @@ func (c *cli) checkCommand() *cobra.Command {
 	var solve string
 	cmd := &cobra.Command{
 		Use:   "check",
-		Short: "Validate the configuration and start each plugin (no CA contact)",
+		Short: "Validate the configuration and start each plugin",
 		Long: `Validates the configuration, starts each plugin, shows what it reports and checks
-that every identifier has a solver able to validate it. With --solve, also has each
-identifier of certificate NAME presented by its solver, self-checked as the CA
-would validate it, and cleaned up (with a made-up token). The CA is not contacted.`,
+that every identifier has a solver able to validate it. When a certificate names a
+profile, the CA's directory is read to warn about a profile it does not list (the
+only request to the CA). With --solve, also has each identifier of certificate NAME
+presented by its solver, self-checked as the CA would validate it, and cleaned up
+(with a made-up token); the CA is not asked to validate anything.`,
 		Example: "  acmehook --config /etc/acmehook/acmehook.toml check\n  acmehook check --solve www",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -211,6 +213,15 @@ would validate it, and cleaned up (with a made-up token). The CA is not contacte
 					parts = append(parts, fmt.Sprintf("%s by %s (%s)", id.Value, s, strings.Join(cert.ChallengeTypes(id, caps[s].Challenges), ", ")))
 				}
 				fmt.Fprintf(c.stdout, "certificate %s: %s\n", cert.Name, strings.Join(parts, "; "))
+			}
+			// A profile a certificate names is checked against the CA's
+			// directory (its only CA request); a warning, not a failure.
+			warnings, err := engine.ProfileWarnings(ctx, cfg)
+			if err != nil {
+				warnings = []string{"checking profiles: " + err.Error()}
+			}
+			for _, w := range warnings {
+				fmt.Fprintln(c.stdout, "warning: "+w)
 			}
 			if solve != "" {
 				return c.checkSolve(ctx, cfg, solve)

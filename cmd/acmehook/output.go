@@ -62,7 +62,7 @@ type CurrentCertificate struct {
 	Names     []string  `json:"names"`   // identifiers it was issued for
 	Issuer    string    `json:"issuer"`  // issuer common name
 	KeyType   string    `json:"key_type"`
-	Profile   string    `json:"profile"` // "" for the CA's default
+	Profile   string    `json:"profile"` // the profile the CA applied; "" when it names none
 	NotBefore time.Time `json:"not_before"`
 	NotAfter  time.Time `json:"not_after"`
 	// KeyMovedAside reports that its key was moved aside (revoked for

@@ -16,6 +16,7 @@ package config
 
 import (
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -25,6 +26,7 @@ import (
 	"reflect"
 	"regexp"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/BurntSushi/toml"
@@ -108,6 +110,10 @@ type CA struct {
 	// Directory is the ACME directory URL (RFC 8555 §7.1.1). Load replaces
 	// the short names "letsencrypt" and "letsencrypt-staging".
 	Directory string `toml:"directory"`
+	// StagingDirectory is the directory a dry run orders from (run and
+	// issue --dry-run), short names replaced as for Directory; see
+	// DryRunDirectory for the default.
+	StagingDirectory string `toml:"staging_directory"`
 	// Email lists contact addresses (RFC 8555 §7.3), without "mailto:".
 	Email []string `toml:"email"`
 	// AgreeTOS records that the user agrees to the CA's terms of service
@@ -118,11 +124,16 @@ type CA struct {
 	AccountKeyType KeyType `toml:"account_key_type"`
 	// EABKeyID and EABHMACKey bind the account to an external account
 	// (RFC 8555 §7.3.4). The key is base64url as CAs hand it out; it may
-	// come from EABHMACKeyFile or the variable named by EABHMACKeyEnv.
+	// come from EABHMACKeyFile or the variable named by EABHMACKeyEnv,
+	// which are read only when an account is created (Config.EABKey), so
+	// they may be removed once it exists.
 	EABKeyID       string `toml:"eab_kid"`
 	EABHMACKey     Secret `toml:"eab_hmac_key"`
 	EABHMACKeyFile string `toml:"eab_hmac_key_file"`
 	EABHMACKeyEnv  string `toml:"eab_hmac_key_env"`
+	// EABAlgorithm is the binding's MAC algorithm: HS256 (the default),
+	// HS384 or HS512, as the CA says.
+	EABAlgorithm string `toml:"eab_algorithm"`
 	// CABundle is a PEM file of the roots to trust for the ACME server's
 	// TLS certificate instead of the system roots (private CAs, Pebble).
 	CABundle string `toml:"ca_bundle"`
@@ -140,6 +151,28 @@ type CA struct {
 // TrustRootsSystem as ca.trust_roots verifies issued chains to the
 // system's roots.
 const TrustRootsSystem = "system"
+
+// EAB MAC algorithms accepted in ca.eab_algorithm (RFC 7518 §3.2).
+const (
+	HS256 = "HS256"
+	HS384 = "HS384"
+	HS512 = "HS512"
+)
+
+// DryRunDirectory returns the directory a dry run orders from, and
+// whether it is a staging directory: ca.staging_directory when set; Let's
+// Encrypt's staging directory for Let's Encrypt (and for its staging
+// directory itself); otherwise the configured directory, which is then
+// not a staging one (the CA offers none that acmehook knows of).
+func (ca CA) DryRunDirectory() (dir string, staging bool) {
+	switch {
+	case ca.StagingDirectory != "":
+		return ca.StagingDirectory, true
+	case ca.Directory == LetsEncrypt, ca.Directory == LetsEncryptStaging:
+		return LetsEncryptStaging, true
+	}
+	return ca.Directory, false
+}
 
 // Contact returns Email as the contact URIs of an account object
 // (RFC 8555 §7.3: "mailto:" URIs).
@@ -205,10 +238,20 @@ type Certificate struct {
 	// network where the host cannot see what the CA sees). Nil means true;
 	// see SelfCheckEnabled.
 	SelfCheck *bool `toml:"self_check"`
-	// Profile is the ACME profile to request, PreferredChain the issuer
-	// common name of the chain to prefer.
+	// Profile is the ACME profile to request (draft-ietf-acme-profiles),
+	// or ProfileAuto (also what empty means): "shortlived" for a
+	// certificate with an IP address when the CA's directory offers it,
+	// else the CA's default. PreferredChain is the issuer common name of
+	// the chain to prefer.
 	Profile        string `toml:"profile"`
 	PreferredChain string `toml:"preferred_chain"`
+	// NotBefore and NotAfter are sent in each new order (RFC 8555 §7.4);
+	// Validity asks for a certificate valid that long from the order (or
+	// from NotBefore). Many CAs (Let's Encrypt among them) refuse them;
+	// see OrderValidity.
+	NotBefore time.Time `toml:"not_before"`
+	NotAfter  time.Time `toml:"not_after"`
+	Validity  Duration  `toml:"validity"`
 	// Scripts are Lua scripts run on this certificate's events.
 	Scripts       []string `toml:"scripts"`
 	ScriptTimeout Duration `toml:"script_timeout"`
@@ -223,6 +266,38 @@ type Certificate struct {
 	// defaults.
 	MaxOrders       int      `toml:"max_orders"`
 	MaxOrdersWindow Duration `toml:"max_orders_window"`
+}
+
+// ProfileAuto as a certificate's profile (and an empty one) requests
+// ProfileShortLived for a certificate with an IP address when the CA
+// offers it, and no profile otherwise.
+const (
+	ProfileAuto       = "auto"
+	ProfileShortLived = "shortlived"
+)
+
+// ProfileSetting returns the profile as configured, ProfileAuto for an
+// empty one.
+func (cert *Certificate) ProfileSetting() string {
+	if cert.Profile == "" {
+		return ProfileAuto
+	}
+	return cert.Profile
+}
+
+// OrderValidity returns the notBefore and notAfter to send in a new order
+// placed at now (zero for "not sent"): not_before and not_after as
+// configured, or with validity, notAfter = (not_before or now) + validity.
+func (cert *Certificate) OrderValidity(now time.Time) (notBefore, notAfter time.Time) {
+	notBefore, notAfter = cert.NotBefore, cert.NotAfter
+	if cert.Validity.Duration > 0 {
+		start := now
+		if !notBefore.IsZero() {
+			start = notBefore
+		}
+		notAfter = start.Add(cert.Validity.Duration).UTC().Truncate(time.Second)
+	}
+	return notBefore, notAfter
 }
 
 // Policy returns the certificate's renewal policy (renew_before,
@@ -397,11 +472,16 @@ func (c *Config) complete(base string) {
 	if c.Concurrency == 0 {
 		c.Concurrency = DefaultConcurrency
 	}
-	switch c.CA.Directory {
-	case "letsencrypt":
-		c.CA.Directory = LetsEncrypt
-	case "letsencrypt-staging":
-		c.CA.Directory = LetsEncryptStaging
+	for _, d := range []*string{&c.CA.Directory, &c.CA.StagingDirectory} {
+		switch *d {
+		case "letsencrypt":
+			*d = LetsEncrypt
+		case "letsencrypt-staging":
+			*d = LetsEncryptStaging
+		}
+	}
+	if c.CA.EABAlgorithm == "" && c.CA.EABKeyID != "" {
+		c.CA.EABAlgorithm = HS256
 	}
 	if c.CA.AccountKeyType == "" {
 		c.CA.AccountKeyType = DefaultAccountKeyType
@@ -445,7 +525,9 @@ func (c *Config) complete(base string) {
 	}
 }
 
-// resolveSecrets reads secrets given by file or environment variable.
+// resolveSecrets reads the secrets of the plugin tables given by file or
+// environment variable. The EAB HMAC key is read later, when an account
+// is created (EABKey).
 func (c *Config) resolveSecrets() []error {
 	var errs []error
 	ca := &c.CA
@@ -457,14 +539,6 @@ func (c *Config) resolveSecrets() []error {
 	}
 	if sources > 1 {
 		errs = append(errs, c.errorf("ca.eab_hmac_key", "set only one of eab_hmac_key, eab_hmac_key_file and eab_hmac_key_env"))
-	} else if v, err := readSecret(ca.EABHMACKeyFile, c.shown(ca.EABHMACKeyFile), ca.EABHMACKeyEnv); err != nil {
-		key := "ca.eab_hmac_key_file"
-		if ca.EABHMACKeyEnv != "" {
-			key = "ca.eab_hmac_key_env"
-		}
-		errs = append(errs, c.errorf(key, "%v", err))
-	} else if v != "" {
-		ca.EABHMACKey = NewSecret(v)
 	}
 	for _, name := range sortedKeys(c.Plugins) {
 		p := c.Plugins[name]
@@ -525,6 +599,36 @@ func (c *Config) resolveMap(m map[string]any, path string) []error {
 		m[k] = NewSecret(v)
 	}
 	return errs
+}
+
+// EABKey returns the decoded EAB HMAC key: ca.eab_hmac_key, or the
+// content of eab_hmac_key_file or of the variable eab_hmac_key_env, read
+// now. Only creating an account needs it (RFC 8555 §7.3.4), so the file or
+// variable may be gone once the account exists. A missing or malformed key
+// is an *Error naming the key and its line.
+func (c *Config) EABKey() ([]byte, error) {
+	ca := c.CA
+	v, err := readSecret(ca.EABHMACKeyFile, c.shown(ca.EABHMACKeyFile), ca.EABHMACKeyEnv)
+	key := "ca.eab_hmac_key"
+	switch {
+	case ca.EABHMACKeyFile != "":
+		key = "ca.eab_hmac_key_file"
+	case ca.EABHMACKeyEnv != "":
+		key = "ca.eab_hmac_key_env"
+	}
+	switch {
+	case err != nil:
+		return nil, c.errorf(key, "creating the account needs the EAB HMAC key: %v", err)
+	case v == "" && ca.EABHMACKey.IsZero():
+		return nil, c.errorf("ca.eab_kid", "creating the account needs the EAB HMAC key: set eab_hmac_key, eab_hmac_key_file or eab_hmac_key_env")
+	case v == "":
+		v = ca.EABHMACKey.Reveal()
+	}
+	b, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(v, "="))
+	if err != nil || len(b) == 0 {
+		return nil, c.errorf(key, "the EAB HMAC key is not base64url")
+	}
+	return b, nil
 }
 
 // shown returns p relative to the config file's directory when it is

@@ -47,6 +47,17 @@ func (tc *typeChecker) table(t reflect.Type, m map[string]any, path string) {
 // found inside it. Misfits inside a table are deleted from it; a misfit
 // inside an array makes the whole array unfit.
 func (tc *typeChecker) value(t reflect.Type, v any, path string) bool {
+	if t == reflect.TypeFor[time.Time]() {
+		tv, ok := v.(time.Time)
+		if !ok {
+			return tc.misfit(path, v, "datetime")
+		}
+		switch tv.Location().String() {
+		case "datetime-local", "date-local", "time-local":
+			return tc.fail(path, "a date-time needs its offset (\"2027-01-31T00:00:00Z\")")
+		}
+		return true
+	}
 	if reflect.PointerTo(t).Implements(textUnmarshaler) {
 		s, ok := v.(string)
 		if !ok {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/renewal"
@@ -61,15 +62,29 @@ func (c *Config) Validate() error {
 	} else if !ca.AccountKeyType.valid() {
 		add("ca.account_key_type", "unknown key type %q; use one of %s", ca.AccountKeyType, keyTypeList())
 	}
-	switch {
-	case ca.EABKeyID != "" && ca.EABHMACKey.IsZero() && ca.EABHMACKeyFile == "" && ca.EABHMACKeyEnv == "":
-		add("ca.eab_kid", "eab_kid needs eab_hmac_key, eab_hmac_key_file or eab_hmac_key_env")
-	case ca.EABKeyID == "" && !ca.EABHMACKey.IsZero():
-		add("ca.eab_hmac_key", "an EAB HMAC key needs eab_kid")
-	case !ca.EABHMACKey.IsZero():
+	if u, err := url.Parse(ca.StagingDirectory); ca.StagingDirectory != "" && (err != nil || u.Scheme != "https" || u.Host == "") {
+		add("ca.staging_directory", "%q is not an https URL nor a known short name (letsencrypt-staging)", ca.StagingDirectory)
+	}
+	// The EAB HMAC key itself is needed only to create an account: a
+	// missing one is reported then (EABKey), a malformed literal now.
+	if ca.EABKeyID == "" {
+		for _, k := range []struct {
+			key string
+			set bool
+		}{{"eab_hmac_key", !ca.EABHMACKey.IsZero()}, {"eab_hmac_key_file", ca.EABHMACKeyFile != ""}, {"eab_hmac_key_env", ca.EABHMACKeyEnv != ""}, {"eab_algorithm", ca.EABAlgorithm != ""}} {
+			if k.set {
+				add("ca."+k.key, "%s needs eab_kid", k.key)
+			}
+		}
+	} else if !ca.EABHMACKey.IsZero() {
 		if _, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(ca.EABHMACKey.Reveal(), "=")); err != nil {
 			add("ca.eab_hmac_key", "the EAB HMAC key is not base64url")
 		}
+	}
+	switch ca.EABAlgorithm {
+	case "", HS256, HS384, HS512:
+	default:
+		add("ca.eab_algorithm", "unknown EAB algorithm %q; use HS256, HS384 or HS512", ca.EABAlgorithm)
 	}
 	if ca.EABHMACKeyEnv != "" && !envRE.MatchString(ca.EABHMACKeyEnv) {
 		add("ca.eab_hmac_key_env", "%q is not an environment variable name", ca.EABHMACKeyEnv)
@@ -208,6 +223,15 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 		} else if err != nil {
 			add(base, "%v", err)
 		}
+	}
+	switch {
+	case cert.Validity.Duration < 0:
+		add(base+".validity", "must be positive")
+	case cert.Validity.Duration > 0 && !cert.NotAfter.IsZero():
+		add(base+".validity", "set either not_after or validity, not both")
+	}
+	if !cert.NotBefore.IsZero() && !cert.NotAfter.IsZero() && !cert.NotBefore.Before(cert.NotAfter) {
+		add(base+".not_after", "%s is not after not_before (%s)", cert.NotAfter.Format(time.RFC3339), cert.NotBefore.Format(time.RFC3339))
 	}
 	if cert.ScriptTimeout.Duration <= 0 {
 		add(base+".script_timeout", "must be positive")

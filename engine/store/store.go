@@ -83,16 +83,20 @@ func (v *Version) Fullchain() []byte {
 // VersionInfo describes one version; it is written with it and never
 // changes afterwards.
 type VersionInfo struct {
-	OrderURL  string    `json:"order_url,omitempty"`
-	CertURL   string    `json:"cert_url,omitempty"`
-	Serial    string    `json:"serial,omitempty"` // hex
-	Names     []string  `json:"names,omitempty"`  // identifiers as requested
-	KeyType   string    `json:"key_type,omitempty"`
-	Profile   string    `json:"profile,omitempty"`
-	Issuer    string    `json:"issuer,omitempty"` // issuer common name
-	NotBefore time.Time `json:"not_before,omitzero"`
-	NotAfter  time.Time `json:"not_after,omitzero"`
-	IssuedAt  time.Time `json:"issued_at,omitzero"`
+	OrderURL string   `json:"order_url,omitempty"`
+	CertURL  string   `json:"cert_url,omitempty"`
+	Serial   string   `json:"serial,omitempty"` // hex
+	Names    []string `json:"names,omitempty"`  // identifiers as requested
+	KeyType  string   `json:"key_type,omitempty"`
+	// Profile is the profile the CA applied (the order's "profile"), ""
+	// when it names none; ProfileRequested is the configured setting it
+	// was ordered with ("auto" or a name).
+	Profile          string    `json:"profile,omitempty"`
+	ProfileRequested string    `json:"profile_requested,omitempty"`
+	Issuer           string    `json:"issuer,omitempty"` // issuer common name
+	NotBefore        time.Time `json:"not_before,omitzero"`
+	NotAfter         time.Time `json:"not_after,omitzero"`
+	IssuedAt         time.Time `json:"issued_at,omitzero"`
 	// ReusedKey reports that the key came from the previous version.
 	ReusedKey bool `json:"reused_key,omitempty"`
 }
