@@ -3,25 +3,13 @@ package engine
 import (
 	"bytes"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/x509"
-	"encoding/json"
-	"encoding/pem"
 	"errors"
-	"fmt"
-	"io"
-	"math/big"
 	"net/http"
-	"net/http/httptest"
-	"net/http/httputil"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -31,149 +19,15 @@ import (
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
-// caProxy is a reverse proxy in front of the shared Pebble that rewrites
-// some answers, for the faults of issue 13 a real CA does not produce (a
-// stuck order, a forged leaf). It keeps the Host header, so Pebble builds
-// every URL with the proxy's address.
-type caProxy struct {
-	srv *httptest.Server
-
-	mu      sync.Mutex
-	rewrite map[string]func(h http.Header, body []byte) []byte // "METHOD /kind/" -> edit
-	refuse  map[string]string                                  // "METHOD /kind/" -> a 403 problem's detail, not forwarded
-	counts  map[string]int
+// proxied is what env.write needs to put a fault proxy in front of the
+// shared Pebble into [ca].
+func proxied(p *pebbletest.FaultProxy) *pebbletest.Server {
+	return &pebbletest.Server{DirectoryURL: p.DirectoryURL, CAFile: p.CAFile}
 }
 
-func newCAProxy(t *testing.T) *caProxy {
-	t.Helper()
-	target, err := url.Parse(pebble.DirectoryURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &caProxy{rewrite: map[string]func(http.Header, []byte) []byte{}, refuse: map[string]string{}, counts: map[string]int{}}
-	rp := &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.Out.URL.Scheme, r.Out.URL.Host = target.Scheme, target.Host
-			r.Out.Host = r.In.Host
-		},
-		Transport: pebble.HTTPClient().Transport,
-		ModifyResponse: func(resp *http.Response) error {
-			p.mu.Lock()
-			edit := p.rewrite[resp.Request.Method+" "+kindOf(resp.Request.URL.Path)]
-			p.mu.Unlock()
-			if edit == nil {
-				return nil
-			}
-			body, err := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if err != nil {
-				return err
-			}
-			body = edit(resp.Header, body)
-			resp.Body = io.NopCloser(bytes.NewReader(body))
-			resp.ContentLength = int64(len(body))
-			resp.Header.Set("Content-Length", strconv.Itoa(len(body)))
-			return nil
-		},
-	}
-	p.srv = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		kind := r.Method + " " + kindOf(r.URL.Path)
-		p.mu.Lock()
-		p.counts[kind]++
-		refuse := p.refuse[kind]
-		p.mu.Unlock()
-		if refuse != "" {
-			w.Header().Set("Content-Type", "application/problem+json")
-			w.WriteHeader(http.StatusForbidden)
-			fmt.Fprintf(w, `{"type":%q,"detail":%q,"status":403}`, acme.ProblemUnauthorized, refuse)
-			return
-		}
-		rp.ServeHTTP(w, r)
-	}))
-	t.Cleanup(p.srv.Close)
-	return p
-}
-
-// server returns what env.write needs to put the proxy in [ca].
-func (p *caProxy) server(t *testing.T) *pebbletest.Server {
-	t.Helper()
-	target, _ := url.Parse(pebble.DirectoryURL)
-	caFile := filepath.Join(t.TempDir(), "proxy-ca.pem")
-	if err := os.WriteFile(caFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: p.srv.Certificate().Raw}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return &pebbletest.Server{DirectoryURL: p.srv.URL + target.Path, CAFile: caFile}
-}
-
-func (p *caProxy) set(kind string, edit func(http.Header, []byte) []byte) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.rewrite[kind] = edit
-}
-
-// refuseWith answers requests of kind with a 403 problem with detail.
-func (p *caProxy) refuseWith(kind, detail string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	p.refuse[kind] = detail
-}
-
-func (p *caProxy) count(kind string) int {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.counts[kind]
-}
-
-func kindOf(path string) string {
-	if i := strings.Index(path[1:], "/"); i >= 0 {
-		return path[:i+2]
-	}
-	return path
-}
-
-// withStatus rewrites a JSON object's status.
-func withStatus(status string) func(http.Header, []byte) []byte {
-	return func(h http.Header, body []byte) []byte {
-		var m map[string]any
-		if json.Unmarshal(body, &m) != nil {
-			return body
-		}
-		m["status"] = status
-		b, _ := json.Marshal(m)
-		return b
-	}
-}
-
-// forgedLeaf replaces the served leaf with one for the same key and the
-// given names, signed by a key of the test's own under the real issuer's
-// name; the rest of the chain is kept.
-func forgedLeaf(t *testing.T, names ...string) func(http.Header, []byte) []byte {
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return func(h http.Header, body []byte) []byte {
-		chain, err := acme.ParseChainPEM(body)
-		if err != nil || len(chain) < 2 {
-			t.Errorf("forgedLeaf: %v", err)
-			return body
-		}
-		real := chain[0]
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(4242), DNSNames: names,
-			NotBefore: real.NotBefore, NotAfter: real.NotAfter, KeyUsage: real.KeyUsage, ExtKeyUsage: real.ExtKeyUsage}
-		parent := &x509.Certificate{Subject: chain[1].Subject, SubjectKeyId: chain[1].SubjectKeyId}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, real.PublicKey, key)
-		if err != nil {
-			t.Errorf("forgedLeaf: %v", err)
-			return body
-		}
-		var out bytes.Buffer
-		pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: der})
-		for _, c := range chain[1:] {
-			pem.Encode(&out, &pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})
-		}
-		return out.Bytes()
-	}
+// rewrite makes p edit every answer to requests of kind.
+func rewrite(p *pebbletest.FaultProxy, kind string, edit func(http.Header, []byte) []byte) {
+	p.Add(pebbletest.Fault{Kind: kind, Rewrite: edit})
 }
 
 const verifiedCert = `
@@ -189,9 +43,9 @@ scripts = ["events.lua"]
 // the reason, raises failed, and the current certificate stays; the stored
 // names are the certificate's.
 func TestVerifyBeforeStoring(t *testing.T) {
-	p := newCAProxy(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
 	e := newEnv(t)
-	e.srv = p.server(t)
+	e.srv = proxied(p)
 	cfg := e.write(verifiedCert)
 	r := e.run(cfg, RunOptions{})["checked"]
 	if r.Err != nil {
@@ -202,12 +56,14 @@ func TestVerifyBeforeStoring(t *testing.T) {
 		t.Errorf("stored names %q, want the certificate's %q", got, "checked.example.com")
 	}
 
-	p.set("POST /certZ/", forgedLeaf(t, "hostile-wrong.example.net"))
+	rewrite(p, "POST /certZ/", pebbletest.ForgeLeaf(t, func(c *x509.Certificate) {
+		c.DNSNames = []string{"hostile-wrong.example.net"}
+	}))
 	r = e.run(cfg, RunOptions{Force: true})["checked"]
 	if r.Action != ActionFailed || !errors.Is(r.Err, acme.CertificateWrongNames) {
 		t.Fatalf("forged run = %s %v, want failed with %q", r.Action, r.Err, acme.CertificateWrongNames)
 	}
-	if msg := r.Err.Error(); !strings.HasPrefix(msg, "verifying certificate "+p.srv.URL+"/certZ/") || !strings.Contains(msg, "hostile-wrong.example.net") {
+	if msg := r.Err.Error(); !strings.HasPrefix(msg, "verifying certificate "+p.URL+"/certZ/") || !strings.Contains(msg, "hostile-wrong.example.net") {
 		t.Errorf("error %q, want it to name the certificate URL and the leaf's names", msg)
 	}
 	if now := e.current(cfg, "checked"); now.ID != cur.ID || now.Info.Serial != cur.Info.Serial {
@@ -271,37 +127,37 @@ func TestTrustRoots(t *testing.T) {
 func TestOrderTimeout(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		faults func(p *caProxy)
+		faults func(p *pebbletest.FaultProxy)
 		kind   string // of the PollError
 		status string
 		// retryAfter is the injected Retry-After; the next attempt must
 		// not come before it (capped at renewal.MaxFailureRetryAfter).
 		retryAfter time.Duration
 	}{
-		{"order stuck processing", func(p *caProxy) {
-			p.set("POST /finalize-order/", withStatus(acme.StatusProcessing))
-			p.set("POST /my-order/", withStatus(acme.StatusProcessing))
+		{"order stuck processing", func(p *pebbletest.FaultProxy) {
+			rewrite(p, "POST /finalize-order/", pebbletest.SetStatus(acme.StatusProcessing))
+			rewrite(p, "POST /my-order/", pebbletest.SetStatus(acme.StatusProcessing))
 		}, "order", acme.StatusProcessing, 0},
-		{"authorization stuck pending", func(p *caProxy) {
-			p.set("POST /authZ/", func(h http.Header, b []byte) []byte {
-				if p.count("POST /chalZ/") == 0 {
+		{"authorization stuck pending", func(p *pebbletest.FaultProxy) {
+			rewrite(p, "POST /authZ/", func(h http.Header, b []byte) []byte {
+				if p.Count("POST /chalZ/") == 0 {
 					return b
 				}
-				return withStatus(acme.StatusPending)(h, b)
+				return pebbletest.SetStatus(acme.StatusPending)(h, b)
 			})
 		}, "authorization", acme.StatusPending, 0},
-		{"Retry-After past the deadline", func(p *caProxy) {
-			p.set("POST /finalize-order/", func(h http.Header, b []byte) []byte {
+		{"Retry-After past the deadline", func(p *pebbletest.FaultProxy) {
+			rewrite(p, "POST /finalize-order/", func(h http.Header, b []byte) []byte {
 				h.Set("Retry-After", "1000000000")
-				return withStatus(acme.StatusProcessing)(h, b)
+				return pebbletest.SetStatus(acme.StatusProcessing)(h, b)
 			})
 		}, "order", acme.StatusProcessing, renewal.MaxFailureRetryAfter},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newCAProxy(t)
+			p := pebbletest.NewFaultProxy(t, pebble)
 			tt.faults(p)
 			e := newEnv(t)
-			e.srv = p.server(t)
+			e.srv = proxied(p)
 			e.caExtra = `order_timeout = "2s"`
 			cfg := e.write(verifiedCert)
 			start := time.Now()
@@ -346,27 +202,19 @@ func TestOrderTimeout(t *testing.T) {
 func TestRefusedRollover(t *testing.T) {
 	for _, tt := range []struct {
 		name   string
-		faults func(p *caProxy)
+		faults func(p *pebbletest.FaultProxy)
 		want   string // the error's end
 	}{
-		{"refused", func(p *caProxy) { p.refuseWith("POST /rollover-account-key", "keyChange not implemented") },
+		{"refused", func(p *pebbletest.FaultProxy) { p.Add(pebbletest.Fault{Kind: "POST /rollover-account-key", Status: http.StatusForbidden, Detail: "keyChange not implemented"}) },
 			"unauthorized (403): keyChange not implemented"},
-		{"no keyChange", func(p *caProxy) {
-			p.set("GET /dir", func(h http.Header, b []byte) []byte {
-				var m map[string]any
-				if json.Unmarshal(b, &m) != nil {
-					return b
-				}
-				delete(m, "keyChange")
-				out, _ := json.Marshal(m)
-				return out
-			})
+		{"no keyChange", func(p *pebbletest.FaultProxy) {
+			rewrite(p, "GET /dir", pebbletest.EditJSON(func(m map[string]any) { delete(m, "keyChange") }))
 		}, "no keyChange"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
-			p := newCAProxy(t)
+			p := pebbletest.NewFaultProxy(t, pebble)
 			e := newEnv(t)
-			e.srv = p.server(t)
+			e.srv = proxied(p)
 			cfg := e.write("")
 			var before []byte
 			e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
