@@ -98,7 +98,7 @@ func TestDaemonStopDuringChallenge(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, lerr := st.LoadCertificate(context.Background(), "stop")
-	m, merr := LoadMeta(context.Background(), st, "stop", nil)
+	m, merr := readMeta(context.Background(), st, "stop", nil)
 	st.Close()
 	if !errors.Is(lerr, store.ErrNotFound) {
 		t.Errorf("LoadCertificate after the stop = %v, want ErrNotFound", lerr)

@@ -152,7 +152,7 @@ func TestDaemon(t *testing.T) {
 	renewed := false
 	for i := 0; i < 40 && !renewed; i++ {
 		w := clock.next(t)
-		m, err := LoadMeta(ctx, st, "dm", nil)
+		m, err := readMeta(ctx, st, "dm", nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -178,7 +178,7 @@ func TestDaemon(t *testing.T) {
 	if v.Info.Serial == second.Info.Serial {
 		t.Fatal("current certificate unchanged after renewal")
 	}
-	st0, _ := LoadMeta(ctx, st, "dm", nil)
+	st0, _ := readMeta(ctx, st, "dm", nil)
 	if len(st0.Renewal.Orders) != 3 {
 		t.Errorf("orders recorded = %d, want 3", len(st0.Renewal.Orders))
 	}

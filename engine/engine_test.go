@@ -177,7 +177,7 @@ func (e *env) meta(cfg *config.Config, name string) *Meta {
 		e.t.Fatal(err)
 	}
 	defer st.Close()
-	m, err := LoadMeta(context.Background(), st, name, nil)
+	m, err := readMeta(context.Background(), st, name, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}

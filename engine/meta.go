@@ -62,19 +62,19 @@ func (m *Meta) encode() ([]byte, error) {
 	return append(b, '\n'), nil
 }
 
-// LoadMeta returns the metadata of the certificate called name; a zero Meta
+// readMeta returns the metadata of the certificate called name; a zero Meta
 // if none was saved yet. Metadata that cannot be used (truncated, corrupt,
 // too large) does not stop the certificate: it is set aside for inspection
 // (when st is writable), a warning says where, and the metadata starts
 // afresh from the stored versions — the next decision is made from the
 // current certificate alone.
-func LoadMeta(ctx context.Context, st *store.Store, name string, log *slog.Logger) (*Meta, error) {
+func readMeta(ctx context.Context, st *store.Store, name string, log *slog.Logger) (*Meta, error) {
 	b, err := st.LoadState(ctx, name)
 	return decodeMeta(ctx, st, name, b, err, log)
 }
 
 // decodeMeta decodes metadata read from st (b, err), setting it aside as
-// LoadMeta says when it cannot be used.
+// readMeta says when it cannot be used.
 func decodeMeta(ctx context.Context, st *store.Store, name string, b []byte, err error, log *slog.Logger) (*Meta, error) {
 	m := &Meta{}
 	if err == nil && b != nil {
@@ -105,7 +105,7 @@ func decodeMeta(ctx context.Context, st *store.Store, name string, b []byte, err
 
 // loadCurrent returns the current version of name and its metadata, read
 // together (store.Store.LoadCurrent); the errors are LoadCertificate's
-// (ErrNotFound, ErrKeyMovedAside with the version) and LoadMeta's.
+// (ErrNotFound, ErrKeyMovedAside with the version) and readMeta's.
 func (e *Engine) loadCurrent(ctx context.Context, name string) (*store.Version, *Meta, error) {
 	v, b, err := e.store.LoadCurrent(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
@@ -131,9 +131,9 @@ func (e *Engine) loadCurrent(ctx context.Context, name string) (*store.Version, 
 	return v, m, err
 }
 
-// loadMeta is LoadMeta with the engine's store and logger.
+// loadMeta is readMeta with the engine's store and logger.
 func (e *Engine) loadMeta(ctx context.Context, name string) (*Meta, error) {
-	return LoadMeta(ctx, e.store, name, e.log)
+	return readMeta(ctx, e.store, name, e.log)
 }
 
 // saveMeta replaces the metadata of name.

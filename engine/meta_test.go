@@ -107,16 +107,16 @@ func TestMetaRecovery(t *testing.T) {
 			}
 			var logs bytes.Buffer
 			log := slog.New(slog.NewTextHandler(&logs, nil))
-			if m, err := LoadMeta(ctx, ro, "site", log); err != nil || !cmp.Equal(m, &Meta{}) {
-				t.Errorf("read-only LoadMeta = %+v, %v; want zero Meta", m, err)
+			if m, err := readMeta(ctx, ro, "site", log); err != nil || !cmp.Equal(m, &Meta{}) {
+				t.Errorf("read-only readMeta = %+v, %v; want zero Meta", m, err)
 			}
 			ro.Close()
 			if _, err := os.Stat(path); err != nil {
-				t.Errorf("read-only LoadMeta touched the metadata: %v", err)
+				t.Errorf("read-only readMeta touched the metadata: %v", err)
 			}
-			m, err := LoadMeta(ctx, st, "site", log)
+			m, err := readMeta(ctx, st, "site", log)
 			if err != nil || !cmp.Equal(m, &Meta{}) {
-				t.Errorf("LoadMeta = %+v, %v; want zero Meta", m, err)
+				t.Errorf("readMeta = %+v, %v; want zero Meta", m, err)
 			}
 			if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "set aside") {
 				t.Errorf("no warning about the metadata set aside; log:\n%s", logs.String())
@@ -130,8 +130,8 @@ func TestMetaRecovery(t *testing.T) {
 					t.Errorf("kept metadata = %q, want %q", b, c.state)
 				}
 			}
-			if m, err := LoadMeta(ctx, st, "site", log); err != nil || !cmp.Equal(m, &Meta{}) {
-				t.Errorf("LoadMeta after recovery = %+v, %v", m, err)
+			if m, err := readMeta(ctx, st, "site", log); err != nil || !cmp.Equal(m, &Meta{}) {
+				t.Errorf("readMeta after recovery = %+v, %v", m, err)
 			}
 		})
 	}
