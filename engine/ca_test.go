@@ -205,7 +205,9 @@ func TestRefusedRollover(t *testing.T) {
 		faults func(p *pebbletest.FaultProxy)
 		want   string // the error's end
 	}{
-		{"refused", func(p *pebbletest.FaultProxy) { p.Add(pebbletest.Fault{Kind: "POST /rollover-account-key", Status: http.StatusForbidden, Detail: "keyChange not implemented"}) },
+		{"refused", func(p *pebbletest.FaultProxy) {
+			p.Add(pebbletest.Fault{Kind: "POST /rollover-account-key", Status: http.StatusForbidden, Detail: "keyChange not implemented"})
+		},
 			"unauthorized (403): keyChange not implemented"},
 		{"no keyChange", func(p *pebbletest.FaultProxy) {
 			rewrite(p, "GET /dir", pebbletest.EditJSON(func(m map[string]any) { delete(m, "keyChange") }))
