@@ -5,7 +5,7 @@ VERSION ?= $(shell git describe --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X github.com/acmehook/acmehook/engine.Version=$(VERSION)
 PLUGINS := $(notdir $(wildcard plugins/*))
 
-.PHONY: all build install test lint bench demo proto clean
+.PHONY: all build install test lint bench demo fleet-demo fleet-bench proto clean
 
 all: build
 
@@ -42,8 +42,18 @@ lint:
 demo: build
 	$(GO) run ./internal/demo
 
+# fleet-demo runs three acmehook daemons on one etcd cluster behind a front
+# that sends each validation to a random node (internal/fleetdemo; random
+# ports, so it runs beside anything).
+fleet-demo: build
+	$(GO) run ./internal/fleetdemo
+
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 40m ./...
+
+# fleet-bench: three daemons, 1,000 certificates (docs/fleet.md, "Benchmark").
+fleet-bench:
+	$(GO) test -run '^$$' -bench BenchmarkFleet -benchtime 1x -timeout 30m -v ./internal/fleetdemo
 
 clean:
 	rm -rf $(BIN)

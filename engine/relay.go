@@ -96,6 +96,12 @@ func NewPlugins(cfg *config.Config, logger *slog.Logger) *Plugins {
 // Close stops every plugin launched.
 func (p *Plugins) Close() error { return p.ps.closeAll() }
 
+// Reconfigure makes cfg (a reloaded configuration) the one Present and
+// CleanUp follow and later launches use; a plugin whose [plugins] table
+// changed is stopped, to be launched again with the new one. An Engine
+// made with these Plugins does this itself.
+func (p *Plugins) Reconfigure(cfg *config.Config) { p.ps.reconfigure(cfg) }
+
 // Present presents ch, relayed by another node, through the plugin this
 // node's configuration names for the certificate's identifier: the plugin
 // alone (its Present, and Wait when it waits for propagation), no scripts,

@@ -8,6 +8,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -188,9 +189,39 @@ func (c *cli) daemon(ctx context.Context) error {
 		defer r.Close()
 		relay = r
 	}
+	// SIGHUP loads the configuration here too, also while the node stands
+	// by: the relay presents with it at once, and a daemon that takes
+	// over starts with it. A running daemon reloads it itself.
+	var mu sync.Mutex
+	current := cfg
+	reload := make(chan os.Signal, 1)
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case s := <-hup:
+				if ncfg, err := config.Load(path); err == nil && ncfg.Store.Where() == cfg.Store.Where() {
+					mu.Lock()
+					current = ncfg
+					mu.Unlock()
+					if plugins != nil {
+						plugins.Reconfigure(ncfg)
+					}
+				}
+				select {
+				case reload <- s:
+				default:
+				}
+			}
+		}
+	}()
 	// On etcd, a node whose peer holds the storage stands by and takes
 	// over when the peer's lease expires.
 	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
+		mu.Lock()
+		cfg := current
+		mu.Unlock()
 		return engine.Daemon(ctx, engine.DaemonOptions{
 			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m, Relay: relay, Plugins: plugins},
 			Load: func() (*config.Config, error) {
@@ -200,7 +231,7 @@ func (c *cli) daemon(ctx context.Context) error {
 				}
 				return ncfg, err
 			},
-			Reload: hup,
+			Reload: reload,
 		})
 	})
 }

@@ -2,7 +2,8 @@
 // test or demo fleet: it accepts connections on one address (Pebble's
 // http-01 or tls-alpn-01 validation port) and forwards each to one of
 // several backends (each node's solver), round-robin or at random, and
-// counts the connections each backend received.
+// counts the connections each backend received. A backend that refuses
+// connections is passed over for the next one.
 package front
 
 import (
@@ -59,7 +60,7 @@ func (f *Front) Counts() []int64 {
 	return out
 }
 
-// Failed returns how many connections could not reach their backend.
+// Failed returns how many connections reached no backend.
 func (f *Front) Failed() int64 { return f.failed.Load() }
 
 // Close stops listening and closes every forwarded connection.
@@ -104,12 +105,21 @@ func (f *Front) forward(c net.Conn, i int) {
 	f.track(c, true)
 	defer f.track(c, false)
 	defer c.Close()
-	b, err := net.DialTimeout("tcp", f.backends[i], 5*time.Second)
-	if err != nil {
+	// A backend that refuses the connection (its node is down) is
+	// passed over for the next, as a load balancer's health check would.
+	var b net.Conn
+	for try := range len(f.backends) {
+		j := (i + try) % len(f.backends)
+		var err error
+		if b, err = net.DialTimeout("tcp", f.backends[j], 5*time.Second); err == nil {
+			f.counts[j].Add(1)
+			break
+		}
+	}
+	if b == nil {
 		f.failed.Add(1)
 		return
 	}
-	f.counts[i].Add(1)
 	f.track(b, true)
 	defer f.track(b, false)
 	defer b.Close()
