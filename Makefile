@@ -49,7 +49,7 @@ fleet-demo: build
 	$(GO) run ./internal/fleetdemo
 
 bench:
-	$(GO) test -run '^$$' -bench . -benchmem -timeout 40m ./...
+	$(GO) test -run '^$$' -bench . -benchmem -timeout 20m ./...
 
 # fleet-bench: three daemons, 1,000 certificates (docs/fleet.md, "Benchmark").
 fleet-bench:
