@@ -173,3 +173,41 @@ func (e *Engine) runEnd(ctx context.Context, jobs []*job, res *RunResult, starte
 		}
 	}
 }
+
+// userActionRequired raises user-action-required when err, a
+// certificate's failure, carries the CA's userActionRequired problem
+// (RFC 8555 §6.7): nothing acmehook can retry fixes it until a person
+// visits the problem's instance URL. current is the certificate in
+// service, if any. The failed event follows, as for any failure.
+func (e *Engine) userActionRequired(ctx context.Context, j *job, current *event.Certificate, err error) {
+	p := problemOf(err)
+	if p == nil || p.Type != acme.ProblemUserActionRequired {
+		return
+	}
+	j.log.Error("the CA requires a person to act before it issues again: visit the problem's instance URL", "instance", p.Instance, "problem_detail", p.Detail)
+	if herr := e.raise(ctx, j.cert, event.NewUserActionRequired(j.cert.Name, domains(j.cert), current, err)); herr != nil {
+		j.log.Warn("user-action-required script failed", "error", herr)
+	}
+}
+
+// renewalHeld raises renewal-held for j, whose status holds its order
+// back (NextHold): once per hold (a hold that ends at another time is a
+// new one), and once more, when the certificate in service expires before
+// the hold ends and the first event did not say so. What was raised is
+// recorded in the certificate's metadata, so the daemon's hourly looks at
+// a held certificate (HeldRecheck) raise nothing new.
+func (e *Engine) renewalHeld(ctx context.Context, j *job) {
+	st := j.status
+	expiring := j.current != nil && !j.current.Info.NotAfter.After(st.At)
+	if n := j.meta.HeldNotice; n != nil && n.Until.Equal(st.At) && (n.Expiring || !expiring) {
+		return
+	}
+	current := e.currentEventCertificate(ctx, j.cert)
+	if herr := e.raise(ctx, j.cert, event.NewRenewalHeld(j.cert.Name, domains(j.cert), current, st.Reason, st.At)); herr != nil {
+		j.log.Warn("renewal-held script failed", "error", herr)
+	}
+	j.meta.HeldNotice = &HeldNotice{Until: st.At, Expiring: expiring}
+	if err := e.saveMeta(context.WithoutCancel(ctx), j.cert.Name, j.meta); err != nil {
+		j.log.Warn("saving metadata", "error", err)
+	}
+}

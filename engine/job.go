@@ -93,9 +93,11 @@ func (e *Engine) execute(ctx context.Context, j *job) Result {
 	case st.Next == NextHold && j.current != nil && !j.current.Info.NotAfter.After(st.At):
 		j.log.Error("not ordering now, and the certificate in service expires before the hold ends", "reason", st.Reason, "not_after", j.current.Info.NotAfter, "held_until", st.At)
 		res.Action = ActionHeld
+		e.renewalHeld(ctx, j)
 	case st.Next == NextHold:
 		j.log.Warn("not ordering now", "reason", st.Reason)
 		res.Action = ActionHeld
+		e.renewalHeld(ctx, j)
 	case st.Next == NextRedeploy:
 		j.log.Info("retrying deploy", "version", j.current.ID)
 		res = e.redeploy(ctx, j, res)
@@ -395,10 +397,11 @@ func (e *Engine) deployEvent(t event.Type, cert *config.Certificate, v *store.Ve
 	return event.NewIssued(cert.Name, domains(cert), c)
 }
 
-// failedEvent builds the failed event for err. When a certificate is
-// current (a renewal failed), the event describes it too, so an alert can
-// say how long the certificate in service has left.
-func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err error) event.Event {
+// currentEventCertificate describes cert's stored current certificate for
+// the failed, user-action-required and renewal-held events, so an alert
+// can say how long the certificate in service has left; nil when there is
+// none.
+func (e *Engine) currentEventCertificate(ctx context.Context, cert *config.Certificate) *event.Certificate {
 	var current *event.Certificate
 	cur, lerr := e.store.LoadCertificate(ctx, cert.Name)
 	if cur != nil && (lerr == nil || errors.Is(lerr, store.ErrKeyMovedAside)) {
@@ -410,7 +413,7 @@ func (e *Engine) failedEvent(ctx context.Context, cert *config.Certificate, err 
 			current = &c
 		}
 	}
-	return event.NewFailed(cert.Name, domains(cert), current, err)
+	return current
 }
 
 // redeploy retries the pending deploy of the current version without a
@@ -462,7 +465,9 @@ func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Resu
 	}
 	j.log.Error("certificate failed", attrs...)
 	sctx := context.WithoutCancel(ctx)
-	if serr := e.raise(sctx, j.cert, e.failedEvent(sctx, j.cert, err)); serr != nil {
+	current := e.currentEventCertificate(sctx, j.cert)
+	e.userActionRequired(sctx, j, current, err)
+	if serr := e.raise(sctx, j.cert, event.NewFailed(j.cert.Name, domains(j.cert), current, err)); serr != nil {
 		j.log.Warn("failed script failed", "error", serr)
 	}
 	meta := j.meta

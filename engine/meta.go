@@ -27,6 +27,16 @@ type Meta struct {
 	// PendingDeploy is set when issuance succeeded but a deploy script
 	// failed; the next run retries the deploy without a new order.
 	PendingDeploy bool `json:"pending_deploy,omitempty"`
+	// HeldNotice is the last renewal-held event raised, so a hold is
+	// announced once, and once more when the certificate in service turns
+	// out to expire before it ends.
+	HeldNotice *HeldNotice `json:"held_notice,omitempty"`
+}
+
+// HeldNotice records a renewal-held event that was raised.
+type HeldNotice struct {
+	Until    time.Time `json:"until"`              // the end of the hold announced
+	Expiring bool      `json:"expiring,omitempty"` // it said the certificate expires first
 }
 
 // MaxEvents is how many events Meta keeps.

@@ -34,6 +34,8 @@ a.on("issued", function(ev) if a.vars.marker ~= "from-config" then error("vars.m
 	runScript := write("run.lua", `local a = require("acmehook")
 a.on("run-begin", function(ev) assert(ev.test and ev.cert_name == nil and ev.certificates[1].cert_name == "www" and ev.certificates[1].action == "renew") end)
 a.on("run-end", function(ev) assert(ev.test and ev.deployed[1] == "www" and #ev.failed == 0 and ev.certificates[1].domains[1] == "www.example.com") end)
+a.on("user-action-required", function(ev) assert(ev.test and ev.cert_name == "www" and ev.error.problem_instance) end)
+a.on("renewal-held", function(ev) assert(ev.test and ev.cert_name == "www" and ev.held_until and ev.hold_reason) end)
 `)
 	failScript := write("fail.lua", `local a = require("acmehook")
 a.on("issued", function(ev) error("reload failed") end)
@@ -61,6 +63,8 @@ a.on("issued", function(ev) error("reload failed") end)
 		{name: "script test flag first", args: []string{"--config", goodConfig, "script", "test", "--cert", "www", okScript, "renew"}, code: exitOK, stdout: "renew handled without error"},
 		{name: "script test run-begin", args: []string{"--config", goodConfig, "script", "test", runScript, "run-begin", "--cert", "www"}, code: exitOK, stdout: "run-begin handled without error"},
 		{name: "script test run-end", args: []string{"--config", goodConfig, "script", "test", runScript, "run-end", "--cert", "www"}, code: exitOK, stdout: "run-end handled without error"},
+		{name: "script test user-action-required", args: []string{"--config", goodConfig, "script", "test", runScript, "user-action-required", "--cert", "www"}, code: exitOK, stdout: "user-action-required handled without error"},
+		{name: "script test renewal-held", args: []string{"--config", goodConfig, "script", "test", runScript, "renewal-held", "--cert", "www"}, code: exitOK, stdout: "renewal-held handled without error"},
 		{name: "script test failing", args: []string{"script", "test", failScript, "issued"}, code: exitFailed, stderr: "fail.lua:2: reload failed"},
 		{name: "script test with [lua.vars]", args: []string{"--config", varsConfig, "script", "test", varsScript, "issued"}, code: exitOK, stdout: "issued handled without error"},
 		{name: "script test without the config's vars", args: []string{"--config", filepath.Join(dir, "none.toml"), "script", "test", varsScript, "issued"}, code: exitFailed, stderr: "vars.marker = nil"},

@@ -36,11 +36,13 @@ const (
 	Renew              Type = "renew"
 	Revoke             Type = "revoke"
 	Failed             Type = "failed"
+	UserActionRequired Type = "user-action-required"
+	RenewalHeld        Type = "renewal-held"
 	RunEnd             Type = "run-end"
 )
 
 // Types lists every event in lifecycle order.
-var Types = []Type{RunBegin, ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed, RunEnd}
+var Types = []Type{RunBegin, ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed, UserActionRequired, RenewalHeld, RunEnd}
 
 // Valid reports whether t is one of Types.
 func (t Type) Valid() bool { return slices.Contains(Types, t) }
@@ -116,7 +118,13 @@ type Event struct {
 	// event.
 	RevocationReason int // revocation_reason
 
-	Error     *Error     // error: on failed
+	// A renewal-held event says until when the order is held back and
+	// why, and whether the certificate in service expires first.
+	HeldUntil             time.Time // held_until
+	HoldReason            string    // hold_reason
+	ExpiresBeforeHoldEnds bool      // expires_before_hold_ends
+
+	Error     *Error     // error: on failed and user-action-required
 	Challenge *Challenge // challenge: on the challenge events
 	// Run is the run of a run-level event; its fields are top-level keys
 	// in Lua (certificates, issued, ...).
@@ -234,6 +242,32 @@ func NewFailed(name string, domains []string, current *Certificate, err error) E
 	var p *acme.Problem
 	if errors.As(err, &p) {
 		ev.Error.ProblemType, ev.Error.ProblemDetail, ev.Error.ProblemInstance = p.Type, p.Detail, p.Instance
+	}
+	return ev
+}
+
+// NewUserActionRequired is the user-action-required event: the CA
+// answered certificate name's order with a userActionRequired problem
+// (RFC 8555 §6.7: a person must visit the problem's instance URL, for
+// example to agree to new terms, §7.3.3), err. Its fields are those of
+// NewFailed; the failed event follows it.
+func NewUserActionRequired(name string, domains []string, current *Certificate, err error) Event {
+	ev := NewFailed(name, domains, current, err)
+	ev.Type = UserActionRequired
+	return ev
+}
+
+// NewRenewalHeld is the renewal-held event: certificate name needs a new
+// certificate (its renewal time has passed, or it has none, or its
+// configuration changed) but the failure backoff or the reissue guard
+// holds the order back until until, for reason. current, when not nil, is
+// the certificate in service; ExpiresBeforeHoldEnds is set when it
+// expires before until.
+func NewRenewalHeld(name string, domains []string, current *Certificate, reason string, until time.Time) Event {
+	ev := Event{Type: RenewalHeld, Cert: name, Domains: domains, HeldUntil: until, HoldReason: reason}
+	if current != nil {
+		ev.setCertificate(*current)
+		ev.ExpiresBeforeHoldEnds = !current.NotAfter.After(until)
 	}
 	return ev
 }

@@ -29,6 +29,7 @@ func TestConstructors(t *testing.T) {
 	}
 	domains := []string{"www.example", "192.0.2.1"}
 	problem := &acme.Problem{Type: acme.ProblemRateLimited, Detail: "slow down", Instance: "https://ca.example/p/1"}
+	uar := &acme.Problem{Type: acme.ProblemUserActionRequired, Detail: "agree", Instance: "https://ca.example/tos"}
 	ch := Challenge{Type: "http-01", Identifier: "www.example", Token: "tok", KeyAuthorization: "tok.thumb"}
 	tests := []struct {
 		name string
@@ -44,6 +45,15 @@ func TestConstructors(t *testing.T) {
 			withCert(Event{Type: Failed, Cert: "www", Domains: domains, Error: &Error{
 				Message: "creating order: " + problem.Error(), ProblemType: acme.ProblemRateLimited, ProblemDetail: "slow down", ProblemInstance: "https://ca.example/p/1"}})},
 		{"challenge", NewChallenge(ChallengeProvision, "www", domains, ch), Event{Type: ChallengeProvision, Cert: "www", Domains: domains, Challenge: &ch}},
+		{"user-action-required", NewUserActionRequired("www", domains, &testCert, fmt.Errorf("creating order: %w", uar)),
+			withCert(Event{Type: UserActionRequired, Cert: "www", Domains: domains, Error: &Error{
+				Message: "creating order: " + uar.Error(), ProblemType: acme.ProblemUserActionRequired, ProblemDetail: "agree", ProblemInstance: "https://ca.example/tos"}})},
+		{"renewal-held, expires first", NewRenewalHeld("www", domains, &testCert, "guard", time.Unix(2, 0)),
+			withCert(Event{Type: RenewalHeld, Cert: "www", Domains: domains, HoldReason: "guard", HeldUntil: time.Unix(2, 0), ExpiresBeforeHoldEnds: true})},
+		{"renewal-held, ends in time", NewRenewalHeld("www", domains, &testCert, "backoff", time.Unix(1, 0)),
+			withCert(Event{Type: RenewalHeld, Cert: "www", Domains: domains, HoldReason: "backoff", HeldUntil: time.Unix(1, 0)})},
+		{"renewal-held, none in service", NewRenewalHeld("www", domains, nil, "backoff", time.Unix(1, 0)),
+			Event{Type: RenewalHeld, Cert: "www", Domains: domains, HoldReason: "backoff", HeldUntil: time.Unix(1, 0)}},
 		{"run-begin", NewRunBegin(time.Unix(5, 0), runCerts[:1]), Event{Type: RunBegin, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts[:1]}}},
 		{"run-end", NewRunEnd(time.Unix(5, 0), runCerts), Event{Type: RunEnd, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts,
 			Issued: []string{"a"}, Renewed: []string{"b", "c"}, Deployed: []string{"a", "b", "d"}, Failed: []string{"c", "e"}, Held: []string{"f"}}}},

@@ -29,7 +29,10 @@ import (
 // key.pem with mode 0600, chain.pem, fullchain.pem); renew has a previous
 // serial and revoke the reason superseded. failed carries an ACME
 // rateLimited problem and, as from the engine when a renewal fails, the
-// certificate still in service; the challenge events carry dns-01
+// certificate still in service; user-action-required carries a
+// userActionRequired problem with an instance URL and the certificate in
+// service; renewal-held a hold that ends after the certificate in
+// service expires; the challenge events carry dns-01
 // challenge fields and no certificate. The run-level events carry a run of
 // the one certificate name: run-begin about to renew it, run-end having
 // renewed and deployed it (a made-up serial; no files are written). Test
@@ -80,6 +83,17 @@ func Synthetic(t Type, name string, domains []string, dir string) (Event, error)
 				Detail: "too many certificates already issued for this exact set of identifiers",
 			}
 			ev = NewFailed(name, domains, &c, fmt.Errorf("synthetic failure: finalizing order: %w", problem))
+		case UserActionRequired:
+			problem := &acme.Problem{
+				Type:     acme.ProblemUserActionRequired,
+				Detail:   "the terms of service have changed; agree to them at the instance URL",
+				Instance: "https://ca.example/acme/agreement/synthetic",
+			}
+			ev = NewUserActionRequired(name, domains, &c, fmt.Errorf("synthetic failure: creating order: %w", problem))
+		case RenewalHeld:
+			// Held by the reissue guard past the certificate's expiry: the
+			// event an operator must act on.
+			ev = NewRenewalHeld(name, domains, &c, "synthetic: the reissue guard allows no order before the hold ends", c.NotAfter.Add(time.Hour))
 		}
 	}
 	ev.Test = true

@@ -71,6 +71,11 @@ func eventTable(L *lua.LState, e event.Event) *lua.LTable {
 	if e.Type == event.Revoke || e.RevocationReason != 0 {
 		t.RawSetString("revocation_reason", lua.LNumber(e.RevocationReason))
 	}
+	unix("held_until", e.HeldUntil)
+	str(t, "hold_reason", e.HoldReason)
+	if e.ExpiresBeforeHoldEnds {
+		t.RawSetString("expires_before_hold_ends", lua.LTrue)
+	}
 	if e.Error != nil {
 		et := L.CreateTable(0, 4)
 		str(et, "message", e.Error.Message)

@@ -348,6 +348,10 @@ func TestEventTable(t *testing.T) {
 			and ev.challenge.key_authorization:sub(1, #ev.challenge.token) == ev.challenge.token and #ev.challenge.dns_value == 43
 			and ev.cert_name == "www" and ev.serial == nil and ev.cert_pem == nil and ev.error == nil`},
 		{event.ChallengeCleanup, `ev.challenge.token ~= nil and ev.serial == nil`},
+		{event.UserActionRequired, `ev.error.problem_type == "urn:ietf:params:acme:error:userActionRequired" and ev.error.problem_instance:find("^https://")
+			and ev.error.message:find("synthetic") and ev.cert_name == "www" and ev.serial ~= nil and ev.not_after > os.time()`},
+		{event.RenewalHeld, `ev.held_until > ev.not_after and ev.expires_before_hold_ends == true and ev.hold_reason:find("guard")
+			and ev.serial ~= nil and acmehook.files.exists(ev.cert_path) and ev.cert_name == "www" and ev.error == nil`},
 		{event.RunBegin, `ev.name == "run-begin" and ev.cert_name == nil and #ev.domains == 0 and ev.started_at <= os.time() and ev.test == true
 			and #ev.certificates == 1 and ev.certificates[1].cert_name == "www" and ev.certificates[1].domains[2] == "example"
 			and ev.certificates[1].action == "renew" and ev.certificates[1].reason ~= nil and ev.certificates[1].deployed == nil

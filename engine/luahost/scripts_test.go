@@ -440,6 +440,12 @@ func TestWebhookScript(t *testing.T) {
 }
 
 func TestFailedAlertScript(t *testing.T) {
+	want := map[event.Type][]string{
+		event.Failed: {"[test] acmehook could not obtain www (www.example, example)", "too many certificates", "[rateLimited]",
+			"the certificate in service (serial ", ") expires ", " days"},
+		event.RenewalHeld: {"[test] acmehook holds the renewal of www (www.example, example) until ", "(synthetic: the reissue guard",
+			"but the certificate in service (serial ", "`acmehook issue www`"},
+	}
 	for _, name := range event.Types {
 		t.Run(string(name), func(t *testing.T) {
 			rec := &recorder{}
@@ -447,7 +453,7 @@ func TestFailedAlertScript(t *testing.T) {
 			if err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "failed_alert.lua"), synthetic(t, name)); err != nil {
 				t.Fatal(err)
 			}
-			if name != event.Failed {
+			if want[name] == nil {
 				if len(rec.bodies) != 0 {
 					t.Errorf("alert sent for %s", name)
 				}
@@ -457,11 +463,32 @@ func TestFailedAlertScript(t *testing.T) {
 				t.Fatalf("alerts sent = %d, want 1", len(rec.bodies))
 			}
 			text, _ := rec.bodies[0]["text"].(string)
-			for _, want := range []string{"[test] acmehook could not obtain www (www.example, example)", "too many certificates", "[rateLimited]", "the certificate in service (serial ", ") expires ", " days"} {
-				if !strings.Contains(text, want) {
-					t.Errorf("alert text %q does not contain %q", text, want)
+			for _, w := range want[name] {
+				if !strings.Contains(text, w) {
+					t.Errorf("alert text %q does not contain %q", text, w)
 				}
 			}
 		})
 	}
+	t.Run("failed with userActionRequired", func(t *testing.T) {
+		rec := &recorder{}
+		h := New(Options{Vars: map[string]string{"alert_url": rec.start(t)}})
+		ev := synthetic(t, event.UserActionRequired)
+		ev.Type = event.Failed
+		if err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "failed_alert.lua"), ev); err != nil {
+			t.Fatal(err)
+		}
+		if text, _ := rec.bodies[0]["text"].(string); !strings.Contains(text, "[userActionRequired]; the CA needs a person to act first: https://ca.example/acme/agreement/synthetic") {
+			t.Errorf("alert text %q does not name the instance URL", text)
+		}
+	})
+	t.Run("renewal-held ending in time", func(t *testing.T) {
+		rec := &recorder{}
+		h := New(Options{Vars: map[string]string{"alert_url": rec.start(t)}})
+		ev := synthetic(t, event.RenewalHeld)
+		ev.ExpiresBeforeHoldEnds = false
+		if err := h.Dispatch(context.Background(), filepath.Join(scriptsDir, "failed_alert.lua"), ev); err != nil || len(rec.bodies) != 0 {
+			t.Errorf("Dispatch = %v with %d alerts, want no alert for a hold that ends before expiry", err, len(rec.bodies))
+		}
+	})
 }

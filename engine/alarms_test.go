@@ -1,0 +1,203 @@
+package engine
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/acmehook/acmehook/acme"
+)
+
+// faultTransport is a fault-injecting transport in front of the shared
+// Pebble's: it answers the requests whose path ends with a key of refuse
+// with that problem itself (a 403 application/problem+json), and edits
+// the answers to those whose path ends with a key of edit.
+type faultTransport struct {
+	rt     http.RoundTripper
+	mu     sync.Mutex
+	refuse map[string]string                   // path suffix -> problem JSON
+	edit   map[string]func(body []byte) []byte // path suffix -> edit of the answer
+}
+
+func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	f.mu.Lock()
+	var problem string
+	var edit func([]byte) []byte
+	for suffix, p := range f.refuse {
+		if strings.HasSuffix(r.URL.Path, suffix) {
+			problem = p
+		}
+	}
+	for suffix, e := range f.edit {
+		if strings.HasSuffix(r.URL.Path, suffix) {
+			edit = e
+		}
+	}
+	f.mu.Unlock()
+	if problem != "" {
+		return &http.Response{
+			StatusCode: http.StatusForbidden, Status: "403 Forbidden", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
+			Header:  http.Header{"Content-Type": {"application/problem+json"}},
+			Body:    io.NopCloser(strings.NewReader(problem)),
+			Request: r, ContentLength: int64(len(problem)),
+		}, nil
+	}
+	resp, err := f.rt.RoundTrip(r)
+	if err != nil || edit == nil {
+		return resp, err
+	}
+	b, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil {
+		return nil, err
+	}
+	b = edit(b)
+	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
+	resp.Header.Del("Content-Length")
+	return resp, nil
+}
+
+// faultClient returns an HTTP client for the shared Pebble through f.
+func faultClient(f *faultTransport) *http.Client {
+	f.rt = pebble.HTTPClient().Transport
+	return &http.Client{Transport: f}
+}
+
+// TestUserActionRequired: a CA answering the order with userActionRequired
+// has the certificate's scripts get user-action-required with the
+// problem's instance URL, then failed, and the run says where to go.
+func TestUserActionRequired(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write("[[certificate]]\nname = \"ua\"\ndomains = [\"ua.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+	instance := "https://ca.example/agreement/42"
+	f := &faultTransport{refuse: map[string]string{"/order-plz": fmt.Sprintf(`{"type":%q,"detail":"agree to the new terms first","instance":%q,"status":403}`, acme.ProblemUserActionRequired, instance)}}
+	e.logs = &bytes.Buffer{}
+	r := e.runWith(cfg, Options{HTTPClient: faultClient(f), Logger: testLogger(t, e.logs)}, RunOptions{})["ua"]
+	if p := problemOf(r.Err); r.Action != ActionFailed || p == nil || p.Type != acme.ProblemUserActionRequired {
+		t.Fatalf("run = %s %v, want failed with userActionRequired", r.Action, r.Err)
+	}
+	ev := e.event("ua.user-action-required")
+	evErr, _ := ev["error"].(map[string]any)
+	if evErr["problem_instance"] != instance || evErr["problem_type"] != acme.ProblemUserActionRequired || evErr["problem_detail"] != "agree to the new terms first" || ev["cert_name"] != "ua" {
+		t.Errorf("user-action-required event = %v, want the problem with instance %s", ev, instance)
+	}
+	e.event("ua.failed")
+	if !strings.Contains(e.logs.String(), `level=ERROR msg="the CA requires a person to act before it issues again: visit the problem's instance URL" cert=ua instance=`+instance) {
+		t.Errorf("no ERROR naming the instance URL in the log:\n%s", e.logs)
+	}
+
+	t.Run("another problem raises failed alone", func(t *testing.T) {
+		os.RemoveAll(e.work.Events)
+		os.Mkdir(e.work.Events, 0o755)
+		f.refuse["/order-plz"] = fmt.Sprintf(`{"type":%q,"detail":"no","status":403}`, acme.ProblemUnauthorized)
+		r := e.runWith(cfg, Options{HTTPClient: faultClient(f), Now: func() time.Time { return time.Now().Add(48 * time.Hour) }}, RunOptions{Force: true, Names: []string{"ua"}})["ua"]
+		if r.Action != ActionFailed {
+			t.Fatalf("run = %s %v, want failed", r.Action, r.Err)
+		}
+		e.event("ua.failed")
+		if _, err := os.Stat(filepath.Join(e.work.Events, "ua.user-action-required.json")); err == nil {
+			t.Error("user-action-required raised for an unauthorized problem")
+		}
+	})
+}
+
+// TestRenewalHeldInDaemon: in the daemon, a certificate whose renewal time
+// has passed but whose order the reissue guard holds back gets
+// renewal-held once, saying until when, why and that the certificate in
+// service expires first (logged at ERROR), and not again at the daemon's
+// hourly looks at it during the same hold.
+func TestRenewalHeldInDaemon(t *testing.T) {
+	e := newEnv(t)
+	count := filepath.Join(e.work.Dir, "held.count")
+	script := fmt.Sprintf(`local acmehook = require("acmehook")
+acmehook.on("renewal-held", function(ev)
+  local old = acmehook.files.read(%q) or ""
+  assert(acmehook.files.write(%q, old .. ev.cert_name .. " " .. ev.held_until .. " " .. tostring(ev.expires_before_hold_ends) .. "\n"))
+end)
+`, count, count)
+	if err := os.WriteFile(filepath.Join(e.work.Dir, "held.lua"), []byte(script), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cfg := e.write("[[certificate]]\nname = \"hd\"\ndomains = [\"hd.held.example.com\"]\nsolver = \"webroot\"\nmax_orders = 1\nmax_orders_window = \"168h\"\nprofile = \"shortlived\"\nscripts = [\"events.lua\", \"held.lua\"]\n")
+	start := time.Now()
+	e.now = func() time.Time { return start }
+	if r := e.run(cfg, RunOptions{})["hd"]; r.Action != ActionIssued {
+		t.Fatalf("first run = %s %v", r.Action, r.Err)
+	}
+	v := e.current(cfg, "hd")
+	holdEnd := e.meta(cfg, "hd").Renewal.Orders[0].Add(168 * time.Hour)
+
+	// The renewal time is long past (a day before expiry), the guard's
+	// one order in 7 days is used: held until the order ages out.
+	clock := newFakeClock(v.Info.NotAfter.Add(-24 * time.Hour))
+	runs := make(chan *RunResult, 16)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs := &syncBuffer{}
+	done := e.startDaemon(ctx, cfg, DaemonOptions{Clock: clock, MaxSleep: 30 * 24 * time.Hour, Options: Options{Logger: testLogger(t, logs)},
+		afterRun: func(r *RunResult) { runs <- r }})
+	for i := range 3 {
+		select {
+		case res := <-runs:
+			if r := res.Results[0]; r.Action != ActionHeld {
+				t.Fatalf("daemon cycle %d: %s = %s %q %v, want held", i, r.Name, r.Action, r.Reason, r.Err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatalf("daemon cycle %d did not run", i)
+		}
+		w := clock.next(t)
+		if w.d > HeldRecheck {
+			t.Errorf("daemon sleeps %s after a held cycle, want at most %s", w.d, HeldRecheck)
+		}
+		clock.elapse(w)
+	}
+	cancel()
+	stopped(t, done)
+
+	want := fmt.Sprintf("hd %d true\n", holdEnd.Unix())
+	if b, _ := os.ReadFile(count); string(b) != want {
+		t.Errorf("renewal-held reached the script as %q over 3 daemon cycles, want once: %q", b, want)
+	}
+	ev := e.event("hd.renewal-held")
+	if ev["serial"] != v.Info.Serial || ev["hold_reason"] == nil || !strings.Contains(ev["hold_reason"].(string), "order") || ev["not_after"] == nil {
+		t.Errorf("renewal-held event = %v, want the certificate in service (serial %s) and the guard's reason", ev, v.Info.Serial)
+	}
+	if !strings.Contains(logs.String(), "level=ERROR msg=\"not ordering now, and the certificate in service expires before the hold ends\"") {
+		t.Errorf("no ERROR for a certificate expiring before the hold ends:\n%s", logs)
+	}
+	if n := e.meta(cfg, "hd").HeldNotice; n == nil || !n.Until.Equal(holdEnd) || !n.Expiring {
+		t.Errorf("held notice = %+v, want until %s, expiring", n, holdEnd)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the daemon's goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// testLogger logs to the test's output and to w, at Info.
+func testLogger(t *testing.T, w io.Writer) *slog.Logger {
+	return slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), w), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
