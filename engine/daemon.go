@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
@@ -87,19 +88,13 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 	}()
 	log := eng.log
 	log.Info("daemon started", "certificates", len(eng.cfg.Certificates))
-	next := map[string]time.Time{} // missing: check now
+	next := newSchedule(eng.names()) // every certificate is checked at once
 	for {
-		now := clock.Now()
-		var due []string
-		for _, c := range eng.cfg.Certificates {
-			if !next[c.Name].After(now) {
-				due = append(due, c.Name)
-			}
-		}
-		if len(due) > 0 {
+		if due := next.due(clock.Now()); len(due) > 0 {
 			for _, n := range eng.plugins.forgetDead() {
 				log.Warn("plugin is not running; it will be launched again", "plugin", n)
 			}
+			eng.inConfigOrder(due)
 			res, err := eng.Run(ctx, RunOptions{Names: due})
 			if ctx.Err() != nil {
 				log.Info("daemon stopping")
@@ -111,18 +106,19 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			if res != nil && opts.afterRun != nil {
 				opts.afterRun(res)
 			}
+			checked := map[string]time.Time{}
+			if res != nil {
+				for _, r := range res.Results {
+					checked[r.Name] = r.nextCheck
+				}
+			}
 			for _, n := range due {
-				next[n] = eng.nextCheck(ctx, eng.cfg.Certificate(n))
+				next.set(n, eng.nextCheck(ctx, eng.certs[n], checked[n]))
 			}
 		}
-		name, at := "", time.Time{}
-		for _, c := range eng.cfg.Certificates {
-			if t := next[c.Name]; name == "" || t.Before(at) {
-				name, at = c.Name, t
-			}
-		}
+		name, at, ok := next.earliest()
 		wait := maxSleep
-		if name != "" {
+		if ok {
 			wait = min(max(at.Sub(clock.Now()), 0), maxSleep)
 			log.Info("next check", "cert", name, "at", at.UTC().Format(time.RFC3339), "in", wait.Round(time.Second).String())
 		}
@@ -139,7 +135,7 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			if err := eng.Close(); err != nil {
 				log.Warn("stopping plugins", "error", err)
 			}
-			eng, next = neng, map[string]time.Time{}
+			eng, next = neng, newSchedule(neng.names())
 			log.Info("configuration reloaded", "certificates", len(eng.cfg.Certificates))
 		case <-clock.After(wait):
 		}
@@ -162,19 +158,52 @@ func reload(opts DaemonOptions, eo Options, old *config.Config) (*Engine, error)
 	return New(eo)
 }
 
-// nextCheck is when the daemon should look at cert again: its Status's
-// NextCheck, never sooner than MinRecheck.
-func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate) time.Time {
+// nextCheck is when the daemon should look at cert again, never sooner
+// than MinRecheck: known, when the run left cert's state as it found it
+// (nothing was done, or the order was held back), from the status the run
+// decided on; otherwise from its state read again.
+func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate, known time.Time) time.Time {
 	soon := e.now().Add(MinRecheck)
-	st := e.load(ctx, cert, loadOptions{}).status
-	if st.Err != nil {
-		e.log.Warn("loading the certificate's state", "cert", cert.Name, "error", st.Err)
+	at := known
+	if at.IsZero() {
+		st := e.load(ctx, cert, loadOptions{}).status
+		if st.Err != nil {
+			e.log.Warn("loading the certificate's state", "cert", cert.Name, "error", st.Err)
+			return soon
+		}
+		at = st.NextCheck
+	}
+	if at.Before(soon) {
 		return soon
 	}
-	if st.NextCheck.Before(soon) {
-		return soon
+	return at
+}
+
+// names returns the configured certificates' names.
+func (e *Engine) names() []string {
+	out := make([]string, len(e.cfg.Certificates))
+	for i, c := range e.cfg.Certificates {
+		out[i] = c.Name
 	}
-	return st.NextCheck
+	return out
+}
+
+// inConfigOrder sorts names of configured certificates as the
+// configuration lists them.
+func (e *Engine) inConfigOrder(names []string) {
+	if len(names) < 2 {
+		return
+	}
+	pos := make(map[string]int, len(names))
+	for _, n := range names {
+		pos[n] = -1
+	}
+	for i, c := range e.cfg.Certificates {
+		if _, ok := pos[c.Name]; ok {
+			pos[c.Name] = i
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int { return pos[a] - pos[b] })
 }
 
 func minTime(a, b time.Time) time.Time {

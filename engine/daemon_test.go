@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -284,4 +285,107 @@ func TestPluginRelaunch(t *testing.T) {
 			t.Errorf("the plugin was not launched again")
 		}
 	})
+}
+
+// readCounter counts, per certificate, the metadata reads through its
+// Backend.
+type readCounter struct {
+	store.Backend
+	mu    sync.Mutex
+	reads map[string]int
+}
+
+func (b *readCounter) Get(ctx context.Context, key string) ([]byte, error) {
+	if rest, ok := strings.CutPrefix(key, "certificates/"); ok && strings.HasSuffix(key, "/meta.json") {
+		b.mu.Lock()
+		b.reads[rest[:strings.IndexByte(rest, '/')]]++
+		b.mu.Unlock()
+	}
+	return b.Backend.Get(ctx, key)
+}
+
+func (b *readCounter) take() map[string]int {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	r := b.reads
+	b.reads = map[string]int{}
+	return r
+}
+
+// TestDaemonReadsOnlyDue: the daemon's work follows the certificates that
+// are due. At start it reads each certificate's state once (the run's
+// decision also gives the next check); at the next wake, for the one
+// 6-day certificate whose renewal information is due first, it reads only
+// that certificate, and runs only it.
+func TestDaemonReadsOnlyDue(t *testing.T) {
+	e := newEnv(t)
+	var certs strings.Builder
+	for i := range 10 {
+		fmt.Fprintf(&certs, "[[certificate]]\nname = \"rd%d\"\ndomains = [\"rd%d.example.com\"]\nsolver = \"webroot\"\nprofile = \"default\"\n", i, i)
+	}
+	certs.WriteString("[[certificate]]\nname = \"short\"\ndomains = [\"short.rd.example.com\"]\nsolver = \"webroot\"\nprofile = \"shortlived\"\n")
+	cfg := e.write(certs.String())
+	for n, r := range e.run(cfg, RunOptions{}) {
+		if r.Action != ActionIssued || r.Err != nil {
+			t.Fatalf("%s: first run = %s %v, want issued", n, r.Action, r.Err)
+		}
+	}
+	fb, err := store.OpenFileBackend(cfg.Storage, store.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := fb.Lock(context.Background(), store.StorageLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counter := &readCounter{Backend: fb, reads: map[string]int{}}
+	st, err := store.New(counter, store.Options{Fence: lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	clock := newFakeClock(time.Now())
+	runs := make(chan *RunResult, 4)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		done <- Daemon(ctx, DaemonOptions{
+			Options:  Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))},
+			Clock:    clock,
+			MaxSleep: 30 * 24 * time.Hour,
+			afterRun: func(r *RunResult) { runs <- r },
+		})
+	}()
+	run := func() *RunResult {
+		t.Helper()
+		select {
+		case r := <-runs:
+			return r
+		case <-time.After(20 * time.Second):
+			t.Fatal("no run")
+			return nil
+		}
+	}
+	if r := run(); len(r.Results) != 11 {
+		t.Fatalf("first cycle checked %d certificates, want 11", len(r.Results))
+	}
+	w := clock.next(t)
+	first := counter.take()
+	for i := range 10 {
+		if n := first[fmt.Sprintf("rd%d", i)]; n != 1 {
+			t.Errorf("metadata reads of rd%d in the first cycle = %d, want 1", i, n)
+		}
+	}
+	clock.elapse(w)
+	r := run()
+	if len(r.Results) != 1 || r.Results[0].Name != "short" || r.Results[0].Err != nil {
+		t.Fatalf("second cycle = %+v, want only short, checked", r.Results)
+	}
+	clock.next(t)
+	if reads := counter.take(); len(reads) != 1 || reads["short"] == 0 {
+		t.Errorf("metadata reads in the second cycle = %v, want short's only", reads)
+	}
+	cancel()
+	<-done
 }

@@ -94,6 +94,7 @@ type Options struct {
 // use; Close stops the plugins (and script hosts) it launched.
 type Engine struct {
 	cfg      *config.Config
+	certs    map[string]*config.Certificate // cfg's, by name
 	store    *store.Store
 	log      *slog.Logger
 	now      func() time.Time
@@ -165,8 +166,13 @@ func New(opts Options) (*Engine, error) {
 		ps = opts.Plugins.ps
 		ps.reconfigure(opts.Config)
 	}
+	certs := make(map[string]*config.Certificate, len(opts.Config.Certificates))
+	for _, c := range opts.Config.Certificates {
+		certs[c.Name] = c
+	}
 	e := &Engine{
 		cfg:   opts.Config,
+		certs: certs,
 		store: opts.Store,
 		log:   log,
 		now:   now,
@@ -218,11 +224,19 @@ func trustRoots(from string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// maxIdleConnsPerCA is how many idle connections to the CA are kept.
+const maxIdleConnsPerCA = 64
+
 // caHTTPClient returns an HTTP client that trusts the PEM roots in bundle,
 // or the system roots when bundle is empty.
 func caHTTPClient(bundle string) (*http.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.Proxy = http.ProxyFromEnvironment
+	// Every certificate of a run talks to the one CA host: keep a
+	// connection per worker (concurrency, and the authorizations of an
+	// order solved at once) instead of the default 2, so a busy run does
+	// not open, and TLS-handshake, a new connection for most requests.
+	tr.MaxIdleConnsPerHost = maxIdleConnsPerCA
 	if bundle != "" {
 		pem, err := os.ReadFile(bundle)
 		if err != nil {
@@ -283,6 +297,11 @@ type Result struct {
 	// certificate is kept).
 	Err      error
 	Duration time.Duration
+
+	// nextCheck is the decision's next check when the run left the
+	// certificate's state as it found it (ActionNone, ActionHeld), so the
+	// daemon need not read it again; zero otherwise.
+	nextCheck time.Time
 }
 
 // OK reports whether the certificate needs no attention.
@@ -330,7 +349,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	if len(opts.Names) > 0 {
 		certs = nil
 		for _, n := range opts.Names {
-			c := e.cfg.Certificate(n)
+			c := e.certs[n]
 			if c == nil {
 				return nil, fmt.Errorf("%w: %q", ErrUnknownCertificate, n)
 			}
@@ -357,19 +376,24 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	e.preparePlugins(ctx, jobs)
 	e.runBegin(ctx, jobs, started)
 
+	// One goroutine per certificate in progress, not per certificate: a
+	// run of 10,000 holds Concurrency of them.
 	var wg sync.WaitGroup
 	for i, j := range jobs {
+		select {
+		case sem <- struct{}{}:
+		case <-ctx.Done():
+			res.Results[i] = Result{Name: j.cert.Name, Action: ActionFailed, Err: ctx.Err()}
+			continue
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
-			select {
-			case sem <- struct{}{}:
-			case <-ctx.Done():
-				res.Results[i] = Result{Name: j.cert.Name, Action: ActionFailed, Err: ctx.Err()}
-				return
+			defer func() { <-sem; wg.Done() }()
+			r := e.execute(ctx, j)
+			if r.Action == ActionNone || r.Action == ActionHeld {
+				r.nextCheck = j.status.NextCheck
 			}
-			defer func() { <-sem }()
-			res.Results[i] = e.execute(ctx, j)
+			res.Results[i] = r
 		}()
 	}
 	wg.Wait()

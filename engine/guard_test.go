@@ -156,7 +156,7 @@ func TestHeldCadence(t *testing.T) {
 		if st.Next != NextHold || st.NextCheck.After(later.Add(HeldRecheck)) {
 			t.Errorf("status = %s, next check %s; want held and a check within %s", st.Next, st.NextCheck, HeldRecheck)
 		}
-		if got := eng.nextCheck(context.Background(), eng.cfg.Certificate("h")); got.After(later.Add(HeldRecheck)) {
+		if got := eng.nextCheck(context.Background(), eng.cfg.Certificate("h"), time.Time{}); got.After(later.Add(HeldRecheck)) {
 			t.Errorf("daemon's next check = %s, want within %s of %s", got, HeldRecheck, later)
 		}
 	})

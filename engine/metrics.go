@@ -56,10 +56,8 @@ func timeHooks(hooks map[string]event.Hook, cfg *config.Config, rec metrics.Reco
 // it.
 func (e *Engine) CertificateMetrics(ctx context.Context) []metrics.Certificate {
 	out := make([]metrics.Certificate, len(e.cfg.Certificates))
-	for i, c := range e.cfg.Certificates {
-		j := e.load(ctx, c, loadOptions{})
-		out[i] = certificateMetrics(j.status, j.meta, e.now())
-	}
+	now := e.now()
+	e.loadEach(ctx, e.cfg.Certificates, func(i int, j *job) { out[i] = certificateMetrics(j.status, j.meta, now) })
 	return out
 }
 

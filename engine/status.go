@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
@@ -119,10 +121,32 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 // Err set; the others are listed regardless.
 func (e *Engine) List(ctx context.Context) []Status {
 	out := make([]Status, len(e.cfg.Certificates))
-	for i, c := range e.cfg.Certificates {
-		out[i] = e.load(ctx, c, loadOptions{}).status
-	}
+	e.loadEach(ctx, e.cfg.Certificates, func(i int, j *job) { out[i] = j.status })
 	return out
+}
+
+// ListWorkers is how many certificates List (and a metrics scrape) reads
+// at once: reading a certificate's state is a handful of system calls
+// that wait on the file system (or a round trip to etcd), so a few
+// readers overlap those waits without crowding the run's own work.
+const ListWorkers = 4
+
+// loadEach loads every certificate of certs without contacting the CA,
+// ListWorkers at a time, and hands each job to f with its index (f is
+// called concurrently, for distinct indices).
+func (e *Engine) loadEach(ctx context.Context, certs []*config.Certificate, f func(int, *job)) {
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range min(ListWorkers, len(certs)) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := int(next.Add(1) - 1); i < len(certs); i = int(next.Add(1) - 1) {
+				f(i, e.load(ctx, certs[i], loadOptions{}))
+			}
+		}()
+	}
+	wg.Wait()
 }
 
 // Explain returns the Status of the certificate called name, whose
