@@ -169,6 +169,11 @@ func (c *Client) send(ctx context.Context, method, u string, body []byte, accept
 	start := time.Now()
 	resp, err := c.httpClient().Do(req)
 	if err != nil {
+		// net/http's *url.Error says the method and URL again.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
 		return nil, fmt.Errorf("%s %s: %w", method, u, err)
 	}
 	defer resp.Body.Close()

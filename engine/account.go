@@ -80,7 +80,7 @@ func (e *Engine) reregister(ctx context.Context, acct acme.Account, err error) (
 func (e *Engine) register(ctx context.Context, key crypto.Signer, info store.AccountInfo) (acme.Account, error) {
 	dir, err := e.client.Directory(ctx)
 	if err != nil {
-		return acme.Account{}, fmt.Errorf("fetching directory %s: %w", e.cfg.CA.Directory, err)
+		return acme.Account{}, err // it says "fetching directory: GET <url>"
 	}
 	if dir.Meta.TermsOfService != "" && !e.cfg.CA.AgreeTOS {
 		return acme.Account{}, fmt.Errorf("%w: %s", ErrTermsOfService, dir.Meta.TermsOfService)

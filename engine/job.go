@@ -62,7 +62,7 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 	case errors.Is(err, store.ErrNotFound):
 		v = nil
 	case err != nil && !aside:
-		return fail(fmt.Errorf("loading certificate: %w", err))
+		return fail(err) // it says "loading certificate <name>" or "decoding metadata of <name>"
 	}
 	j.current, j.aside = v, aside
 	j.status = e.decide(cert, v, aside, meta, opts.force)
@@ -204,7 +204,7 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	}
 	chain, err := e.client.FetchPreferredChain(ctx, acct, o.Certificate, cert.PreferredChain)
 	if err != nil {
-		return nil, nil, fmt.Errorf("downloading certificate %s: %w", o.Certificate, err)
+		return nil, nil, err // it says "downloading certificate <url>"
 	}
 	if len(chain.Certificates) == 0 {
 		return nil, nil, fmt.Errorf("downloading certificate %s: empty chain", o.Certificate)

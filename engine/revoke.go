@@ -103,8 +103,11 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		return res, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
 	}
 	v, err := e.store.LoadCertificate(ctx, name)
-	if err != nil && !(errors.Is(err, store.ErrKeyMovedAside) && !opts.WithCertKey) {
-		return res, fmt.Errorf("loading certificate %s: %w", name, err)
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return res, fmt.Errorf("%s has no certificate to revoke (none was issued yet): %w", name, store.ErrNotFound)
+	case err != nil && !(errors.Is(err, store.ErrKeyMovedAside) && !opts.WithCertKey):
+		return res, err // it says "loading certificate <name>"
 	}
 	res.Serial = v.Info.Serial
 	leaf, err := parseLeaf(v.CertPEM)

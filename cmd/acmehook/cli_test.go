@@ -67,9 +67,9 @@ a.on("renew", function(ev) assert(ev.test and ev.cert_name == "www") end)
 		{"explain --json", []string{"--config", conf, "explain", "www", "--json"}, exitOK, `"due": true`, ""},
 
 		{"revoke without --yes off a terminal", []string{"--config", conf, "revoke", "www"}, exitUsage, "", "add --yes"},
-		{"revoke, flags after the name", []string{"revoke", "www", "--reason", "superseded", "--yes", "--config", conf}, exitFailed, "", "loading certificate www"},
-		{"revoke, flags before the name", []string{"--config", conf, "revoke", "--yes", "--reason", "superseded", "www"}, exitFailed, "", "loading certificate www"},
-		{"revoke -y", []string{"--config", conf, "revoke", "-y", "www"}, exitFailed, "", "loading certificate www"},
+		{"revoke, flags after the name", []string{"revoke", "www", "--reason", "superseded", "--yes", "--config", conf}, exitFailed, "", "www has no certificate to revoke"},
+		{"revoke, flags before the name", []string{"--config", conf, "revoke", "--yes", "--reason", "superseded", "www"}, exitFailed, "", "www has no certificate to revoke"},
+		{"revoke -y", []string{"--config", conf, "revoke", "-y", "www"}, exitFailed, "", "www has no certificate to revoke"},
 
 		{"daemon with an argument, flag after", []string{"--config", conf, "daemon", "now", "--log-level", "debug"}, exitUsage, "", "daemon takes no arguments"},
 		{"daemon, bad flag before", []string{"--log-format", "xml", "--config", conf, "daemon"}, exitUsage, "", `--log-format "xml"`},

@@ -59,7 +59,7 @@ func TestRevokeAsksOnATerminal(t *testing.T) {
 	}{
 		{"n\n", exitUsage, "not revoked: not confirmed"},
 		{"\n", exitUsage, "not revoked: not confirmed"},
-		{"yes\n", exitFailed, "loading certificate www"},
+		{"yes\n", exitFailed, "www has no certificate to revoke"},
 	} {
 		t.Run(fmt.Sprintf("answer %q", tt.answer), func(t *testing.T) {
 			controller, terminal := openPTY(t)

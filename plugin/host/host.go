@@ -50,6 +50,11 @@ var (
 	// ErrNotExecutable is returned by CheckExecutable and Launch for a
 	// path that is not an executable regular file.
 	ErrNotExecutable = errors.New("host: not an executable file")
+	// ErrNoHandshake is returned by Launch when the process exits, or
+	// prints something else, before go-plugin's handshake line: not an
+	// acmehook plugin, or one that failed at its start (its stderr is
+	// logged).
+	ErrNoHandshake = errors.New("host: no plugin handshake")
 )
 
 // Defaults of LaunchOptions.
@@ -181,6 +186,28 @@ func fileKind(m fs.FileMode) string {
 	return "special file"
 }
 
+// noHandshake replaces go-plugin's many-line explanation of a missing
+// handshake with what happened: how the process exited, or the line it
+// printed instead. Other errors are returned as they are.
+func noHandshake(err error, client *plugin.Client, cmd *exec.Cmd) error {
+	msg, unrecognized := strings.CutPrefix(err.Error(), "Unrecognized remote plugin message: ")
+	if !unrecognized && err.Error() != "plugin exited before we could connect" {
+		return err
+	}
+	if line, _, _ := strings.Cut(msg, "\n"); line != "" {
+		if len(line) > 200 {
+			line = line[:200] + "…"
+		}
+		return fmt.Errorf("%w: the process printed %q instead", ErrNoHandshake, line)
+	}
+	// client.Exited is set once cmd.Wait has returned, so ProcessState
+	// is complete.
+	if client.Exited() && cmd.ProcessState != nil {
+		return fmt.Errorf("%w: the process exited (%s) first", ErrNoHandshake, cmd.ProcessState)
+	}
+	return fmt.Errorf("%w: the process closed its standard output first", ErrNoHandshake)
+}
+
 // Launch starts the plugin at opts.Path, performs go-plugin's handshake
 // (protocol version, mutual TLS) and, if opts.Config is not nil, configures
 // it. If ctx ends before the handshake completes, the process is killed and
@@ -294,10 +321,17 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 		return nil, ctx.Err()
 	}
 	if err != nil {
-		if started {
-			client.Kill()
-		}
+		// go-plugin's failed start has killed the process already; its
+		// Kill would only warn "failed to exit gracefully" about a plugin
+		// that never came up. Wait (bounded) for the process to be reaped
+		// and its last log lines read.
 		kill()
+		for deadline := time.Now().Add(2 * time.Second); started && !client.Exited() && time.Now().Before(deadline); {
+			time.Sleep(5 * time.Millisecond)
+		}
+		if started {
+			err = noHandshake(err, client, cmd)
+		}
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			return nil, ErrChecksum
 		}

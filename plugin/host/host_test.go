@@ -651,6 +651,48 @@ func TestNeverStarted(t *testing.T) {
 	}
 }
 
+// TestNoHandshake: a plugin that runs but exits, or prints something
+// else, before the handshake gives one short error naming the plugin, the
+// path and what happened instead, and the log says how it exited without
+// a "failed to exit gracefully" warning (it was never up to be asked to
+// exit).
+func TestNoHandshake(t *testing.T) {
+	for _, tt := range []struct{ name, script, want string }{
+		{"exits", "echo 'no handshake here' >&2\nexit 3", "the process exited (exit status 3) first"},
+		{"prints", "echo 'hello, I am a shell script'\nsleep 10", `the process printed "hello, I am a shell script" instead`},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "py")
+			if err := os.WriteFile(path, []byte("#!/bin/sh\n"+tt.script+"\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			rec := &recorder{}
+			start := time.Now()
+			_, err := host.Launch(context.Background(), host.LaunchOptions{Name: "py", Path: path, Logger: slog.New(rec)})
+			if want := "plugin py: starting " + path + ": host: no plugin handshake: " + tt.want; err == nil || err.Error() != want || !errors.Is(err, host.ErrNoHandshake) {
+				t.Fatalf("Launch = %v, want %q", err, want)
+			}
+			if took := time.Since(start); took > 5*time.Second {
+				t.Errorf("Launch took %s", took)
+			}
+			rec.mu.Lock()
+			defer rec.mu.Unlock()
+			var exited bool
+			for _, r := range rec.records {
+				switch {
+				case r.Message == "plugin failed to exit gracefully":
+					t.Errorf("logged %v %q for a plugin that never came up", r.Level, r.Message)
+				case r.Message == "plugin process exited":
+					exited = true
+				}
+			}
+			if !exited {
+				t.Errorf("no record of the plugin's exit in %d records", len(rec.records))
+			}
+		})
+	}
+}
+
 // TestSecretsRedacted: a secret value the plugin echoes in its error and
 // its log is replaced before either reaches the host's caller or log.
 func TestSecretsRedacted(t *testing.T) {
