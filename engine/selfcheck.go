@@ -159,9 +159,13 @@ func (s SolveCheck) OK() bool { return s.Err == nil && s.CleanUpErr == nil }
 // [self_check], even when the certificate sets self_check = false) and
 // cleans it up (the plugin's CleanUp, challenge-cleanup). It launches the
 // plugins the certificate needs, and only those, and stops them before
-// returning. The results are in the certificate's identifier order; the
-// error is for what prevents checking at all (unknown certificate).
-func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger) ([]SolveCheck, error) {
+// returning. With relay set (a fleet), each http-01 and tls-alpn-01
+// challenge is published to the other nodes before the scripts and the
+// self-check, as a run does, so a self-check through the load balancer
+// tests every node. The results are in the certificate's identifier
+// order; the error is for what prevents checking at all (unknown
+// certificate).
+func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *slog.Logger, relay Relay) ([]SolveCheck, error) {
 	cert := cfg.Certificate(name)
 	if cert == nil {
 		return nil, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
@@ -178,7 +182,7 @@ func CheckSolve(ctx context.Context, cfg *config.Config, name string, logger *sl
 	hooks, _, lua := luaHooks(cfg, luahost.Options{Logger: logger, LibDir: cfg.Lua.LibDir, Vars: cfg.Lua.RevealedVars()})
 	defer lua.Close()
 	s := &certSolver{
-		cert: cert, cfg: cfg, plugins: ps, hook: hooks[cert.Name], log: logger.With("cert", cert.Name),
+		cert: cert, cfg: cfg, plugins: ps, hook: hooks[cert.Name], relay: relay, log: logger.With("cert", cert.Name),
 		selfCheck: true, test: true, progress: defaultProgressInterval,
 	}
 	out := make([]SolveCheck, len(cert.Identifiers))

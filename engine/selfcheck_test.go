@@ -264,7 +264,7 @@ solver = "unserved"
 			pebble.Counter().Reset()
 			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 			defer cancel()
-			got, err := CheckSolve(ctx, cfg, tc.cert, nil)
+			got, err := CheckSolve(ctx, cfg, tc.cert, nil, nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -292,7 +292,7 @@ solver = "unserved"
 	if err != nil && !errors.Is(err, fs.ErrNotExist) || len(left) != 0 {
 		t.Errorf("webroot challenge files left: %v %v", left, err)
 	}
-	if _, err := CheckSolve(context.Background(), cfg, "nope", nil); !errors.Is(err, ErrUnknownCertificate) {
+	if _, err := CheckSolve(context.Background(), cfg, "nope", nil, nil); !errors.Is(err, ErrUnknownCertificate) {
 		t.Errorf("CheckSolve(nope) = %v, want ErrUnknownCertificate", err)
 	}
 }
@@ -319,7 +319,7 @@ solver = "webroot"
 scripts = ["events.lua", "veto.lua"]
 `)
 	pebble.Counter().Reset()
-	got, err := CheckSolve(t.Context(), cfg, "chain", nil)
+	got, err := CheckSolve(t.Context(), cfg, "chain", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/fleet"
 )
 
 // checkSolve is "acmehook check --solve NAME": it has each identifier of
@@ -16,7 +17,18 @@ func (c *cli) checkSolve(ctx context.Context, cfg *config.Config, name string) e
 	if cfg.Certificate(name) == nil {
 		return usagef("--solve %q: no such certificate in %s", name, cfg.File())
 	}
-	results, err := engine.CheckSolve(ctx, cfg, name, c.log)
+	// On a fleet, the other nodes present the challenges too, so that the
+	// self-check, which may land on any node, checks them all.
+	var relay engine.Relay
+	if cfg.Store.Backend == config.BackendEtcd {
+		r, err := fleet.StartRelay(ctx, cfg.Store, fleet.RelayOptions{Logger: c.log})
+		if err != nil {
+			return fmt.Errorf("starting the challenge relay: %w", err)
+		}
+		defer r.Close()
+		relay = r
+	}
+	results, err := engine.CheckSolve(ctx, cfg, name, c.log, relay)
 	if err != nil {
 		return err
 	}

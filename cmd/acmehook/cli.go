@@ -15,6 +15,7 @@ import (
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/fleet"
 	"github.com/acmehook/acmehook/engine/metrics"
 	"github.com/acmehook/acmehook/engine/store"
 )
@@ -242,8 +243,22 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 	if c.metrics != nil {
 		rec = c.metrics
 	}
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: rec})
+	// On etcd, a command that may order (run, issue) publishes its
+	// http-01 and tls-alpn-01 challenges to the fleet's daemons, which
+	// present them too (any node answers).
+	var relay engine.Relay
+	closeRelay := func() {}
+	if !readOnly && cfg.Store.Backend == config.BackendEtcd {
+		r, err := fleet.StartRelay(context.Background(), cfg.Store, fleet.RelayOptions{Logger: c.log})
+		if err != nil {
+			st.Close()
+			return nil, nil, nil, nil, fmt.Errorf("starting the challenge relay: %w", err)
+		}
+		relay, closeRelay = r, func() { r.Close() }
+	}
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: rec, Relay: relay})
 	if err != nil {
+		closeRelay()
 		st.Close()
 		return nil, nil, nil, nil, err
 	}
@@ -251,6 +266,7 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 		if err := eng.Close(); err != nil {
 			c.log.Warn("stopping plugins", "error", err)
 		}
+		closeRelay()
 		st.Close()
 	}, nil
 }

@@ -47,7 +47,9 @@ type Answerer interface {
 
 // RelayOptions configure StartRelay.
 type RelayOptions struct {
-	// Answerer presents what the other nodes publish. Required.
+	// Answerer presents what the other nodes publish. Nil makes a relay
+	// that only publishes (a one-shot `acmehook run`, `issue` or `check
+	// --solve`): it neither registers nor answers.
 	Answerer Answerer
 	// Logger receives what the relay presents and cleans up; nil
 	// discards.
@@ -85,7 +87,8 @@ var _ engine.Relay = (*Relay)(nil)
 // answer is a challenge of another node that this node presents.
 type answer struct {
 	ch        engine.RelayChallenge
-	owner     string
+	owner     string        // the publishing node
+	lease     int64         // and its lease
 	presented chan struct{} // closed once Present returned
 	err       error         // Present's
 	withdrawn bool          // the challenge was deleted
@@ -95,6 +98,7 @@ type answer struct {
 // record is the value of a .relay/challenges/ key.
 type record struct {
 	Owner            string          `json:"owner"`
+	Lease            int64           `json:"lease"` // the owner process's relay lease
 	Cert             string          `json:"cert"`
 	Type             string          `json:"type"`
 	Identifier       acme.Identifier `json:"identifier"`
@@ -124,14 +128,11 @@ type member struct {
 }
 
 // StartRelay connects to the etcd storage s describes and starts answering
-// the challenges the other nodes publish, until Close. It registers the
-// node among those an owner waits for once it watches.
+// the challenges the other processes publish, until Close. It registers
+// the node among those an owner waits for once it watches.
 func StartRelay(ctx context.Context, s config.Storage, opts RelayOptions) (*Relay, error) {
 	if s.Backend != config.BackendEtcd {
 		return nil, ErrNotFleet
-	}
-	if opts.Answerer == nil {
-		return nil, errors.New("fleet: StartRelay needs an Answerer")
 	}
 	log := opts.Logger
 	if log == nil {
@@ -169,6 +170,10 @@ func StartRelay(ctx context.Context, s config.Storage, opts RelayOptions) (*Rela
 	}
 	rctx, cancel := context.WithCancel(context.WithoutCancel(ctx))
 	r.cancel = cancel
+	if r.answerer == nil {
+		close(r.done)
+		return r, nil
+	}
 	go r.answerLoop(rctx)
 	return r, nil
 }
@@ -316,7 +321,7 @@ func (r *Relay) resync(ctx context.Context, sess *concurrency.Session) (int64, e
 	var gone []string
 	var reack []*answer
 	for tok, a := range r.answers {
-		if rec, ok := published[tok]; !ok || rec.Owner != a.owner {
+		if rec, ok := published[tok]; !ok || rec.Lease != a.lease {
 			gone = append(gone, tok)
 		} else {
 			reack = append(reack, a)
@@ -341,8 +346,9 @@ func (r *Relay) resync(ctx context.Context, sess *concurrency.Session) (int64, e
 	return resp.Header.Revision, nil
 }
 
-// publishedBy presents rec unless this node published it or presents it
-// already.
+// publishedBy presents rec unless this node published it (the
+// publishing process presented it through its own solver) or this process
+// presents it already.
 func (r *Relay) publishedBy(ctx context.Context, rec record) {
 	if rec.Owner == r.node {
 		return
@@ -352,7 +358,7 @@ func (r *Relay) publishedBy(ctx context.Context, rec record) {
 		r.mu.Unlock()
 		return
 	}
-	a := &answer{ch: rec.challenge(), owner: rec.Owner, presented: make(chan struct{})}
+	a := &answer{ch: rec.challenge(), owner: rec.Owner, lease: rec.Lease, presented: make(chan struct{})}
 	r.answers[rec.Token] = a
 	r.mu.Unlock()
 	go func() {
@@ -449,7 +455,7 @@ func (r *Relay) Publish(ctx context.Context, ch engine.RelayChallenge) error {
 	if err != nil {
 		return err
 	}
-	rec := record{Owner: r.node, Cert: ch.Cert, Type: ch.Type, Identifier: ch.Identifier, Wildcard: ch.Wildcard,
+	rec := record{Owner: r.node, Lease: int64(sess.Lease()), Cert: ch.Cert, Type: ch.Type, Identifier: ch.Identifier, Wildcard: ch.Wildcard,
 		Token: ch.Token, KeyAuthorization: ch.KeyAuthorization, URL: ch.URL, Published: time.Now().UTC()}
 	b, _ := json.Marshal(rec)
 	if _, err := r.cli.Put(ctx, r.challengeKey(ch.Token), string(b), clientv3.WithLease(sess.Lease())); err != nil {
@@ -488,6 +494,7 @@ func (r *Relay) await(ctx context.Context, ch engine.RelayChallenge, cleanup boo
 	want := map[string]bool{} // nodes still to answer
 	if !cleanup {
 		for _, kv := range resp.Responses[0].GetResponseRange().Kvs {
+			// Not this node: it presented the challenge itself.
 			if n := strings.TrimPrefix(string(kv.Key), r.membersPrefix()); n != r.node {
 				want[n] = true
 			}

@@ -550,3 +550,98 @@ func waitFor(t *testing.T, what string, ok func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// TestPublishOnly: a relay without an Answerer (a one-shot `acmehook
+// issue` on node n1 beside the daemons) registers nothing and waits for
+// the other nodes' daemons, not n1's (the one-shot process presents the
+// challenge itself on n1): n2 serves it once Publish returned, n1's
+// daemon does not, and no node after Withdraw.
+func TestPublishOnly(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	f := startFleet(t, c, 2, `
+[[certificate]]
+name = "po"
+domains = ["po.relay.example.com"]
+solver = "standalone"
+challenge = "http-01"
+`, "5s", nil)
+	ctx := t.Context()
+	one, err := StartRelay(ctx, f.nodes[0].cfg.Store, RelayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer one.Close()
+	ch := relayTestChallenge(t, "po", "po.relay.example.com")
+	if err := one.Publish(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	f.waitMembers(t, 2) // the one-shot relay did not register
+	if !serves(t, f.nodes[1].httpAddr, ch.Token) {
+		t.Error("n2's daemon does not serve the challenge Publish returned for")
+	}
+	if serves(t, f.nodes[0].httpAddr, ch.Token) {
+		t.Error("n1's daemon presented a challenge its own node published")
+	}
+	if err := one.Withdraw(ctx, ch); err != nil {
+		t.Fatal(err)
+	}
+	if serves(t, f.nodes[1].httpAddr, ch.Token) {
+		t.Error("n2 serves the challenge after Withdraw returned")
+	}
+	if left := f.relayKeys(t); len(left) > 0 {
+		t.Errorf("relay keys left: %v", left)
+	}
+}
+
+// TestCheckSolveFleet: `check --solve` on a fleet publishes its synthetic
+// challenges, so a self-check through a load balancer that never reaches
+// the checking node (n1) passes; without the relay it fails.
+func TestCheckSolveFleet(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	f := startFleet(t, c, 3, `
+[[certificate]]
+name = "cs"
+domains = ["cs.relay.example.com", "cs2.relay.example.com"]
+solver = "standalone"
+challenge = "http-01"
+`, "5s", nil)
+	others, err := front.Start("127.0.0.1:0", []string{f.nodes[1].httpAddr, f.nodes[2].httpAddr}, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer others.Close()
+	_, port, _ := net.SplitHostPort(others.Addr)
+	cfg := *f.nodes[0].cfg
+	cfg.SelfCheck.HTTPPort, _ = strconv.Atoi(port)
+	cfg.SelfCheck.Timeout.Duration = time.Second
+
+	relay, err := StartRelay(t.Context(), cfg.Store, RelayOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer relay.Close()
+	res, err := engine.CheckSolve(t.Context(), &cfg, "cs", nil, relay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if !r.OK() {
+			t.Errorf("check --solve through the fleet: %s: %v, cleanup %v", r.Identifier, r.Err, r.CleanUpErr)
+		}
+	}
+	if n := others.Counts(); n[0] == 0 || n[1] == 0 {
+		t.Errorf("self-checks by node = %v, want some on n2 and on n3", n)
+	}
+	res, err = engine.CheckSolve(t.Context(), &cfg, "cs", nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range res {
+		if r.Err == nil {
+			t.Errorf("check --solve without the relay: %s passed, want the self-check to fail (n2 and n3 do not serve it)", r.Identifier)
+		}
+	}
+	if left := f.relayKeys(t); len(left) > 0 {
+		t.Errorf("relay keys left: %v", left)
+	}
+}
