@@ -75,7 +75,9 @@ func run(ctx context.Context, o Options) error {
 	if err := show(ctx, f, f.Nodes[0], "list"); err != nil {
 		return err
 	}
-	answered(f)
+	if relayed := answered(f); relayed != o.Certificates*(o.Nodes-1) {
+		return fmt.Errorf("the nodes presented %d challenges relayed by another node, want %d (every challenge on every node but its owner)", relayed, o.Certificates*(o.Nodes-1))
+	}
 	if err := show(ctx, f, f.Nodes[0], "nodes"); err != nil {
 		return err
 	}
@@ -139,16 +141,20 @@ func show(ctx context.Context, f *Fleet, n *Node, args ...string) error {
 }
 
 // answered prints how many validations the front sent to each node and
-// how many challenges each presented for another node.
-func answered(f *Fleet) {
+// how many challenges each presented for another node, and returns the
+// latter's sum.
+func answered(f *Fleet) (relayed int) {
 	counts := f.Front.Counts()
-	fmt.Println("\nPebble's http-01 validation connections, as the front forwarded them:")
+	fmt.Println("\nhttp-01 connections (Pebble's validations and the owners' self-checks), as the front forwarded them:")
 	for i, n := range f.Nodes {
-		fmt.Printf("  %s: %d connections; presented %d challenges relayed by another node\n", n.Name, counts[i], countLines(filepath.Join(n.Dir, "daemon.log"), "presenting a challenge relayed by its owner"))
+		r := countLines(filepath.Join(n.Dir, "daemon.log"), "presenting a challenge relayed by its owner")
+		fmt.Printf("  %s: %d connections; presented %d challenges relayed by another node\n", n.Name, counts[i], r)
+		relayed += r
 	}
 	if fl := f.Front.Failed(); fl > 0 {
 		fmt.Printf("  %d connections found no live node\n", fl)
 	}
+	return relayed
 }
 
 func countLines(path, substr string) int {
