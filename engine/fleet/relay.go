@@ -54,9 +54,6 @@ type RelayOptions struct {
 	// Logger receives what the relay presents and cleans up; nil
 	// discards.
 	Logger *slog.Logger
-	// Client, when set, is the etcd client to use (tests count its
-	// requests); nil connects as [storage] says.
-	Client *clientv3.Client
 }
 
 // Relay is a node's part in answering challenges anywhere: it implements
@@ -147,23 +144,19 @@ func StartRelay(ctx context.Context, s config.Storage, opts RelayOptions) (*Rela
 	if r.timeout <= 0 {
 		r.timeout = config.DefaultRelayTimeout
 	}
-	if opts.Client != nil {
-		r.cli, r.closeCli = opts.Client, func() error { return nil }
-	} else {
-		// A read-only backend: a connection, no session of its own in
-		// .sessions/ (the node's storage session is the one listed).
-		b, err := etcd.Open(ctx, etcd.Config{
-			Endpoints: s.Endpoints,
-			CAFile:    s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,
-			Username: s.Username, Password: s.Password.Reveal(),
-			Prefix: s.Prefix, LeaseTTL: s.LeaseTTL.Duration, Node: s.Node,
-			ReadOnly: true, Logger: opts.Logger,
-		})
-		if err != nil {
-			return nil, err
-		}
-		r.cli, r.closeCli = b.Client(), b.Close
+	// A read-only backend: a connection, no session of its own in
+	// .sessions/ (the node's storage session is the one listed).
+	b, err := etcd.Open(ctx, etcd.Config{
+		Endpoints: s.Endpoints,
+		CAFile:    s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,
+		Username: s.Username, Password: s.Password.Reveal(),
+		Prefix: s.Prefix, LeaseTTL: s.LeaseTTL.Duration, Node: s.Node,
+		ReadOnly: true, Logger: opts.Logger,
+	})
+	if err != nil {
+		return nil, err
 	}
+	r.cli, r.closeCli = b.Client(), b.Close
 	if _, err := r.session(ctx); err != nil {
 		r.closeCli()
 		return nil, err
