@@ -381,7 +381,8 @@ func TestAnyNodeAnswers(t *testing.T) {
 
 // TestNodeDoesNotAck: node n3 is cut off from etcd (its connection
 // frozen, its lease not yet expired): the owner does not answer the CA,
-// and its error names n3 once relay_timeout has passed.
+// and its error names n3 once relay_timeout has passed. Once n3's lease
+// expired, the owner no longer waits for it.
 func TestNodeDoesNotAck(t *testing.T) {
 	c := testetcd.Start(t, testetcd.Options{Members: 3})
 	proxy := testetcd.StartProxy(t, c.Members()[2])
@@ -411,6 +412,17 @@ challenge = "http-01"
 	}
 	if n := f.httpFront.Counts(); n[0]+n[1]+n[2] != 0 {
 		t.Errorf("the CA validated (%v connections) a challenge not every node presented", n)
+	}
+
+	// Once n3's lease expired (5 s), it is no longer a live node: the
+	// certificate is issued with n1 and n2 answering.
+	f.waitMembers(t, 2)
+	res, err = eng.Run(t.Context(), engine.RunOptions{Force: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := res.Results[0]; r.Action != engine.ActionIssued {
+		t.Errorf("after n3's lease expired: %s, %v; want issued", r.Action, r.Err)
 	}
 }
 
