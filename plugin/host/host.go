@@ -287,6 +287,7 @@ func launch(ctx context.Context, opts LaunchOptions) (*Plugin, error) {
 	cmd.ExtraFiles = []*os.File{offerR} // fd 3, wire.ServerCertFD
 	cmd.Dir = opts.Dir
 	cmd.SysProcAttr = procAttr()
+	cmd.Cancel = killGroup(cmd)
 	logger := opts.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)

@@ -2,8 +2,16 @@
 
 package host
 
-import "syscall"
+import (
+	"os/exec"
+	"syscall"
+)
 
 // procAttr is nil where there is no parent-death signal; plugin/sdk's Serve
 // notices its parent's exit itself.
 func procAttr() *syscall.SysProcAttr { return nil }
+
+// killGroup is cmd's Cancel: the plugin process alone.
+func killGroup(cmd *exec.Cmd) func() error {
+	return func() error { return cmd.Process.Kill() }
+}
