@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	lua "github.com/yuin/gopher-lua"
@@ -17,7 +18,24 @@ import (
 // veto; a post-event runs every script and returns every failure joined.
 // Each failure wraps a *ScriptError and reads "running issued script
 // scripts/nginx.lua:12: ...".
+//
+// challenge-cleanup goes to every script at once, under the caller's one
+// deadline: each script undoes what it provisioned, independently of the
+// others, and a shutdown waits for one deadline, not one per script.
 func (h *Host) Handle(ctx context.Context, ev event.Event) error {
+	if ev.Type == event.ChallengeCleanup {
+		errs := make([]error, len(h.opts.Scripts)) // joined in script order
+		var wg sync.WaitGroup
+		for i, script := range h.opts.Scripts {
+			wg.Go(func() {
+				if err := h.Dispatch(ctx, script, ev); err != nil {
+					errs[i] = fmt.Errorf("running %s script %w", ev.Type, err)
+				}
+			})
+		}
+		wg.Wait()
+		return errors.Join(errs...)
+	}
 	var errs []error
 	for _, script := range h.opts.Scripts {
 		err := h.Dispatch(ctx, script, ev)

@@ -93,3 +93,41 @@ func TestEventTableFields(t *testing.T) {
 		})
 	}
 }
+
+// TestCleanupScriptsAtOnce: challenge-cleanup reaches every script at
+// once under the caller's one deadline, so N scripts that each take most
+// of it all finish (a run in turn would cut off all but the first), in
+// well under two deadlines; another post-event still runs them in order.
+func TestCleanupScriptsAtOnce(t *testing.T) {
+	const deadline = 2 * time.Second
+	marks := t.TempDir()
+	var scripts []string
+	for _, n := range []string{"a", "b", "c", "d"} {
+		scripts = append(scripts, writeScript(t, n+".lua", `local acmehook = require('acmehook')
+acmehook.on('challenge-cleanup', function(ev)
+  local ok, err = acmehook.sleep(1.5)
+  if not ok then error(err) end
+  acmehook.files.write('`+filepath.Join(marks, n)+`', 'cleaned')
+end)
+`))
+	}
+	h := New(Options{Scripts: scripts, Timeout: 10 * time.Second})
+	defer h.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	err := h.Handle(ctx, event.Event{Type: event.ChallengeCleanup, Challenge: &event.Challenge{}})
+	took := time.Since(start)
+	t.Logf("4 cleanup scripts of 1.5 s each under a %s deadline: %s", deadline, took.Round(time.Millisecond))
+	if err != nil {
+		t.Errorf("Handle(challenge-cleanup) = %v, want every script done within the deadline", err)
+	}
+	for _, n := range []string{"a", "b", "c", "d"} {
+		if _, err := os.Stat(filepath.Join(marks, n)); err != nil {
+			t.Errorf("script %s did not clean up: %v", n, err)
+		}
+	}
+	if took >= 2*deadline {
+		t.Errorf("cleanup took %s, want less than 2 × the %s deadline", took, deadline)
+	}
+}
