@@ -85,7 +85,7 @@ func TestModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := map[string]os.FileMode{
-		"key.pem": 0o600, "account.json": 0o600, "version.json": 0o600, "meta.json": 0o600, "lock": 0o600,
+		"key.pem": 0o600, "account.json": 0o600, "version.json": 0o600, "meta.json": 0o600, "lock": 0o600, ".old-residue-removed": 0o600,
 		"cert.pem": 0o644, "chain.pem": 0o644, "fullchain.pem": 0o644,
 	}
 	seen := map[string]bool{}

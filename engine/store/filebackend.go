@@ -110,8 +110,137 @@ func OpenFileBackend(dir string, opts FileOptions) (*FileBackend, error) {
 			b.closeFDs()
 			return nil, fmt.Errorf("opening storage %s: %w", dir, err)
 		}
+		if err := b.sweepOldRelease(); err != nil {
+			b.closeFDs()
+			return nil, fmt.Errorf("opening storage %s: %w", dir, err)
+		}
 	}
 	return b, nil
+}
+
+// sweptMark, a file at the storage's root, records that the residue of the
+// releases before this backend has been removed (sweepOldRelease), so that
+// later opens do not read every certificate's directory again. Its name
+// starts with a dot: it is no key.
+const sweptMark = ".old-residue-removed"
+
+// sweepOldRelease removes, once per storage, what a crash of a release
+// before FileBackend could leave where this one never writes: unfinished
+// versions (certificates/NAME/versions/.staging-ID/), temporary files
+// (certificates/NAME/.meta.json.tmp-N, accounts/CA/.account.json.tmp-N and
+// the like) and temporary current links (certificates/NAME/.current-HEX).
+// Only names of those forms are removed, nothing is followed (a link is
+// removed itself, never its target), and a .staging- directory is removed
+// only while it holds nothing but files.
+func (b *FileBackend) sweepOldRelease() error {
+	var st unix.Stat_t
+	if err := unix.Fstatat(b.root, sweptMark, &st, unix.AT_SYMLINK_NOFOLLOW); err == nil {
+		return nil
+	}
+	removed := 0
+	for _, top := range []string{"certificates", "accounts"} {
+		for _, name := range b.subdirs([]string{top}) {
+			n, err := b.removeOldTemporaries([]string{top, name}, func(e string) bool {
+				return strings.HasPrefix(e, ".") && strings.Contains(e, ".tmp-") || top == "certificates" && strings.HasPrefix(e, ".current-")
+			})
+			removed += n
+			if err != nil {
+				return err
+			}
+			if top != "certificates" {
+				continue
+			}
+			for _, staging := range b.subdirs([]string{top, name, "versions"}) {
+				if !strings.HasPrefix(staging, ".staging-") {
+					continue
+				}
+				segs := []string{top, name, "versions", staging}
+				n, err := b.removeOldTemporaries(segs, func(string) bool { return true })
+				removed += n
+				if err != nil {
+					return err
+				}
+				if pfd, err := b.openDir(segs[:3], false); err == nil {
+					if err := unix.Unlinkat(pfd, staging, unix.AT_REMOVEDIR); err == nil {
+						removed++
+					} else {
+						b.log.Warn("an older release's unfinished version is not empty; left as it is", "path", filepath.Join(b.dir, filepath.Join(segs...)), "error", err)
+					}
+					unix.Close(pfd)
+				}
+			}
+		}
+	}
+	if removed > 0 {
+		b.log.Info("removed what a crash of an older release left in the storage", "files", removed)
+	}
+	fd, err := unix.Openat(b.root, sweptMark, unix.O_WRONLY|unix.O_CREAT|unix.O_NOFOLLOW|unix.O_CLOEXEC, uint32(fileMode))
+	if err != nil {
+		return fmt.Errorf("recording the sweep of older residue: %w", err)
+	}
+	unix.Write(fd, []byte("The residue of acmehook releases before the Backend storage was removed; see docs/storage.md.\n"))
+	unix.Close(fd)
+	return unix.Fsync(b.root)
+}
+
+// subdirs returns the names of the directories in the directory segs (none
+// if it is missing or not a directory; links are not followed).
+func (b *FileBackend) subdirs(segs []string) []string {
+	fd, err := b.openDir(segs, false)
+	if err != nil {
+		return nil
+	}
+	defer unix.Close(fd)
+	var dirs []string
+	for _, n := range dirNames(fd) {
+		var st unix.Stat_t
+		if unix.Fstatat(fd, n, &st, unix.AT_SYMLINK_NOFOLLOW) == nil && st.Mode&unix.S_IFMT == unix.S_IFDIR {
+			dirs = append(dirs, n)
+		}
+	}
+	return dirs
+}
+
+// dirNames returns the names in the directory open as fd (none on error);
+// fd stays open.
+func dirNames(fd int) []string {
+	f := os.NewFile(uintptr(dupFD(fd)), "directory")
+	if f == nil {
+		return nil
+	}
+	defer f.Close()
+	names, _ := f.Readdirnames(-1)
+	return names
+}
+
+// removeOldTemporaries unlinks the regular files and symbolic links of the
+// directory segs whose names match, and returns how many.
+func (b *FileBackend) removeOldTemporaries(segs []string, match func(name string) bool) (int, error) {
+	fd, err := b.openDir(segs, false)
+	if err != nil {
+		return 0, nil
+	}
+	defer unix.Close(fd)
+	n := 0
+	for _, name := range dirNames(fd) {
+		var st unix.Stat_t
+		if !match(name) || unix.Fstatat(fd, name, &st, unix.AT_SYMLINK_NOFOLLOW) != nil {
+			continue
+		}
+		if typ := st.Mode & unix.S_IFMT; typ != unix.S_IFREG && typ != unix.S_IFLNK {
+			continue
+		}
+		path := filepath.Join(b.dir, filepath.Join(segs...), name)
+		b.log.Debug("removing an older release's crash residue", "path", path)
+		if err := unix.Unlinkat(fd, name, 0); err != nil && !errors.Is(err, unix.ENOENT) {
+			return n, fmt.Errorf("removing crash residue %s: %w", path, err)
+		}
+		n++
+	}
+	if n > 0 {
+		unix.Fsync(fd)
+	}
+	return n, nil
 }
 
 // checkRoot refuses a storage directory someone else could change.

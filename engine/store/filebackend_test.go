@@ -217,6 +217,105 @@ func TestFileBackendCrashResidue(t *testing.T) {
 	}
 }
 
+// TestFileBackendOldReleaseResidue: what a crash of a release before
+// FileBackend left (unfinished .staging- versions, .NAME.tmp- files,
+// .current- links) is removed at the first writable open, and nothing else:
+// not the certificate's files, not a user's file, not what a planted link
+// points at. A read-only open removes nothing.
+func TestFileBackendOldReleaseResidue(t *testing.T) {
+	withoutOpenat2(t, testFileBackendOldReleaseResidue)
+}
+
+func testFileBackendOldReleaseResidue(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "storage")
+	outside := t.TempDir()
+	write := func(rel, content string) string {
+		t.Helper()
+		p := filepath.Join(dir, rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	residue := []string{
+		write("certificates/www/versions/.staging-20260101T000000Z-1a2b/cert.pem", "half"),
+		write("certificates/www/versions/.staging-20260101T000000Z-1a2b/.key.pem.tmp-123", "half"),
+		write("certificates/www/.meta.json.tmp-4242", "{"),
+		write("accounts/ca-1a2b/.account.json.tmp-77", "{"),
+		write("accounts/ca-1a2b/.key.pem.tmp-78", "half a key"),
+		filepath.Join(dir, "certificates/www/.current-9f8e"),
+	}
+	if err := os.Symlink("versions/v1", residue[len(residue)-1]); err != nil {
+		t.Fatal(err)
+	}
+	kept := []string{
+		write("certificates/www/versions/v1/cert.pem", "cert"),
+		write("certificates/www/meta.json", "{}"),
+		write("certificates/www/notes.txt", "the user's"),
+		write("accounts/ca-1a2b/account.json", "{}"),
+		filepath.Join(outside, ".meta.json.tmp-1"),
+		filepath.Join(outside, ".staging-x", "cert.pem"),
+	}
+	for _, p := range kept[len(kept)-2:] {
+		os.MkdirAll(filepath.Dir(p), 0o700)
+		if err := os.WriteFile(p, []byte("not the storage's"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Links planted as a certificate directory and as a staging version.
+	if err := os.Symlink(outside, filepath.Join(dir, "certificates", "planted")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(dir, "certificates/www/versions/.staging-link")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+
+	ro, err := store.OpenFileBackend(dir, store.FileOptions{ReadOnly: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ro.Close()
+	for _, p := range residue {
+		if _, err := os.Lstat(p); err != nil {
+			t.Errorf("read-only open removed %s: %v", p, err)
+		}
+	}
+
+	openBackend(t, dir).Close()
+	for _, p := range residue {
+		if _, err := os.Lstat(p); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("%s after open: %v, want removed", p, err)
+		}
+	}
+	if _, err := os.Lstat(filepath.Join(dir, "certificates/www/versions/.staging-20260101T000000Z-1a2b")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("unfinished version directory after open: %v, want removed", err)
+	}
+	for _, p := range kept {
+		if _, err := os.Stat(p); err != nil {
+			t.Errorf("%s after open: %v, want kept", p, err)
+		}
+	}
+	// A link planted as a staging version is no directory: left alone,
+	// and its target too (checked above through kept).
+	if _, err := os.Lstat(filepath.Join(dir, "certificates/www/versions/.staging-link")); err != nil {
+		t.Errorf("planted .staging- link: %v, want left alone", err)
+	}
+
+	// Swept once: residue planted later (which this release never makes)
+	// is left to the sweep's record, and the open reads no directory.
+	late := write("certificates/www/.meta.json.tmp-5", "{")
+	openBackend(t, dir).Close()
+	if _, err := os.Stat(late); err != nil {
+		t.Errorf("second open: %v, want the sweep done once", err)
+	}
+}
+
 // TestFileBackendReadOnly: no lock, no writes, nothing created; a missing
 // directory is an empty storage.
 func TestFileBackendReadOnly(t *testing.T) {
