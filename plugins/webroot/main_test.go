@@ -1,16 +1,20 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -155,6 +159,155 @@ func TestIssueWithPebble(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
 		t.Errorf("stat .well-known after issuance = %v, want it cleaned up", err)
 	}
+}
+
+// TestCrashLeftoversRemoved: a plugin process killed with SIGKILL while
+// its challenges are presented leaves their files; the next plugin started
+// on the root removes exactly those (and the directories that process
+// made), not a file whose content is no longer the key authorization, not
+// a token-like file no ledger lists, and not a live process's challenge.
+func TestCrashLeftoversRemoved(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	const thumb = ".9jg46WB3rR_AHD-EBXdN7cBkH1WOu0tA3M9fm21mqTI"
+	ch := func(tok string) sdk.Challenge {
+		return sdk.Challenge{Type: "http-01", Identifier: sdk.Identifier{Type: "dns", Value: "example.com"}, Token: tok, KeyAuthorization: tok + thumb}
+	}
+	present := func(p *host.Plugin, toks ...string) {
+		t.Helper()
+		for _, tok := range toks {
+			if _, err := p.Present(ctx, &sdk.PresentRequest{Challenge: ch(tok)}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	const (
+		crashed  = "LoqXcYV8q5ONbJQxbmR7SCTNo3tiAXDfowyjxAjEuX0"
+		replaced = "evaGxfADs6pSRb2LAv9IZf17Dt3juxGJ-PCt92wr-oA"
+		live     = "Zm9vYmFyYmF6cXV4cXV1eHF1dXpxdXV6enp6enp6eno"
+		unlisted = "dW5saXN0ZWR1bmxpc3RlZHVubGlzdGVkdW5saXN0ZWQ"
+	)
+
+	t.Run("killed alone", func(t *testing.T) {
+		root := t.TempDir()
+		a := launch(t, root)
+		present(a, crashed)
+		kill(t, root)
+		launch(t, root)
+		if got := listDir(t, root); len(got) != 0 {
+			t.Errorf("root after the next start = %q, want it as it was before the killed run", got)
+		}
+	})
+
+	t.Run("beside a live process", func(t *testing.T) {
+		root := t.TempDir()
+		dir := filepath.Join(root, ".well-known", "acme-challenge")
+		a := launch(t, root)
+		present(a, crashed, replaced)
+		c := launch(t, root)
+		present(c, live)
+		kill(t, root, crashed) // the process holding crashed
+		if err := os.WriteFile(filepath.Join(dir, replaced), []byte("the user's own content"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, unlisted), []byte(unlisted+thumb), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		launch(t, root)
+		for tok, want := range map[string]bool{crashed: false, replaced: true, live: true, unlisted: true} {
+			if _, err := os.Stat(filepath.Join(dir, tok)); (err == nil) != want {
+				t.Errorf("%s after the next start: %v, want kept %t", tok, err, want)
+			}
+		}
+		if ledgers, _ := filepath.Glob(filepath.Join(dir, ".acmehook-webroot-*")); len(ledgers) != 1 {
+			t.Errorf("ledgers %q, want the live process's alone", ledgers)
+		}
+		if _, err := c.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: ch(live)}); err != nil {
+			t.Fatal(err)
+		}
+		if got := listDir(t, dir); strings.Join(got, " ") != strings.Join([]string{unlisted, replaced}, " ") {
+			t.Errorf("challenge directory at the end = %q, want the two files that are not acmehook's", got)
+		}
+	})
+}
+
+// kill sends SIGKILL to this test's webroot plugin processes that have a
+// challenge under root, or with tokens the one whose ledger lists the first
+// of them, and waits until they are gone.
+func kill(t *testing.T, root string, tokens ...string) {
+	t.Helper()
+	dir := filepath.Join(root, ".well-known", "acme-challenge")
+	ledgers, _ := filepath.Glob(filepath.Join(dir, ".acmehook-webroot-*"))
+	var victims []int
+	for _, pid := range pluginProcesses(t) {
+		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
+		for _, fd := range fds {
+			target, _ := os.Readlink(fd)
+			if !slices.Contains(ledgers, target) {
+				continue
+			}
+			if len(tokens) > 0 {
+				b, _ := os.ReadFile(target)
+				if !strings.Contains(string(b), "token "+tokens[0]+"\n") {
+					continue
+				}
+			}
+			victims = append(victims, pid)
+			break
+		}
+	}
+	if len(victims) != 1 {
+		t.Fatalf("plugin processes with a ledger under %s: %v, want 1", root, victims)
+	}
+	if err := syscall.Kill(victims[0], syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", victims[0]))
+		if err != nil || strings.Contains(string(b), ") Z ") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("plugin %d still running 5 s after SIGKILL", victims[0])
+		}
+	}
+}
+
+// pluginProcesses returns the pids of this test process's children that
+// run the plugin binary.
+func pluginProcesses(t *testing.T) []int {
+	t.Helper()
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	var out []int
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == binary {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// listDir returns the names in dir, sorted (none if it is missing).
+func listDir(t *testing.T, dir string) []string {
+	t.Helper()
+	entries, err := os.ReadDir(dir)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
 }
 
 // BenchmarkPresentCleanUp is one http-01 challenge written (with fsync) and

@@ -15,12 +15,25 @@
 // again by CleanUp once empty. A token that is not strict base64url is
 // refused before any path is built, and nothing is written unless the
 // directory, with symbolic links resolved, is inside the root.
+//
+// Files left by a crash are removed by the next start. While it has
+// challenges presented in a directory, a plugin process keeps a ledger
+// there, .acmehook-webroot-<random>.ledger, locked with flock(2) for as long
+// as the process lives: one line per directory it created and per token it
+// wrote, each written (and synced) before what it names. New takes the lock
+// of every ledger in its roots' challenge directories; one it gets belongs to
+// a process that is gone, so it removes the token files listed there whose
+// content is still that token's key authorization (token.thumbprint), then
+// the ledger, then the directories listed if they are empty. Nothing else is
+// removed: not a file it did not write, not a live process's challenge.
 package webroot
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -28,6 +41,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -66,11 +80,20 @@ type Solver struct {
 	// created holds the directories this process created, so CleanUp
 	// removes them (and only them) once empty.
 	created map[string]bool
+	// ledgers are this process's ledgers, by challenge directory.
+	ledgers map[string]*ledger
 	// dirs is held for reading from creating the directories to writing
 	// the file, and for writing while removing empty ones, so that one
 	// challenge's CleanUp never removes a directory another's Present is
 	// about to write into.
 	dirs sync.RWMutex
+}
+
+// ledger is a process's record of what it wrote in one challenge
+// directory, locked while the process lives (see the package comment).
+type ledger struct {
+	f       *os.File
+	pending map[string]bool // tokens presented and not cleaned up
 }
 
 // New checks the configuration and returns the solver: every root must be
@@ -116,7 +139,9 @@ func New(c sdk.Config) (*Solver, error) {
 		return nil, err
 	}
 	cfg.Roots = roots
-	return &Solver{cfg: cfg, log: c.Log(), created: map[string]bool{}}, nil
+	s := &Solver{cfg: cfg, log: c.Log(), created: map[string]bool{}, ledgers: map[string]*ledger{}}
+	s.sweep()
+	return s, nil
 }
 
 // root returns the document root for a domain.
@@ -148,8 +173,11 @@ func (s *Solver) Present(ctx context.Context, req *sdk.PresentRequest) (*sdk.Pre
 	}
 	s.dirs.RLock()
 	defer s.dirs.RUnlock()
-	dir, err := s.makeDir(root)
+	dir, made, err := s.makeDir(root)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.record(dir, made, c.Token); err != nil {
 		return nil, err
 	}
 	path := filepath.Join(dir, c.Token)
@@ -183,37 +211,190 @@ func (s *Solver) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.Cle
 		return nil, fmt.Errorf("removing %s: %w", path, err)
 	}
 	s.log.Info("removed http-01 resource", "domain", c.Identifier.Value, "path", path)
+	s.settle(dir, c.Token)
 	s.removeCreatedDirs()
 	return &sdk.CleanUpResponse{}, nil
 }
 
+// Close implements sdk.Closer: it releases the ledgers' locks. A ledger
+// still listing a challenge (CleanUp never came) is then the next start's
+// to clean up.
+func (s *Solver) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for dir, l := range s.ledgers {
+		l.f.Close()
+		delete(s.ledgers, dir)
+	}
+	return nil
+}
+
+// ledgerPrefix and ledgerSuffix frame a ledger's name.
+const ledgerPrefix, ledgerSuffix = ".acmehook-webroot-", ".ledger"
+
+// record notes in dir's ledger, created and locked at the first challenge,
+// the directories just made (names relative to dir's root: ".well-known",
+// ".well-known/acme-challenge") and token, synced before the caller writes
+// the token's file.
+func (s *Solver) record(dir string, made []string, token string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.ledgers[dir]
+	if l == nil {
+		name := filepath.Join(dir, ledgerPrefix+rand.Text()+ledgerSuffix)
+		f, err := os.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+		if err != nil {
+			return fmt.Errorf("creating the ledger of %s: %w", dir, err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			os.Remove(name)
+			return fmt.Errorf("locking %s: %w", name, err)
+		}
+		l = &ledger{f: f, pending: map[string]bool{}}
+		s.ledgers[dir] = l
+	}
+	var b strings.Builder
+	for _, d := range made {
+		fmt.Fprintf(&b, "dir %s\n", d)
+	}
+	fmt.Fprintf(&b, "token %s\n", token)
+	if _, err := l.f.WriteString(b.String()); err != nil {
+		return fmt.Errorf("writing %s: %w", l.f.Name(), err)
+	}
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("syncing %s: %w", l.f.Name(), err)
+	}
+	l.pending[token] = true
+	return nil
+}
+
+// settle marks token cleaned up; a ledger with nothing pending is removed
+// (the directories it lists are then removeCreatedDirs's).
+func (s *Solver) settle(dir, token string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	l := s.ledgers[dir]
+	if l == nil {
+		return
+	}
+	delete(l.pending, token)
+	if len(l.pending) == 0 {
+		os.Remove(l.f.Name())
+		l.f.Close()
+		delete(s.ledgers, dir)
+	}
+}
+
+// maxLedger bounds what sweep reads of a ledger.
+const maxLedger = 1 << 20
+
+// sweep removes what crashed processes left in the roots' challenge
+// directories (see the package comment). It reports what it removed in the
+// log and never fails the start: what it cannot remove stays.
+func (s *Solver) sweep() {
+	roots := map[string]bool{}
+	if s.cfg.Root != "" {
+		roots[s.cfg.Root] = true
+	}
+	for _, r := range s.cfg.Roots {
+		roots[r] = true
+	}
+	for root := range roots {
+		dir, err := resolveInside(root, filepath.Join(root, ".well-known", "acme-challenge"))
+		if err != nil {
+			continue // none, or not ours to touch
+		}
+		names, _ := filepath.Glob(filepath.Join(dir, ledgerPrefix+"*"+ledgerSuffix))
+		for _, name := range names {
+			s.sweepLedger(root, dir, name)
+		}
+	}
+}
+
+// sweepLedger cleans up after the ledger at name, in dir below root, if
+// its process is gone (its lock can be taken).
+func (s *Solver) sweepLedger(root, dir, name string) {
+	f, err := os.OpenFile(name, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		return
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return // a live process's
+	}
+	b, _ := io.ReadAll(io.LimitReader(f, maxLedger))
+	var made []string
+	removed := 0
+	for _, line := range strings.Split(string(b), "\n") {
+		kind, value, _ := strings.Cut(line, " ")
+		switch {
+		case kind == "dir" && (value == ".well-known" || value == ".well-known/acme-challenge"):
+			made = append(made, value)
+		case kind == "token" && acme.ValidateToken(value) == nil:
+			path := filepath.Join(dir, value)
+			if ours(path, value) && os.Remove(path) == nil {
+				removed++
+			}
+		}
+	}
+	os.Remove(name)
+	// Deepest first; only while empty.
+	slices.SortFunc(made, func(a, b string) int { return len(b) - len(a) })
+	for _, d := range made {
+		os.Remove(filepath.Join(root, d))
+	}
+	s.log.Info("removed http-01 resources a stopped run left", "ledger", name, "files", removed)
+}
+
+// ours reports whether path is a regular file holding token's key
+// authorization (token.thumbprint), as Present wrote it.
+func ours(path, token string) bool {
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() || fi.Size() > 1024 {
+		return false
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	thumb, ok := strings.CutPrefix(string(b), token+".")
+	return ok && acme.ValidateToken(thumb) == nil
+}
+
 // makeDir creates <root>/.well-known/acme-challenge as needed, remembering
-// what it created, and returns its resolved path, refusing one outside root.
-func (s *Solver) makeDir(root string) (string, error) {
+// what it created, and returns its resolved path, refusing one outside root,
+// and the directories it made (relative to root).
+func (s *Solver) makeDir(root string) (string, []string, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	dir, real := root, ""
+	var made []string
 	for _, name := range []string{".well-known", "acme-challenge"} {
 		dir = filepath.Join(dir, name)
 		err := os.Mkdir(dir, 0o755)
 		switch {
 		case err == nil:
 			s.created[dir] = true
+			made = append(made, strings.TrimPrefix(dir, root+string(filepath.Separator)))
 			// Readable by the web server whatever the umask.
 			if err := os.Chmod(dir, 0o755); err != nil {
-				return "", fmt.Errorf("setting mode of %s: %w", dir, err)
+				return "", nil, fmt.Errorf("setting mode of %s: %w", dir, err)
 			}
 		case errors.Is(err, fs.ErrExist):
 		default:
-			return "", fmt.Errorf("creating %s: %w", dir, err)
+			return "", nil, fmt.Errorf("creating %s: %w", dir, err)
 		}
 		// Checked at each level, so that a .well-known linking out of
 		// the root is refused before acme-challenge is made through it.
 		if real, err = resolveInside(root, dir); err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
-	return real, nil
+	return real, made, nil
 }
 
 // removeCreatedDirs removes, deepest first, the directories this process
