@@ -18,7 +18,6 @@ package standalone
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 )
@@ -35,7 +34,7 @@ func listenAll(ctx context.Context, addrs []string) ([]net.Listener, error) {
 		ln, err := lc.Listen(ctx, "tcp", addr)
 		if err != nil {
 			closeAll(lns)
-			return nil, fmt.Errorf("listening on %s: %w", addr, err)
+			return nil, err // "listen tcp <addr>: …"
 		}
 		lns = append(lns, ln)
 	}

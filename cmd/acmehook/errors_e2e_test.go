@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -90,6 +91,35 @@ func TestE2EErrorsSayItOnce(t *testing.T) {
 			},
 			code: 1,
 			want: []string{"changing account key", "unauthorized (403): keyChange not implemented"},
+		},
+		{
+			name: "order stuck processing",
+			setup: func(t *testing.T, s *site) []string {
+				p := pebbletest.NewFaultProxy(t, pebble)
+				p.Add(pebbletest.Fault{Kind: "POST /finalize-order/", Rewrite: pebbletest.SetStatus("processing")})
+				p.Add(pebbletest.Fault{Kind: "POST /my-order/", Rewrite: pebbletest.SetStatus("processing")})
+				s.write(www)
+				s.rewrite(pebble.DirectoryURL+"\"", p.DirectoryURL+"\"\norder_timeout = \"2s\"")
+				s.rewrite(strconv.Quote(pebble.CAFile), strconv.Quote(p.CAFile))
+				return []string{"run"}
+			},
+			code: 1,
+			want: []string{"finalizing order: acme: order " + "https://", " still processing after "},
+		},
+		{
+			name: "plugin cannot listen",
+			setup: func(t *testing.T, s *site) []string {
+				taken, err := net.Listen("tcp", "127.0.0.1:0")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { taken.Close() })
+				s.write(www + fmt.Sprintf("\n[plugins.sa]\npath = %q\n[plugins.sa.config]\nhttp_listen = [%q]\ntls_listen = []\n", bins["standalone"], taken.Addr().String()))
+				s.rewrite(`solver = "webroot"`, `solver = "sa"`)
+				return []string{"run"}
+			},
+			code: 1,
+			want: []string{"plugin sa: configure: starting http-01 server: listen tcp " + "127.0.0.1:", "address already in use"},
 		},
 		{
 			name: "self-check at a resolver that does not answer",
