@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"crypto/x509"
 	"fmt"
@@ -231,69 +230,42 @@ func TestCrashLeftoversRemoved(t *testing.T) {
 	})
 }
 
-// kill sends SIGKILL to this test's webroot plugin processes that have a
-// challenge under root, or with tokens the one whose ledger lists the first
-// of them, and waits until they are gone.
+// kill sends SIGKILL to the plugin process that holds a ledger under root
+// (with tokens: the one whose ledger lists the first of them) and waits
+// until it is gone.
 func kill(t *testing.T, root string, tokens ...string) {
 	t.Helper()
-	dir := filepath.Join(root, ".well-known", "acme-challenge")
-	ledgers, _ := filepath.Glob(filepath.Join(dir, ".acmehook-webroot-*"))
-	var victims []int
-	for _, pid := range pluginProcesses(t) {
-		fds, _ := filepath.Glob(fmt.Sprintf("/proc/%d/fd/*", pid))
-		for _, fd := range fds {
-			target, _ := os.Readlink(fd)
-			if !slices.Contains(ledgers, target) {
-				continue
-			}
-			if len(tokens) > 0 {
-				b, _ := os.ReadFile(target)
-				if !strings.Contains(string(b), "token "+tokens[0]+"\n") {
-					continue
-				}
-			}
-			victims = append(victims, pid)
-			break
+	ledgers, _ := filepath.Glob(filepath.Join(root, ".well-known", "acme-challenge", ".acmehook-webroot-*"))
+	victims := map[int]bool{}
+	fds, _ := filepath.Glob("/proc/[0-9]*/fd/*")
+	for _, fd := range fds {
+		target, _ := os.Readlink(fd)
+		if !slices.Contains(ledgers, target) {
+			continue
 		}
+		if b, _ := os.ReadFile(target); len(tokens) > 0 && !strings.Contains(string(b), "token "+tokens[0]+"\n") {
+			continue
+		}
+		pid, _ := strconv.Atoi(strings.Split(fd, "/")[2])
+		victims[pid] = true
 	}
 	if len(victims) != 1 {
-		t.Fatalf("plugin processes with a ledger under %s: %v, want 1", root, victims)
+		t.Fatalf("processes holding a ledger under %s: %v, want 1", root, victims)
 	}
-	if err := syscall.Kill(victims[0], syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", victims[0]))
-		if err != nil || strings.Contains(string(b), ") Z ") {
-			return
+	for pid := range victims {
+		if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("plugin %d still running 5 s after SIGKILL", victims[0])
-		}
-	}
-}
-
-// pluginProcesses returns the pids of this test process's children that
-// run the plugin binary.
-func pluginProcesses(t *testing.T) []int {
-	t.Helper()
-	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
-	var out []int
-	for _, f := range stats {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		fields := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(fields) < 2 || fields[1] != strconv.Itoa(os.Getpid()) {
-			continue
-		}
-		pid, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(f, "/proc/"), "/stat"))
-		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", pid)); exe == binary {
-			out = append(out, pid)
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			if err != nil || strings.Contains(string(b), ") Z ") {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("plugin %d still running 5 s after SIGKILL", pid)
+			}
 		}
 	}
-	return out
 }
 
 // listDir returns the names in dir, sorted (none if it is missing).
