@@ -3,18 +3,22 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"syscall"
 	"testing"
 	"time"
 )
 
 // TestE2EKilledRunLeavesNoChallenge: acmehook killed with SIGKILL while the
-// CA validates leaves its http-01 file in the web root (its webroot plugin
-// dies with it, before CleanUp); the next run removes it (issue 15: "challenge
-// files left by a crash are removed by the next run") and issues.
+// CA validates: its plugins die with it (issue 15: every plugin process
+// gone, the standalone port free), its http-01 file stays in the web root
+// (the webroot plugin died before CleanUp), and the next run removes it
+// ("challenge files left by a crash are removed by the next run") and
+// issues.
 func TestE2EKilledRunLeavesNoChallenge(t *testing.T) {
 	s := newSite(t)
 	s.write(`
@@ -22,6 +26,11 @@ func TestE2EKilledRunLeavesNoChallenge(t *testing.T) {
 name = "killed"
 domains = ["killed.crash.example.com"]
 solver = "webroot"
+
+[[certificate]]
+name = "beside"
+domains = ["beside.crash.example.com"]
+solver = "standalone"
 `)
 	dir := filepath.Join(webRoot, ".well-known", "acme-challenge")
 	left := func() []string {
@@ -46,23 +55,32 @@ solver = "webroot"
 		first.Process.Kill()
 		t.Fatalf("no validation request arrived\n%s", &out)
 	}
-	plugin := childPID(t, first.Process.Pid, bins["webroot"])
+	plugins := []int{childPID(t, first.Process.Pid, bins["webroot"]), childPID(t, first.Process.Pid, bins["standalone"])}
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
 	first.Wait()
 	killed := time.Now()
-	// Its plugin dies with it (issue 15: "plugins die with their host",
-	// through the real binary): measured from acmehook's reaped death,
+	// Its plugins die with it: measured from acmehook's reaped death,
 	// bounded by 5 s so that a loaded machine does not fail it.
-	for !gone(plugin) {
+	portFree := func() bool {
+		ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(pebble.TLSPort)))
+		if err == nil {
+			ln.Close()
+		}
+		return err == nil
+	}
+	for !gone(plugins[0]) || !gone(plugins[1]) || !portFree() {
 		if time.Since(killed) > 5*time.Second {
-			syscall.Kill(plugin, syscall.SIGKILL)
-			t.Fatalf("webroot plugin %d still running 5 s after acmehook was killed", plugin)
+			for _, p := range plugins {
+				syscall.Kill(p, syscall.SIGKILL)
+			}
+			t.Fatalf("plugins %v (webroot, standalone) gone %t %t, port %d free %t, 5 s after acmehook was killed",
+				plugins, gone(plugins[0]), gone(plugins[1]), pebble.TLSPort, portFree())
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	t.Logf("webroot plugin gone %s after acmehook was killed", time.Since(killed).Round(time.Millisecond))
+	t.Logf("plugins gone and the standalone port free %s after acmehook was killed", time.Since(killed).Round(time.Millisecond))
 	close(hd.release)
 	var crashed []string
 	for _, n := range left() {
@@ -79,6 +97,7 @@ solver = "webroot"
 		t.Fatalf("run after the kill:\n%s", second)
 	}
 	s.stored("killed", []string{"killed.crash.example.com"})
+	s.stored("beside", []string{"beside.crash.example.com"})
 	for _, n := range left() {
 		if slices.Contains(crashed, n) {
 			t.Errorf("%s still in %s after the next run", n, dir)
