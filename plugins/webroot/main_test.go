@@ -212,11 +212,19 @@ func TestCrashLeftoversRemoved(t *testing.T) {
 		if err := os.WriteFile(filepath.Join(dir, unlisted), []byte(unlisted+thumb), 0o644); err != nil {
 			t.Fatal(err)
 		}
+		// As a crash in the middle of writing crashed's file leaves it.
+		halfWritten := filepath.Join(dir, ".acmehook-"+crashed+"-123456")
+		if err := os.WriteFile(halfWritten, []byte(crashed[:10]), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		launch(t, root)
 		for tok, want := range map[string]bool{crashed: false, replaced: true, live: true, unlisted: true} {
 			if _, err := os.Stat(filepath.Join(dir, tok)); (err == nil) != want {
 				t.Errorf("%s after the next start: %v, want kept %t", tok, err, want)
 			}
+		}
+		if _, err := os.Stat(halfWritten); !os.IsNotExist(err) {
+			t.Errorf("the crashed write's temporary file after the next start: %v, want removed", err)
 		}
 		if ledgers, _ := filepath.Glob(filepath.Join(dir, ".acmehook-webroot-*")); len(ledgers) != 1 {
 			t.Errorf("ledgers %q, want the live process's alone", ledgers)

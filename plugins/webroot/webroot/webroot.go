@@ -23,8 +23,9 @@
 // wrote, each written (and synced) before what it names. New takes the lock
 // of every ledger in its roots' challenge directories; one it gets belongs to
 // a process that is gone, so it removes the token files listed there whose
-// content is still that token's key authorization (token.thumbprint), then
-// the ledger, then the directories listed if they are empty. Nothing else is
+// content is still that token's key authorization (token.thumbprint) and
+// their temporary files (.acmehook-<token>-N), then the ledger, then the
+// directories listed if they are empty. Nothing else is
 // removed: not a file it did not write, not a live process's challenge.
 package webroot
 
@@ -339,6 +340,13 @@ func (s *Solver) sweepLedger(root, dir, name string) {
 			if ours(path, value) && os.Remove(path) == nil {
 				removed++
 			}
+			// A temporary file of a write the crash interrupted.
+			tmps, _ := filepath.Glob(filepath.Join(dir, tempPattern(value)))
+			for _, tmp := range tmps {
+				if fi, err := os.Lstat(tmp); err == nil && fi.Mode().IsRegular() && os.Remove(tmp) == nil {
+					removed++
+				}
+			}
 		}
 	}
 	os.Remove(name)
@@ -437,10 +445,14 @@ func resolveInside(root, dir string) (string, error) {
 	return realDir, nil
 }
 
+// tempPattern is the os.CreateTemp pattern of token's temporary file.
+func tempPattern(token string) string { return ".acmehook-" + token + "-*" }
+
 // writeFile writes data to path atomically with mode 0644: a temporary
 // file in the same directory, synced, then renamed over path.
 func writeFile(path string, data []byte) error {
-	f, err := os.CreateTemp(filepath.Dir(path), ".acmehook-*")
+	// Named after the token, so that the sweep knows it (tempPattern).
+	f, err := os.CreateTemp(filepath.Dir(path), tempPattern(filepath.Base(path)))
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
