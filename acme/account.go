@@ -152,6 +152,28 @@ func (c *Client) UpdateAccount(ctx context.Context, acct Account) (Account, erro
 	return c.accountRequest(ctx, "updating account", s, acct.URL, req, acct.Key)
 }
 
+// AgreeToTerms tells the server that the account's holder agrees to its
+// current terms of service (termsOfServiceAgreed in an account update),
+// as RFC 8555 §7.3.3 has a client do after the terms changed. The update
+// carries acct.Contact too, unchanged: a server may refuse an update that
+// changes nothing it keeps (Pebble does), so pass the account's current
+// contacts.
+func (c *Client) AgreeToTerms(ctx context.Context, acct Account) (Account, error) {
+	s, err := accountSigner(acct)
+	if err != nil {
+		return Account{}, err
+	}
+	contact := acct.Contact
+	if contact == nil {
+		contact = []string{}
+	}
+	req := struct {
+		Contact              []string `json:"contact"`
+		TermsOfServiceAgreed bool     `json:"termsOfServiceAgreed"`
+	}{contact, true}
+	return c.accountRequest(ctx, "agreeing to the terms of service", s, acct.URL, req, acct.Key)
+}
+
 // DeactivateAccount deactivates the account, RFC 8555 §7.3.6. The server
 // refuses every later request signed by it.
 func (c *Client) DeactivateAccount(ctx context.Context, acct Account) (Account, error) {

@@ -255,6 +255,7 @@ func TestRequestAuthentication(t *testing.T) {
 		{"FindAccount", func(c *Client) error { _, err := c.FindAccount(ctxT(t), acct.Key); return err }, "/acct", acct.Key, `{"onlyReturnExisting":true}`},
 		{"GetAccount", func(c *Client) error { _, err := c.GetAccount(ctxT(t), acct); return err }, "/acct/1", nil, ""},
 		{"UpdateAccount", func(c *Client) error { _, err := c.UpdateAccount(ctxT(t), acct); return err }, "/acct/1", nil, `{"contact":[]}`},
+		{"AgreeToTerms", func(c *Client) error { _, err := c.AgreeToTerms(ctxT(t), acct); return err }, "/acct/1", nil, `{"contact":[],"termsOfServiceAgreed":true}`},
 		{"DeactivateAccount", func(c *Client) error { _, err := c.DeactivateAccount(ctxT(t), acct); return err }, "/acct/1", nil, `{"status":"deactivated"}`},
 		{"ChangeAccountKey", func(c *Client) error { _, err := c.ChangeAccountKey(ctxT(t), acct, testKeys(t)["ES256"]); return err }, "/keychange", nil, "*"},
 		{"NewOrder", func(c *Client) error {

@@ -108,6 +108,8 @@ func (e *Engine) register(ctx context.Context, key crypto.Signer, info store.Acc
 		info.Contact = acct.Contact
 		info.KeyType = string(keyType(key.Public()))
 		info.TermsOfServiceAgreed = e.cfg.CA.AgreeTOS
+		// The terms agreed to, which checkTerms compares the directory with.
+		info.TermsOfService, info.TermsAnnounced, info.TermsCheckedAt = dir.Meta.TermsOfService, "", now
 		info.EABKeyID = e.cfg.CA.EABKeyID
 		if info.CreatedAt.IsZero() {
 			info.CreatedAt = now

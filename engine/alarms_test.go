@@ -3,6 +3,7 @@ package engine
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -15,6 +16,8 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
+	"github.com/acmehook/acmehook/engine/config"
+	"github.com/acmehook/acmehook/engine/store"
 )
 
 // faultTransport is a fault-injecting transport in front of the shared
@@ -24,12 +27,14 @@ import (
 type faultTransport struct {
 	rt     http.RoundTripper
 	mu     sync.Mutex
+	seen   []string                            // "METHOD PATH" of every request
 	refuse map[string]string                   // path suffix -> problem JSON
 	edit   map[string]func(body []byte) []byte // path suffix -> edit of the answer
 }
 
 func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	f.mu.Lock()
+	f.seen = append(f.seen, r.Method+" "+r.URL.Path)
 	var problem string
 	var edit func([]byte) []byte
 	for suffix, p := range f.refuse {
@@ -64,6 +69,27 @@ func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
 	resp.Header.Del("Content-Length")
 	return resp, nil
+}
+
+// count returns how many requests were METHOD with a path ending in
+// suffix, and forgets them all.
+func (f *faultTransport) count(method, suffix string) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	n := 0
+	for _, s := range f.seen {
+		m, p, _ := strings.Cut(s, " ")
+		if m == method && strings.HasSuffix(p, suffix) {
+			n++
+		}
+	}
+	return n
+}
+
+func (f *faultTransport) reset() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.seen = nil
 }
 
 // faultClient returns an HTTP client for the shared Pebble through f.
@@ -200,4 +226,127 @@ func (s *syncBuffer) String() string {
 // testLogger logs to the test's output and to w, at Info.
 func testLogger(t *testing.T, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(io.MultiWriter(t.Output(), w), &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+// TestTOSChanged: the account records the terms it agreed to; a run with
+// nothing to do within a day of the last look asks the CA nothing; a look
+// a day later at a directory naming other terms (a proxy rewrites
+// Pebble's, whose terms are fixed) raises tos-changed once with both URLs
+// and logs WARN, without agreeing; the next daily look raises nothing;
+// with agree_tos_changes acmehook agrees (an account update) and says so.
+func TestTOSChanged(t *testing.T) {
+	e := newEnv(t)
+	certs := "[[certificate]]\nname = \"tos\"\ndomains = [\"tos.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n"
+	cfg := e.write(certs)
+	const newTerms = "https://ca.example/terms/2027.pdf"
+	f := &faultTransport{edit: map[string]func([]byte) []byte{}}
+	hc := faultClient(f)
+	start := time.Now()
+	run := func(after time.Duration, cfg *config.Config) (map[string]Result, string) {
+		t.Helper()
+		logs := &bytes.Buffer{}
+		e.now = func() time.Time { return start.Add(after) }
+		os.Remove(filepath.Join(e.work.Events, "run.tos-changed.json"))
+		return e.runWith(cfg, Options{HTTPClient: hc, Logger: testLogger(t, logs)}, RunOptions{}), logs.String()
+	}
+	account := func() store.AccountInfo {
+		t.Helper()
+		st, err := store.Open(cfg.Storage, store.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer st.Close()
+		a, err := st.LoadAccount(context.Background(), cfg.CA.Directory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a.Info
+	}
+	tosEvent := func() map[string]any {
+		b, err := os.ReadFile(filepath.Join(e.work.Events, "run.tos-changed.json"))
+		if err != nil {
+			return nil
+		}
+		var m map[string]any
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+
+	if r, _ := run(0, cfg); r["tos"].Action != ActionIssued {
+		t.Fatalf("first run = %s %v", r["tos"].Action, r["tos"].Err)
+	}
+	agreed := account().TermsOfService
+	if !strings.HasPrefix(agreed, "data:text/plain,") || !account().TermsCheckedAt.Equal(start) {
+		t.Fatalf("account info = %+v, want Pebble's terms recorded as agreed, checked at the first run", account())
+	}
+	f.mu.Lock()
+	f.edit["/dir"] = func(b []byte) []byte {
+		var m map[string]any
+		if json.Unmarshal(b, &m) != nil {
+			return b
+		}
+		m["meta"].(map[string]any)["termsOfService"] = newTerms
+		out, _ := json.Marshal(m)
+		return out
+	}
+	f.mu.Unlock()
+
+	tests := []struct {
+		name      string
+		after     time.Duration
+		agree     bool
+		wantLook  bool // the directory fetched (afresh; renewal information and agreeing fetch it too)
+		wantEvent bool // tos-changed raised
+		wantAgree bool
+	}{
+		{"within a day: no request", time.Hour, false, false, false, false},
+		{"a day later: changed terms announced", 25 * time.Hour, false, true, true, false},
+		{"the next day: not again", 50 * time.Hour, false, true, false, false},
+		{"agree_tos_changes: agreed", 75 * time.Hour, true, true, true, true},
+		{"agreed: nothing more", 100 * time.Hour, true, true, false, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := cfg
+			if tt.agree {
+				e.caExtra = "agree_tos_changes = true"
+				c = e.write(certs)
+			}
+			f.reset()
+			res, logs := run(tt.after, c)
+			if r := res["tos"]; r.Err != nil || r.Action != ActionNone {
+				t.Fatalf("run = %s %v, want nothing to do", r.Action, r.Err)
+			}
+			if got := f.count(http.MethodGet, "/dir"); (got > 0) != tt.wantLook {
+				t.Errorf("directory fetched %d times, want a look: %t", got, tt.wantLook)
+			}
+			if tt.wantLook && !account().TermsCheckedAt.Equal(start.Add(tt.after)) {
+				t.Errorf("terms checked at %s, want %s", account().TermsCheckedAt, start.Add(tt.after))
+			}
+			ev := tosEvent()
+			if (ev != nil) != tt.wantEvent {
+				t.Fatalf("tos-changed raised: %v, want %t", ev, tt.wantEvent)
+			}
+			if ev != nil && (ev["terms_of_service"] != newTerms || ev["previous_terms_of_service"] != agreed || ev["agreed"] != tt.wantAgree ||
+				ev["account_url"] != account().URL || ev["cert_name"] != nil) {
+				t.Errorf("tos-changed = %v, want %s after %s, agreed %t", ev, newTerms, agreed, tt.wantAgree)
+			}
+			warned := strings.Contains(logs, "level=WARN msg=\"the CA's terms of service changed")
+			if warned != tt.wantEvent {
+				t.Errorf("WARN logged: %t, want %t:\n%s", warned, tt.wantEvent, logs)
+			}
+			if updates := f.count(http.MethodPost, account().URL[strings.LastIndex(account().URL, "/"):]); (updates == 1) != tt.wantAgree {
+				t.Errorf("%d account updates, want one only when agreeing", updates)
+			}
+			wantTerms := agreed
+			if tt.agree {
+				wantTerms = newTerms
+			}
+			if got := account().TermsOfService; got != wantTerms {
+				t.Errorf("terms recorded as agreed = %q, want %q", got, wantTerms)
+			}
+		})
+	}
 }

@@ -115,6 +115,10 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			for _, n := range due {
 				next.set(n, eng.nextCheck(ctx, eng.certs[n], checked[n]))
 			}
+		} else {
+			// Nothing due: the CA's terms are still looked at once a day
+			// (the wait below is at most MaxSleep, an hour by default).
+			eng.checkTerms(ctx, false)
 		}
 		name, at, ok := next.earliest()
 		wait := maxSleep

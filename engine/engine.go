@@ -397,6 +397,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		}()
 	}
 	wg.Wait()
+	e.checkTerms(ctx, ordersPlaced(jobs))
 	e.runEnd(ctx, jobs, res, started)
 	e.metrics.Run(res.OK(), e.now())
 	return res, nil

@@ -36,6 +36,7 @@ a.on("run-begin", function(ev) assert(ev.test and ev.cert_name == nil and ev.cer
 a.on("run-end", function(ev) assert(ev.test and ev.deployed[1] == "www" and #ev.failed == 0 and ev.certificates[1].domains[1] == "www.example.com") end)
 a.on("user-action-required", function(ev) assert(ev.test and ev.cert_name == "www" and ev.error.problem_instance) end)
 a.on("renewal-held", function(ev) assert(ev.test and ev.cert_name == "www" and ev.held_until and ev.hold_reason) end)
+a.on("tos-changed", function(ev) assert(ev.test and ev.cert_name == nil and ev.terms_of_service ~= ev.previous_terms_of_service and ev.agreed == false) end)
 `)
 	failScript := write("fail.lua", `local a = require("acmehook")
 a.on("issued", function(ev) error("reload failed") end)
@@ -65,6 +66,7 @@ a.on("issued", function(ev) error("reload failed") end)
 		{name: "script test run-end", args: []string{"--config", goodConfig, "script", "test", runScript, "run-end", "--cert", "www"}, code: exitOK, stdout: "run-end handled without error"},
 		{name: "script test user-action-required", args: []string{"--config", goodConfig, "script", "test", runScript, "user-action-required", "--cert", "www"}, code: exitOK, stdout: "user-action-required handled without error"},
 		{name: "script test renewal-held", args: []string{"--config", goodConfig, "script", "test", runScript, "renewal-held", "--cert", "www"}, code: exitOK, stdout: "renewal-held handled without error"},
+		{name: "script test tos-changed", args: []string{"--config", goodConfig, "script", "test", runScript, "tos-changed"}, code: exitOK, stdout: "tos-changed handled without error"},
 		{name: "script test failing", args: []string{"script", "test", failScript, "issued"}, code: exitFailed, stderr: "fail.lua:2: reload failed"},
 		{name: "script test with [lua.vars]", args: []string{"--config", varsConfig, "script", "test", varsScript, "issued"}, code: exitOK, stdout: "issued handled without error"},
 		{name: "script test without the config's vars", args: []string{"--config", filepath.Join(dir, "none.toml"), "script", "test", varsScript, "issued"}, code: exitFailed, stderr: "vars.marker = nil"},

@@ -119,6 +119,11 @@ type CA struct {
 	// AgreeTOS records that the user agrees to the CA's terms of service
 	// (RFC 8555 §7.3, termsOfServiceAgreed).
 	AgreeTOS bool `toml:"agree_tos"`
+	// AgreeTOSChanges has acmehook agree to the CA's new terms of service
+	// by itself when the directory names terms different from those the
+	// account agreed to (RFC 8555 §7.3.3); tos-changed is raised either
+	// way. Without it, acmehook never agrees to changed terms.
+	AgreeTOSChanges bool `toml:"agree_tos_changes"`
 	// AccountKeyType is the account key algorithm. Let's Encrypt and
 	// Pebble refuse Ed25519 account keys, so it is not offered.
 	AccountKeyType KeyType `toml:"account_key_type"`

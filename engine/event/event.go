@@ -38,11 +38,12 @@ const (
 	Failed             Type = "failed"
 	UserActionRequired Type = "user-action-required"
 	RenewalHeld        Type = "renewal-held"
+	TOSChanged         Type = "tos-changed"
 	RunEnd             Type = "run-end"
 )
 
 // Types lists every event in lifecycle order.
-var Types = []Type{RunBegin, ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed, UserActionRequired, RenewalHeld, RunEnd}
+var Types = []Type{RunBegin, ChallengeProvision, ChallengeCleanup, Issued, Renew, Revoke, Failed, UserActionRequired, RenewalHeld, TOSChanged, RunEnd}
 
 // Valid reports whether t is one of Types.
 func (t Type) Valid() bool { return slices.Contains(Types, t) }
@@ -54,6 +55,8 @@ func (t Type) Pre() bool { return t == ChallengeProvision }
 // one certificate (run-begin, run-end). A run-level event has no Cert and
 // no Domains; its Run lists the certificates. The engine hands it once to
 // each script, whatever number of certificates use that script.
+// tos-changed, about the account, has no certificate either and reaches
+// every script once, but it is not run-level: it has no Run.
 func (t Type) RunLevel() bool { return t == RunBegin || t == RunEnd }
 
 // Hook receives the engine's events.
@@ -123,6 +126,15 @@ type Event struct {
 	HeldUntil             time.Time // held_until
 	HoldReason            string    // hold_reason
 	ExpiresBeforeHoldEnds bool      // expires_before_hold_ends
+
+	// A tos-changed event names the CA's directory and account, the terms
+	// the directory names now and those the account agreed to, and
+	// whether acmehook agreed to the new ones (ca.agree_tos_changes).
+	Directory              string // directory
+	AccountURL             string // account_url
+	TermsOfService         string // terms_of_service
+	PreviousTermsOfService string // previous_terms_of_service
+	Agreed                 bool   // agreed
 
 	Error     *Error     // error: on failed and user-action-required
 	Challenge *Challenge // challenge: on the challenge events
@@ -270,6 +282,14 @@ func NewRenewalHeld(name string, domains []string, current *Certificate, reason 
 		ev.ExpiresBeforeHoldEnds = !current.NotAfter.After(until)
 	}
 	return ev
+}
+
+// NewTOSChanged is the tos-changed event: the directory of the CA at
+// directory names terms of service (terms) other than those the account
+// at accountURL agreed to (previous, empty when it agreed to none).
+// agreed says that acmehook agreed to terms (ca.agree_tos_changes).
+func NewTOSChanged(directory, accountURL, terms, previous string, agreed bool) Event {
+	return Event{Type: TOSChanged, Directory: directory, AccountURL: accountURL, TermsOfService: terms, PreviousTermsOfService: previous, Agreed: agreed}
 }
 
 // NewChallenge is a challenge event, t being ChallengeProvision or

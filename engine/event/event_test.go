@@ -54,6 +54,9 @@ func TestConstructors(t *testing.T) {
 			withCert(Event{Type: RenewalHeld, Cert: "www", Domains: domains, HoldReason: "backoff", HeldUntil: time.Unix(1, 0)})},
 		{"renewal-held, none in service", NewRenewalHeld("www", domains, nil, "backoff", time.Unix(1, 0)),
 			Event{Type: RenewalHeld, Cert: "www", Domains: domains, HoldReason: "backoff", HeldUntil: time.Unix(1, 0)}},
+		{"tos-changed", NewTOSChanged("https://ca.example/dir", "https://ca.example/acct/1", "https://ca.example/tos/2", "https://ca.example/tos/1", true),
+			Event{Type: TOSChanged, Directory: "https://ca.example/dir", AccountURL: "https://ca.example/acct/1", TermsOfService: "https://ca.example/tos/2",
+				PreviousTermsOfService: "https://ca.example/tos/1", Agreed: true}},
 		{"run-begin", NewRunBegin(time.Unix(5, 0), runCerts[:1]), Event{Type: RunBegin, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts[:1]}}},
 		{"run-end", NewRunEnd(time.Unix(5, 0), runCerts), Event{Type: RunEnd, Run: &Run{Started: time.Unix(5, 0), Certificates: runCerts,
 			Issued: []string{"a"}, Renewed: []string{"b", "c"}, Deployed: []string{"a", "b", "d"}, Failed: []string{"c", "e"}, Held: []string{"f"}}}},
@@ -137,6 +140,12 @@ func TestSynthetic(t *testing.T) {
 				}
 				if ty == RunEnd && (len(ev.Run.Deployed) != 1 || len(ev.Run.Renewed) != 1 || ev.Run.Certificates[0].Serial == "") {
 					t.Errorf("Synthetic(run-end) = %+v, want www renewed and deployed", ev.Run)
+				}
+				return
+			}
+			if ty == TOSChanged {
+				if !ev.Test || ev.Cert != "" || ev.TermsOfService == "" || ev.PreviousTermsOfService == "" || ev.TermsOfService == ev.PreviousTermsOfService || ev.Agreed {
+					t.Errorf("Synthetic(tos-changed) = %+v, want changed terms not agreed to", ev)
 				}
 				return
 			}

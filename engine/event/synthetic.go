@@ -35,8 +35,8 @@ import (
 // service expires; the challenge events carry dns-01
 // challenge fields and no certificate. The run-level events carry a run of
 // the one certificate name: run-begin about to renew it, run-end having
-// renewed and deployed it (a made-up serial; no files are written). Test
-// is set. The caller owns dir and removes it.
+// renewed and deployed it (a made-up serial; no files are written).
+// tos-changed names made-up terms (v1 to v2) not agreed to. Test is set. The caller owns dir and removes it.
 func Synthetic(t Type, name string, domains []string, dir string) (Event, error) {
 	if !t.Valid() {
 		return Event{}, fmt.Errorf("synthetic event: unknown event %q", t)
@@ -48,6 +48,9 @@ func Synthetic(t Type, name string, domains []string, dir string) (Event, error)
 	switch t {
 	case RunBegin:
 		ev = NewRunBegin(time.Now(), []RunCertificate{{Cert: name, Domains: domains, Action: "renew", Reason: "synthetic: the renewal window is open"}})
+	case TOSChanged:
+		ev = NewTOSChanged("https://ca.example/directory", "https://ca.example/acme/acct/synthetic",
+			"https://ca.example/terms/v2.pdf", "https://ca.example/terms/v1.pdf", false)
 	case RunEnd:
 		ev = NewRunEnd(time.Now(), []RunCertificate{{Cert: name, Domains: domains, Action: "renewed", Reason: "synthetic: the renewal window is open",
 			Serial: randSerial().Text(16), NotAfter: time.Now().Add(6 * 24 * time.Hour).Truncate(time.Second), Deployed: true}})

@@ -94,6 +94,13 @@ func eventTable(L *lua.LState, e event.Event) *lua.LTable {
 	if e.ExpiresBeforeHoldEnds {
 		t.RawSetString("expires_before_hold_ends", lua.LTrue)
 	}
+	str(t, "directory", e.Directory)
+	str(t, "account_url", e.AccountURL)
+	str(t, "terms_of_service", e.TermsOfService)
+	str(t, "previous_terms_of_service", e.PreviousTermsOfService)
+	if e.Type == event.TOSChanged {
+		t.RawSetString("agreed", lua.LBool(e.Agreed))
+	}
 	if e.Error != nil {
 		et := L.CreateTable(0, 4)
 		str(et, "message", e.Error.Message)

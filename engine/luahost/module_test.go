@@ -352,6 +352,8 @@ func TestEventTable(t *testing.T) {
 			and ev.error.message:find("synthetic") and ev.cert_name == "www" and ev.serial ~= nil and ev.not_after > os.time()`},
 		{event.RenewalHeld, `ev.held_until > ev.not_after and ev.expires_before_hold_ends == true and ev.hold_reason:find("guard")
 			and ev.serial ~= nil and acmehook.files.exists(ev.cert_path) and ev.cert_name == "www" and ev.error == nil`},
+		{event.TOSChanged, `ev.name == "tos-changed" and ev.cert_name == nil and ev.terms_of_service:find("v2") and ev.previous_terms_of_service:find("v1")
+			and ev.agreed == false and ev.directory:find("^https://") and ev.account_url:find("^https://") and ev.serial == nil and ev.test == true`},
 		{event.RunBegin, `ev.name == "run-begin" and ev.cert_name == nil and #ev.domains == 0 and ev.started_at <= os.time() and ev.test == true
 			and #ev.certificates == 1 and ev.certificates[1].cert_name == "www" and ev.certificates[1].domains[2] == "example"
 			and ev.certificates[1].action == "renew" and ev.certificates[1].reason ~= nil and ev.certificates[1].deployed == nil

@@ -53,13 +53,20 @@ type Account struct {
 
 // AccountInfo is an account's metadata (RFC 8555 §7.1.2).
 type AccountInfo struct {
-	URL                  string    `json:"url,omitempty"` // account URL, the JWS "kid"
-	Contact              []string  `json:"contact,omitempty"`
-	KeyType              string    `json:"key_type,omitempty"`
-	TermsOfServiceAgreed bool      `json:"terms_of_service_agreed,omitempty"`
-	EABKeyID             string    `json:"eab_kid,omitempty"`
-	CreatedAt            time.Time `json:"created_at,omitzero"`
-	UpdatedAt            time.Time `json:"updated_at,omitzero"`
+	URL                  string   `json:"url,omitempty"` // account URL, the JWS "kid"
+	Contact              []string `json:"contact,omitempty"`
+	KeyType              string   `json:"key_type,omitempty"`
+	TermsOfServiceAgreed bool     `json:"terms_of_service_agreed,omitempty"`
+	// TermsOfService is the terms URL (the directory's
+	// meta.termsOfService) the account agreed to; TermsAnnounced the
+	// different terms a tos-changed event was last raised for, and
+	// TermsCheckedAt when the directory was last compared with them.
+	TermsOfService string    `json:"terms_of_service,omitempty"`
+	TermsAnnounced string    `json:"terms_announced,omitempty"`
+	TermsCheckedAt time.Time `json:"terms_checked_at,omitzero"`
+	EABKeyID       string    `json:"eab_kid,omitempty"`
+	CreatedAt      time.Time `json:"created_at,omitzero"`
+	UpdatedAt      time.Time `json:"updated_at,omitzero"`
 }
 
 // Version is one issued certificate with its key: what Commit writes
