@@ -316,8 +316,9 @@ func TestTOSChanged(t *testing.T) {
 			}
 			f.reset()
 			res, logs := run(tt.after, c)
-			if r := res["tos"]; r.Err != nil || r.Action != ActionNone {
-				t.Fatalf("run = %s %v, want nothing to do", r.Action, r.Err)
+			// (Days later the renewal information may have it renewed.)
+			if r := res["tos"]; r.Err != nil {
+				t.Fatalf("run = %s %v, want no error", r.Action, r.Err)
 			}
 			if got := f.count(http.MethodGet, "/dir"); (got > 0) != tt.wantLook {
 				t.Errorf("directory fetched %d times, want a look: %t", got, tt.wantLook)
@@ -348,5 +349,47 @@ func TestTOSChanged(t *testing.T) {
 				t.Errorf("terms recorded as agreed = %q, want %q", got, wantTerms)
 			}
 		})
+	}
+}
+
+// TestTOSChangedIdleDaemon: a daemon with nothing due, waking hourly, looks
+// at the CA's terms once a day: the changed terms are announced at the
+// first wake a day after the last look, not before.
+func TestTOSChangedIdleDaemon(t *testing.T) {
+	e := newEnv(t)
+	cfg := e.write("[[certificate]]\nname = \"idle\"\ndomains = [\"idle.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+	f := &faultTransport{edit: map[string]func([]byte) []byte{}}
+	hc := faultClient(f)
+	start := time.Now()
+	e.now = func() time.Time { return start }
+	if r := e.runWith(cfg, Options{HTTPClient: hc}, RunOptions{})["idle"]; r.Action != ActionIssued {
+		t.Fatalf("first run = %s %v", r.Action, r.Err)
+	}
+	f.mu.Lock()
+	f.edit["/dir"] = func(b []byte) []byte {
+		return bytes.Replace(b, []byte(`"termsOfService": "data:text/plain,`), []byte(`"termsOfService": "https://ca.example/new-terms#`), 1)
+	}
+	f.mu.Unlock()
+	clock := newFakeClock(start.Add(time.Minute))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := e.startDaemon(ctx, cfg, DaemonOptions{Clock: clock, MaxSleep: time.Hour, Options: Options{HTTPClient: hc}})
+	event := filepath.Join(e.work.Events, "run.tos-changed.json")
+	announced := time.Time{}
+	for range 30 {
+		w := clock.next(t)
+		if _, err := os.Stat(event); err == nil {
+			announced = clock.Now()
+			break
+		}
+		clock.elapse(w)
+	}
+	cancel()
+	stopped(t, done)
+	if announced.IsZero() || announced.Before(start.Add(TermsCheckInterval)) || announced.After(start.Add(TermsCheckInterval+2*time.Hour)) {
+		t.Fatalf("tos-changed reached the script at %s, want within the first hourly wake after %s", announced, start.Add(TermsCheckInterval))
+	}
+	if ev := e.event("run.tos-changed"); !strings.HasPrefix(ev["terms_of_service"].(string), "https://ca.example/new-terms#") {
+		t.Errorf("tos-changed = %v, want the proxied terms", ev)
 	}
 }
