@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
 // BenchmarkScale issues 10,000 certificates (1,000 with -short) in one
@@ -33,6 +36,8 @@ import (
 //     (every certificate read and decided once);
 //   - daemon-RSS-MiB, daemon-goroutines, daemon-fds and daemon-idle-cpu-%
 //     (over 10 s of idle after the start);
+//   - scrape-ms, scrape-cpu-ms: one GET /metrics ([metrics] listen), which
+//     reads every certificate's state;
 //   - list-s: one `acmehook list` of every certificate.
 //
 // Goroutines are counted from the Go runtime's own scheduler trace
@@ -52,8 +57,20 @@ func BenchmarkScale(b *testing.B) {
 }
 
 func benchmarkScale(b *testing.B, n int) {
+	// Each figure is also printed at once: removing the storage of 10,000
+	// certificates when the benchmark ends takes a while.
+	report := func(v float64, unit string) {
+		b.ReportMetric(v, unit)
+		fmt.Fprintf(os.Stderr, "BenchmarkScale %d certificates: %.4g %s\n", n, v, unit)
+	}
 	s := newSite(b)
+	port, err := pebbletest.FreePort()
+	if err != nil {
+		b.Fatal(err)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	var certs strings.Builder
+	fmt.Fprintf(&certs, "[metrics]\nlisten = \"127.0.0.1:%d\"\n\n", port)
 	for i := range n {
 		fmt.Fprintf(&certs, "[[certificate]]\nname = \"s%05d\"\ndomains = [\"s%05d.scale%d.example.com\"]\nsolver = \"webroot\"\n", i, i, time.Now().UnixNano()%1e6)
 	}
@@ -67,13 +84,13 @@ func benchmarkScale(b *testing.B, n int) {
 	}
 	_, reqs := pebble.Counter().Snapshot()
 	ru := run.cmd.ProcessState.SysUsage().(*syscall.Rusage)
-	b.ReportMetric(run.elapsed.Seconds(), "run-s")
-	b.ReportMetric(float64(reqs)/float64(n), "requests/cert")
-	b.ReportMetric(float64(ru.Maxrss)/1024, "run-peak-RSS-MiB")
-	b.ReportMetric(float64(run.peakGoroutines()), "run-peak-goroutines")
-	b.ReportMetric(float64(run.peakFDs()), "run-peak-fds")
+	report(run.elapsed.Seconds(), "run-s")
+	report(float64(reqs)/float64(n), "requests/cert")
+	report(float64(ru.Maxrss)/1024, "run-peak-RSS-MiB")
+	report(float64(run.peakGoroutines()), "run-peak-goroutines")
+	report(float64(run.peakFDs()), "run-peak-fds")
 	// wait4's rusage includes the plugin, a reaped child of the run.
-	b.ReportMetric(time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds(), "run-cpu-s")
+	report(time.Duration(ru.Utime.Nano()+ru.Stime.Nano()).Seconds(), "run-cpu-s")
 	if got := strings.Count(run.stdout.String(), " issued "); got != n {
 		b.Fatalf("run issued %d of %d certificates:\n%s", got, n, run.tail())
 	}
@@ -84,15 +101,28 @@ func benchmarkScale(b *testing.B, n int) {
 	if !d.waitLog(`msg="next check"`, 10*time.Minute) {
 		b.Fatalf("the daemon did not finish its first check:\n%s", d.tail())
 	}
-	b.ReportMetric(time.Since(d.start).Seconds(), "daemon-start-s")
+	report(time.Since(d.start).Seconds(), "daemon-start-s")
 	time.Sleep(time.Second) // the first cycle's garbage collected
 	cpu0, t0 := d.cpu(), time.Now()
 	time.Sleep(10 * time.Second)
 	idle := (d.cpu() - cpu0).Seconds() / time.Since(t0).Seconds()
-	b.ReportMetric(100*idle, "daemon-idle-cpu-%")
-	b.ReportMetric(float64(d.rssKiB())/1024, "daemon-RSS-MiB")
-	b.ReportMetric(float64(d.lastGoroutines()), "daemon-goroutines")
-	b.ReportMetric(float64(d.fds()), "daemon-fds")
+	report(100*idle, "daemon-idle-cpu-%")
+	report(float64(d.rssKiB())/1024, "daemon-RSS-MiB")
+	report(float64(d.lastGoroutines()), "daemon-goroutines")
+	report(float64(d.fds()), "daemon-fds")
+	// One Prometheus scrape reads every certificate's state.
+	cpu0, t0 = d.cpu(), time.Now()
+	resp, err := http.Get(metricsURL)
+	if err != nil {
+		b.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || bytes.Count(body, []byte("acmehook_certificate_not_after_timestamp_seconds{")) != n {
+		b.Fatalf("GET /metrics: %s %v, %d bytes", resp.Status, err, len(body))
+	}
+	report(float64(time.Since(t0).Milliseconds()), "scrape-ms")
+	report(float64((d.cpu() - cpu0).Milliseconds()), "scrape-cpu-ms")
 	d.stop()
 
 	// list reads every certificate.
@@ -102,7 +132,7 @@ func benchmarkScale(b *testing.B, n int) {
 	if o.code != 0 || strings.Count(o.stdout, "\n") < n {
 		b.Fatalf("acmehook list: %s", o)
 	}
-	b.ReportMetric(elapsed.Seconds(), "list-s")
+	report(elapsed.Seconds(), "list-s")
 }
 
 // traced is an acmehook process whose scheduler trace and log are read
