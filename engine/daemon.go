@@ -170,7 +170,7 @@ func (e *Engine) nextCheck(ctx context.Context, cert *config.Certificate, known 
 	soon := e.now().Add(MinRecheck)
 	at := known
 	if at.IsZero() {
-		st := e.load(ctx, cert, loadOptions{}).status
+		st := e.load(ctx, cert, loadOptions{infoOnly: true}).status
 		if st.Err != nil {
 			e.log.Warn("loading the certificate's state", "cert", cert.Name, "error", st.Err)
 			return soon

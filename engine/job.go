@@ -52,7 +52,7 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 		j.status = Status{Name: cert.Name, Domains: cert.Domains, Err: err}
 		return j
 	}
-	v, meta, err := e.loadCurrent(ctx, cert.Name)
+	v, meta, err := e.loadCurrent(ctx, cert.Name, opts.infoOnly)
 	if meta == nil {
 		return fail(err)
 	}

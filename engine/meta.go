@@ -116,8 +116,14 @@ func decodeMeta(ctx context.Context, st *store.Store, name string, b []byte, err
 // loadCurrent returns the current version of name and its metadata, read
 // together (store.Store.LoadCurrent); the errors are LoadCertificate's
 // (ErrNotFound, ErrKeyMovedAside with the version) and readMeta's.
-func (e *Engine) loadCurrent(ctx context.Context, name string) (*store.Version, *Meta, error) {
-	v, b, err := e.store.LoadCurrent(ctx, name)
+//
+// With infoOnly, the version has no PEM files (store.LoadCurrentInfo).
+func (e *Engine) loadCurrent(ctx context.Context, name string, infoOnly bool) (*store.Version, *Meta, error) {
+	load := e.store.LoadCurrent
+	if infoOnly {
+		load = e.store.LoadCurrentInfo
+	}
+	v, b, err := load(ctx, name)
 	if err != nil && !errors.Is(err, store.ErrNotFound) && !errors.Is(err, store.ErrKeyMovedAside) {
 		if !errors.Is(err, store.ErrTooLarge) {
 			return nil, nil, err

@@ -112,7 +112,7 @@ func (e *Engine) Status(ctx context.Context, name string) (Status, error) {
 	if cert == nil {
 		return Status{}, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
 	}
-	j := e.load(ctx, cert, loadOptions{})
+	j := e.load(ctx, cert, loadOptions{infoOnly: true})
 	return j.status, j.status.Err
 }
 
@@ -142,7 +142,7 @@ func (e *Engine) loadEach(ctx context.Context, certs []*config.Certificate, f fu
 		go func() {
 			defer wg.Done()
 			for i := int(next.Add(1) - 1); i < len(certs); i = int(next.Add(1) - 1) {
-				f(i, e.load(ctx, certs[i], loadOptions{}))
+				f(i, e.load(ctx, certs[i], loadOptions{infoOnly: true}))
 			}
 		}()
 	}
@@ -258,4 +258,8 @@ type loadOptions struct {
 	// the renewal decision asks for it (run and the daemon do; list and
 	// explain never contact the CA).
 	fetchARI bool
+	// infoOnly reads the current version without its PEM files: enough to
+	// decide and report (list, explain, metrics, the daemon's next
+	// check), not to act on the certificate.
+	infoOnly bool
 }

@@ -444,6 +444,18 @@ func (s *Store) LoadCertificate(ctx context.Context, name string) (*Version, err
 // metadata saved so far. A key moved aside is reported as by
 // LoadCertificate, with the version and the state.
 func (s *Store) LoadCurrent(ctx context.Context, name string) (v *Version, state []byte, err error) {
+	return s.loadCurrent(ctx, name, true)
+}
+
+// LoadCurrentInfo is LoadCurrent without the PEM files: the version has its
+// ID and Info (KeyPEM, CertPEM and ChainPEM are nil), the errors are the
+// same (a key moved aside is found without reading the key). It is what
+// deciding, listing and reporting a certificate need, in half the reads.
+func (s *Store) LoadCurrentInfo(ctx context.Context, name string) (v *Version, state []byte, err error) {
+	return s.loadCurrent(ctx, name, false)
+}
+
+func (s *Store) loadCurrent(ctx context.Context, name string, pems bool) (v *Version, state []byte, err error) {
 	done, err := s.beginCert(ctx, name)
 	if err != nil {
 		return nil, nil, err
@@ -464,8 +476,31 @@ func (s *Store) LoadCurrent(ctx context.Context, name string) (v *Version, state
 	if state, err = s.readState(ctx, versionKey(name, id, metaFile), beside); err != nil {
 		return nil, nil, fmt.Errorf("loading metadata of %s: %w", name, err)
 	}
+	if !pems {
+		v, err = s.loadVersionInfo(ctx, name, id)
+		return v, state, err
+	}
 	v, err = s.loadVersion(ctx, name, id)
 	return v, state, err
+}
+
+// loadVersionInfo is loadVersion without the PEM files: the key's
+// presence is checked with Stat.
+func (s *Store) loadVersionInfo(ctx context.Context, name, id string) (*Version, error) {
+	v := &Version{ID: id}
+	if err := s.getJSON(ctx, versionKey(name, id, versionFile), &v.Info); err != nil {
+		return nil, fmt.Errorf("loading certificate %s version %s: %w", name, id, err)
+	}
+	_, err := s.b.Stat(ctx, versionKey(name, id, keyFile))
+	if errors.Is(err, ErrNotFound) {
+		if _, aerr := s.b.Stat(ctx, certKey(name, asideDir, id+"."+keyFile)); aerr == nil {
+			return v, fmt.Errorf("loading certificate %s version %s: %w", name, id, ErrKeyMovedAside)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("loading certificate %s version %s: %w", name, id, err)
+	}
+	return v, nil
 }
 
 // LoadVersion returns a given version of name (current or previous).

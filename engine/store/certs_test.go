@@ -857,3 +857,38 @@ func TestCapText(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadCurrentInfo: the current version's ID, Info and metadata
+// without its files, with LoadCurrent's errors: none stored, and a key
+// moved aside (found without reading the key).
+func TestLoadCurrentInfo(t *testing.T) {
+	ctx := context.Background()
+	s := openStore(t, t.TempDir())
+	if err := s.SaveState(ctx, "site", []byte(`{"failures":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	if v, m, err := s.LoadCurrentInfo(ctx, "site"); !errors.Is(err, ErrNotFound) || v != nil || string(m) != `{"failures":1}` {
+		t.Errorf("LoadCurrentInfo without a version = %v, %q, %v; want nil, the state, ErrNotFound", v, m, err)
+	}
+	want := fakeVersion("01")
+	if err := s.Commit(ctx, "site", want, []byte(`{"issued":1}`)); err != nil {
+		t.Fatal(err)
+	}
+	full, _, err := s.LoadCurrent(ctx, "site")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, m, err := s.LoadCurrentInfo(ctx, "site")
+	if err != nil || v.ID != full.ID || v.Info.Serial != "01" || !v.Info.NotAfter.Equal(full.Info.NotAfter) || string(m) != `{"issued":1}` {
+		t.Errorf("LoadCurrentInfo = %+v, %q, %v; want version %s, serial 01, its state", v, m, err, full.ID)
+	}
+	if v != nil && (v.KeyPEM != nil || v.CertPEM != nil || v.ChainPEM != nil) {
+		t.Errorf("LoadCurrentInfo read the PEM files")
+	}
+	if _, err := s.MoveKeyAside(ctx, "site"); err != nil {
+		t.Fatal(err)
+	}
+	if v, _, err := s.LoadCurrentInfo(ctx, "site"); !errors.Is(err, ErrKeyMovedAside) || v == nil || v.ID != full.ID {
+		t.Errorf("LoadCurrentInfo after MoveKeyAside = %v, %v; want the version and ErrKeyMovedAside", v, err)
+	}
+}
