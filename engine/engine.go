@@ -85,6 +85,9 @@ type Options struct {
 	// Test seams, set by the package's own tests only.
 	beforeAccept     challengeHook // runs before each challenge is answered
 	progressInterval time.Duration // between progress lines; zero means 5 seconds
+	// dryRun is set by DryRun (dryrun.go): events marked, no output
+	// copies, no replaces.
+	dryRun bool
 	// Metrics records what the engine does and reads its certificates'
 	// state (the engine becomes its source); nil records nothing.
 	Metrics metrics.Recorder
@@ -108,6 +111,7 @@ type Engine struct {
 	plugins       *plugins
 	sharedPlugins bool // plugins came from Options.Plugins: Close leaves them
 	relay         Relay
+	dryRun        bool // see DryRun
 	// roots are what an issued chain must verify to (ca.trust_roots); nil
 	// checks the chain's own signatures only.
 	roots   *x509.CertPool
@@ -161,6 +165,9 @@ func New(opts Options) (*Engine, error) {
 	for i := range scripts {
 		scripts[i].hook = timedHook{scripts[i].hook, rec}
 	}
+	if opts.dryRun {
+		markDryRun(hooks, scripts)
+	}
 	ps := newPlugins(opts.Config, log)
 	if opts.Plugins != nil {
 		ps = opts.Plugins.ps
@@ -194,6 +201,7 @@ func New(opts Options) (*Engine, error) {
 		relay:         opts.Relay,
 		roots:         roots,
 		metrics:       rec,
+		dryRun:        opts.dryRun,
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)

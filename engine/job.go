@@ -256,7 +256,9 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 // without it.
 func (e *Engine) newOrder(ctx context.Context, j *job, acct acme.Account, o acme.Order) (acme.Order, error) {
 	cert, prev, meta, log := j.cert, j.current, j.meta, j.log
-	if prev != nil {
+	// A dry run's order replaces nothing: the certificate in service is
+	// not the staging CA's, and the real CA must not count it replaced.
+	if prev != nil && !e.dryRun {
 		if dir, err := e.client.Directory(ctx); err == nil && dir.RenewalInfo != "" {
 			if leaf, err := parseLeaf(prev.CertPEM); err == nil {
 				if id, err := acme.ARICertID(leaf); err == nil {
@@ -330,7 +332,12 @@ func (e *Engine) certKey(cert *config.Certificate, prev *store.Version) (crypto.
 // renew) to the hooks, then records the outcome: on failure the deploy is
 // pending and the result's error wraps ErrDeploy.
 func (e *Engine) deploy(ctx context.Context, j *job, v *store.Version, leaf *x509.Certificate, t event.Type, prevSerial string, res Result) Result {
-	err := writeOutputs(j.cert, v)
+	var err error
+	if e.dryRun {
+		e.skipOutputs(j)
+	} else {
+		err = writeOutputs(j.cert, v)
+	}
 	if err == nil {
 		err = e.raise(ctx, j.cert, e.deployEvent(t, j.cert, v, leaf, prevSerial))
 	}

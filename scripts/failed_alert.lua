@@ -9,6 +9,9 @@
 -- visit. renewal-held alerts only when the hold ends after the certificate
 -- in service expires (`acmehook issue NAME` overrides the hold).
 --
+-- A dry run's failure (run --dry-run) alerts nobody: the operator running
+-- it sees the error; the script only logs what it would have sent.
+--
 -- Settings, in acmehook.toml under [lua.vars]:
 --   alert_url  incoming-webhook URL (required)
 local acmehook = require("acmehook")
@@ -26,6 +29,10 @@ end
 local function post(ev, text)
   if ev.test then
     text = "[test] " .. text
+  end
+  if ev.dry_run then
+    acmehook.log.warn("dry run: alert not sent: " .. text, {cert = ev.cert_name})
+    return
   end
   local resp = assert(acmehook.http.request({
     method = "POST", url = url, timeout = 15,

@@ -9,6 +9,8 @@
 -- Body: {"event", "cert_name", "domains", "serial", "issuer", "not_before",
 -- "not_after" (RFC 3339 UTC), "previous_serial" (renew),
 -- "revocation_reason" (revoke), "test" (synthetic events)}.
+-- A dry run (run --dry-run) notifies nobody: the certificate it got is
+-- thrown away, so it only logs what it would have sent.
 -- A non-2xx answer fails the event: for issued and renew, acmehook keeps the
 -- certificate and retries the deploy (every script of the certificate) on
 -- its next run; a failed revoke notification is recorded.
@@ -41,6 +43,10 @@ local function notify(ev)
     revocation_reason = ev.revocation_reason,
     test = ev.test,
   }))
+  if ev.dry_run then
+    acmehook.log.info("dry run: webhook not sent", {url = url, event = ev.name, cert = ev.cert_name})
+    return
+  end
   local resp = assert(acmehook.http.request({
     method = "POST", url = url, headers = headers, body = body, timeout = 15,
   }))

@@ -58,6 +58,7 @@ type cli struct {
 	// daemon); metricsPath is run's --metrics-file.
 	metrics     *metrics.Metrics
 	metricsPath string
+	dryRun      bool // run and issue --dry-run
 }
 
 // run is the whole program: it parses args, runs the command and returns

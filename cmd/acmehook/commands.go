@@ -26,9 +26,12 @@ func (c *cli) runCommand() *cobra.Command {
 		Long: `Issues missing certificates, renews those due, retries pending deploys, and prints one line per certificate.
 With --metrics-file (or [metrics] file) it then writes the metrics of the run and of every
 certificate to that file, atomically, for node_exporter's textfile collector.`,
-		Example: "  acmehook --config /etc/acmehook/acmehook.toml run\n  acmehook run --metrics-file /var/lib/node_exporter/textfile/acmehook.prom",
+		Example: "  acmehook --config /etc/acmehook/acmehook.toml run\n  acmehook run --metrics-file /var/lib/node_exporter/textfile/acmehook.prom\n  acmehook run --dry-run",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if c.dryRun {
+				return c.dryRunEngine(cmd.Context(), engine.RunOptions{})
+			}
 			if err := c.absMetricsFlag(); err != nil {
 				return err
 			}
@@ -37,11 +40,12 @@ certificate to that file, atomically, for node_exporter's textfile collector.`,
 		},
 	}
 	cmd.Flags().StringVar(&c.metricsPath, "metrics-file", "", "write the metrics to `FILE` after the run (Prometheus text format; docs/operations.md)")
+	cmd.Flags().BoolVar(&c.dryRun, "dry-run", false, "order every certificate from the CA's staging directory with a throwaway account and storage; nothing is saved (docs/cli.md)")
 	return cmd
 }
 
 func (c *cli) issueCommand() *cobra.Command {
-	return &cobra.Command{
+	cmd := &cobra.Command{
 		Use:     "issue NAME...",
 		Short:   "Order a new certificate for each NAME now, even if the current one is good",
 		Long:    "Orders a new certificate for each NAME now, even if the current one is good (the failure backoff and the reissue guard do not hold it).",
@@ -54,9 +58,14 @@ func (c *cli) issueCommand() *cobra.Command {
 		},
 		ValidArgsFunction: c.certificateNames,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if c.dryRun {
+				return c.dryRunEngine(cmd.Context(), engine.RunOptions{Names: args})
+			}
 			return c.runEngine(cmd.Context(), engine.RunOptions{Names: args, Force: true})
 		},
 	}
+	cmd.Flags().BoolVar(&c.dryRun, "dry-run", false, "order from the CA's staging directory with a throwaway account and storage; nothing is saved (docs/cli.md)")
+	return cmd
 }
 
 // runEngine runs the engine and prints one line per certificate.
@@ -78,6 +87,50 @@ func (c *cli) runEngine(ctx context.Context, opts engine.RunOptions) error {
 			c.log.Error("writing the metrics file", "error", err)
 		}
 	}
+	return c.report(res)
+}
+
+// dryRunEngine runs engine.DryRun on the storage opened read-only (no
+// lock: it works beside the daemon) and says what it did and what it did
+// not save.
+func (c *cli) dryRunEngine(ctx context.Context, opts engine.RunOptions) error {
+	cfg, err := c.loadConfig()
+	if err != nil {
+		return err
+	}
+	st, err := c.openStore(cfg, true)
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	res, err := engine.DryRun(ctx, engine.Options{Config: cfg, Store: st, Logger: c.log}, opts)
+	if err != nil {
+		if errors.Is(err, engine.ErrUnknownCertificate) {
+			return usageError{err.Error()}
+		}
+		return err
+	}
+	if res.Staging {
+		fmt.Fprintf(c.stdout, "dry run against the staging directory %s, with a throwaway account and storage\n", res.Directory)
+	} else {
+		fmt.Fprintf(c.stdout, "dry run against %s itself (the CA has no staging directory acmehook knows of; set [ca] staging_directory): its certificates are real, issued to a throwaway account and thrown away\n", res.Directory)
+	}
+	rerr := c.report(res.RunResult)
+	for _, r := range res.Results {
+		o := cfg.Certificate(r.Name).Output
+		for _, p := range []struct{ key, path string }{{"cert", o.Cert}, {"key", o.Key}, {"chain", o.Chain}, {"fullchain", o.Fullchain}} {
+			if p.path != "" {
+				fmt.Fprintf(c.stdout, "dry run: %s: output.%s not written (a run writes %s)\n", r.Name, p.key, p.path)
+			}
+		}
+	}
+	fmt.Fprintln(c.stdout, "dry run: nothing was saved: the storage, the account, the output copies and the metrics are as they were")
+	return rerr
+}
+
+// report prints one line per certificate of res, and on stderr which
+// ones need attention.
+func (c *cli) report(res *engine.RunResult) error {
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "CERTIFICATE\tRESULT\tSERIAL\tNOT AFTER\tDETAIL")
 	for _, r := range res.Results {
