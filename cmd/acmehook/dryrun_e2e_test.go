@@ -12,8 +12,13 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
+
+	"filippo.io/age"
+	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/internal/testetcd"
 )
 
 // treeHash describes every file and directory under dir: its path, mode
@@ -193,4 +198,51 @@ func runCmd(t *testing.T, cmd *exec.Cmd) outcome {
 		t.Fatalf("running %s: %v", cmd, err)
 	}
 	return outcome{code: cmd.ProcessState.ExitCode(), stdout: stdout.String(), stderr: stderr.String()}
+}
+
+// TestE2EDryRunEtcd: on an etcd storage a dry run writes nothing to etcd
+// (its revision, which every write raises, is unchanged), registers no
+// node and takes no lock, and still dry-runs the stored certificate as a
+// renewal.
+func TestE2EDryRunEtcd(t *testing.T) {
+	s := newSite(t)
+	c := testetcd.Start(t, testetcd.Options{})
+	id, err := age.GenerateX25519Identity()
+	if err != nil {
+		t.Fatal(err)
+	}
+	conf := fleetSite(t, s, c, id, "n1", "[[certificate]]\nname = \"etcd\"\ndomains = [\"etcd.dry.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+	if o := s.acmehookWith(conf, "run"); o.code != 0 {
+		t.Fatalf("run on etcd: %s", o)
+	}
+	cli := c.Client(t)
+	revision := func() int64 {
+		t.Helper()
+		resp, err := cli.Get(t.Context(), "/", clientv3.WithPrefix(), clientv3.WithCountOnly())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp.Header.Revision
+	}
+	// The run's lease may still be revoked after it exits; wait until
+	// etcd is quiet before taking the reference revision.
+	before := revision()
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(300 * time.Millisecond)
+		if r := revision(); r == before {
+			break
+		} else {
+			before = r
+		}
+	}
+	o := s.acmehookWith(conf, "run", "--dry-run")
+	if o.code != 0 || !strings.Contains(resultLine(o, "etcd"), " renewed ") || !strings.Contains(o.stdout, "dry run: nothing was saved") {
+		t.Fatalf("run --dry-run on etcd: %s", o)
+	}
+	if s.event("etcd.renew")["dry_run"] != true {
+		t.Errorf("the renew event was not marked dry_run")
+	}
+	if after := revision(); after != before {
+		t.Errorf("etcd revision went from %d to %d: the dry run wrote to etcd", before, after)
+	}
 }
