@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -56,6 +57,10 @@ With --json it prints one JSON document instead (see docs/cli.md).`,
 				return writeJSON(c.stdout, explainOutput(st))
 			}
 			fmt.Fprintf(c.stdout, "certificate %s (%s)\n%s", name, strings.Join(cfg.Certificate(name).Domains, ", "), st.Explain())
+			if cur := st.Current; cur != nil {
+				// The profile the CA applied (the order's), as list --json.
+				fmt.Fprintf(c.stdout, "%-17s%s\n", "profile:", cmp.Or(cur.Profile, "none named by the CA"))
+			}
 			return nil
 		},
 	}
