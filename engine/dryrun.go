@@ -74,8 +74,11 @@ func DryRun(ctx context.Context, opts Options, ro RunOptions) (*DryRunResult, er
 			}
 		}
 	}
+	// No relay: it would publish the challenges in the fleet's etcd. On a
+	// fleet behind a load balancer, http-01 and tls-alpn-01 then reach
+	// this node only if the balancer sends them here.
 	o := opts
-	o.Config, o.Store, o.Metrics, o.dryRun = &cfg, st, nil, true
+	o.Config, o.Store, o.Metrics, o.Relay, o.dryRun = &cfg, st, nil, nil, true
 	eng, err := New(o)
 	if err != nil {
 		return nil, err

@@ -148,6 +148,11 @@ cert = "out/fresh.cert.pem"
 	if prov := s.event("fresh.challenge-provision.fresh.dry.example.com"); prov["dry_run"] != true {
 		t.Errorf("challenge-provision dry_run = %v, want true", prov["dry_run"])
 	}
+	for _, name := range []string{"run.run-begin", "run.run-end"} {
+		if ev := s.event(name); ev["dry_run"] != true {
+			t.Errorf("%s dry_run = %v, want true", name, ev["dry_run"])
+		}
+	}
 	if after := treeHash(t, storage); after != before {
 		t.Errorf("the storage changed:\nbefore:\n%s\nafter:\n%s", before, after)
 	}

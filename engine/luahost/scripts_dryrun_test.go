@@ -3,6 +3,7 @@ package luahost
 import (
 	"context"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/acmehook/acmehook/engine/event"
@@ -40,5 +41,26 @@ func TestNotifyScriptsDryRun(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestShippedScriptsCheckDryRun: every shipped script tests ev.dry_run,
+// and each one's dry-run behaviour is covered by a test here
+// (TestNginxScript and TestHAProxyScript "dry run", TestNotifyScriptsDryRun):
+// a new script fails this until it is.
+func TestShippedScriptsCheckDryRun(t *testing.T) {
+	covered := map[string]bool{"nginx.lua": true, "haproxy.lua": true, "webhook.lua": true, "failed_alert.lua": true}
+	paths, err := filepath.Glob(filepath.Join(scriptsDir, "*.lua"))
+	if err != nil || len(paths) == 0 {
+		t.Fatalf("no shipped scripts in %s (%v)", scriptsDir, err)
+	}
+	for _, p := range paths {
+		name := filepath.Base(p)
+		if !covered[name] {
+			t.Errorf("%s: no test covers what it does on a dry run", name)
+		}
+		if src := readFile(t, p); !strings.Contains(src, "ev.dry_run") {
+			t.Errorf("%s does not test ev.dry_run: a dry run would deploy or notify", name)
+		}
 	}
 }
