@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -77,6 +78,12 @@ func DryRun(ctx context.Context, opts Options, ro RunOptions) (*DryRunResult, er
 	// No relay: it would publish the challenges in the fleet's etcd. On a
 	// fleet behind a load balancer, http-01 and tls-alpn-01 then reach
 	// this node only if the balancer sends them here.
+	// What a real run would do now, from the real storage (read only,
+	// no CA request), to say beside each dry run's result.
+	would, err := wouldDo(ctx, opts, names)
+	if err != nil {
+		return nil, err
+	}
 	o := opts
 	o.Config, o.Store, o.Metrics, o.Relay, o.dryRun = &cfg, st, nil, nil, true
 	eng, err := New(o)
@@ -94,7 +101,35 @@ func DryRun(ctx context.Context, opts Options, ro RunOptions) (*DryRunResult, er
 	if err != nil {
 		return nil, err
 	}
+	for i, r := range res.Results {
+		res.Results[i].Reason = "dry run, ordered due or not; a run now: " + would[r.Name]
+	}
 	return &DryRunResult{RunResult: res, Directory: dir, Staging: staging}, nil
+}
+
+// wouldDo returns, by certificate name, what a real run would do now
+// (Status.String), decided from opts.Store and the configuration alone.
+func wouldDo(ctx context.Context, opts Options, names []string) (map[string]string, error) {
+	o := opts
+	o.Metrics, o.Relay = nil, nil
+	eng, err := New(o)
+	if err != nil {
+		return nil, err
+	}
+	defer eng.Close()
+	out := map[string]string{}
+	for _, n := range names {
+		st, err := eng.Status(ctx, n)
+		if errors.Is(err, ErrUnknownCertificate) {
+			return nil, err
+		}
+		if err != nil || st.Err != nil {
+			out[n] = "unknown: " + cmp.Or(err, st.Err).Error()
+			continue
+		}
+		out[n] = st.String()
+	}
+	return out, nil
 }
 
 // seedDryRun copies cert's current version from the real storage into the

@@ -111,7 +111,8 @@ cert = "out/fresh.cert.pem"
 	before, outBefore := treeHash(t, storage), treeHash(t, out)
 	tmp := t.TempDir()
 	pebble.Counter().Reset()
-	cmd := s.command("run", "--dry-run")
+	metricsFile := filepath.Join(s.work.Dir, "acmehook.prom")
+	cmd := s.command("run", "--dry-run", "--metrics-file", metricsFile)
 	cmd.Env = append(os.Environ(), "TMPDIR="+tmp)
 	o := runCmd(t, cmd)
 	if o.code != 0 {
@@ -128,10 +129,13 @@ cert = "out/fresh.cert.pem"
 			t.Errorf("stdout lacks %q:\n%s", want, o)
 		}
 	}
-	if l := resultLine(o, "live"); !strings.Contains(l, " renewed ") {
-		t.Errorf("live: %q, want renewed (a dry run orders whether due or not)", l)
+	if l := resultLine(o, "live"); !strings.Contains(l, " renewed ") || !strings.Contains(l, "dry run, ordered due or not; a run now: nothing: renew at ") {
+		t.Errorf("live: %q, want renewed (a dry run orders whether due or not), and what a run would do now", l)
 	}
-	if l := resultLine(o, "fresh"); !strings.Contains(l, " issued ") {
+	if _, err := os.Stat(metricsFile); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("the metrics file was written by a dry run (%v)", err)
+	}
+	if l := resultLine(o, "fresh"); !strings.Contains(l, " issued ") || !strings.Contains(l, "a run now: issue now: no certificate yet") {
 		t.Errorf("fresh: %q, want issued", l)
 	}
 	counts, _ := pebble.Counter().Snapshot()
