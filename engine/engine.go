@@ -349,7 +349,8 @@ type RunOptions struct {
 // redeployed as needed (see obtain). One failing certificate does not stop
 // the others. The run is framed by run-begin, once the plugins are up and
 // before any certificate is handled, and run-end, once every certificate
-// is done (runBegin, runEnd). The returned error is only for problems that prevented the
+// is done (runBegin, runEnd); just before run-end the CA's terms of service
+// are compared with the account's (checkTerms). The returned error is only for problems that prevented the
 // run as a whole (an unknown name); per-certificate failures are in the
 // result.
 func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
