@@ -18,96 +18,22 @@ import (
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
-
-// faultTransport is a fault-injecting transport in front of the shared
-// Pebble's: it answers the requests whose path ends with a key of refuse
-// with that problem itself (a 403 application/problem+json), and edits
-// the answers to those whose path ends with a key of edit.
-type faultTransport struct {
-	rt     http.RoundTripper
-	mu     sync.Mutex
-	seen   []string                            // "METHOD PATH" of every request
-	refuse map[string]string                   // path suffix -> problem JSON
-	edit   map[string]func(body []byte) []byte // path suffix -> edit of the answer
-}
-
-func (f *faultTransport) RoundTrip(r *http.Request) (*http.Response, error) {
-	f.mu.Lock()
-	f.seen = append(f.seen, r.Method+" "+r.URL.Path)
-	var problem string
-	var edit func([]byte) []byte
-	for suffix, p := range f.refuse {
-		if strings.HasSuffix(r.URL.Path, suffix) {
-			problem = p
-		}
-	}
-	for suffix, e := range f.edit {
-		if strings.HasSuffix(r.URL.Path, suffix) {
-			edit = e
-		}
-	}
-	f.mu.Unlock()
-	if problem != "" {
-		return &http.Response{
-			StatusCode: http.StatusForbidden, Status: "403 Forbidden", Proto: "HTTP/1.1", ProtoMajor: 1, ProtoMinor: 1,
-			Header:  http.Header{"Content-Type": {"application/problem+json"}},
-			Body:    io.NopCloser(strings.NewReader(problem)),
-			Request: r, ContentLength: int64(len(problem)),
-		}, nil
-	}
-	resp, err := f.rt.RoundTrip(r)
-	if err != nil || edit == nil {
-		return resp, err
-	}
-	b, err := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if err != nil {
-		return nil, err
-	}
-	b = edit(b)
-	resp.Body, resp.ContentLength = io.NopCloser(bytes.NewReader(b)), int64(len(b))
-	resp.Header.Del("Content-Length")
-	return resp, nil
-}
-
-// count returns how many requests were METHOD with a path ending in
-// suffix, and forgets them all.
-func (f *faultTransport) count(method, suffix string) int {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	n := 0
-	for _, s := range f.seen {
-		m, p, _ := strings.Cut(s, " ")
-		if m == method && strings.HasSuffix(p, suffix) {
-			n++
-		}
-	}
-	return n
-}
-
-func (f *faultTransport) reset() {
-	f.mu.Lock()
-	defer f.mu.Unlock()
-	f.seen = nil
-}
-
-// faultClient returns an HTTP client for the shared Pebble through f.
-func faultClient(f *faultTransport) *http.Client {
-	f.rt = pebble.HTTPClient().Transport
-	return &http.Client{Transport: f}
-}
 
 // TestUserActionRequired: a CA answering the order with userActionRequired
 // has the certificate's scripts get user-action-required with the
 // problem's instance URL, then failed, and the run says where to go.
 func TestUserActionRequired(t *testing.T) {
 	e := newEnv(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
 	cfg := e.write("[[certificate]]\nname = \"ua\"\ndomains = [\"ua.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
 	instance := "https://ca.example/agreement/42"
-	f := &faultTransport{refuse: map[string]string{"/order-plz": fmt.Sprintf(`{"type":%q,"detail":"agree to the new terms first","instance":%q,"status":403}`, acme.ProblemUserActionRequired, instance)}}
+	p.Add(pebbletest.Fault{Kind: "POST /order-plz", Times: 1, Status: http.StatusForbidden, Type: acme.ProblemUserActionRequired,
+		Detail: "agree to the new terms first", Instance: instance})
 	e.logs = &bytes.Buffer{}
-	r := e.runWith(cfg, Options{HTTPClient: faultClient(f), Logger: testLogger(t, e.logs)}, RunOptions{})["ua"]
+	r := e.runWith(cfg, Options{Logger: testLogger(t, e.logs)}, RunOptions{})["ua"]
 	if p := problemOf(r.Err); r.Action != ActionFailed || p == nil || p.Type != acme.ProblemUserActionRequired {
 		t.Fatalf("run = %s %v, want failed with userActionRequired", r.Action, r.Err)
 	}
@@ -124,8 +50,8 @@ func TestUserActionRequired(t *testing.T) {
 	t.Run("another problem raises failed alone", func(t *testing.T) {
 		os.RemoveAll(e.work.Events)
 		os.Mkdir(e.work.Events, 0o755)
-		f.refuse["/order-plz"] = fmt.Sprintf(`{"type":%q,"detail":"no","status":403}`, acme.ProblemUnauthorized)
-		r := e.runWith(cfg, Options{HTTPClient: faultClient(f), Now: func() time.Time { return time.Now().Add(48 * time.Hour) }}, RunOptions{Force: true, Names: []string{"ua"}})["ua"]
+		p.Add(pebbletest.Fault{Kind: "POST /order-plz", Status: http.StatusForbidden, Type: acme.ProblemUnauthorized, Detail: "no"})
+		r := e.runWith(cfg, Options{}, RunOptions{Force: true, Names: []string{"ua"}})["ua"]
 		if r.Action != ActionFailed {
 			t.Fatalf("run = %s %v, want failed", r.Action, r.Err)
 		}
@@ -231,23 +157,23 @@ func testLogger(t *testing.T, w io.Writer) *slog.Logger {
 // TestTOSChanged: the account records the terms it agreed to; a run with
 // nothing to do within a day of the last look asks the CA nothing; a look
 // a day later at a directory naming other terms (a proxy rewrites
-// Pebble's, whose terms are fixed) raises tos-changed once with both URLs
+// Pebble's, whose terms are a constant: pebbletest.FaultProxy) raises tos-changed once with both URLs
 // and logs WARN, without agreeing; the next daily look raises nothing;
 // with agree_tos_changes acmehook agrees (an account update) and says so.
 func TestTOSChanged(t *testing.T) {
 	e := newEnv(t)
 	certs := "[[certificate]]\nname = \"tos\"\ndomains = [\"tos.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n"
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
 	cfg := e.write(certs)
 	const newTerms = "https://ca.example/terms/2027.pdf"
-	f := &faultTransport{edit: map[string]func([]byte) []byte{}}
-	hc := faultClient(f)
 	start := time.Now()
 	run := func(after time.Duration, cfg *config.Config) (map[string]Result, string) {
 		t.Helper()
 		logs := &bytes.Buffer{}
 		e.now = func() time.Time { return start.Add(after) }
 		os.Remove(filepath.Join(e.work.Events, "run.tos-changed.json"))
-		return e.runWith(cfg, Options{HTTPClient: hc, Logger: testLogger(t, logs)}, RunOptions{}), logs.String()
+		return e.runWith(cfg, Options{Logger: testLogger(t, logs)}, RunOptions{}), logs.String()
 	}
 	account := func() store.AccountInfo {
 		t.Helper()
@@ -281,17 +207,9 @@ func TestTOSChanged(t *testing.T) {
 	if !strings.HasPrefix(agreed, "data:text/plain,") || !account().TermsCheckedAt.Equal(start) {
 		t.Fatalf("account info = %+v, want Pebble's terms recorded as agreed, checked at the first run", account())
 	}
-	f.mu.Lock()
-	f.edit["/dir"] = func(b []byte) []byte {
-		var m map[string]any
-		if json.Unmarshal(b, &m) != nil {
-			return b
-		}
+	p.Add(pebbletest.Fault{Kind: "GET /dir", Rewrite: pebbletest.EditJSON(func(m map[string]any) {
 		m["meta"].(map[string]any)["termsOfService"] = newTerms
-		out, _ := json.Marshal(m)
-		return out
-	}
-	f.mu.Unlock()
+	})})
 
 	tests := []struct {
 		name      string
@@ -314,13 +232,13 @@ func TestTOSChanged(t *testing.T) {
 				e.caExtra = "agree_tos_changes = true"
 				c = e.write(certs)
 			}
-			f.reset()
+			dirs, updates := p.Count("GET /dir"), p.Count("POST /my-account/")
 			res, logs := run(tt.after, c)
 			// (Days later the renewal information may have it renewed.)
 			if r := res["tos"]; r.Err != nil {
 				t.Fatalf("run = %s %v, want no error", r.Action, r.Err)
 			}
-			if got := f.count(http.MethodGet, "/dir"); (got > 0) != tt.wantLook {
+			if got := p.Count("GET /dir") - dirs; (got > 0) != tt.wantLook {
 				t.Errorf("directory fetched %d times, want a look: %t", got, tt.wantLook)
 			}
 			if tt.wantLook && !account().TermsCheckedAt.Equal(start.Add(tt.after)) {
@@ -338,7 +256,7 @@ func TestTOSChanged(t *testing.T) {
 			if warned != tt.wantEvent {
 				t.Errorf("WARN logged: %t, want %t:\n%s", warned, tt.wantEvent, logs)
 			}
-			if updates := f.count(http.MethodPost, account().URL[strings.LastIndex(account().URL, "/"):]); (updates == 1) != tt.wantAgree {
+			if updates := p.Count("POST /my-account/") - updates; (updates == 1) != tt.wantAgree {
 				t.Errorf("%d account updates, want one only when agreeing", updates)
 			}
 			wantTerms := agreed
@@ -357,23 +275,21 @@ func TestTOSChanged(t *testing.T) {
 // first wake a day after the last look, not before.
 func TestTOSChangedIdleDaemon(t *testing.T) {
 	e := newEnv(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
 	cfg := e.write("[[certificate]]\nname = \"idle\"\ndomains = [\"idle.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
-	f := &faultTransport{edit: map[string]func([]byte) []byte{}}
-	hc := faultClient(f)
 	start := time.Now()
 	e.now = func() time.Time { return start }
-	if r := e.runWith(cfg, Options{HTTPClient: hc}, RunOptions{})["idle"]; r.Action != ActionIssued {
+	if r := e.run(cfg, RunOptions{})["idle"]; r.Action != ActionIssued {
 		t.Fatalf("first run = %s %v", r.Action, r.Err)
 	}
-	f.mu.Lock()
-	f.edit["/dir"] = func(b []byte) []byte {
-		return bytes.Replace(b, []byte(`"termsOfService": "data:text/plain,`), []byte(`"termsOfService": "https://ca.example/new-terms#`), 1)
-	}
-	f.mu.Unlock()
+	p.Add(pebbletest.Fault{Kind: "GET /dir", Rewrite: pebbletest.EditJSON(func(m map[string]any) {
+		m["meta"].(map[string]any)["termsOfService"] = "https://ca.example/new-terms#1"
+	})})
 	clock := newFakeClock(start.Add(time.Minute))
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	done := e.startDaemon(ctx, cfg, DaemonOptions{Clock: clock, MaxSleep: time.Hour, Options: Options{HTTPClient: hc}})
+	done := e.startDaemon(ctx, cfg, DaemonOptions{Clock: clock, MaxSleep: time.Hour})
 	event := filepath.Join(e.work.Events, "run.tos-changed.json")
 	announced := time.Time{}
 	for range 30 {
