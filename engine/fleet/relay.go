@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
@@ -75,8 +76,9 @@ type Relay struct {
 	mu      sync.Mutex
 	answers map[string]*answer // by token: what this node presents for others
 
-	cancel context.CancelFunc
-	done   chan struct{}
+	cancel     context.CancelFunc
+	done       chan struct{}
+	registered atomic.Bool // the node registered once
 }
 
 var _ engine.Relay = (*Relay)(nil)
@@ -264,7 +266,11 @@ func (r *Relay) follow(ctx context.Context, sess *concurrency.Session) error {
 	if _, err := r.cli.Put(ctx, r.membersPrefix()+r.node, string(info), clientv3.WithLease(sess.Lease())); err != nil {
 		return fmt.Errorf("etcd: registering the node: %w", err)
 	}
-	r.log.Debug("relay: answering the fleet's challenges", "revision", rev)
+	if r.registered.Swap(true) {
+		r.log.Info("relay: registered again; answering the fleet's challenges", "lease", fmt.Sprintf("%x", int64(sess.Lease())))
+	} else {
+		r.log.Info("relay: answering the fleet's http-01 and tls-alpn-01 challenges", "lease", fmt.Sprintf("%x", int64(sess.Lease())))
+	}
 	for {
 		select {
 		case <-ctx.Done():
