@@ -115,6 +115,15 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			for _, n := range due {
 				next.set(n, eng.nextCheck(ctx, eng.certs[n], checked[n]))
 			}
+			if res != nil && eng.coord != nil {
+				// In a fleet, a certificate whose lock another node held
+				// is looked at again soon.
+				for _, r := range res.Results {
+					if r.Action == ActionBusy {
+						next.set(r.Name, clock.Now().Add(eng.coord.Interval()))
+					}
+				}
+			}
 		} else {
 			// Nothing due: the CA's terms are still looked at once a day
 			// (the wait below is at most MaxSleep, an hour by default).
@@ -126,10 +135,24 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			wait = min(max(at.Sub(clock.Now()), 0), maxSleep)
 			log.Info("next check", "cert", name, "at", at.UTC().Format(time.RFC3339), "in", wait.Round(time.Second).String())
 		}
+		var changed <-chan struct{} // in a fleet: another node stored, or nodes came or went
+		if eng.coord != nil {
+			changed = eng.coord.Changed()
+		}
 		select {
 		case <-ctx.Done():
 			log.Info("daemon stopping")
 			return nil
+		case <-changed:
+			names, all := eng.coord.TakeChanges()
+			if all {
+				next = newSchedule(eng.names())
+			}
+			for _, n := range names {
+				if eng.certs[n] != nil {
+					next.set(n, clock.Now())
+				}
+			}
 		case <-opts.Reload:
 			neng, err := reload(opts, eo, eng.cfg)
 			if err != nil {

@@ -91,6 +91,12 @@ type Options struct {
 	// Metrics records what the engine does and reads its certificates'
 	// state (the engine becomes its source); nil records nothing.
 	Metrics metrics.Recorder
+	// Coordinator, for a node of a fleet sharing Store with others, says
+	// which certificates this node orders and renews, and holds their
+	// locks (owner.go); nil means this process works on every certificate
+	// and Store's own fence guards its writes. With a coordinator, Store
+	// is unfenced: the writes of a certificate go through its claim.
+	Coordinator Coordinator
 }
 
 // Engine runs the certificate lifecycle. Its methods are safe for concurrent
@@ -116,6 +122,8 @@ type Engine struct {
 	// checks the chain's own signatures only.
 	roots   *x509.CertPool
 	metrics metrics.Recorder
+	coord   Coordinator
+	claims  sync.Map // certificate name -> *store.Store fenced by its claim
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -202,6 +210,7 @@ func New(opts Options) (*Engine, error) {
 		roots:         roots,
 		metrics:       rec,
 		dryRun:        opts.dryRun,
+		coord:         opts.Coordinator,
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)
@@ -287,6 +296,9 @@ const (
 	// ActionHeld: a new certificate is needed, but the failure backoff or
 	// the reissue guard holds the order back (Reason says until when).
 	ActionHeld Action = "held"
+	// ActionBusy: in a fleet, another node or process holds the
+	// certificate's lock (Reason names it); it is looked at again soon.
+	ActionBusy Action = "busy"
 )
 
 // Result is what a run did with one certificate.
@@ -376,7 +388,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; pwg.Done() }()
-			jobs[i] = e.load(ctx, c, loadOptions{force: opts.Force, fetchARI: true})
+			jobs[i] = e.prepare(ctx, c, loadOptions{force: opts.Force, fetchARI: true})
 		}()
 	}
 	pwg.Wait()
@@ -398,6 +410,13 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if e.coord != nil {
+				// In a fleet: under the certificate's lock, if this node
+				// owns it now (owner.go).
+				j = e.claimed(ctx, j, loadOptions{force: opts.Force, fetchARI: true})
+				jobs[i] = j
+				defer j.done()
+			}
 			r := e.execute(ctx, j)
 			if r.Action == ActionNone || r.Action == ActionHeld {
 				r.nextCheck = j.status.NextCheck
@@ -419,7 +438,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 func (e *Engine) preparePlugins(ctx context.Context, jobs []*job) {
 	var names []string
 	for _, j := range jobs {
-		if j.status.Err != nil || !j.status.Due() {
+		if !j.orders() {
 			continue
 		}
 		for _, id := range j.cert.Identifiers {
@@ -438,7 +457,7 @@ func (e *Engine) preparePlugins(ctx context.Context, jobs []*job) {
 	}
 	wg.Wait()
 	for _, j := range jobs {
-		if j.status.Err != nil || !j.status.Due() {
+		if !j.orders() {
 			continue
 		}
 		j.status.Err = e.checkSolvers(ctx, j.cert)

@@ -40,6 +40,13 @@ type job struct {
 	meta    *Meta
 	status  Status
 	log     *slog.Logger
+	// In a fleet (owner.go): release gives up the certificate's lock the
+	// job holds (nil without one); owner names the node that owns the
+	// certificate when it is not this one (the job only deploys); busy is
+	// why the lock could not be taken (the job does nothing).
+	release func()
+	owner   string
+	busy    error
 }
 
 // load reads cert's current version and state and decides what a run
@@ -65,6 +72,9 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 		return fail(err) // it says "loading certificate <name>" or "decoding metadata of <name>"
 	}
 	j.current, j.aside = v, aside
+	if meta.PendingDeploy, err = e.deployPending(ctx, cert.Name, v, meta); err != nil {
+		return fail(err)
+	}
 	j.status = e.decide(cert, v, aside, meta, opts.force)
 	if opts.fetchARI && !opts.force && v != nil && !aside && j.status.Decision.FetchARI {
 		e.fetchARI(ctx, v, &meta.Renewal, j.log)
@@ -85,6 +95,11 @@ func (e *Engine) execute(ctx context.Context, j *job) Result {
 		res.Version, res.Serial, res.NotAfter = j.current.ID, j.current.Info.Serial, j.current.Info.NotAfter
 	}
 	switch {
+	case j.busy != nil:
+		j.log.Info("not working on the certificate now: its lock is held", "reason", j.busy)
+		res.Action, res.Reason = ActionBusy, j.busy.Error()
+	case j.owner != "":
+		res = e.deployOnly(ctx, j, res)
 	case st.Err != nil:
 		res = e.failed(ctx, j, res, &localError{st.Err})
 	case st.Due():
@@ -358,8 +373,16 @@ func (e *Engine) deploy(ctx context.Context, j *job, v *store.Version, leaf *x50
 	}
 	meta.Events = append(meta.Events, ev)
 	// Recorded even when the run is being stopped, so the pending deploy
-	// and its event survive a SIGTERM during the scripts.
-	if serr := e.saveMeta(context.WithoutCancel(ctx), j.cert.Name, meta); serr != nil {
+	// and its event survive a SIGTERM during the scripts. In a fleet, each
+	// node records its own deploy; only the owner writes the metadata.
+	sctx := context.WithoutCancel(ctx)
+	if rerr := e.recordDeploy(sctx, j.cert.Name, v, err); rerr != nil {
+		res.Err = errors.Join(res.Err, rerr)
+	}
+	if j.owner != "" {
+		return res
+	}
+	if serr := e.saveMeta(sctx, j.cert.Name, meta); serr != nil {
 		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
 	}
 	return res
@@ -466,6 +489,13 @@ func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Resu
 		j.log.Warn("stopping: order abandoned; the next run orders again", "error", err)
 		return res
 	}
+	if lockLost(err) {
+		// Not the certificate's failure: this node lost its lock (its
+		// lease expired while it was paused or cut off), and the node
+		// that took it over carries on. Nothing is raised or recorded.
+		j.log.Warn("this node lost the certificate's lock; the node that took it over carries on", "error", err)
+		return res
+	}
 	attrs := []any{"error", err}
 	if p := problemOf(err); p != nil {
 		attrs = append(attrs, "problem_type", p.Type, "problem_detail", p.Detail)
@@ -478,8 +508,8 @@ func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Resu
 		j.log.Warn("failed script failed", "error", serr)
 	}
 	meta := j.meta
-	if meta == nil {
-		return res
+	if meta == nil || j.owner != "" {
+		return res // another node owns the certificate's state
 	}
 	// A failure before any request to the CA (the state, a plugin that
 	// cannot start or cannot solve an identifier) is not the CA's: it earns

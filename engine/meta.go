@@ -130,7 +130,7 @@ func (e *Engine) loadCurrent(ctx context.Context, name string, infoOnly bool) (*
 		}
 		// The metadata is too large to read: set aside, and the version
 		// read on its own.
-		m, merr := decodeMeta(ctx, e.store, name, nil, err, e.log)
+		m, merr := decodeMeta(ctx, e.storeFor(name), name, nil, err, e.log)
 		if merr != nil {
 			return nil, nil, merr
 		}
@@ -140,7 +140,7 @@ func (e *Engine) loadCurrent(ctx context.Context, name string, infoOnly bool) (*
 		}
 		return v, m, err
 	}
-	m, merr := decodeMeta(ctx, e.store, name, b, nil, e.log)
+	m, merr := decodeMeta(ctx, e.storeFor(name), name, b, nil, e.log)
 	if merr != nil {
 		return nil, nil, merr
 	}
@@ -149,25 +149,37 @@ func (e *Engine) loadCurrent(ctx context.Context, name string, infoOnly bool) (*
 
 // loadMeta is readMeta with the engine's store and logger.
 func (e *Engine) loadMeta(ctx context.Context, name string) (*Meta, error) {
-	return readMeta(ctx, e.store, name, e.log)
+	return readMeta(ctx, e.storeFor(name), name, e.log)
 }
 
 // saveMeta replaces the metadata of name.
 func (e *Engine) saveMeta(ctx context.Context, name string, m *Meta) error {
-	b, err := m.encode()
+	b, err := e.encodeMeta(m)
 	if err != nil {
 		return err
 	}
-	return e.store.SaveState(ctx, name, b)
+	return e.storeFor(name).SaveState(ctx, name, b)
+}
+
+// encodeMeta encodes m as stored. In a fleet, whether a deploy is pending
+// is each node's own (its deploy record), so the shared metadata does not
+// say.
+func (e *Engine) encodeMeta(m *Meta) ([]byte, error) {
+	if e.coord != nil && m.PendingDeploy {
+		cp := *m
+		cp.PendingDeploy = false
+		m = &cp
+	}
+	return m.encode()
 }
 
 // commit stores v as the new current version of name together with m, its
 // metadata, in one step (store.Store.Commit): a crash leaves either the
 // previous version with its metadata or v with m.
 func (e *Engine) commit(ctx context.Context, name string, v *store.Version, m *Meta) error {
-	b, err := m.encode()
+	b, err := e.encodeMeta(m)
 	if err != nil {
 		return err
 	}
-	return e.store.Commit(ctx, name, v, b)
+	return e.storeFor(name).Commit(ctx, name, v, b)
 }

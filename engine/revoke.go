@@ -102,6 +102,14 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 	if cert == nil {
 		return res, fmt.Errorf("%w: %q", ErrUnknownCertificate, name)
 	}
+	if e.coord != nil {
+		// In a fleet, under the certificate's lock, as its owner would.
+		release, err := e.claim(ctx, name)
+		if err != nil {
+			return res, fmt.Errorf("revoking %s: %w", name, err)
+		}
+		defer release()
+	}
 	v, err := e.store.LoadCertificate(ctx, name)
 	switch {
 	case errors.Is(err, store.ErrNotFound):
@@ -137,7 +145,7 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		return res, fmt.Errorf("recording the revocation of %s: %w", name, err)
 	}
 	if opts.Reason == acme.ReasonKeyCompromise && v.KeyPEM != nil {
-		if res.KeyMovedTo, err = e.store.MoveKeyAside(ctx, name); err != nil {
+		if res.KeyMovedTo, err = e.storeFor(name).MoveKeyAside(ctx, name); err != nil {
 			return res, fmt.Errorf("moving the key of %s aside: %w", name, err)
 		}
 	}

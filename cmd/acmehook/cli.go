@@ -236,7 +236,7 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
-	st, err := c.openStore(cfg, readOnly)
+	st, coord, closeStore, err := c.openNode(cfg, readOnly)
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
@@ -252,15 +252,15 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 	if !readOnly && cfg.Store.Backend == config.BackendEtcd {
 		r, err := fleet.StartRelay(context.Background(), cfg.Store, fleet.RelayOptions{Logger: c.log})
 		if err != nil {
-			st.Close()
+			closeStore()
 			return nil, nil, nil, nil, fmt.Errorf("starting the challenge relay: %w", err)
 		}
 		relay, closeRelay = r, func() { r.Close() }
 	}
-	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: rec, Relay: relay})
+	eng, err := engine.New(engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: rec, Relay: relay, Coordinator: coord})
 	if err != nil {
 		closeRelay()
-		st.Close()
+		closeStore()
 		return nil, nil, nil, nil, err
 	}
 	return cfg, st, eng, func() {
@@ -268,7 +268,7 @@ func (c *cli) openWith(readOnly bool) (*config.Config, *store.Store, *engine.Eng
 			c.log.Warn("stopping plugins", "error", err)
 		}
 		closeRelay()
-		st.Close()
+		closeStore()
 	}, nil
 }
 

@@ -176,7 +176,7 @@ With --json it prints one JSON document instead (see docs/cli.md).`,
 		Example: "  acmehook list\n  acmehook list --json | jq -r '.certificates[] | select(.next != \"none\") | .name'",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			doc, err := c.listing(cmd.Context())
+			doc, fleet, err := c.listing(cmd.Context())
 			if doc == nil {
 				return err
 			}
@@ -185,7 +185,7 @@ With --json it prints one JSON document instead (see docs/cli.md).`,
 			if asJSON {
 				return errors.Join(writeJSON(c.stdout, doc), err)
 			}
-			return errors.Join(doc.writeTable(c.stdout), err)
+			return errors.Join(doc.writeTable(c.stdout, fleet), err)
 		},
 	}
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document (docs/cli.md, \"JSON output\")")
@@ -194,10 +194,12 @@ With --json it prints one JSON document instead (see docs/cli.md).`,
 
 // listing is what list prints, from the storage alone, and the errors of
 // the certificates whose state could not be read.
-func (c *cli) listing(ctx context.Context) (*ListOutput, error) {
-	_, _, eng, closeAll, err := c.openReadOnly()
+// On an etcd storage (a fleet, reported by the second result) it says
+// which nodes deployed each certificate.
+func (c *cli) listing(ctx context.Context) (*ListOutput, bool, error) {
+	cfg, st, eng, closeAll, err := c.openReadOnly()
 	if err != nil {
-		return nil, err
+		return nil, false, err
 	}
 	defer closeAll()
 	var errs []error
@@ -208,7 +210,10 @@ func (c *cli) listing(ctx context.Context) (*ListOutput, error) {
 		}
 		doc.Certificates = append(doc.Certificates, certificateStatus(st))
 	}
-	return doc, errors.Join(errs...)
+	if err := fleetDeploys(ctx, cfg, st.Backend(), doc); err != nil {
+		errs = append(errs, fmt.Errorf("reading the fleet's deploy records: %w", err))
+	}
+	return doc, cfg.Store.Backend == config.BackendEtcd, errors.Join(errs...)
 }
 
 func (c *cli) checkCommand() *cobra.Command {

@@ -194,9 +194,8 @@ func (c *cli) daemon(ctx context.Context) error {
 		defer r.Close()
 		relay = r
 	}
-	// SIGHUP loads the configuration here too, also while the node stands
-	// by: the relay presents with it at once, and a daemon that takes
-	// over starts with it. A running daemon reloads it itself.
+	// SIGHUP loads the configuration here too: the relay presents with it
+	// at once. The daemon reloads it itself.
 	var mu sync.Mutex
 	current := cfg
 	reload := make(chan os.Signal, 1)
@@ -221,14 +220,14 @@ func (c *cli) daemon(ctx context.Context) error {
 			}
 		}
 	}()
-	// On etcd, a node whose peer holds the storage stands by and takes
-	// over when the peer's lease expires.
-	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store) error {
+	// On etcd, every node's daemon works on the certificates it owns among
+	// the live nodes and deploys the others' (docs/fleet.md).
+	return fleet.Serve(ctx, cfg.Store, c.storeOptions(false), func(ctx context.Context, st *store.Store, coord engine.Coordinator) error {
 		mu.Lock()
 		cfg := current
 		mu.Unlock()
 		return engine.Daemon(ctx, engine.DaemonOptions{
-			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m, Relay: relay, Plugins: plugins},
+			Options: engine.Options{Config: cfg, Store: st, Logger: c.log, Metrics: m, Relay: relay, Plugins: plugins, Coordinator: coord},
 			Load: func() (*config.Config, error) {
 				ncfg, err := config.Load(path)
 				if err == nil && ncfg.Metrics.Listen != cfg.Metrics.Listen {

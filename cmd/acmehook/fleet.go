@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -26,26 +27,56 @@ func (c *cli) openStore(cfg *config.Config, readOnly bool) (*store.Store, error)
 	return st, nil
 }
 
+// openNode opens the storage for a command: read-only (openStore), or to
+// write; on etcd a writing command claims each certificate's lock beside
+// the fleet's daemons (fleet.OpenNode without split).
+func (c *cli) openNode(cfg *config.Config, readOnly bool) (*store.Store, engine.Coordinator, func(), error) {
+	if readOnly {
+		st, err := c.openStore(cfg, true)
+		if err != nil {
+			return nil, nil, nil, err
+		}
+		return st, nil, func() { st.Close() }, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	st, coord, closeAll, err := fleet.OpenNode(ctx, cfg.Store, c.storeOptions(false), false)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("opening storage: %w", err)
+	}
+	return st, coord, closeAll, nil
+}
+
 func (c *cli) storeOptions(readOnly bool) fleet.StoreOptions {
 	return fleet.StoreOptions{ReadOnly: readOnly, Logger: c.log, Version: engine.BuildVersion()}
 }
 
 func (c *cli) nodesCommand() *cobra.Command {
-	return &cobra.Command{
+	var asJSON bool
+	cmd := &cobra.Command{
 		Use:   "nodes",
 		Short: "List the live nodes of a fleet (storage backend etcd)",
 		Long: `Lists the live nodes of a fleet sharing an etcd storage: name, acmehook version, pid,
-when its lease was last renewed, and the certificates whose lock it holds ("all" for
-the node holding the storage lock). It reads the storage only.`,
-		Example: "  acmehook nodes",
+when its lease was last renewed, how many of this configuration's certificates it owns
+(orders and renews), and the certificates it is working on now (whose lock it holds).
+It reads the storage only. With --json it prints one JSON document (see docs/cli.md).`,
+		Example: "  acmehook nodes\n  acmehook nodes --json | jq -r '.nodes[].name'",
 		Args:    noArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			return c.nodes(cmd.Context())
+			return c.nodes(cmd.Context(), asJSON)
 		},
 	}
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print one JSON document (docs/cli.md, \"JSON output\")")
+	return cmd
 }
 
-func (c *cli) nodes(ctx context.Context) error {
+// NodesOutput is what `acmehook nodes --json` prints.
+type NodesOutput struct {
+	// Nodes are the live nodes, sorted by name.
+	Nodes []fleet.Node `json:"nodes"`
+}
+
+func (c *cli) nodes(ctx context.Context, asJSON bool) error {
 	cfg, err := c.loadConfig()
 	if err != nil {
 		return err
@@ -55,23 +86,76 @@ func (c *cli) nodes(ctx context.Context) error {
 		return err
 	}
 	defer st.Close()
-	nodes, err := fleet.Nodes(ctx, st.Backend())
+	nodes, err := fleet.Nodes(ctx, st.Backend(), certNames(cfg))
 	if err != nil {
 		return err
 	}
+	if asJSON {
+		return writeJSON(c.stdout, NodesOutput{Nodes: nodes})
+	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tVERSION\tPID\tLAST SEEN\tCERTIFICATES")
+	fmt.Fprintln(tw, "NODE\tVERSION\tPID\tLAST SEEN\tOWNS\tWORKING ON")
 	for _, n := range nodes {
-		held := strings.Join(n.Certificates, ",")
+		working := strings.Join(n.WorkingOn, ",")
 		if n.Storage {
-			held = "all (storage lock)"
+			working = strings.Join(append([]string{"all (storage lock)"}, n.WorkingOn...), ",")
 		}
-		if held == "" {
-			held = "-"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\n", n.Name, n.Version, n.PID, n.LastSeen.UTC().Format(time.RFC3339), held)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%d\t%s\n", n.Name, orDash(n.Version), n.PID, n.LastSeen.UTC().Format(time.RFC3339), len(n.Certificates), orDash(working))
 	}
 	return tw.Flush()
+}
+
+func certNames(cfg *config.Config) []string {
+	names := make([]string, len(cfg.Certificates))
+	for i, c := range cfg.Certificates {
+		names[i] = c.Name
+	}
+	return names
+}
+
+// fleetDeploys fills in, on an etcd storage, which live nodes deployed
+// each certificate's current version (list's DEPLOYED column, and
+// "deployed" in list --json).
+func fleetDeploys(ctx context.Context, cfg *config.Config, b store.Backend, doc *ListOutput) error {
+	if cfg.Store.Backend != config.BackendEtcd {
+		return nil
+	}
+	nodes, err := fleet.Nodes(ctx, b, nil)
+	if err != nil {
+		return err
+	}
+	recs, err := fleet.Deploys(ctx, b)
+	if err != nil {
+		return err
+	}
+	var live []string
+	for _, n := range nodes {
+		if !slices.Contains(live, n.Name) {
+			live = append(live, n.Name)
+		}
+	}
+	for i := range doc.Certificates {
+		s := &doc.Certificates[i]
+		if s.Current == nil {
+			continue
+		}
+		d := &FleetDeploy{Nodes: len(live), Lagging: []NodeDeploy{}}
+		for _, n := range live {
+			nd := NodeDeploy{Node: n, Result: "none"}
+			for _, r := range recs[s.Name] {
+				if r.Node == n {
+					nd = NodeDeploy{Node: n, Version: r.Version, Serial: r.Serial, Result: r.Result, Time: utcPtr(r.Time), Error: r.Error}
+				}
+			}
+			if nd.Result == "ok" && nd.Version == s.Current.Version {
+				d.Current++
+				continue
+			}
+			d.Lagging = append(d.Lagging, nd)
+		}
+		s.Deployed = d
+	}
+	return nil
 }
 
 func (c *cli) storageCommand() *cobra.Command {

@@ -52,6 +52,56 @@ type CertificateStatus struct {
 	// Error is why the certificate's stored state could not be read; then
 	// only Name and Domains are meaningful. "" otherwise.
 	Error string `json:"error"`
+	// Deployed says, on an etcd storage (a fleet), which live nodes
+	// deployed the current certificate; null on the file storage and
+	// when there is no current certificate.
+	Deployed *FleetDeploy `json:"deployed"`
+}
+
+// FleetDeploy is which live nodes of a fleet deployed the current
+// certificate (each node deploys every version once, docs/fleet.md).
+type FleetDeploy struct {
+	// Nodes is how many nodes are live; Current how many of them
+	// deployed the current version successfully.
+	Nodes   int `json:"nodes"`
+	Current int `json:"current"`
+	// Lagging are the live nodes that did not (yet), with their last
+	// deploy record of the certificate.
+	Lagging []NodeDeploy `json:"lagging"`
+}
+
+// NodeDeploy is a node's last deploy record of a certificate.
+type NodeDeploy struct {
+	Node    string `json:"node"`
+	Version string `json:"version"` // the version it deployed last, "" if none
+	Serial  string `json:"serial"`
+	// Result is "ok", "error" (Error says why) or "none" (no deploy yet).
+	Result string     `json:"result"`
+	Time   *time.Time `json:"time"`
+	Error  string     `json:"error"`
+}
+
+// String is the DEPLOYED column of list: "3/3", or "2/3 (c: error: ...)".
+func (d *FleetDeploy) String() string {
+	if d == nil {
+		return "-"
+	}
+	out := fmt.Sprintf("%d/%d", d.Current, d.Nodes)
+	var why []string
+	for _, n := range d.Lagging {
+		switch {
+		case n.Result == "none":
+			why = append(why, n.Node+": not yet")
+		case n.Result == "error":
+			why = append(why, n.Node+": error: "+oneLine(n.Error))
+		default:
+			why = append(why, n.Node+": on serial "+n.Serial)
+		}
+	}
+	if len(why) > 0 {
+		out += " (" + strings.Join(why, "; ") + ")"
+	}
+	return out
 }
 
 // CurrentCertificate is the stored current certificate of a
@@ -193,12 +243,21 @@ func fmtTimePtr(t *time.Time) string {
 }
 
 // writeTable prints the listing as the table of `acmehook list`.
-func (l *ListOutput) writeTable(w io.Writer) error {
+// On a fleet (fleet set) it has a DEPLOYED column last.
+func (l *ListOutput) writeTable(w io.Writer, fleet bool) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT")
+	head := "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT"
+	if fleet {
+		head += "\tDEPLOYED"
+	}
+	fmt.Fprintln(tw, head)
 	for _, s := range l.Certificates {
+		deployed := ""
+		if fleet {
+			deployed = "\t" + s.Deployed.String()
+		}
 		if s.Error != "" {
-			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\terror: %s\n", s.Name, strings.Join(s.Domains, ","), oneLine(s.Error))
+			fmt.Fprintf(tw, "%s\t%s\t-\t-\t-\terror: %s%s\n", s.Name, strings.Join(s.Domains, ","), oneLine(s.Error), deployed)
 			continue
 		}
 		issuer, notAfter := "-", "-"
@@ -212,7 +271,7 @@ func (l *ListOutput) writeTable(w io.Writer) error {
 				last += " (deploy pending)"
 			}
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, strings.Join(s.Domains, ","), issuer, notAfter, s.nextRenewal(), last)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s%s\n", s.Name, strings.Join(s.Domains, ","), issuer, notAfter, s.nextRenewal(), last, deployed)
 	}
 	return tw.Flush()
 }

@@ -198,7 +198,7 @@ func TestOpenStore(t *testing.T) {
 		t.Fatalf("read-only OpenStore beside the holder: %v", err)
 	}
 	defer ro.Close()
-	nodes, err := Nodes(ctx, ro.Backend())
+	nodes, err := Nodes(ctx, ro.Backend(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

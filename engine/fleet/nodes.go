@@ -3,6 +3,7 @@ package fleet
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"time"
 
@@ -10,18 +11,23 @@ import (
 	"github.com/acmehook/acmehook/engine/store/etcd"
 )
 
-// Node is a live node of a fleet, as `acmehook nodes` shows it.
+// Node is a live node of a fleet, as `acmehook nodes` shows it. The JSON
+// field names are documented in docs/cli.md and stable.
 type Node struct {
 	Name    string    `json:"name"`
-	Version string    `json:"version,omitempty"`
+	Version string    `json:"version"`
 	PID     int       `json:"pid"`
 	Started time.Time `json:"started"`
 	// LastSeen is when the node last renewed its lease.
 	LastSeen time.Time `json:"last_seen"`
-	// Certificates are the certificates whose lock it holds.
+	// Certificates are the certificates it owns among the live nodes
+	// (Owner), of the names Nodes was given.
 	Certificates []string `json:"certificates"`
-	// Storage says it holds the whole-storage lock (a single node's run).
-	Storage bool `json:"storage_lock,omitempty"`
+	// WorkingOn are the certificates whose lock it holds now (a job in
+	// progress).
+	WorkingOn []string `json:"working_on"`
+	// Storage says it holds the whole-storage lock (storage migrate).
+	Storage bool `json:"storage_lock"`
 }
 
 // ErrNotFleet: the storage is not shared (not etcd).
@@ -42,8 +48,9 @@ func EtcdBackend(b store.Backend) (*etcd.Backend, error) {
 }
 
 // Nodes lists the live nodes of the storage behind b, sorted by name: one
-// per running process that opened it for writing.
-func Nodes(ctx context.Context, b store.Backend) ([]Node, error) {
+// per running process that opened it for writing, with the certificates
+// among names that each owns.
+func Nodes(ctx context.Context, b store.Backend, names []string) ([]Node, error) {
 	eb, err := EtcdBackend(b)
 	if err != nil {
 		return nil, err
@@ -52,12 +59,27 @@ func Nodes(ctx context.Context, b store.Backend) ([]Node, error) {
 	if err != nil {
 		return nil, err
 	}
+	var live []string
+	for _, s := range sessions {
+		if !slices.Contains(live, s.Node) {
+			live = append(live, s.Node)
+		}
+	}
+	owned := map[string][]string{}
+	for _, n := range names {
+		o := Owner(live, n)
+		owned[o] = append(owned[o], n)
+	}
 	out := make([]Node, 0, len(sessions))
 	for _, s := range sessions {
-		n := Node{Name: s.Node, Version: s.Version, PID: s.PID, Started: s.Started, LastSeen: s.LastSeen, Certificates: []string{}}
+		n := Node{Name: s.Node, Version: s.Version, PID: s.PID, Started: s.Started, LastSeen: s.LastSeen,
+			Certificates: []string{}, WorkingOn: []string{}}
+		if !slices.ContainsFunc(out, func(o Node) bool { return o.Name == s.Node }) {
+			n.Certificates = append(n.Certificates, owned[s.Node]...)
+		}
 		for _, l := range s.Locks {
 			if name, ok := strings.CutPrefix(l, "certificates/"); ok {
-				n.Certificates = append(n.Certificates, name)
+				n.WorkingOn = append(n.WorkingOn, name)
 			} else if l == store.StorageLock {
 				n.Storage = true
 			}

@@ -23,6 +23,13 @@ type StoreOptions struct {
 	Version string
 }
 
+func (o StoreOptions) logger() *slog.Logger {
+	if o.Logger == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return o.Logger
+}
+
 // OpenStore opens the storage [storage] describes: the file backend's
 // directory, or the etcd cluster with private keys sealed to the fleet's
 // age recipients. Unless opts.ReadOnly, it takes the whole-storage lock
