@@ -10,6 +10,7 @@ import (
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/event"
 	"github.com/acmehook/acmehook/engine/luahost"
+	"github.com/acmehook/acmehook/engine/store"
 )
 
 // luaHooks is the engine's wiring of the Lua host: one event.Hook per
@@ -165,6 +166,16 @@ func (e *Engine) runEnd(ctx context.Context, jobs []*job, res *RunResult, starte
 			j, r := jobs[i], &res.Results[i]
 			j.log.Warn("the deploy is marked pending again: a run-end script did not complete", "script", rs.script, "error", err)
 			r.Err = errors.Join(r.Err, fmt.Errorf("%w: %w", ErrDeploy, err))
+			if e.coord != nil {
+				// In a fleet, this node's deploy record says it is
+				// pending (the metadata is the owner's, and the
+				// certificate's lock is released by now).
+				rec := DeployRecord{Node: e.coord.Node(), Version: r.Version, Serial: r.Serial, Result: "error", Time: e.now().UTC(), Error: store.CapText(err.Error())}
+				if rerr := e.coord.RecordDeploy(sctx, name, rec); rerr != nil {
+					r.Err = errors.Join(r.Err, fmt.Errorf("recording the deploy: %w", rerr))
+				}
+				continue
+			}
 			j.meta.PendingDeploy = true
 			j.meta.Events = append(j.meta.Events, MetaEvent{Time: e.now(), Name: string(event.RunEnd), Result: "error", Detail: err.Error(), Version: r.Version})
 			if serr := e.saveMeta(sctx, name, j.meta); serr != nil {
