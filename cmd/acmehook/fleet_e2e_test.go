@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -17,6 +18,7 @@ import (
 	"filippo.io/age"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
+	"github.com/acmehook/acmehook/engine/fleet"
 	"github.com/acmehook/acmehook/internal/testetcd"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest"
 )
@@ -295,5 +297,257 @@ func TestE2EFleetExactlyOnce(t *testing.T) {
 	}
 	if len(nd.Nodes) != 3 || owned != total {
 		t.Errorf("nodes --json: %d nodes owning %d certificates, want 3 owning %d", len(nd.Nodes), owned, total)
+	}
+}
+
+// startedOn returns the node whose log says it started ordering cert, or nil.
+func startedOn(nodes []*fleetNode, cert string) *fleetNode {
+	for _, n := range nodes {
+		if n.cmd != nil && n.ordering(cert) {
+			return n
+		}
+	}
+	return nil
+}
+
+// ordering reports whether the node's log says it started ordering cert.
+func (n *fleetNode) ordering(cert string) bool {
+	for _, l := range strings.Split(n.out.String(), "\n") {
+		if strings.Contains(l, `msg="obtaining certificate"`) && strings.Contains(l, " cert="+cert+" ") {
+			return true
+		}
+	}
+	return false
+}
+
+// versions returns the stored version IDs of cert, read from etcd itself.
+func versions(t *testing.T, c *testetcd.Cluster, cert string) []string {
+	t.Helper()
+	p := "/acmehook/certificates/" + cert + "/versions/"
+	resp, err := c.Client(t).Get(t.Context(), p, clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for _, kv := range resp.Kvs {
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), p), "/")
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+// TestE2EFleetFencing: the node ordering a certificate is paused (SIGSTOP)
+// mid-order, with its validation held, past its lease; another node takes
+// the certificate over and stores it. Resumed (SIGCONT), the old owner
+// finishes its order, and its write is refused by etcd's transaction and
+// logged: the version the new owner stored stays, the only one.
+func TestE2EFleetFencing(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{Members: 3})
+	host := "fence.fleet.example.com"
+	nodes := newFleet(t, c, 3, func(string) string {
+		return fmt.Sprintf("[[certificate]]\nname = \"fence\"\ndomains = [%q]\nsolver = \"webroot\"\nscripts = [\"deploys.lua\"]\nself_check = false\n", host)
+	})
+	hd := holds.hold(host)
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hd.release)
+		}
+	}
+	t.Cleanup(release)
+	before := finalized()
+	for _, n := range nodes {
+		n.start(t)
+	}
+	select {
+	case <-hd.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no validation of the certificate arrived")
+	}
+	old := startedOn(nodes, "fence")
+	if old == nil {
+		t.Fatalf("a validation arrived, but no node says it is ordering")
+	}
+	old.cmd.Process.Signal(syscall.SIGSTOP)
+	paused := time.Now()
+	release()
+	var taker *fleetNode
+	waitFor(t, "another node to take the certificate over", func() bool {
+		for _, n := range nodes {
+			if n != old && n.ordering("fence") {
+				taker = n
+				return true
+			}
+		}
+		return false
+	}, old.out)
+	t.Logf("node %s took over from the paused node %s after %s (lease TTL 2s)", taker.name, old.name, time.Since(paused).Round(10*time.Millisecond))
+	waitFor(t, "the new owner to store and deploy the certificate", func() bool { v, _ := taker.deployed(t); return v == 1 }, taker.out)
+	stored := versions(t, c, "fence")
+	if len(stored) != 1 {
+		t.Fatalf("stored versions %v, want the new owner's only", stored)
+	}
+
+	old.cmd.Process.Signal(syscall.SIGCONT)
+	waitFor(t, "the old owner's write to be refused", func() bool {
+		return strings.Contains(old.out.String(), "write refused: lock lost (the transaction's ownership compare failed)")
+	}, old.out)
+	// It rejoins, and deploys the version the new owner stored.
+	waitFor(t, "the old owner to deploy the new owner's version", func() bool { v, _ := old.deployed(t); return v == 1 }, old.out)
+	if got := versions(t, c, "fence"); !slices.Equal(got, stored) {
+		t.Errorf("stored versions after the old owner resumed = %v, want %v (no version overwritten)", got, stored)
+	}
+	doc := taker.listJSON(t)
+	if cur := doc.Certificates[0].Current; cur == nil || cur.Version != stored[0] {
+		t.Errorf("current after the old owner resumed = %+v, want version %s", cur, stored[0])
+	}
+	if !strings.Contains(old.out.String(), "this node lost the certificate's lock") {
+		t.Errorf("the old owner did not say it lost the lock:\n%s", old.out)
+	}
+	t.Logf("Pebble finalized %d orders (the paused node's own order, refused in storage, counts)", finalized()-before)
+}
+
+// TestE2EFleetTakeover: the node ordering a certificate is killed
+// (SIGKILL) mid-run; the others take its certificates over within the lease
+// TTL and a check interval, and finish every certificate, each ordered
+// once. Started again, the killed node deploys what it missed without
+// ordering.
+func TestE2EFleetTakeover(t *testing.T) {
+	const total = 12
+	c := testetcd.Start(t, testetcd.Options{Members: 3})
+	var certs strings.Builder
+	for i := range total {
+		fmt.Fprintf(&certs, "[[certificate]]\nname = \"t%02d\"\ndomains = [\"t%02d.takeover.example.com\"]\nsolver = \"webroot\"\nscripts = [\"deploys.lua\"]\n", i, i)
+		if i == 0 {
+			certs.WriteString("self_check = false\n") // the held request is the CA's validation
+		}
+	}
+	nodes := newFleet(t, c, 3, func(string) string { return certs.String() })
+	hd := holds.hold("t00.takeover.example.com")
+	released := false
+	release := func() {
+		if !released {
+			released = true
+			close(hd.release)
+		}
+	}
+	t.Cleanup(release)
+	before := finalized()
+	for _, n := range nodes {
+		n.start(t)
+	}
+	select {
+	case <-hd.arrived:
+	case <-time.After(30 * time.Second):
+		t.Fatal("no validation of t00 arrived")
+	}
+	dead := startedOn(nodes, "t00")
+	if dead == nil {
+		t.Fatal("a validation of t00 arrived, but no node says it is ordering it")
+	}
+	var live []*fleetNode
+	for _, n := range nodes {
+		if n != dead {
+			live = append(live, n)
+		}
+	}
+	// The others finish what they can; t00 stays in flight on dead.
+	for _, n := range live {
+		waitFor(t, "node "+n.name+" to deploy every certificate but t00", func() bool { v, _ := n.deployed(t); return v >= total-1 }, n.out)
+	}
+	dead.cmd.Process.Kill()
+	killed := time.Now()
+	release()
+	var taker *fleetNode
+	waitFor(t, "another node to take t00 over", func() bool {
+		for _, n := range live {
+			if n.ordering("t00") {
+				taker = n
+				return true
+			}
+		}
+		return false
+	}, live[0].out)
+	took := time.Since(killed)
+	bound := 2*time.Second + fleet.CheckInterval(2*time.Second)
+	t.Logf("node %s took t00 over %s after node %s was killed (bound: lease TTL 2s + check interval %s)", taker.name, took.Round(10*time.Millisecond), dead.name, fleet.CheckInterval(2*time.Second))
+	if took > bound {
+		t.Errorf("takeover took %s, want at most the lease TTL and a check interval, %s", took, bound)
+	}
+	for _, n := range live {
+		waitFor(t, "node "+n.name+" to deploy every certificate", func() bool { v, _ := n.deployed(t); return v >= total }, n.out)
+	}
+	if got := finalized() - before; got != total {
+		t.Errorf("Pebble finalized %d orders, want %d", got, total)
+	}
+
+	// Started again, the killed node deploys what it missed (t00 at least),
+	// and orders nothing.
+	dead.start(t)
+	waitFor(t, "the restarted node to catch up", func() bool { v, _ := dead.deployed(t); return v >= total }, dead.out)
+	for _, n := range nodes {
+		if v, again := n.deployed(t); v != total || again != 0 {
+			t.Errorf("node %s deployed %d versions, %d twice; want %d once", n.name, v, again, total)
+		}
+	}
+	if got := finalized() - before; got != total {
+		t.Errorf("after the restart Pebble finalized %d orders, want %d", got, total)
+	}
+}
+
+// TestE2EFleetDeployRetry: a node started after the certificate was issued
+// deploys it at start; its deploy fails (its deploy target is not ready),
+// list says which node lags and why, and after the fix the node deploys
+// again (SIGHUP makes it look now) without a new order.
+func TestE2EFleetDeployRetry(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	nodes := newFleet(t, c, 2, func(string) string {
+		return "[[certificate]]\nname = \"gated-r\"\ndomains = [\"gated-r.fleet.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n"
+	})
+	a, b := nodes[0], nodes[1]
+	if err := os.WriteFile(a.site.work.Gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	before := finalized()
+	a.start(t)
+	issued := func(n *fleetNode) func() bool {
+		return func() bool {
+			_, err := os.Stat(filepath.Join(n.site.work.Events, "gated-r.issued.json"))
+			return err == nil
+		}
+	}
+	waitFor(t, "a to issue and deploy", issued(a), a.out)
+	b.start(t)
+	var lag *NodeDeploy
+	waitFor(t, "b's deploy to fail", func() bool {
+		d := a.listJSON(t).Certificates[0].Deployed
+		if d != nil && len(d.Lagging) == 1 && d.Lagging[0].Result == "error" {
+			lag = &d.Lagging[0]
+			return true
+		}
+		return false
+	}, b.out)
+	if lag.Node != "b" || !strings.Contains(lag.Error, "deploy target not ready") {
+		t.Errorf("lagging = %+v, want b with the script's error", lag)
+	}
+	if o := a.site.acmehook("list"); !strings.Contains(o.stdout, "1/2 (b: error: ") {
+		t.Errorf("list does not say b lags and why:\n%s", o)
+	}
+	if err := os.WriteFile(b.site.work.Gate, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b.cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "b to deploy after the fix", func() bool {
+		d := a.listJSON(t).Certificates[0].Deployed
+		return d != nil && d.Current == 2
+	}, b.out)
+	if !issued(b)() {
+		t.Error("b's script did not get issued")
+	}
+	if got := finalized() - before; got != 1 {
+		t.Errorf("Pebble finalized %d orders, want 1", got)
 	}
 }
