@@ -130,7 +130,7 @@ func fleetDeploys(ctx context.Context, cfg *config.Config, b store.Backend, doc 
 	}
 	var live []string
 	for _, n := range nodes {
-		if !slices.Contains(live, n.Name) {
+		if n.Daemon && !slices.Contains(live, n.Name) {
 			live = append(live, n.Name)
 		}
 	}

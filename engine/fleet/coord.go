@@ -67,8 +67,9 @@ type CoordinatorOptions struct {
 }
 
 // Coordinator is the engine.Coordinator of one node on an etcd storage.
-// The membership is the set of node names of the live sessions (the
-// backend's ".sessions/" keys, each on its node's lease), watched and,
+// The membership is the set of node names of the live daemons' sessions
+// (the backend's ".sessions/" keys, each on its node's lease, marked
+// daemon; a command's session does not count), watched and,
 // in case a watch misses something, read again every Interval. The owner
 // of a certificate is Owner over that set. Claim takes the certificate's
 // lock (CertificateLock) on the node's session, and fences the job's
@@ -229,7 +230,7 @@ func (c *Coordinator) refresh(ctx context.Context) (int64, error) {
 	var nodes []string
 	for _, kv := range resp.Kvs {
 		var info etcd.SessionInfo
-		if json.Unmarshal(kv.Value, &info) == nil && info.Node != "" && !slices.Contains(nodes, info.Node) {
+		if json.Unmarshal(kv.Value, &info) == nil && info.Daemon && info.Node != "" && !slices.Contains(nodes, info.Node) {
 			nodes = append(nodes, info.Node)
 		}
 	}

@@ -28,6 +28,9 @@ type Node struct {
 	WorkingOn []string `json:"working_on"`
 	// Storage says it holds the whole-storage lock (storage migrate).
 	Storage bool `json:"storage_lock"`
+	// Daemon says it is a daemon, a member of the fleet; a command such
+	// as run or issue is listed while it runs, and owns nothing.
+	Daemon bool `json:"daemon"`
 }
 
 // ErrNotFleet: the storage is not shared (not etcd).
@@ -61,7 +64,7 @@ func Nodes(ctx context.Context, b store.Backend, names []string) ([]Node, error)
 	}
 	var live []string
 	for _, s := range sessions {
-		if !slices.Contains(live, s.Node) {
+		if s.Daemon && !slices.Contains(live, s.Node) {
 			live = append(live, s.Node)
 		}
 	}
@@ -73,8 +76,8 @@ func Nodes(ctx context.Context, b store.Backend, names []string) ([]Node, error)
 	out := make([]Node, 0, len(sessions))
 	for _, s := range sessions {
 		n := Node{Name: s.Node, Version: s.Version, PID: s.PID, Started: s.Started, LastSeen: s.LastSeen,
-			Certificates: []string{}, WorkingOn: []string{}}
-		if !slices.ContainsFunc(out, func(o Node) bool { return o.Name == s.Node }) {
+			Certificates: []string{}, WorkingOn: []string{}, Daemon: s.Daemon}
+		if s.Daemon && !slices.ContainsFunc(out, func(o Node) bool { return o.Name == s.Node && o.Daemon }) {
 			n.Certificates = append(n.Certificates, owned[s.Node]...)
 		}
 		for _, l := range s.Locks {

@@ -21,6 +21,9 @@ type StoreOptions struct {
 	Logger *slog.Logger
 	// Version is this node's acmehook version, shown by `acmehook nodes`.
 	Version string
+	// Daemon registers the process as a member of the fleet, among which
+	// the certificates are shared out (OpenNode with split sets it).
+	Daemon bool
 }
 
 func (o StoreOptions) logger() *slog.Logger {
@@ -84,7 +87,7 @@ func OpenEtcd(ctx context.Context, s config.Storage, opts StoreOptions) (*sealed
 		CAFile:    s.CAFile, CertFile: s.CertFile, KeyFile: s.KeyFile,
 		Username: s.Username, Password: s.Password.Reveal(),
 		Prefix: s.Prefix, LeaseTTL: s.LeaseTTL.Duration, Node: s.Node,
-		ReadOnly: opts.ReadOnly, Version: opts.Version,
+		ReadOnly: opts.ReadOnly, Version: opts.Version, Daemon: opts.Daemon,
 		Logger: opts.Logger,
 	})
 	if err != nil {

@@ -45,6 +45,7 @@ func OpenNode(ctx context.Context, s config.Storage, opts StoreOptions, split bo
 		}
 		return st, nil, func() { st.Close() }, nil
 	}
+	opts.Daemon = split
 	b, err := OpenEtcd(ctx, s, opts)
 	if err != nil {
 		return nil, nil, nil, err

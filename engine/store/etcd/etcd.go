@@ -66,6 +66,9 @@ type Config struct {
 	Node string
 	// Version is the node's acmehook version, shown in its session.
 	Version string
+	// Daemon marks the session as a daemon's: a member of the fleet that
+	// certificates are shared out among (a command's session is not).
+	Daemon bool
 	// ReadOnly opens without a session: no locks, no writes (they fail
 	// with store.ErrReadOnly), nothing registered.
 	ReadOnly bool
@@ -177,6 +180,8 @@ type SessionInfo struct {
 	Node    string    `json:"node"`
 	PID     int       `json:"pid"`
 	Version string    `json:"version,omitempty"`
+	// Daemon: the session is a daemon's, a member of the fleet.
+	Daemon bool `json:"daemon,omitempty"`
 	Started time.Time `json:"started"`
 }
 
@@ -215,7 +220,7 @@ func (b *Backend) session(ctx context.Context) (*concurrency.Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: starting a session: %w", err)
 	}
-	info, _ := json.Marshal(SessionInfo{Node: b.cfg.Node, PID: os.Getpid(), Version: b.cfg.Version, Started: time.Now().UTC()})
+	info, _ := json.Marshal(SessionInfo{Node: b.cfg.Node, PID: os.Getpid(), Version: b.cfg.Version, Daemon: b.cfg.Daemon, Started: time.Now().UTC()})
 	if _, err := b.cli.Put(rctx, b.sessionKey(s.Lease()), string(info), clientv3.WithLease(s.Lease())); err != nil {
 		s.Close()
 		return nil, fmt.Errorf("etcd: registering the session: %w", err)
