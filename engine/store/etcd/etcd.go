@@ -177,11 +177,11 @@ func (b *Backend) LeaseTTL() time.Duration { return b.cfg.LeaseTTL }
 
 // SessionInfo is the value of a session's key under ".sessions/".
 type SessionInfo struct {
-	Node    string    `json:"node"`
-	PID     int       `json:"pid"`
-	Version string    `json:"version,omitempty"`
+	Node    string `json:"node"`
+	PID     int    `json:"pid"`
+	Version string `json:"version,omitempty"`
 	// Daemon: the session is a daemon's, a member of the fleet.
-	Daemon bool `json:"daemon,omitempty"`
+	Daemon  bool      `json:"daemon,omitempty"`
 	Started time.Time `json:"started"`
 }
 
