@@ -214,7 +214,7 @@ func TestJSONOutputIsOneDocument(t *testing.T) {
 		keys []string
 	}{
 		{[]string{"list", "--json"}, &ListOutput{}, []string{"certificates"}},
-		{[]string{"explain", "www", "--json"}, &ExplainOutput{}, []string{"name", "domains", "next", "reason", "due", "at", "next_check", "current", "deploy_pending", "last_event", "error", "renewal"}},
+		{[]string{"explain", "www", "--json"}, &ExplainOutput{}, []string{"name", "domains", "next", "reason", "due", "at", "next_check", "current", "deploy_pending", "last_event", "error", "deployed", "renewal"}},
 	} {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
 			var stdout, stderr bytes.Buffer
