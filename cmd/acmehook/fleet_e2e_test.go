@@ -551,3 +551,30 @@ func TestE2EFleetDeployRetry(t *testing.T) {
 		t.Errorf("Pebble finalized %d orders, want 1", got)
 	}
 }
+
+// fleetSite writes, for node, a configuration on the etcd cluster c with
+// the certificates certs, and returns its path.
+func fleetSite(t *testing.T, s *site, c *testetcd.Cluster, id *age.X25519Identity, node, certs string) string {
+	t.Helper()
+	idFile := filepath.Join(s.work.Dir, "age.key")
+	if err := os.WriteFile(idFile, []byte(id.String()+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	text := fmt.Sprintf("[storage]\nbackend = \"etcd\"\nendpoints = [%q]\nnode = %q\nlease_ttl = \"2s\"\nage_recipients = [%q]\nage_identity_file = \"age.key\"\n\n",
+		c.Endpoints[0], node, id.Recipient().String()) +
+		strings.Replace(baseConfig(s.work.Unserved), `storage = "storage"`, "", 1) + certs
+	p := filepath.Join(s.work.Dir, node+".toml")
+	if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// acmehookWith is acmehook with another configuration file.
+func (s *site) acmehookWith(conf string, args ...string) outcome {
+	s.t.Helper()
+	saved := s.config
+	defer func() { s.config = saved }()
+	s.config = conf
+	return s.acmehook(args...)
+}
