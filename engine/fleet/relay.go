@@ -192,12 +192,26 @@ func (r *Relay) session(ctx context.Context) (*concurrency.Session, error) {
 			return r.sess, nil
 		}
 	}
-	s, err := concurrency.NewSession(r.cli, concurrency.WithTTL(r.ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
+	// The lease is granted within the request timeout (the client would
+	// wait for an unreachable cluster forever); its keep-alive then runs
+	// until Close.
+	gctx, cancel := r.rctx(ctx)
+	defer cancel()
+	lease, err := r.cli.Grant(gctx, int64(r.ttl))
+	if err != nil {
+		return nil, fmt.Errorf("etcd: granting the relay's %ds lease: %w", r.ttl, err)
+	}
+	s, err := concurrency.NewSession(r.cli, concurrency.WithLease(lease.ID), concurrency.WithTTL(r.ttl), concurrency.WithContext(context.WithoutCancel(ctx)))
 	if err != nil {
 		return nil, fmt.Errorf("etcd: starting the relay's session: %w", err)
 	}
 	r.sess = s
 	return s, nil
+}
+
+// rctx bounds one etcd request.
+func (r *Relay) rctx(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, etcd.DefaultRequestTimeout)
 }
 
 // Close stops answering: it cleans up what this node presents for others,
@@ -263,7 +277,10 @@ func (r *Relay) follow(ctx context.Context, sess *concurrency.Session) error {
 	defer cancel()
 	wch := r.cli.Watch(wctx, r.challengesPrefix(), clientv3.WithPrefix(), clientv3.WithRev(rev+1))
 	info, _ := json.Marshal(member{Node: r.node, PID: os.Getpid(), Started: time.Now().UTC()})
-	if _, err := r.cli.Put(ctx, r.membersPrefix()+r.node, string(info), clientv3.WithLease(sess.Lease())); err != nil {
+	pctx, pcancel := r.rctx(ctx)
+	_, err = r.cli.Put(pctx, r.membersPrefix()+r.node, string(info), clientv3.WithLease(sess.Lease()))
+	pcancel()
+	if err != nil {
 		return fmt.Errorf("etcd: registering the node: %w", err)
 	}
 	if r.registered.Swap(true) {
@@ -305,7 +322,9 @@ func (r *Relay) follow(ctx context.Context, sess *concurrency.Session) error {
 // acknowledges again on sess what it presents; it returns the revision
 // read.
 func (r *Relay) resync(ctx context.Context, sess *concurrency.Session) (int64, error) {
-	resp, err := r.cli.Get(ctx, r.challengesPrefix(), clientv3.WithPrefix())
+	gctx, cancel := r.rctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Get(gctx, r.challengesPrefix(), clientv3.WithPrefix())
 	if err != nil {
 		return 0, fmt.Errorf("etcd: reading the published challenges: %w", err)
 	}
@@ -402,7 +421,9 @@ func (r *Relay) ack(ctx context.Context, a *answer) {
 		v.Error = a.err.Error()
 	}
 	b, _ := json.Marshal(v)
-	if _, err := r.cli.Put(ctx, r.acksPrefix(a.ch.Token)+r.node, string(b), clientv3.WithLease(sess.Lease())); err != nil && ctx.Err() == nil {
+	pctx, cancel := r.rctx(ctx)
+	defer cancel()
+	if _, err := r.cli.Put(pctx, r.acksPrefix(a.ch.Token)+r.node, string(b), clientv3.WithLease(sess.Lease())); err != nil && ctx.Err() == nil {
 		r.answerLog(a).Warn("relay: acknowledging failed", "error", err)
 	}
 }
@@ -457,7 +478,9 @@ func (r *Relay) Publish(ctx context.Context, ch engine.RelayChallenge) error {
 	rec := record{Owner: r.node, Lease: int64(sess.Lease()), Cert: ch.Cert, Type: ch.Type, Identifier: ch.Identifier, Wildcard: ch.Wildcard,
 		Token: ch.Token, KeyAuthorization: ch.KeyAuthorization, URL: ch.URL, Published: time.Now().UTC()}
 	b, _ := json.Marshal(rec)
-	if _, err := r.cli.Put(ctx, r.challengeKey(ch.Token), string(b), clientv3.WithLease(sess.Lease())); err != nil {
+	pctx, cancel := r.rctx(ctx)
+	defer cancel()
+	if _, err := r.cli.Put(pctx, r.challengeKey(ch.Token), string(b), clientv3.WithLease(sess.Lease())); err != nil {
 		return fmt.Errorf("etcd: publishing the %s challenge for %s: %w", ch.Type, shown(ch), err)
 	}
 	return r.await(ctx, ch, false)
@@ -466,7 +489,9 @@ func (r *Relay) Publish(ctx context.Context, ch engine.RelayChallenge) error {
 // Withdraw deletes ch and waits, within [storage] relay_timeout, until
 // every node that acknowledged it cleaned it up.
 func (r *Relay) Withdraw(ctx context.Context, ch engine.RelayChallenge) error {
-	if _, err := r.cli.Delete(ctx, r.challengeKey(ch.Token)); err != nil {
+	dctx, cancel := r.rctx(ctx)
+	defer cancel()
+	if _, err := r.cli.Delete(dctx, r.challengeKey(ch.Token)); err != nil {
 		return fmt.Errorf("etcd: withdrawing the %s challenge for %s: %w", ch.Type, shown(ch), err)
 	}
 	return r.await(ctx, ch, true)
@@ -483,7 +508,9 @@ func shown(ch engine.RelayChallenge) string {
 // or removed its acknowledgement (cleanup true), within r.timeout.
 func (r *Relay) await(ctx context.Context, ch engine.RelayChallenge, cleanup bool) error {
 	acks := r.acksPrefix(ch.Token)
-	resp, err := r.cli.Txn(ctx).Then(
+	tctx, cancel := r.rctx(ctx)
+	defer cancel()
+	resp, err := r.cli.Txn(tctx).Then(
 		clientv3.OpGet(r.membersPrefix(), clientv3.WithPrefix(), clientv3.WithKeysOnly()),
 		clientv3.OpGet(acks, clientv3.WithPrefix()),
 	).Commit()

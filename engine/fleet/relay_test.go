@@ -657,3 +657,20 @@ challenge = "http-01"
 		t.Errorf("relay keys left: %v", left)
 	}
 }
+
+// TestRelayCloseWithoutEtcd: a relay whose cluster went away (its lease
+// expired meanwhile) still closes: no etcd request of the relay waits
+// without a bound.
+func TestRelayCloseWithoutEtcd(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	f := startFleet(t, c, 1, "", "5s", nil)
+	c.Members()[0].Stop()
+	time.Sleep(6 * time.Second) // past the 5 s lease: the relay tries a new one
+	done := make(chan error, 1)
+	go func() { done <- f.nodes[0].relay.Close() }()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Relay.Close did not return 30 s after its etcd cluster stopped")
+	}
+}
