@@ -160,7 +160,7 @@ func New(opts Options) (*Server, error) {
 		}
 	}
 
-	s.api = httptest.NewUnstartedServer(s.counter.wrap(front.Handler()))
+	s.api = httptest.NewUnstartedServer(s.counter.wrap(avoidAuthzDeadlock(front.Handler())))
 	s.api.Config.ErrorLog = logger
 	s.api.StartTLS()
 	s.mgmt = httptest.NewUnstartedServer(front.ManagementHandler())
@@ -312,6 +312,26 @@ func releaseDNS() {
 		sharedDNS.srv.Shutdown()
 		sharedDNS.srv = nil
 	}
+}
+
+// avoidAuthzDeadlock serialises Pebble's authorization handler with its
+// newOrder handler. Pebble v2.10.3 has a lock-order deadlock between them:
+// the authorization handler holds the authorization's lock while it reads
+// the account (the store's read lock), and newOrder holds the store's read
+// lock while it takes each authorization's (FindValidAuthorization); a
+// finalization waiting for the store's write lock meanwhile blocks new
+// readers, and all three wait for ever. Many concurrent orders of one
+// account (a fleet of daemons issuing 200 certificates) hit it. Every
+// request still reaches the real Pebble; only these two never overlap.
+func avoidAuthzDeadlock(h http.Handler) http.Handler {
+	var mu sync.Mutex
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if kind := pathKind(r.URL.Path); r.Method == http.MethodPost && (kind == "/authZ/" || kind == "/order-plz") {
+			mu.Lock()
+			defer mu.Unlock()
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // Counter counts ACME API requests by method and path prefix.
