@@ -42,7 +42,7 @@ solver = "standalone"
 		return names
 	}
 	before := left() // another test's, if any
-	hd := holds.hold("killed.crash.example.com")
+	hd := holds.hold(t, "killed.crash.example.com")
 	first := s.command("run")
 	var out bytes.Buffer
 	first.Stdout, first.Stderr = &out, &out
@@ -81,7 +81,7 @@ solver = "standalone"
 		time.Sleep(5 * time.Millisecond)
 	}
 	t.Logf("plugins gone and the standalone port free %s after acmehook was killed", time.Since(killed).Round(time.Millisecond))
-	close(hd.release)
+	hd.Release()
 	var crashed []string
 	for _, n := range left() {
 		if !slices.Contains(before, n) {

@@ -81,8 +81,8 @@ func TestE2EDaemon(t *testing.T) {
 	// Validations of "three" are held, so it is in flight when SIGTERM
 	// comes (self_check = false: the challenge is answered, and the hold
 	// catches the CA's validation).
-	hd := holds.hold("three.daemon.example.com")
-	defer close(hd.release)
+	hd := holds.hold(t, "three.daemon.example.com")
+	defer hd.Release()
 	s.write(one + cert("two", "two.daemon.example.com", "") + cert("three", "three.daemon.example.com", "self_check = false\n"))
 	signal(syscall.SIGHUP)
 	waitFor(t, "the reload", logged("configuration reloaded", 1), &out)

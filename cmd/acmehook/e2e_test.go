@@ -77,12 +77,17 @@ type holdHandler struct {
 type hold struct {
 	arrived chan struct{} // closed by the first request for the host
 	release chan struct{}
-	once    sync.Once
+	once    sync.Once // closes arrived
+	freed   sync.Once // closes release
 }
 
+// Release lets the held requests through; calling it again does nothing.
+func (hd *hold) Release() { hd.freed.Do(func() { close(hd.release) }) }
+
 // hold makes validation requests for host wait; the returned hold says
-// when the first one arrived, and release lets them through.
-func (h *holdHandler) hold(host string) *hold {
+// when the first one arrived, and Release (at the latest when t ends)
+// lets them through.
+func (h *holdHandler) hold(t testing.TB, host string) *hold {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.held == nil {
@@ -90,6 +95,7 @@ func (h *holdHandler) hold(host string) *hold {
 	}
 	hd := &hold{arrived: make(chan struct{}), release: make(chan struct{})}
 	h.held[host] = hd
+	t.Cleanup(hd.Release)
 	return hd
 }
 
@@ -665,28 +671,21 @@ name = "locked"
 domains = ["lock.e2e.example.com"]
 solver = "webroot"
 `)
-	hd := holds.hold("lock.e2e.example.com")
+	hd := holds.hold(t, "lock.e2e.example.com")
+	defer hd.Release()
 	first := s.command("run")
 	var out1 bytes.Buffer
 	first.Stdout, first.Stderr = &out1, &out1
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	released := false
-	release := func() {
-		if !released {
-			close(hd.release)
-			released = true
-		}
-	}
-	defer release()
 	select {
 	case <-hd.arrived:
 	case <-time.After(30 * time.Second):
 		t.Fatal("the first acmehook never fetched its http-01 response")
 	}
 	second := s.acmehook("run")
-	release()
+	hd.Release()
 	err := first.Wait()
 	if second.code != 1 {
 		t.Errorf("second acmehook: exit %d, want 1\n%s", second.code, second)

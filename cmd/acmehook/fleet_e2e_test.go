@@ -349,15 +349,7 @@ func TestE2EFleetFencing(t *testing.T) {
 	nodes := newFleet(t, c, 3, func(string) string {
 		return fmt.Sprintf("[[certificate]]\nname = \"fence\"\ndomains = [%q]\nsolver = \"webroot\"\nscripts = [\"deploys.lua\"]\nself_check = false\n", host)
 	})
-	hd := holds.hold(host)
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(hd.release)
-		}
-	}
-	t.Cleanup(release)
+	hd := holds.hold(t, host)
 	before := finalized()
 	for _, n := range nodes {
 		n.start(t)
@@ -373,7 +365,7 @@ func TestE2EFleetFencing(t *testing.T) {
 	}
 	old.cmd.Process.Signal(syscall.SIGSTOP)
 	paused := time.Now()
-	release()
+	hd.Release()
 	var taker *fleetNode
 	waitFor(t, "another node to take the certificate over", func() bool {
 		for _, n := range nodes {
@@ -426,15 +418,7 @@ func TestE2EFleetTakeover(t *testing.T) {
 		}
 	}
 	nodes := newFleet(t, c, 3, func(string) string { return certs.String() })
-	hd := holds.hold("t00.takeover.example.com")
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(hd.release)
-		}
-	}
-	t.Cleanup(release)
+	hd := holds.hold(t, "t00.takeover.example.com")
 	before := finalized()
 	for _, n := range nodes {
 		n.start(t)
@@ -460,7 +444,7 @@ func TestE2EFleetTakeover(t *testing.T) {
 	}
 	dead.cmd.Process.Kill()
 	killed := time.Now()
-	release()
+	hd.Release()
 	var taker *fleetNode
 	waitFor(t, "another node to take t00 over", func() bool {
 		for _, n := range live {

@@ -143,13 +143,8 @@ func TestE2EMetrics(t *testing.T) {
 	addr := freeAddr(t)
 	host := "metrics.daemon.example.com"
 	s.write(fmt.Sprintf("[metrics]\nlisten = %q\n\n[[certificate]]\nname = \"web\"\ndomains = [%q]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\nself_check = false\n", addr, host))
-	hd := holds.hold(host)
-	released := false
-	defer func() {
-		if !released {
-			close(hd.release)
-		}
-	}()
+	hd := holds.hold(t, host)
+	defer hd.Release()
 	cmd := s.command("daemon", "--log-level", "debug")
 	var out sdktest.LogBuffer
 	cmd.Stdout, cmd.Stderr = &out, &out
@@ -217,8 +212,7 @@ func TestE2EMetrics(t *testing.T) {
 	if n, _ := value(during, "acmehook_certificates"); n != 1 {
 		t.Errorf("acmehook_certificates = %v, want 1", n)
 	}
-	close(hd.release)
-	released = true
+	hd.Release()
 
 	waitFor(t, "the certificate", func() bool {
 		_, err := os.Stat(filepath.Join(s.work.Events, "web.issued.json"))
