@@ -31,10 +31,9 @@ type acmeRecorder struct {
 	posts  map[string][][]byte
 }
 
-func (a *acmeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Method != http.MethodPost || r.Body == nil {
-		return a.rt.RoundTrip(r)
-	}
+// jwsPayload returns the decoded payload of the JWS POSTed in r and puts
+// the body back for the real transport.
+func jwsPayload(r *http.Request) ([]byte, error) {
 	b, err := io.ReadAll(r.Body)
 	if err != nil {
 		return nil, err
@@ -44,7 +43,14 @@ func (a *acmeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
 	if err := json.Unmarshal(b, &jws); err != nil {
 		return nil, err
 	}
-	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	return base64.RawURLEncoding.DecodeString(jws.Payload)
+}
+
+func (a *acmeRecorder) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method != http.MethodPost || r.Body == nil {
+		return a.rt.RoundTrip(r)
+	}
+	payload, err := jwsPayload(r)
 	if err != nil {
 		return nil, err
 	}

@@ -2,8 +2,6 @@ package engine
 
 import (
 	"bytes"
-	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
@@ -150,16 +148,7 @@ func (p *orderProxy) RoundTrip(r *http.Request) (*http.Response, error) {
 	if r.Method != http.MethodPost || !strings.HasSuffix(r.URL.Path, "/order-plz") {
 		return p.rt.RoundTrip(r)
 	}
-	b, err := io.ReadAll(r.Body)
-	if err != nil {
-		return nil, err
-	}
-	r.Body = io.NopCloser(bytes.NewReader(b))
-	var jws struct{ Payload string }
-	if err := json.Unmarshal(b, &jws); err != nil {
-		return nil, err
-	}
-	payload, err := base64.RawURLEncoding.DecodeString(jws.Payload)
+	payload, err := jwsPayload(r)
 	if err != nil {
 		return nil, err
 	}
