@@ -102,6 +102,14 @@ type Backend interface {
 	// apply all of ops as one transaction instead (etcd does, guarded by
 	// "I still own the lock"); it MUST NOT apply them out of order.
 	//
+	// The one relaxation is Op.Batch: a run of consecutive operations
+	// marked Batch MAY become durable together, in any order among
+	// themselves, provided all of them are durable before the operation
+	// that ends the run (the next one without Batch) starts. They still
+	// take effect in order for readers, and after an error the operations
+	// in effect are still a prefix. The last operation never counts as
+	// part of a run.
+	//
 	// OpCreate preconditions are checked before anything is applied: if
 	// one of those keys exists, Apply fails with an error wrapping
 	// ErrExists and applies nothing.
@@ -161,6 +169,14 @@ type Op struct {
 	Kind  OpKind
 	Key   string
 	Value []byte // for OpPut and OpCreate
+	// Batch lets the backend make this operation durable together with
+	// the Batch operations around it (see Backend.Apply): after a crash,
+	// any of a run of them may be in effect without the others, but the
+	// operation that ends the run only with all of them. The file backend
+	// then syncs each directory once per run instead of once per file.
+	// Use it for writes that nothing reads before the end of the run
+	// (the files of a version that is not current yet).
+	Batch bool
 }
 
 // Put returns an OpPut of value under key.
@@ -171,6 +187,12 @@ func Create(key string, value []byte) Op { return Op{Kind: OpCreate, Key: key, V
 
 // Delete returns an OpDelete of key.
 func Delete(key string) Op { return Op{Kind: OpDelete, Key: key} }
+
+// Batched returns op marked Batch.
+func Batched(op Op) Op {
+	op.Batch = true
+	return op
+}
 
 // KeyInfo is what Stat says about a key.
 type KeyInfo struct {

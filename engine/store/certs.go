@@ -636,6 +636,18 @@ func (s *Store) complete(ctx context.Context, name, id string) bool {
 // current metadata over unchanged. Commit sets v.ID, and prunes versions
 // beyond keep-last-N (never the current one).
 func (s *Store) Commit(ctx context.Context, name string, v *Version, state []byte) error {
+	var mk func(string) ([]byte, error)
+	if state != nil {
+		mk = func(string) ([]byte, error) { return state, nil }
+	}
+	return s.CommitFunc(ctx, name, v, mk)
+}
+
+// CommitFunc is Commit with the metadata made by state once the new
+// version's ID is known, for metadata that names its own version; state
+// is called once, before anything is written, and its error fails the
+// Commit. A nil state carries the current metadata over unchanged.
+func (s *Store) CommitFunc(ctx context.Context, name string, v *Version, state func(id string) ([]byte, error)) error {
 	done, err := s.beginCert(ctx, name)
 	if err != nil {
 		return err
@@ -644,31 +656,38 @@ func (s *Store) Commit(ctx context.Context, name string, v *Version, state []byt
 	if len(v.KeyPEM) == 0 || len(v.CertPEM) == 0 {
 		return fmt.Errorf("saving certificate %s: key and certificate are required", name)
 	}
-	if state == nil {
-		if state, err = s.loadState(ctx, name); err != nil {
-			return fmt.Errorf("saving certificate %s: %w", name, err)
-		}
-	}
-	if len(state) > MaxStateSize {
-		return fmt.Errorf("saving certificate %s: metadata of %d bytes: %w", name, len(state), ErrTooLarge)
-	}
 	existing, err := s.listVersions(ctx, name)
 	if err != nil {
 		return fmt.Errorf("saving certificate %s: %w", name, err)
 	}
 	id := s.versionID(existing, v.Info.Serial)
+	var meta []byte
+	if state == nil {
+		meta, err = s.loadState(ctx, name)
+	} else {
+		meta, err = state(id)
+	}
+	if err != nil {
+		return fmt.Errorf("saving certificate %s: %w", name, err)
+	}
+	if len(meta) > MaxStateSize {
+		return fmt.Errorf("saving certificate %s: metadata of %d bytes: %w", name, len(meta), ErrTooLarge)
+	}
 	info, err := marshalJSON(v.Info)
 	if err != nil {
 		return fmt.Errorf("saving certificate %s: %w", name, err)
 	}
+	// The files of the new version are written as one batch (nothing reads
+	// them before version.json marks the version complete), then
+	// version.json, then the switch of current.
 	ops := []Op{
-		Put(versionKey(name, id, keyFile), v.KeyPEM),
-		Put(versionKey(name, id, certFile), v.CertPEM),
-		Put(versionKey(name, id, chainFile), v.ChainPEM),
-		Put(versionKey(name, id, fullchainFile), v.Fullchain()),
+		Batched(Put(versionKey(name, id, keyFile), v.KeyPEM)),
+		Batched(Put(versionKey(name, id, certFile), v.CertPEM)),
+		Batched(Put(versionKey(name, id, chainFile), v.ChainPEM)),
+		Batched(Put(versionKey(name, id, fullchainFile), v.Fullchain())),
 	}
-	if len(state) > 0 {
-		ops = append(ops, Put(versionKey(name, id, metaFile), state))
+	if len(meta) > 0 {
+		ops = append(ops, Batched(Put(versionKey(name, id, metaFile), meta)))
 	}
 	ops = append(ops,
 		Put(versionKey(name, id, versionFile), info),
@@ -739,10 +758,14 @@ func (s *Store) deleteVersion(ctx context.Context, name, id string) error {
 			ops = append(ops, Delete(versionKey(name, id, f)))
 		}
 	}
-	// version.json first: the version stops counting as complete at once.
+	// version.json first: the version stops counting as complete at once;
+	// the other files then go as one batch.
 	slices.SortStableFunc(ops, func(a, b Op) int {
 		return boolInt(!strings.HasSuffix(a.Key, "/"+versionFile)) - boolInt(!strings.HasSuffix(b.Key, "/"+versionFile))
 	})
+	for i := range ops {
+		ops[i].Batch = !strings.HasSuffix(ops[i].Key, "/"+versionFile)
+	}
 	return s.apply(ctx, ops...)
 }
 

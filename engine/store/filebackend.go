@@ -11,6 +11,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -678,7 +679,9 @@ func (b *FileBackend) Delete(ctx context.Context, key string) error {
 }
 
 // Apply implements Backend: the operations one after the other, each
-// durable before the next.
+// durable before the next, except that a run of Batch operations is
+// renamed (or unlinked) into place one after the other and then each
+// directory it changed is synced once, before the next operation.
 func (b *FileBackend) Apply(ctx context.Context, lock Lock, ops []Op) error {
 	done, err := b.begin(ctx, noKey, true)
 	if err != nil {
@@ -709,10 +712,23 @@ func (b *FileBackend) Apply(ctx context.Context, lock Lock, ops []Op) error {
 			return fmt.Errorf("creating %s: %w", op.Key, err)
 		}
 	}
-	for _, op := range ops {
+	for i := 0; i < len(ops); {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		// The last operation is never part of a run.
+		end := i
+		for end < len(ops)-1 && ops[end].Batch {
+			end++
+		}
+		if end > i {
+			if err := b.applyRun(ops[i:end]); err != nil {
+				return err
+			}
+			i = end
+			continue
+		}
+		op := ops[i]
 		var err error
 		switch op.Kind {
 		case OpPut, OpCreate:
@@ -723,6 +739,66 @@ func (b *FileBackend) Apply(ctx context.Context, lock Lock, ops []Op) error {
 		if err != nil {
 			return fmt.Errorf("applying %s %s: %w", op.Kind, op.Key, err)
 		}
+		i++
+	}
+	return nil
+}
+
+// applyRun applies a run of Batch operations: each write's temporary file
+// synced and renamed into place (each delete unlinked) in order, then every
+// directory they changed synced once, then the directories the deletes
+// left empty removed.
+func (b *FileBackend) applyRun(ops []Op) error {
+	type changed struct {
+		fd  int
+		key string // the last key changed in the directory
+	}
+	var dirs []changed // in the order first changed
+	byDir := map[string]int{}
+	defer func() {
+		for _, d := range dirs {
+			unix.Close(d.fd)
+		}
+	}()
+	var emptied [][]string
+	for _, op := range ops {
+		var dfd int
+		var err error
+		switch op.Kind {
+		case OpPut, OpCreate:
+			dfd, err = b.place(op.Key, op.Value, op.Kind == OpCreate)
+		case OpDelete:
+			var segs []string
+			if dfd, segs, err = b.unlink(op.Key); segs != nil {
+				emptied = append(emptied, segs)
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("applying %s %s: %w", op.Kind, op.Key, err)
+		}
+		if dfd < 0 {
+			continue // a delete of a missing key changed nothing
+		}
+		dir := path.Dir(op.Key)
+		if i, ok := byDir[dir]; ok {
+			unix.Close(dirs[i].fd)
+			dirs[i] = changed{dfd, op.Key}
+			continue
+		}
+		byDir[dir] = len(dirs)
+		dirs = append(dirs, changed{dfd, op.Key})
+	}
+	for _, d := range dirs {
+		err := b.hit("dirsync", d.key)
+		if err == nil {
+			err = unix.Fsync(d.fd)
+		}
+		if err != nil {
+			return fmt.Errorf("syncing the directory of %s: %w", d.key, err)
+		}
+	}
+	for _, segs := range emptied {
+		b.removeEmpty(segs)
 	}
 	return nil
 }
@@ -746,26 +822,39 @@ func (b *FileBackend) lstat(key string) (unix.Stat_t, error) {
 // link for an IsLink key), synced, renamed (create: linked, so an existing
 // key is never replaced) into place, the directory synced.
 func (b *FileBackend) write(key string, value []byte, create bool) error {
+	dfd, err := b.place(key, value, create)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dfd)
+	if err := b.hit("dirsync", key); err != nil {
+		return err
+	}
+	return unix.Fsync(dfd)
+}
+
+// place is write up to the sync of the directory: it returns the
+// directory's descriptor, which the caller syncs and closes.
+func (b *FileBackend) place(key string, value []byte, create bool) (int, error) {
 	if len(value) > MaxValueSize {
-		return fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(value), MaxValueSize)
+		return -1, fmt.Errorf("%w: %d bytes, more than %d", ErrTooLarge, len(value), MaxValueSize)
 	}
 	link := IsLink(key)
 	if link && !ValidKey(string(value)) {
-		return fmt.Errorf("%w: link value %q", ErrInvalidKey, value)
+		return -1, fmt.Errorf("%w: link value %q", ErrInvalidKey, value)
 	}
 	tmp := randHex()
 	if err := b.hit("create", key); err != nil {
-		return err
+		return -1, err
 	}
 	if link {
 		if err := unix.Symlinkat(string(value), b.tmp, tmp); err != nil {
-			return err
+			return -1, err
 		}
 	} else if err := b.writeTmp(tmp, key, value); err != nil {
 		unix.Unlinkat(b.tmp, tmp, 0)
-		return err
+		return -1, err
 	}
-	defer unix.Unlinkat(b.tmp, tmp, 0) // nothing left once renamed
 	segs, base := split(key)
 	var err error
 	// A concurrent Delete that empties a directory removes it, possibly
@@ -776,38 +865,40 @@ func (b *FileBackend) write(key string, value []byte, create bool) error {
 		if dfd, err = b.openDir(segs, true); errors.Is(err, ErrNotFound) {
 			continue
 		} else if err != nil {
-			return err
+			unix.Unlinkat(b.tmp, tmp, 0)
+			return -1, err
 		}
 		if err = b.hit("rename", key); err != nil {
 			unix.Close(dfd)
+			unix.Unlinkat(b.tmp, tmp, 0)
 			b.removeEmpty(segs)
-			return err
+			return -1, err
 		}
 		if create {
 			err = unix.Linkat(b.tmp, tmp, dfd, base, 0)
 			if errors.Is(err, unix.EEXIST) {
 				err = ErrExists
 			}
+			if err == nil {
+				unix.Unlinkat(b.tmp, tmp, 0) // linked: the name in .tmp/ goes
+			}
 		} else {
 			err = unix.Renameat(b.tmp, tmp, dfd, base)
 		}
 		if err == nil {
-			if err = b.hit("dirsync", key); err == nil {
-				err = unix.Fsync(dfd)
-			}
-			unix.Close(dfd)
-			return err
+			return dfd, nil
 		}
 		unix.Close(dfd)
 		if !errors.Is(err, unix.ENOENT) {
 			break
 		}
 	}
+	unix.Unlinkat(b.tmp, tmp, 0)
 	b.removeEmpty(segs) // what this write may have created in vain
 	if errors.Is(err, unix.EISDIR) || errors.Is(err, unix.ENOTEMPTY) || errors.Is(err, unix.EEXIST) {
-		return fmt.Errorf("%w: %s is a directory", ErrExists, key)
+		return -1, fmt.Errorf("%w: %s is a directory", ErrExists, key)
 	}
-	return err
+	return -1, err
 }
 
 func (b *FileBackend) writeTmp(tmp, key string, value []byte) error {
@@ -840,22 +931,12 @@ func (b *FileBackend) writeTmp(tmp, key string, value []byte) error {
 // remove deletes key (a missing one is no error), then the directories it
 // leaves empty, so List never shows an empty prefix.
 func (b *FileBackend) remove(key string) error {
-	segs, base := split(key)
-	dfd, err := b.openDir(segs, false)
-	if errors.Is(err, ErrNotFound) {
-		return nil
-	}
-	if err != nil {
+	dfd, segs, err := b.unlink(key)
+	if err != nil || dfd < 0 {
 		return err
 	}
-	if err = b.hit("unlink", key); err == nil {
-		err = unix.Unlinkat(dfd, base, 0)
-		if err == nil {
-			err = unix.Fsync(dfd)
-		} else if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EPERM) {
-			err = nil // missing, or a prefix rather than a key
-			segs = nil
-		}
+	if err = b.hit("dirsync", key); err == nil {
+		err = unix.Fsync(dfd)
 	}
 	unix.Close(dfd)
 	if err != nil {
@@ -863,6 +944,31 @@ func (b *FileBackend) remove(key string) error {
 	}
 	b.removeEmpty(segs)
 	return nil
+}
+
+// unlink is remove up to the sync of the directory: if it removed key, it
+// returns the directory's descriptor, which the caller syncs and closes,
+// and the directory's segments, to remove once empty; otherwise -1.
+func (b *FileBackend) unlink(key string) (int, []string, error) {
+	segs, base := split(key)
+	dfd, err := b.openDir(segs, false)
+	if errors.Is(err, ErrNotFound) {
+		return -1, nil, nil
+	}
+	if err != nil {
+		return -1, nil, err
+	}
+	if err = b.hit("unlink", key); err == nil {
+		err = unix.Unlinkat(dfd, base, 0)
+		if err == nil {
+			return dfd, segs, nil
+		}
+		if errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EISDIR) || errors.Is(err, unix.EPERM) {
+			err = nil // missing, or a prefix rather than a key
+		}
+	}
+	unix.Close(dfd)
+	return -1, nil, err
 }
 
 // removeEmpty removes the directory segs and its parents while they are

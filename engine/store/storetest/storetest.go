@@ -83,6 +83,7 @@ var cases = []struct {
 	{"TooLarge", testTooLarge},
 	{"ApplyOrder", testApplyOrder},
 	{"ApplyCreate", testApplyCreate},
+	{"ApplyBatch", testApplyBatch},
 	{"LockExclusion", testLockExclusion},
 	{"FenceAfterUnlock", testFenceAfterUnlock},
 	{"FenceAfterTakeover", testFenceAfterTakeover},
@@ -372,6 +373,63 @@ func testApplyOrder(t *testing.T, s *suite) {
 	}
 	wantValue(t, b, "v/a", []byte("4"))
 	wantMissing(t, b, "v/b")
+}
+
+// testApplyBatch: operations marked Batch take effect as the same
+// operations unmarked would, in order (a later write of a key wins, a delete
+// in a run removes, an emptied prefix is no longer listed), a run may end
+// an Apply, and a Create in a run keeps its precondition.
+func testApplyBatch(t *testing.T, s *suite) {
+	ctx := context.Background()
+	b := s.open()
+	mustPut(t, b, "old/x", []byte("old"))
+	mustPut(t, b, "gone/y", []byte("gone"))
+	ops := []store.Op{
+		store.Batched(store.Put("v/a", []byte("1"))),
+		store.Batched(store.Put("v/b", []byte("2"))),
+		store.Batched(store.Put("w/c", []byte("3"))),
+		store.Batched(store.Put("v/a", []byte("4"))), // later ops win
+		store.Batched(store.Delete("old/x")),
+		store.Batched(store.Delete("never")),
+		store.Batched(store.Create("v/k.pem", []byte("k"))),
+		store.Put("v/done", []byte("done")), // ends the run
+		store.Batched(store.Delete("gone/y")),
+		store.Batched(store.Put("v/current", []byte("w"))), // the last op: never part of a run
+	}
+	if err := b.Apply(ctx, nil, ops); err != nil {
+		t.Fatalf("Apply = %v", err)
+	}
+	wantValue(t, b, "v/a", []byte("4"))
+	wantValue(t, b, "v/b", []byte("2"))
+	wantValue(t, b, "w/c", []byte("3"))
+	wantValue(t, b, "v/k.pem", []byte("k"))
+	wantValue(t, b, "v/done", []byte("done"))
+	wantValue(t, b, "v/current", []byte("w"))
+	wantMissing(t, b, "old/x")
+	wantMissing(t, b, "gone/y")
+	if l, err := b.List(ctx, ""); err != nil || !slices.Equal(l, []string{"v/", "w/"}) {
+		t.Errorf("List(\"\") = %v, %v; want [v/ w/] (emptied prefixes gone)", l, err)
+	}
+	// A Create of an existing key in a run applies nothing.
+	err := b.Apply(ctx, nil, []store.Op{store.Batched(store.Put("v/b", []byte("changed"))), store.Batched(store.Create("v/k.pem", []byte("again"))), store.Put("v/done", []byte("again"))})
+	if !errors.Is(err, store.ErrExists) {
+		t.Errorf("Apply(batched create of an existing key) = %v, want ErrExists", err)
+	}
+	wantValue(t, b, "v/b", []byte("2"))
+	wantValue(t, b, "v/k.pem", []byte("k"))
+	// A run is fenced like any operation.
+	l, err := b.Lock(ctx, "certificates/batch")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Unlock(ctx); err != nil {
+		t.Fatal(err)
+	}
+	err = b.Apply(ctx, l, []store.Op{store.Batched(store.Put("v/b", []byte("fenced"))), store.Put("v/done", []byte("fenced"))})
+	if !errors.Is(err, store.ErrLockLost) {
+		t.Errorf("Apply(batch) under a released lock = %v, want ErrLockLost", err)
+	}
+	wantValue(t, b, "v/b", []byte("2"))
 }
 
 func testApplyCreate(t *testing.T, s *suite) {
