@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"slices"
 	"sync"
 	"testing"
 
@@ -18,7 +20,9 @@ var errCrash = errors.New("crashed")
 // crashBackend stands for a process killed at one write point: the first
 // budget operations written through Apply take effect (one Apply may be
 // cut short after a prefix of its operations, as Backend.Apply allows),
-// every later write fails and changes nothing.
+// every later write fails and changes nothing. A cut inside a run of Batch
+// operations loses the run's first operation too: any of a run may be
+// lost, not only its tail.
 type crashBackend struct {
 	store.Backend
 	mu      sync.Mutex
@@ -37,8 +41,16 @@ func (b *crashBackend) Apply(ctx context.Context, l store.Lock, ops []store.Op) 
 		return b.Backend.Apply(ctx, l, ops)
 	}
 	b.crashed = true
-	if b.budget > 0 {
-		if err := b.Backend.Apply(ctx, l, ops[:b.budget]); err != nil {
+	cut := ops[:b.budget]
+	if n := len(cut); n > 0 && cut[n-1].Batch {
+		start := n - 1
+		for start > 0 && cut[start-1].Batch {
+			start--
+		}
+		cut = append(slices.Clone(cut[:start]), cut[start+1:]...)
+	}
+	if len(cut) > 0 {
+		if err := b.Backend.Apply(ctx, l, cut); err != nil {
 			return err
 		}
 	}
@@ -90,6 +102,10 @@ func TestCrashAtEveryWritePoint(t *testing.T) {
 	ctx := context.Background()
 	type step struct {
 		name string
+		// output gives the certificate an output copy, so that its deploy
+		// has something to do (without one, the outcome of the deploy is
+		// stored with the version).
+		output bool
 		// prepare runs before the crashing engine (without crashing).
 		prepare func(e *env, cfg *config.Config)
 		// act runs on the crashing engine.
@@ -151,11 +167,20 @@ func TestCrashAtEveryWritePoint(t *testing.T) {
 			},
 		},
 	}
+	for _, s := range steps[:2] {
+		s.name += " with an output copy"
+		s.output = true
+		steps = append(steps, s)
+	}
 	for _, s := range steps {
 		t.Run(s.name, func(t *testing.T) {
 			for budget := 0; ; budget++ {
 				e := newEnv(t)
-				cfg := e.write("[[certificate]]\nname = \"crash\"\ndomains = [\"crash.example.com\"]\nsolver = \"webroot\"\nreuse_key = true\n")
+				certs := "[[certificate]]\nname = \"crash\"\ndomains = [\"crash.example.com\"]\nsolver = \"webroot\"\nreuse_key = true\n"
+				if s.output {
+					certs += "output.fullchain = \"crash-fullchain.pem\"\n"
+				}
+				cfg := e.write(certs)
 				if s.prepare != nil {
 					s.prepare(e, cfg)
 				}
@@ -182,6 +207,11 @@ func TestCrashAtEveryWritePoint(t *testing.T) {
 					}
 					if keyBefore != nil && string(accountKeyPEM(t, cfg)) != string(keyBefore) {
 						t.Errorf("the next run changed the account key: a second account")
+					}
+					if v, err := currentVersion(cfg); s.output && err == nil {
+						if out, err := os.ReadFile(cfg.Certificates[0].Output.Fullchain); err != nil || string(out) != string(v.Fullchain()) {
+							t.Errorf("after the next run the output copy is not the current certificate's fullchain (%v)", err)
+						}
 					}
 				})
 			}

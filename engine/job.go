@@ -154,22 +154,50 @@ func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 	// the next run, and no crash leaves the new state beside the old
 	// certificate.
 	sctx := context.WithoutCancel(ctx)
-	meta.PendingDeploy = true
-	if err := e.commit(sctx, j.cert.Name, v, meta); err != nil {
+	t, prevSerial := event.Issued, ""
+	if prev := j.current; prev != nil {
+		t, prevSerial = event.Renew, prev.Info.Serial
+	}
+	// A deploy with nothing to do (no output copies, no scripts, no other
+	// nodes) cannot fail and changes nothing outside the storage: its
+	// outcome is recorded with the version, and not written again after it.
+	recorded := e.deployIsEmpty(j)
+	meta.PendingDeploy = !recorded
+	var withEvent func(id string)
+	if recorded {
+		withEvent = func(id string) {
+			meta.Events = append(meta.Events, MetaEvent{Time: e.now(), Name: string(t), Result: "ok", Version: id})
+		}
+	}
+	if err := e.commit(sctx, j.cert.Name, v, meta, withEvent); err != nil {
+		if recorded {
+			meta.Events = meta.Events[:len(meta.Events)-1]
+		}
 		return e.failed(ctx, j, res, fmt.Errorf("storing certificate: %w", err))
 	}
 	res.Action, res.Version, res.Serial, res.NotAfter = ActionIssued, v.ID, v.Info.Serial, v.Info.NotAfter
-	t, prevSerial := event.Issued, ""
-	if prev := j.current; prev != nil {
-		res.Action, t, prevSerial = ActionRenewed, event.Renew, prev.Info.Serial
+	if t == event.Renew {
+		res.Action = ActionRenewed
 	}
 	j.log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
+	if recorded {
+		j.log.Info("certificate deployed", "event", string(t), "version", v.ID)
+		return res
+	}
 	if err := ctx.Err(); err != nil {
 		j.log.Warn("stopping before the deploy; it runs on the next start", "version", v.ID)
 		res.Err = fmt.Errorf("%w: %w", ErrDeploy, err)
 		return res
 	}
 	return e.deploy(ctx, j, v, leaf, t, prevSerial, res)
+}
+
+// deployIsEmpty reports whether deploying j's new version has nothing to
+// do: no output copies, no script for the certificate, no coordinator
+// (whose per-node deploy record would be written).
+func (e *Engine) deployIsEmpty(j *job) bool {
+	o := j.cert.Output
+	return e.coord == nil && len(j.cert.Scripts) == 0 && o.Cert == "" && o.Key == "" && o.Chain == "" && o.Fullchain == ""
 }
 
 // order runs the protocol part of obtain and returns the unsaved version.

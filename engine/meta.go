@@ -175,11 +175,13 @@ func (e *Engine) encodeMeta(m *Meta) ([]byte, error) {
 
 // commit stores v as the new current version of name together with m, its
 // metadata, in one step (store.Store.Commit): a crash leaves either the
-// previous version with its metadata or v with m.
-func (e *Engine) commit(ctx context.Context, name string, v *store.Version, m *Meta) error {
-	b, err := e.encodeMeta(m)
-	if err != nil {
-		return err
-	}
-	return e.storeFor(name).Commit(ctx, name, v, b)
+// previous version with its metadata or v with m. If withID is not nil, it
+// completes m with v's new version ID first.
+func (e *Engine) commit(ctx context.Context, name string, v *store.Version, m *Meta, withID func(id string)) error {
+	return e.storeFor(name).CommitFunc(ctx, name, v, func(id string) ([]byte, error) {
+		if withID != nil {
+			withID(id)
+		}
+		return e.encodeMeta(m)
+	})
 }
