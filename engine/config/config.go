@@ -344,34 +344,48 @@ func load(path string, data []byte) (*Config, error) {
 	if abs, err := filepath.Abs(path); err == nil {
 		cfg.abs = abs
 	}
-	var loose map[string]any
-	if _, err := toml.Decode(string(data), &loose); err != nil {
+	// The file is parsed once: every top-level value kept undecoded
+	// (toml.Primitive), seen loosely by the type check, then decoded into
+	// its field from the same parse.
+	var top map[string]toml.Primitive
+	md, err := toml.Decode(string(data), &top)
+	if err != nil {
 		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
 	}
+	loose := make(map[string]any, len(top))
+	for k, p := range top {
+		var v any
+		if err := md.PrimitiveDecode(p, &v); err != nil {
+			return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
+		}
+		loose[k] = v
+	}
 	// storage = "dir" is the short form of [storage] path = "dir".
-	short := false
-	if dir, ok := loose["storage"].(string); ok {
-		loose["storage"], short = map[string]any{"path": dir}, true
+	shortDir, short := loose["storage"].(string)
+	if short {
+		loose["storage"] = map[string]any{"path": shortDir}
 	}
 	tc := &typeChecker{c: cfg, bad: map[string]bool{}}
 	tc.table(reflect.TypeFor[Config](), loose, "")
 	errs := tc.errs
-	if len(errs) > 0 || short {
+	var unknown []toml.Key
+	if len(errs) > 0 {
 		// Decode what is left; lines still come from the original text.
 		var buf bytes.Buffer
 		if err := toml.NewEncoder(&buf).Encode(loose); err != nil {
 			return nil, errors.Join(append([]error{ErrInvalid}, errs...)...)
 		}
-		data = buf.Bytes()
-	}
-	md, err := toml.NewDecoder(bytes.NewReader(data)).Decode(cfg)
-	if err != nil {
-		if len(errs) > 0 { // a misfit the type check did not know: no line
+		md, err := toml.NewDecoder(&buf).Decode(cfg)
+		if err != nil { // a misfit the type check did not know: no line
 			return nil, errors.Join(append([]error{ErrInvalid}, append(errs, &Error{File: path, Message: err.Error()})...)...)
 		}
-		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
+		unknown = md.Undecoded()
+	} else {
+		if unknown, err = decodeTop(cfg, md, top, short, shortDir); err != nil {
+			return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
+		}
 	}
-	for _, k := range undecoded(md.Undecoded()) {
+	for _, k := range undecoded(unknown) {
 		errs = append(errs, cfg.unknownKey(k))
 	}
 	base, err := filepath.Abs(filepath.Dir(path))
@@ -405,6 +419,55 @@ func unjoin(err error) []error {
 		return j.Unwrap()
 	}
 	return []error{err}
+}
+
+// decodeTop decodes the top-level values of a parsed file into cfg's
+// fields as decoding the whole file into cfg would (a key matches its
+// field's name exactly, else case-insensitively), the short form of
+// storage as [storage] path. It returns the unknown keys in file order:
+// the top-level keys no field takes and what md left undecoded.
+func decodeTop(cfg *Config, md toml.MetaData, top map[string]toml.Primitive, short bool, shortDir string) ([]toml.Key, error) {
+	rv := reflect.ValueOf(cfg).Elem()
+	rt := rv.Type()
+	noField := map[string]bool{}
+	for _, k := range sortedKeys(top) {
+		if short && k == "storage" {
+			cfg.Store.Path = shortDir
+			continue
+		}
+		field := -1
+		for i := range rt.NumField() {
+			name := rt.Field(i).Tag.Get("toml")
+			if name == "" || name == "-" {
+				continue
+			}
+			if name == k {
+				field = i
+				break
+			}
+			if field < 0 && strings.EqualFold(name, k) {
+				field = i
+			}
+		}
+		if field < 0 {
+			noField[k] = true
+			continue
+		}
+		if err := md.PrimitiveDecode(top[k], rv.Field(field).Addr().Interface()); err != nil {
+			return nil, err
+		}
+	}
+	left := map[string]bool{}
+	for _, k := range md.Undecoded() {
+		left[k.String()] = true
+	}
+	var unknown []toml.Key
+	for _, k := range md.Keys() {
+		if len(k) == 1 && noField[k[0]] || left[k.String()] {
+			unknown = append(unknown, k)
+		}
+	}
+	return unknown, nil
 }
 
 // undecodedKey is an unknown key and its occurrence number.
