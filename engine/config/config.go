@@ -100,9 +100,9 @@ type Config struct {
 	Plugins      map[string]*Plugin `toml:"plugins"`
 	Certificates []*Certificate     `toml:"certificate"`
 
-	file string     // path given to Load, for messages
-	abs  string     // file made absolute when loaded, before any chdir
-	pos  *positions // key -> line
+	file  string    // path given to Load, for messages
+	abs   string    // file made absolute when loaded, before any chdir
+	lines *keyLines // key -> line, built when first needed
 }
 
 // CA describes the ACME server and the account on it.
@@ -336,11 +336,11 @@ func Load(path string) (*Config, error) {
 
 // load is Load after the file has been read.
 func load(path string, data []byte) (*Config, error) {
-	pos, err := scanPositions(path, string(data))
-	if err != nil {
+	src := string(data)
+	if err := checkNesting(path, src); err != nil {
 		return nil, errors.Join(ErrInvalid, err)
 	}
-	cfg := &Config{file: path, pos: pos}
+	cfg := &Config{file: path, lines: &keyLines{file: path, src: src}}
 	if abs, err := filepath.Abs(path); err == nil {
 		cfg.abs = abs
 	}
@@ -348,7 +348,7 @@ func load(path string, data []byte) (*Config, error) {
 	// (toml.Primitive), seen loosely by the type check, then decoded into
 	// its field from the same parse.
 	var top map[string]toml.Primitive
-	md, err := toml.Decode(string(data), &top)
+	md, err := toml.Decode(src, &top)
 	if err != nil {
 		return nil, errors.Join(ErrInvalid, cfg.decodeError(err))
 	}
@@ -457,6 +457,9 @@ func decodeTop(cfg *Config, md toml.MetaData, top map[string]toml.Primitive, sho
 			return nil, err
 		}
 	}
+	if len(noField) == 0 {
+		return md.Undecoded(), nil
+	}
 	left := map[string]bool{}
 	for _, k := range md.Undecoded() {
 		left[k.String()] = true
@@ -502,7 +505,7 @@ outer:
 
 func (c *Config) unknownKey(u undecodedKey) error {
 	e := &Error{File: c.file, Key: u.key.String(), Message: "unknown key"}
-	if kp, ok := c.pos.nth(u.key, u.n); ok {
+	if kp, ok := c.lines.get().nth(u.key, u.n); ok {
 		e.Line, e.Key = kp.line, kp.path
 	}
 	return e
@@ -783,7 +786,7 @@ func readSecret(file, shown, env string) (string, error) {
 
 // errorf makes an *Error for the key at path.
 func (c *Config) errorf(path, format string, args ...any) error {
-	return &Error{File: c.file, Line: c.pos.line(path), Key: path, Message: fmt.Sprintf(format, args...)}
+	return &Error{File: c.file, Line: c.lines.get().line(path), Key: path, Message: fmt.Sprintf(format, args...)}
 }
 
 // Dir returns the absolute directory of the configuration file, against

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Error is one problem found in a configuration file. Load and Validate
@@ -82,7 +83,7 @@ type positions struct {
 // nil, is an *Error naming the first line where src nests deeper than
 // MaxNesting.
 func scanPositions(file, src string) (*positions, error) {
-	s := &scanner{src: src, line: 1, arrIdx: map[string]int{}}
+	s := &scanner{src: src, line: 1, arrIdx: map[string]int{}, rec: true}
 	s.run()
 	p := &positions{keys: s.out, byPath: map[string]int{}}
 	for _, k := range s.out {
@@ -94,6 +95,36 @@ func scanPositions(file, src string) (*positions, error) {
 		return p, &Error{File: file, Line: s.deep, Message: fmt.Sprintf("keys, arrays and inline tables nest deeper than %d levels", MaxNesting)}
 	}
 	return p, nil
+}
+
+// checkNesting is scanPositions without the index: it only checks
+// MaxNesting, at a fraction of the cost (Load runs it before decoding; the
+// index is built when an error needs a line, see keyLines).
+func checkNesting(file, src string) error {
+	s := &scanner{src: src, line: 1}
+	s.run()
+	if s.deep > 0 {
+		return &Error{File: file, Line: s.deep, Message: fmt.Sprintf("keys, arrays and inline tables nest deeper than %d levels", MaxNesting)}
+	}
+	return nil
+}
+
+// keyLines indexes a file's keys the first time a line is asked for:
+// indexing them all costs about half as much as decoding the file, and
+// only an error needs a line. Safe for concurrent use.
+type keyLines struct {
+	once      sync.Once
+	file, src string
+	p         *positions
+}
+
+// get returns the index; nil (every line unknown) for a nil k.
+func (k *keyLines) get() *positions {
+	if k == nil {
+		return nil
+	}
+	k.once.Do(func() { k.p, _ = scanPositions(k.file, k.src) })
+	return k.p
 }
 
 // line returns the line of the key at path, or of its closest enclosing
@@ -118,6 +149,9 @@ func (p *positions) line(path string) int {
 // nth returns the n-th (0-based) occurrence of the key segs, in document
 // order, and whether it was found.
 func (p *positions) nth(segs []string, n int) (keyPos, bool) {
+	if p == nil {
+		return keyPos{}, false
+	}
 	for _, k := range p.keys {
 		if equalSegs(k.segs, segs) {
 			if n == 0 {
@@ -162,7 +196,8 @@ type scanner struct {
 	tpath  string   // current table, display path with indices
 	arrIdx map[string]int
 	out    []keyPos
-	deep   int // line where nesting first exceeded MaxNesting, or 0
+	deep   int  // line where nesting first exceeded MaxNesting, or 0
+	rec    bool // record the keys' positions in out (else only check nesting)
 }
 
 // tooDeep reports whether depth exceeds MaxNesting; the first time, it
@@ -234,7 +269,12 @@ func (s *scanner) run() {
 		if s.peek() == '=' {
 			s.advance()
 			s.skipSpace(false)
-			s.value(append(append([]string{}, s.table...), segs...), joinPath(s.tpath, segs), depth)
+			var table []string
+			var path string
+			if s.rec && s.peek() == '{' { // only an inline table's keys are recorded
+				table, path = append(append([]string{}, s.table...), segs...), joinPath(s.tpath, segs)
+			}
+			s.value(table, path, depth)
 		}
 		s.skipLine()
 	}
@@ -263,6 +303,9 @@ func joinPath(base string, segs []string) string {
 }
 
 func (s *scanner) record(table []string, tpath string, segs []string, line int) {
+	if !s.rec {
+		return
+	}
 	full := append(append([]string{}, table...), segs...)
 	s.out = append(s.out, keyPos{segs: full, path: joinPath(tpath, segs), line: line})
 }
@@ -282,6 +325,10 @@ func (s *scanner) header() {
 	if s.tooDeep(len(segs)) {
 		return
 	}
+	s.table = segs
+	if !s.rec {
+		return
+	}
 	// Rebuild the display path: every prefix that is an array of tables
 	// gets its current index.
 	var path strings.Builder
@@ -295,10 +342,11 @@ func (s *scanner) header() {
 			s.arrIdx[plain]++
 		}
 		if n, ok := s.arrIdx[plain]; ok {
-			fmt.Fprintf(&path, "[%d]", n-1)
+			path.WriteByte('[')
+			path.WriteString(strconv.Itoa(n - 1))
+			path.WriteByte(']')
 		}
 	}
-	s.table = segs
 	s.tpath = path.String()
 	s.out = append(s.out, keyPos{segs: segs, path: s.tpath, line: line})
 }
@@ -440,7 +488,11 @@ func (s *scanner) value(table []string, path string, depth int) {
 			if table != nil {
 				subTable = append(append([]string{}, table...), segs...)
 			}
-			s.value(subTable, joinPath(path, segs), sub)
+			var subPath string
+			if table != nil {
+				subPath = joinPath(path, segs)
+			}
+			s.value(subTable, subPath, sub)
 		}
 	default:
 		for s.i < len(s.src) {

@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -142,7 +143,7 @@ func (c *Config) Validate() error {
 
 func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]int) []error {
 	var errs []error
-	base := fmt.Sprintf("certificate[%d]", i)
+	base := "certificate[" + strconv.Itoa(i) + "]"
 	add := func(path, format string, args ...any) {
 		errs = append(errs, c.errorf(path, format, args...))
 	}
@@ -164,14 +165,14 @@ func (c *Config) validateCertificate(i int, cert *Certificate, seen map[string]i
 	cert.Identifiers = cert.Identifiers[:0]
 	byValue := map[string]bool{}
 	for j, d := range cert.Domains {
-		dpath := fmt.Sprintf("%s.domains[%d]", base, j)
+		dpath := func() string { return base + ".domains[" + strconv.Itoa(j) + "]" }
 		id, err := parseDomain(d)
 		if err != nil {
-			add(dpath, "%v", err)
+			add(dpath(), "%v", err)
 			continue
 		}
 		if byValue[id.Value] {
-			add(dpath, "%q is listed twice", d)
+			add(dpath(), "%q is listed twice", d)
 			continue
 		}
 		byValue[id.Value] = true
