@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"slices"
+	"sync"
 	"time"
 
 	"github.com/acmehook/acmehook/engine/config"
@@ -63,9 +64,20 @@ type DaemonOptions struct {
 // Before each run, plugins that died are forgotten so they are launched
 // again.
 //
-// It returns nil when ctx is cancelled (SIGTERM): an in-flight run is
-// abandoned through the same ctx, and challenge cleanup still runs. It
-// returns an error only if the first engine cannot be made.
+// On a single machine one run is in progress at a time: certificates that
+// come due meanwhile wait for it to end. In a fleet (Options.Coordinator)
+// the daemon does not wait: what comes due while a run is in progress — a
+// certificate taken over from a node that died, another node's new version
+// to deploy, a certificate whose lock was busy — starts at once in a run of
+// its own beside it (with its own run-begin and run-end), and the runs
+// share Config.Concurrency. A certificate is in one run at a time: one
+// still waiting in an older run moves to the new one, one being worked on
+// is looked at again when its job ends.
+//
+// It returns nil when ctx is cancelled (SIGTERM): the runs in progress are
+// abandoned through the same ctx, and challenge cleanup still runs; it
+// returns once they have. It returns an error only if the first engine
+// cannot be made.
 func Daemon(ctx context.Context, opts DaemonOptions) error {
 	clock := opts.Clock
 	if clock == nil {
@@ -88,72 +100,169 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 	}()
 	log := eng.log
 	log.Info("daemon started", "certificates", len(eng.cfg.Certificates))
+	fleet := eng.coord != nil
 	next := newSchedule(eng.names()) // every certificate is checked at once
-	for {
-		if due := next.due(clock.Now()); len(due) > 0 {
-			for _, n := range eng.plugins.forgetDead() {
-				log.Warn("plugin is not running; it will be launched again", "plugin", n)
-			}
-			eng.inConfigOrder(due)
-			res, err := eng.Run(ctx, RunOptions{Names: due})
-			if ctx.Err() != nil {
-				log.Info("daemon stopping")
-				return nil
-			}
-			if err != nil {
-				log.Error("run failed", "error", err)
-			}
-			if res != nil && opts.afterRun != nil {
-				opts.afterRun(res)
-			}
-			checked := map[string]time.Time{}
-			if res != nil {
-				for _, r := range res.Results {
-					checked[r.Name] = r.nextCheck
-				}
-			}
-			for _, n := range due {
-				next.set(n, eng.nextCheck(ctx, eng.certs[n], checked[n]))
-			}
-			if res != nil && eng.coord != nil {
-				// In a fleet, a certificate whose lock another node held
-				// is looked at again soon.
-				for _, r := range res.Results {
-					if r.Action == ActionBusy {
-						next.set(r.Name, clock.Now().Add(eng.coord.Interval()))
-					}
-				}
-			}
-		} else {
-			// Nothing due: the CA's terms are still looked at once a day
-			// (the wait below is at most MaxSleep, an hour by default).
-			eng.checkTerms(ctx, false)
+	work := newAssignment()
+	// owned is, in a fleet, whether this node owned each certificate when
+	// the membership was last looked at: what moves to it is started at
+	// once.
+	owned := map[string]bool{}
+	if fleet {
+		for _, n := range eng.names() {
+			owned[n] = eng.coord.Owns(n)
 		}
-		name, at, ok := next.earliest()
-		wait := maxSleep
-		if ok {
-			wait = min(max(at.Sub(clock.Now()), 0), maxSleep)
-			log.Info("next check", "cert", name, "at", at.UTC().Format(time.RFC3339), "in", wait.Round(time.Second).String())
+	}
+	type finished struct {
+		id  int
+		res *RunResult
+		err error
+	}
+	runDone := make(chan finished)
+	runs, lastID := 0, 0
+	recheckAll := false // a membership change during a run: look at everything once the runs are done
+	// start hands names to a new run, which starts at once.
+	start := func(names []string) {
+		lastID++
+		id := lastID
+		names = work.hand(id, names)
+		if len(names) == 0 {
+			return
+		}
+		for _, n := range eng.plugins.forgetDead() {
+			log.Warn("plugin is not running; it will be launched again", "plugin", n)
+		}
+		eng.inConfigOrder(names)
+		runs++
+		e := eng
+		ro := RunOptions{
+			Names: names,
+			take:  func(name string) bool { return work.take(id, name) },
+			ended: func(name string, r Result) {
+				var at time.Time
+				if r.Action == ActionBusy {
+					// In a fleet, a certificate whose lock another node
+					// held is looked at again soon.
+					at = e.now().Add(e.coord.Interval())
+				} else {
+					at = e.nextCheck(ctx, e.certs[name], r.nextCheck)
+				}
+				work.end(id, name, at)
+			},
+		}
+		go func() {
+			res, err := e.Run(ctx, ro)
+			runDone <- finished{id, res, err}
+		}()
+	}
+	// schedule takes the jobs that ended from the assignment into next.
+	schedule := func() {
+		for _, x := range work.takeEnded() {
+			if x.again {
+				next.set(x.name, clock.Now())
+			} else {
+				next.set(x.name, x.next)
+			}
+		}
+	}
+	var timer <-chan time.Time
+	var timerAt time.Time
+	idle := false    // woken by the timer
+	drained := false // the last run in progress just ended
+	for {
+		if runs == 0 || fleet {
+			if due := next.due(clock.Now()); len(due) > 0 {
+				start(due)
+			} else if idle && runs == 0 {
+				// Nothing due: the CA's terms are still looked at once a
+				// day (the wait below is at most MaxSleep, an hour by
+				// default).
+				eng.termsMu.Lock()
+				eng.checkTerms(ctx, false)
+				eng.termsMu.Unlock()
+			}
+		}
+		idle = false
+		if runs == 0 || fleet {
+			name, at, ok := next.earliest()
+			wait := maxSleep
+			if ok {
+				wait = min(max(at.Sub(clock.Now()), 0), maxSleep)
+			}
+			// A single machine sleeps anew after each wake, as it only
+			// wakes between runs; a fleet's daemon also wakes as jobs
+			// end, and keeps its timer while the earliest check stays.
+			rearm := timer == nil || !fleet || !at.Equal(timerAt)
+			if rearm {
+				timer, timerAt = clock.After(wait), at
+			}
+			if ok && runs == 0 && (rearm || drained) {
+				log.Info("next check", "cert", name, "at", at.UTC().Format(time.RFC3339), "in", wait.Round(time.Second).String())
+			}
+			drained = false
+		} else {
+			timer = nil
 		}
 		var changed <-chan struct{} // in a fleet: another node stored, or nodes came or went
-		if eng.coord != nil {
-			changed = eng.coord.Changed()
+		var ended <-chan struct{}   // in a fleet: jobs ended, to be scheduled at once
+		if fleet {
+			changed, ended = eng.coord.Changed(), work.signal
+		}
+		reloads := opts.Reload
+		if runs > 0 {
+			reloads = nil // a new engine once the runs are done
 		}
 		select {
 		case <-ctx.Done():
+			for ; runs > 0; runs-- {
+				<-runDone
+			}
 			log.Info("daemon stopping")
 			return nil
+		case f := <-runDone:
+			runs--
+			if f.err != nil {
+				log.Error("run failed", "error", f.err)
+			}
+			if f.res != nil && opts.afterRun != nil {
+				opts.afterRun(f.res)
+			}
+			schedule()
+			for _, n := range work.release(f.id) { // not run (the run failed)
+				next.set(n, eng.nextCheck(ctx, eng.certs[n], time.Time{}))
+			}
+			drained = runs == 0
+			if runs == 0 && recheckAll {
+				recheckAll = false
+				next = newSchedule(eng.names())
+			}
+		case <-ended:
+			schedule()
 		case <-changed:
 			names, all := eng.coord.TakeChanges()
-			if all {
+			switch {
+			case all && runs == 0:
 				next = newSchedule(eng.names())
+			case all:
+				// What moved to this node starts now; the rest is looked
+				// at again once the runs in progress are done.
+				recheckAll = true
+				for _, n := range eng.names() {
+					if eng.coord.Owns(n) && !owned[n] {
+						next.set(n, clock.Now())
+					}
+				}
+			}
+			if all {
+				for _, n := range eng.names() {
+					owned[n] = eng.coord.Owns(n)
+				}
 			}
 			for _, n := range names {
 				if eng.certs[n] != nil {
 					next.set(n, clock.Now())
 				}
 			}
-		case <-opts.Reload:
+		case <-reloads:
 			neng, err := reload(opts, eo, eng.cfg)
 			if err != nil {
 				log.Error("reloading the configuration failed; keeping the previous one", "error", err)
@@ -163,10 +272,110 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 				log.Warn("stopping plugins", "error", err)
 			}
 			eng, next = neng, newSchedule(neng.names())
+			if fleet {
+				clear(owned)
+				for _, n := range eng.names() {
+					owned[n] = eng.coord.Owns(n)
+				}
+			}
 			log.Info("configuration reloaded", "certificates", len(eng.cfg.Certificates))
-		case <-clock.After(wait):
+		case <-timer:
+			timer, idle = nil, true
 		}
 	}
+}
+
+// assignment is which run of the daemon has each certificate, so that no
+// certificate is worked on by two runs at once. Safe for concurrent use:
+// the runs' jobs take and end their certificates on their own goroutines.
+type assignment struct {
+	mu      sync.Mutex
+	run     map[string]int  // the run that has the certificate
+	working map[string]bool // its job is running
+	again   map[string]bool // due again while its job was running
+	ended   []endedJob
+	signal  chan struct{} // has ended jobs
+}
+
+type endedJob struct {
+	name  string
+	next  time.Time // the next check the run decided on
+	again bool      // look at it again at once
+}
+
+func newAssignment() *assignment {
+	return &assignment{run: map[string]int{}, working: map[string]bool{}, again: map[string]bool{}, signal: make(chan struct{}, 1)}
+}
+
+// hand gives names to run id and returns the ones it gets: a certificate
+// waiting in an older run moves to run id (the older one skips it), one
+// whose job is running is marked to be looked at again when it ends.
+func (a *assignment) hand(id int, names []string) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var got []string
+	for _, n := range names {
+		if a.working[n] {
+			a.again[n] = true
+			continue
+		}
+		a.run[n] = id
+		got = append(got, n)
+	}
+	return got
+}
+
+// take starts the job of name in run id, unless another run has it now.
+func (a *assignment) take(id int, name string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.run[name] != id {
+		return false
+	}
+	a.working[name] = true
+	return true
+}
+
+// end records that the job of name in run id ended, next being the next
+// check its run decided on.
+func (a *assignment) end(id int, name string, next time.Time) {
+	a.mu.Lock()
+	if a.run[name] == id {
+		delete(a.run, name)
+	}
+	delete(a.working, name)
+	again := a.again[name]
+	delete(a.again, name)
+	a.ended = append(a.ended, endedJob{name, next, again})
+	a.mu.Unlock()
+	select {
+	case a.signal <- struct{}{}:
+	default:
+	}
+}
+
+// takeEnded returns and forgets the jobs that ended.
+func (a *assignment) takeEnded() []endedJob {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	e := a.ended
+	a.ended = nil
+	return e
+}
+
+// release forgets the certificates run id still has (it ended without
+// running them) and returns them.
+func (a *assignment) release(id int) []string {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var names []string
+	for n, r := range a.run {
+		if r == id {
+			delete(a.run, n)
+			names = append(names, n)
+		}
+	}
+	return names
 }
 
 // reload loads the configuration again and makes an engine for it.

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -388,4 +389,58 @@ func TestDaemonReadsOnlyDue(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+// TestAssignment: a certificate is in one run of the daemon at a time. One
+// waiting in an older run moves to a newer run (the older one skips it);
+// one whose job is running stays with its run and is looked at again at
+// once when the job ends; a run that ends without running some of its
+// certificates gives them back.
+func TestAssignment(t *testing.T) {
+	a := newAssignment()
+	if got := a.hand(1, []string{"x", "y", "z"}); !slices.Equal(got, []string{"x", "y", "z"}) {
+		t.Fatalf("hand(1) = %v, want all three", got)
+	}
+	if !a.take(1, "x") {
+		t.Fatal("take(1, x) = false, want true")
+	}
+	// x is running in run 1; y waits in run 1.
+	if got := a.hand(2, []string{"x", "y"}); !slices.Equal(got, []string{"y"}) {
+		t.Fatalf("hand(2, x y) = %v, want [y] (x is running)", got)
+	}
+	if a.take(1, "y") {
+		t.Error("take(1, y) = true after y moved to run 2")
+	}
+	if !a.take(2, "y") {
+		t.Error("take(2, y) = false, want true")
+	}
+	at := time.Unix(1000, 0)
+	a.end(1, "x", at)
+	a.end(2, "y", at)
+	select {
+	case <-a.signal:
+	default:
+		t.Error("no signal after jobs ended")
+	}
+	want := []endedJob{{"x", at, true}, {"y", at, false}}
+	if got := a.takeEnded(); !slices.Equal(got, want) {
+		t.Errorf("takeEnded() = %v, want %v", got, want)
+	}
+	if got := a.takeEnded(); len(got) != 0 {
+		t.Errorf("takeEnded() again = %v, want nothing", got)
+	}
+	// x can be handed again now that its job ended.
+	if got := a.hand(3, []string{"x"}); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("hand(3, x) = %v, want [x]", got)
+	}
+	// Run 1 ends: z, which it never ran, is given back; nothing else.
+	if got := a.release(1); !slices.Equal(got, []string{"z"}) {
+		t.Errorf("release(1) = %v, want [z]", got)
+	}
+	if got := a.release(3); !slices.Equal(got, []string{"x"}) {
+		t.Errorf("release(3) = %v, want [x]", got)
+	}
+	if got := a.release(1); len(got) != 0 {
+		t.Errorf("release(1) again = %v, want nothing", got)
+	}
 }

@@ -124,6 +124,12 @@ type Engine struct {
 	metrics metrics.Recorder
 	coord   Coordinator
 	claims  sync.Map // certificate name -> *store.Store fenced by its claim
+	// sem holds a token per certificate in progress, shared by the
+	// engine's runs (the daemon's may overlap): Config.Concurrency.
+	sem chan struct{}
+	// termsMu keeps two overlapping runs from comparing the CA's terms
+	// at once (checkTerms).
+	termsMu sync.Mutex
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -211,6 +217,7 @@ func New(opts Options) (*Engine, error) {
 		metrics:       rec,
 		dryRun:        opts.dryRun,
 		coord:         opts.Coordinator,
+		sem:           make(chan struct{}, max(opts.Config.Concurrency, 1)),
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)
@@ -354,11 +361,20 @@ type RunOptions struct {
 	// Force orders a new certificate even when the current one is good
 	// (acmehook issue NAME).
 	Force bool
+
+	// take and ended are the daemon's (daemon.go). take is asked right
+	// before a certificate's job runs; false leaves the certificate out of
+	// this run (a newer run of the daemon has it). ended is told each
+	// job's result when it ends (its lock released), on the job's
+	// goroutine.
+	take  func(name string) bool
+	ended func(name string, r Result)
 }
 
 // Run processes the selected certificates concurrently, at most
-// Config.Concurrency at a time: each one is checked, and issued, renewed or
-// redeployed as needed (see obtain). One failing certificate does not stop
+// Config.Concurrency at a time (shared by the engine's runs when they
+// overlap, as the daemon's do in a fleet): each one is checked, and issued,
+// renewed or redeployed as needed (see obtain). One failing certificate does not stop
 // the others. The run is framed by run-begin, once the plugins are up and
 // before any certificate is handled, and run-end, once every certificate
 // is done (runBegin, runEnd); just before run-end the CA's terms of service
@@ -381,7 +397,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	started := e.now()
 	res := &RunResult{Results: make([]Result, len(certs))}
 	jobs := make([]*job, len(certs))
-	sem := make(chan struct{}, max(e.cfg.Concurrency, 1))
+	sem := e.sem
 	var pwg sync.WaitGroup
 	for i, c := range certs {
 		pwg.Add(1)
@@ -399,6 +415,7 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 
 	// One goroutine per certificate in progress, not per certificate: a
 	// run of 10,000 holds Concurrency of them.
+	skipped := make([]bool, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
 		select {
@@ -410,22 +427,44 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 		wg.Add(1)
 		go func() {
 			defer func() { <-sem; wg.Done() }()
+			if opts.take != nil && !opts.take(j.cert.Name) {
+				skipped[i] = true
+				return
+			}
 			if e.coord != nil {
 				// In a fleet: under the certificate's lock, if this node
 				// owns it now (owner.go).
 				j = e.claimed(ctx, j, loadOptions{force: opts.Force, fetchARI: true})
 				jobs[i] = j
-				defer j.done()
 			}
-			r := e.execute(ctx, j)
+			jctx, stop := e.whileHeld(ctx, j)
+			r := e.execute(jctx, j)
+			stop()
+			j.done()
 			if r.Action == ActionNone || r.Action == ActionHeld {
 				r.nextCheck = j.status.NextCheck
 			}
 			res.Results[i] = r
+			if opts.ended != nil {
+				opts.ended(j.cert.Name, r)
+			}
 		}()
 	}
 	wg.Wait()
+	if slices.Contains(skipped, true) {
+		// Handed to a newer run of the daemon, which reports them.
+		var kj []*job
+		var kr []Result
+		for i, j := range jobs {
+			if !skipped[i] {
+				kj, kr = append(kj, j), append(kr, res.Results[i])
+			}
+		}
+		jobs, res.Results = kj, kr
+	}
+	e.termsMu.Lock()
 	e.checkTerms(ctx, ordersPlaced(jobs))
+	e.termsMu.Unlock()
 	e.runEnd(ctx, jobs, res, started)
 	e.metrics.Run(res.OK(), e.now())
 	return res, nil

@@ -18,6 +18,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/acmehook/acmehook/acme"
@@ -47,6 +48,10 @@ type job struct {
 	release func()
 	owner   string
 	busy    error
+	// claim is the certificate's lock the job holds (nil without one);
+	// lostOnce logs its loss once (owner.go).
+	claim    *Claim
+	lostOnce sync.Once
 }
 
 // load reads cert's current version and state and decides what a run
@@ -238,6 +243,11 @@ func (e *Engine) order(ctx context.Context, j *job) (*store.Version, *x509.Certi
 	csr, err := acme.NewCSR(key, ids)
 	if err != nil {
 		return nil, nil, fmt.Errorf("making CSR: %w", err)
+	}
+	// In a fleet, a node paused past its lease must not finalize an order
+	// whose certificate it could no longer store.
+	if err := e.stillHeld(ctx, j); err != nil {
+		return nil, nil, err
 	}
 	stop := progressLog(j.log, e.progress, "waiting for issuance")
 	o, err = e.client.FinalizeOrder(ctx, acct, o, csr)
@@ -513,15 +523,18 @@ func (e *Engine) redeploy(ctx context.Context, j *job, res Result) Result {
 // recorded and no backoff is earned.
 func (e *Engine) failed(ctx context.Context, j *job, res Result, err error) Result {
 	res.Action, res.Err = ActionFailed, err
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		j.log.Warn("stopping: order abandoned; the next run orders again", "error", err)
-		return res
-	}
-	if lockLost(err) {
+	if cause := context.Cause(ctx); lockLost(err) || lockLost(cause) {
 		// Not the certificate's failure: this node lost its lock (its
 		// lease expired while it was paused or cut off), and the node
 		// that took it over carries on. Nothing is raised or recorded.
-		j.log.Warn("this node lost the certificate's lock; the node that took it over carries on", "error", err)
+		if lockLost(cause) {
+			res.Err = cause
+		}
+		j.lockLost(res.Err)
+		return res
+	}
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		j.log.Warn("stopping: order abandoned; the next run orders again", "error", err)
 		return res
 	}
 	attrs := []any{"error", err}

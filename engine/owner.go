@@ -58,11 +58,20 @@ type Coordinator interface {
 
 // Claim is a held certificate lock (Coordinator.Claim).
 type Claim struct {
+	// Lock names the lock, for logs.
+	Lock string
 	// Store is the storage with every write fenced by the lock.
 	Store *store.Store
 	// Lost is closed when the lock is no longer held (released, or the
-	// node's lease expired). Writes are refused from then on.
+	// node's lease expired). Writes are refused from then on, and the
+	// engine cancels the job working under the lock.
 	Lost <-chan struct{}
+	// Held asks the storage whether the lock is still held, and returns
+	// an error wrapping store.ErrLockLost when it is not. The engine asks
+	// right before it has the CA finalize an order, so a node that was
+	// paused past its lease does not finalize (and waste) an order whose
+	// certificate it could not store; Lost may be closed only later.
+	Held func(ctx context.Context) error
 	// Release gives the lock up; calling it twice is harmless.
 	Release func()
 }
@@ -84,16 +93,70 @@ func (r DeployRecord) OK(version string) bool { return r.Version == version && r
 
 // claim takes the lock of cert name through the coordinator, and makes the
 // job's writes go through its fenced store until release.
-func (e *Engine) claim(ctx context.Context, name string) (release func(), err error) {
-	c, err := e.coord.Claim(ctx, name)
+func (e *Engine) claim(ctx context.Context, name string) (c *Claim, release func(), err error) {
+	c, err = e.coord.Claim(ctx, name)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	e.claims.Store(name, c.Store)
-	return func() {
+	return c, func() {
 		e.claims.Delete(name)
 		c.Release()
 	}, nil
+}
+
+// whileHeld returns the context j runs under: ctx, cancelled (its cause
+// wrapping store.ErrLockLost) if the lock j holds is lost meanwhile, so a
+// node whose lease expired (it was paused or cut off) makes no further
+// request to the CA for a certificate another node has taken over. stop
+// ends the watch; call it before releasing the lock.
+func (e *Engine) whileHeld(ctx context.Context, j *job) (jctx context.Context, stop func()) {
+	if j.claim == nil {
+		return ctx, func() {}
+	}
+	jctx, cancel := context.WithCancelCause(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		select {
+		case <-j.claim.Lost:
+			cancel(j.lockLost(fmt.Errorf("lock %s is no longer this node's: %w", j.claim.Lock, store.ErrLockLost)))
+		case <-jctx.Done():
+		}
+	}()
+	return jctx, func() {
+		cancel(nil)
+		<-done
+	}
+}
+
+// stillHeld asks the storage whether j still holds its certificate's lock
+// (nil without a claim), right before a request to the CA that only makes
+// sense under it (finalize).
+func (e *Engine) stillHeld(ctx context.Context, j *job) error {
+	if j.claim == nil || j.claim.Held == nil {
+		return nil
+	}
+	if err := j.claim.Held(ctx); err != nil {
+		if lockLost(err) {
+			return j.lockLost(err)
+		}
+		return fmt.Errorf("checking the certificate's lock: %w", err)
+	}
+	return nil
+}
+
+// lockLost logs, once per job, that j's lock was lost and the job stops,
+// and returns err.
+func (j *job) lockLost(err error) error {
+	j.lostOnce.Do(func() {
+		lock := ""
+		if j.claim != nil {
+			lock = j.claim.Lock
+		}
+		j.log.Warn("this node lost the certificate's lock: stopping its job before any further request to the CA; the node that took it over carries on", "lock", lock, "error", err)
+	})
+	return err
 }
 
 // storeFor is the store the writes of certificate name go through: the
@@ -188,7 +251,7 @@ func (e *Engine) claimed(ctx context.Context, j *job, opts loadOptions) *job {
 		j.owner = e.owner(cert.Name)
 		return j
 	}
-	release, err := e.claim(ctx, cert.Name)
+	c, release, err := e.claim(ctx, cert.Name)
 	if err != nil {
 		b := &job{cert: cert, log: j.log, status: Status{Name: cert.Name, Domains: cert.Domains}}
 		if errors.Is(err, store.ErrLocked) {
@@ -199,7 +262,7 @@ func (e *Engine) claimed(ctx context.Context, j *job, opts loadOptions) *job {
 		return b
 	}
 	nj := e.load(ctx, cert, opts)
-	nj.release = release
+	nj.claim, nj.release = c, release
 	if nj.orders() {
 		// Its plugins may not have been prepared (the first look found
 		// nothing to do, or another node owned it then).

@@ -104,7 +104,7 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 	}
 	if e.coord != nil {
 		// In a fleet, under the certificate's lock, as its owner would.
-		release, err := e.claim(ctx, name)
+		_, release, err := e.claim(ctx, name)
 		if err != nil {
 			return res, fmt.Errorf("revoking %s: %w", name, err)
 		}

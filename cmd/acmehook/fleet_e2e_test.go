@@ -341,8 +341,10 @@ func versions(t *testing.T, c *testetcd.Cluster, cert string) []string {
 // TestE2EFleetFencing: the node ordering a certificate is paused (SIGSTOP)
 // mid-order, with its validation held, past its lease; another node takes
 // the certificate over and stores it. Resumed (SIGCONT), the old owner
-// finishes its order, and its write is refused by etcd's transaction and
-// logged: the version the new owner stored stays, the only one.
+// finds its lock lost and stops the job before finalizing: Pebble finalized
+// the new owner's order only, the loss is logged once at WARN naming the
+// certificate and the lock, nothing is written (no write even reaches the
+// fence) and the version the new owner stored stays the only one.
 func TestE2EFleetFencing(t *testing.T) {
 	c := testetcd.Start(t, testetcd.Options{Members: 3})
 	host := "fence.fleet.example.com"
@@ -384,22 +386,30 @@ func TestE2EFleetFencing(t *testing.T) {
 	}
 
 	old.cmd.Process.Signal(syscall.SIGCONT)
-	waitFor(t, "the old owner's write to be refused", func() bool {
-		return strings.Contains(old.out.String(), "write refused: lock lost (the transaction's ownership compare failed)")
-	}, old.out)
+	const lost = `level=WARN msg="this node lost the certificate's lock: stopping its job before any further request to the CA; the node that took it over carries on" cert=fence lock=certificates/fence`
+	waitFor(t, "the old owner to stop its job", func() bool { return strings.Contains(old.out.String(), lost) }, old.out)
 	// It rejoins, and deploys the version the new owner stored.
 	waitFor(t, "the old owner to deploy the new owner's version", func() bool { v, _ := old.deployed(t); return v == 1 }, old.out)
+	if got := finalized() - before; got != 1 {
+		t.Errorf("Pebble finalized %d orders, want 1 (the new owner's; the paused node must not finalize)", got)
+	}
+	if n := strings.Count(old.out.String(), "this node lost the certificate's lock"); n != 1 {
+		t.Errorf("the old owner logged the lost lock %d times, want once:\n%s", n, old.out)
+	}
+	if strings.Contains(old.out.String(), "write refused") {
+		t.Errorf("the old owner tried to write after it lost the lock:\n%s", old.out)
+	}
 	if got := versions(t, c, "fence"); !slices.Equal(got, stored) {
 		t.Errorf("stored versions after the old owner resumed = %v, want %v (no version overwritten)", got, stored)
 	}
 	doc := taker.listJSON(t)
-	if cur := doc.Certificates[0].Current; cur == nil || cur.Version != stored[0] {
-		t.Errorf("current after the old owner resumed = %+v, want version %s", cur, stored[0])
+	st := doc.Certificates[0]
+	if st.Current == nil || st.Current.Version != stored[0] {
+		t.Errorf("current after the old owner resumed = %+v, want version %s", st.Current, stored[0])
 	}
-	if !strings.Contains(old.out.String(), "this node lost the certificate's lock") {
-		t.Errorf("the old owner did not say it lost the lock:\n%s", old.out)
+	if st.Next != "none" || st.LastEvent == nil || st.LastEvent.Event == "failed" {
+		t.Errorf("state after the old owner resumed: next %q, last event %+v; want none and no failure recorded", st.Next, st.LastEvent)
 	}
-	t.Logf("Pebble finalized %d orders (the paused node's own order, refused in storage, counts)", finalized()-before)
 }
 
 // TestE2EFleetTakeover: the node ordering a certificate is killed
@@ -480,6 +490,160 @@ func TestE2EFleetTakeover(t *testing.T) {
 	if got := finalized() - before; got != total {
 		t.Errorf("after the restart Pebble finalized %d orders, want %d", got, total)
 	}
+}
+
+// runEndScript records each run-end that deployed something as a file
+// .runend.NAMES (the deployed names, comma-separated) in its directory.
+const runEndScript = `
+local acmehook = require("acmehook")
+local out = %q
+acmehook.on("run-end", function(ev)
+  if #ev.deployed == 0 then return end
+  assert(acmehook.files.write(out .. "/.runend." .. table.concat(ev.deployed, ","), "run-end"))
+end)
+`
+
+// ownedBy returns a certificate name starting with prefix that Owner
+// gives to node among nodes.
+func ownedBy(nodes []string, node, prefix string) string {
+	for i := 0; ; i++ {
+		if name := fmt.Sprintf("%s%d", prefix, i); fleet.Owner(nodes, name) == node {
+			return name
+		}
+	}
+}
+
+// TestE2EFleetMidRun: a daemon in the middle of a run (its own order held
+// at the CA's validation) does not wait for that run to end. Another
+// node's new version is deployed at once, with its own run-end; and when
+// that node is killed (SIGKILL) mid-order, the certificate it was ordering
+// is started within the lease TTL and a check interval of the kill, and
+// stored, while the first run is still in progress. Every certificate is
+// finalized once, and deployed once.
+func TestE2EFleetMidRun(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	members := []string{"a", "b"}
+	long, fresh, taken := ownedBy(members, "a", "long"), ownedBy(members, "b", "fresh"), ownedBy(members, "b", "taken")
+	cert := func(name string) string {
+		return fmt.Sprintf("[[certificate]]\nname = %q\ndomains = [\"%s.midrun.example.com\"]\nsolver = \"webroot\"\nscripts = [\"deploys.lua\", \"runend.lua\"]\nself_check = false\n", name, name)
+	}
+	nodes := newFleet(t, c, 2, func(string) string { return "concurrency = 4\n" + cert("warm") })
+	a, b := nodes[0], nodes[1]
+	for _, n := range nodes {
+		if err := os.WriteFile(filepath.Join(n.site.work.Dir, "runend.lua"), []byte(fmt.Sprintf(runEndScript, n.deploys)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	before := finalized()
+	for _, n := range nodes {
+		n.start(t)
+	}
+	// Both nodes are members once each deployed the first certificate;
+	// then both get the three others (SIGHUP), so each orders its own.
+	for _, n := range nodes {
+		waitFor(t, "node "+n.name+" to deploy warm", func() bool { v, _ := n.deployed(t); return v == 1 }, n.out)
+	}
+	holdLong, holdFresh, holdTaken := holds.hold(t, long+".midrun.example.com"), holds.hold(t, fresh+".midrun.example.com"), holds.hold(t, taken+".midrun.example.com")
+	for _, n := range nodes {
+		if err := os.WriteFile(n.conf, []byte(n.site.text+cert(long)+cert(fresh)+cert(taken)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		n.cmd.Process.Signal(syscall.SIGHUP)
+	}
+	for _, hd := range []*hold{holdLong, holdFresh, holdTaken} {
+		select {
+		case <-hd.arrived:
+		case <-time.After(30 * time.Second):
+			t.Fatalf("not every validation arrived; a:\n%s\nb:\n%s", a.out, b.out)
+		}
+	}
+	for cert, n := range map[string]*fleetNode{long: a, fresh: b, taken: b} {
+		if !n.ordering(cert) {
+			t.Fatalf("node %s is not ordering %s, its owner; log:\n%s", n.name, cert, n.out)
+		}
+	}
+	bound := 2*time.Second + fleet.CheckInterval(2*time.Second)
+	// a's run stays in progress as long as its validation of long is held.
+	inProgress := func(what string) {
+		t.Helper()
+		select {
+		case <-holdLong.release:
+			t.Fatalf("%s: the validation of %s was released", what, long)
+		default:
+		}
+		if strings.Contains(a.out.String(), "cert="+long+" version=") {
+			t.Fatalf("%s: node a stored %s, its run is over", what, long)
+		}
+	}
+
+	// Another node's new version is deployed at once, in a run of its own
+	// whose run-end the scripts get now, not when a's run ends.
+	holdFresh.Release()
+	waitFor(t, "b to store and deploy "+fresh, func() bool { return deployedOn(t, b, fresh) }, b.out)
+	stored := time.Now()
+	if waitUntil(t, bound, "a to deploy "+fresh+" while its run is in progress", func() bool {
+		return deployedOn(t, a, fresh) && exists(filepath.Join(a.deploys, ".runend."+fresh))
+	}, a.out) {
+		t.Logf("node a deployed b's new version (and raised its run-end) %s after b stored it", time.Since(stored).Round(time.Millisecond))
+	}
+	inProgress("after the deploy of " + fresh)
+
+	// b dies mid-order: a starts on what b was ordering within the lease
+	// TTL and a check interval, and stores it, while its run goes on.
+	b.cmd.Process.Kill()
+	killed := time.Now()
+	holdTaken.Release()
+	if !waitUntil(t, bound, "a to take "+taken+" over while its run is in progress", func() bool { return a.ordering(taken) }, a.out) {
+		t.FailNow()
+	}
+	t.Logf("node a took %s over %s after node b was killed (bound: lease TTL 2s + check interval %s)", taken, time.Since(killed).Round(10*time.Millisecond), fleet.CheckInterval(2*time.Second))
+	waitFor(t, "a to store and deploy "+taken, func() bool { return deployedOn(t, a, taken) }, a.out)
+	inProgress("after the takeover of " + taken)
+
+	holdLong.Release()
+	waitFor(t, "a to finish its run", func() bool { return deployedOn(t, a, long) }, a.out)
+	if v, again := a.deployed(t); v != 4 || again != 0 {
+		t.Errorf("node a deployed %d versions, %d twice; want 4 once each", v, again)
+	}
+	if got := finalized() - before; got != 4 {
+		t.Errorf("Pebble finalized %d orders, want 4 (one per certificate)", got)
+	}
+	if strings.Contains(a.out.String(), "level=ERROR") {
+		t.Errorf("node a logged an error:\n%s", a.out)
+	}
+}
+
+// deployedOn reports whether node n's deploy script ran for cert.
+func deployedOn(t *testing.T, n *fleetNode, cert string) bool {
+	t.Helper()
+	es, err := os.ReadDir(n.deploys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if strings.HasPrefix(e.Name(), cert+".") {
+			return true
+		}
+	}
+	return false
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// waitUntil polls cond every 10ms and reports whether it held within
+// bound; if not, the test fails (and goes on).
+func waitUntil(t *testing.T, bound time.Duration, what string, cond func() bool, log *sdktest.LogBuffer) bool {
+	t.Helper()
+	for deadline := time.Now().Add(bound); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Errorf("%s did not happen within %s; log:\n%s", what, bound, log)
+			return false
+		}
+	}
+	return true
 }
 
 // TestE2EFleetDeployRetry: a node started after the certificate was issued

@@ -174,9 +174,15 @@ func (c *Coordinator) Claim(ctx context.Context, name string) (*engine.Claim, er
 	if err != nil {
 		return nil, err
 	}
+	var held func(context.Context) error
+	if h, ok := l.(interface{ Held(context.Context) error }); ok {
+		held = h.Held
+	}
 	return &engine.Claim{
+		Lock:  CertificateLock(name),
 		Store: c.base.WithFence(l),
 		Lost:  l.Done(),
+		Held:  held,
 		Release: func() {
 			if err := l.Unlock(context.Background()); err != nil {
 				c.log.Warn("releasing a certificate's lock; its lease frees it", "cert", name, "error", err)

@@ -418,6 +418,28 @@ type lock struct {
 	once     sync.Once
 }
 
+// Held asks etcd whether the lock is still held: its key is there, taken
+// at the lock's token. An error wrapping store.ErrLockLost says it is not
+// (its session's lease expired, while this process may not have noticed
+// yet: a paused process learns it only after it resumes).
+func (l *lock) Held(ctx context.Context) error {
+	select {
+	case <-l.done:
+		return fmt.Errorf("lock %s (token %d) is no longer held: %w", l.name, l.token, store.ErrLockLost)
+	default:
+	}
+	rctx, cancel := l.b.ctx(ctx)
+	defer cancel()
+	resp, err := l.b.cli.Get(rctx, l.mu.Key(), clientv3.WithKeysOnly())
+	if err != nil {
+		return fmt.Errorf("etcd: reading lock %s: %w", l.name, err)
+	}
+	if len(resp.Kvs) == 0 || uint64(resp.Kvs[0].CreateRevision) != l.token {
+		return fmt.Errorf("lock %s (token %d) is no longer held: its lease expired: %w", l.name, l.token, store.ErrLockLost)
+	}
+	return nil
+}
+
 func (l *lock) Name() string          { return l.name }
 func (l *lock) Token() uint64         { return l.token }
 func (l *lock) Done() <-chan struct{} { return l.done }
@@ -501,7 +523,7 @@ func (b *Backend) Lock(ctx context.Context, name string) (store.Lock, error) {
 			select {
 			case <-l.unlocked:
 			default:
-				b.log.Warn("lock lost: the session's lease expired", "lock", name, "token", l.token)
+				b.log.Info("lock lost: the session's lease expired", "lock", name, "token", l.token)
 			}
 			b.mu.Lock()
 			if b.locks[name] == l {
