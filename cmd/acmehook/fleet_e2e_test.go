@@ -254,8 +254,12 @@ func TestE2EFleetExactlyOnce(t *testing.T) {
 	for _, n := range nodes {
 		n.start(t)
 	}
+	// 200 issuances on a loaded 2-core machine can take longer than
+	// waitFor's 30 s; this test is about counts, not speed (BenchmarkFleet).
 	for _, n := range nodes {
-		waitFor(t, "node "+n.name+" to deploy every certificate", func() bool { v, _ := n.deployed(t); return v >= total }, n.out)
+		if !waitUntil(t, 2*time.Minute, "node "+n.name+" to deploy every certificate", func() bool { v, _ := n.deployed(t); return v >= total }, n.out) {
+			t.FailNow()
+		}
 	}
 	t.Logf("%d certificates issued and deployed on 3 nodes in %s", total, time.Since(start).Round(10*time.Millisecond))
 	if got := finalized() - before; got != total {
@@ -274,16 +278,33 @@ func TestE2EFleetExactlyOnce(t *testing.T) {
 		}
 	}
 
-	doc := nodes[0].listJSON(t)
-	for _, s := range doc.Certificates {
-		if s.Current == nil || s.Deployed == nil || s.Deployed.Nodes != 3 || s.Deployed.Current != 3 {
-			t.Fatalf("list --json: %s is %+v deployed %+v, want current and 3/3 deployed", s.Name, s.Current, s.Deployed)
+	// A node whose 2 s lease lapsed under load is not counted live until
+	// it renews its session (within a check interval): look again a few
+	// times before failing.
+	var o outcome
+	problem := ""
+	for range 20 {
+		problem = ""
+		for _, s := range nodes[0].listJSON(t).Certificates {
+			if s.Current == nil || s.Deployed == nil || s.Deployed.Nodes != 3 || s.Deployed.Current != 3 {
+				problem = fmt.Sprintf("list --json: %s is %+v deployed %+v, want current and 3/3 deployed", s.Name, s.Current, s.Deployed)
+				break
+			}
 		}
+		if problem == "" {
+			if o = nodes[1].site.acmehook("list"); o.code != 0 || strings.Count(o.stdout, " 3/3\n") != total {
+				problem = fmt.Sprintf("list shows 3/3 deployed on %d certificates, want %d:\n%s", strings.Count(o.stdout, " 3/3\n"), total, o)
+			}
+		}
+		if problem == "" {
+			break
+		}
+		time.Sleep(250 * time.Millisecond)
 	}
-	if o := nodes[1].site.acmehook("list"); o.code != 0 || strings.Count(o.stdout, " 3/3\n") != total {
-		t.Errorf("list shows 3/3 deployed on %d certificates, want %d:\n%s", strings.Count(o.stdout, " 3/3\n"), total, o)
+	if problem != "" {
+		t.Error(problem)
 	}
-	o := nodes[2].site.acmehook("nodes", "--json")
+	o = nodes[2].site.acmehook("nodes", "--json")
 	var nd NodesOutput
 	if err := json.Unmarshal([]byte(o.stdout), &nd); err != nil || o.code != 0 {
 		t.Fatalf("nodes --json: %v\n%s", err, o)
