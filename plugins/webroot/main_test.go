@@ -81,9 +81,14 @@ func TestServedByWebServer(t *testing.T) {
 	if code, _ := get(); code != 404 {
 		t.Errorf("GET after CleanUp = %d, want 404", code)
 	}
-	if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
-		t.Errorf("stat .well-known after CleanUp = %v, want it removed", err)
-	}
+	// The directories wait for the next challenge (webroot.Linger), and go
+	// when the plugin stops.
+	defer func() {
+		p.Close()
+		if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
+			t.Errorf("stat .well-known after CleanUp and the plugin's stop = %v, want it removed", err)
+		}
+	}()
 	// A hostile token is refused by the subprocess with a clear error.
 	c.Token = "../../../../tmp/x-AAAAAAAAAAAAAAAAAAAAAA"
 	_, err = p.Present(ctx, &sdk.PresentRequest{Challenge: c})
@@ -155,8 +160,9 @@ func TestIssueWithPebble(t *testing.T) {
 	if _, err := chain.Certificates[0].Verify(x509.VerifyOptions{Roots: pebble.Roots(t, 0), Intermediates: inter, DNSName: "www.webroot.example.com"}); err != nil {
 		t.Errorf("issued certificate does not verify: %v", err)
 	}
+	p.Close()
 	if _, err := os.Stat(filepath.Join(root, ".well-known")); !os.IsNotExist(err) {
-		t.Errorf("stat .well-known after issuance = %v, want it cleaned up", err)
+		t.Errorf("stat .well-known after issuance and the plugin's stop = %v, want it cleaned up", err)
 	}
 }
 
@@ -232,6 +238,7 @@ func TestCrashLeftoversRemoved(t *testing.T) {
 		if _, err := c.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: ch(live)}); err != nil {
 			t.Fatal(err)
 		}
+		c.Close()
 		if got := listDir(t, dir); strings.Join(got, " ") != strings.Join([]string{unlisted, replaced}, " ") {
 			t.Errorf("challenge directory at the end = %q, want the two files that are not acmehook's", got)
 		}

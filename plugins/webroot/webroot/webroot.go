@@ -12,7 +12,8 @@
 //
 // The file is written atomically with mode 0644; the directories
 // .well-known and acme-challenge are created (0755) when missing and removed
-// again by CleanUp once empty. A token that is not strict base64url is
+// again once empty: Linger after the last CleanUp in them, or when the
+// solver is closed, so that a run of many challenges creates them once. A token that is not strict base64url is
 // refused before any path is built, and nothing is written unless the
 // directory, with symbolic links resolved, is inside the root.
 //
@@ -43,6 +44,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -50,6 +52,13 @@ import (
 
 // Version is the plugin's version.
 const Version = "1.0.0"
+
+// Linger is how long a challenge directory's ledger and the directories
+// the plugin created stay after the last challenge in them is cleaned up,
+// waiting for the next Present (a run of many certificates, or one order's
+// identifiers one after the other): each creation and removal of a file
+// costs the file system an inode. Close removes them at once.
+var Linger = 2 * time.Second
 
 // ErrOutsideRoot is returned when the challenge directory resolves to a
 // place outside the document root (a symbolic link pointing away).
@@ -95,6 +104,8 @@ type Solver struct {
 type ledger struct {
 	f       *os.File
 	pending map[string]bool // tokens presented and not cleaned up
+	// idle, while nothing is pending, retires the ledger after Linger.
+	idle *time.Timer
 }
 
 // New checks the configuration and returns the solver: every root must be
@@ -213,20 +224,27 @@ func (s *Solver) CleanUp(ctx context.Context, req *sdk.CleanUpRequest) (*sdk.Cle
 	}
 	s.log.Info("removed http-01 resource", "domain", c.Identifier.Value, "path", path)
 	s.settle(dir, c.Token)
-	s.removeCreatedDirs()
 	return &sdk.CleanUpResponse{}, nil
 }
 
-// Close implements sdk.Closer: it releases the ledgers' locks. A ledger
-// still listing a challenge (CleanUp never came) is then the next start's
-// to clean up.
+// Close implements sdk.Closer: it removes the ledgers with nothing pending
+// and the directories it created that are empty, and releases the other
+// ledgers' locks. A ledger still listing a challenge (CleanUp never came)
+// is then the next start's to clean up.
 func (s *Solver) Close() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	for dir, l := range s.ledgers {
+		if l.idle != nil {
+			l.idle.Stop()
+		}
+		if len(l.pending) == 0 {
+			os.Remove(l.f.Name())
+		}
 		l.f.Close()
 		delete(s.ledgers, dir)
 	}
+	s.mu.Unlock()
+	s.removeCreatedDirs()
 	return nil
 }
 
@@ -255,6 +273,10 @@ func (s *Solver) record(dir string, made []string, token string) error {
 		l = &ledger{f: f, pending: map[string]bool{}}
 		s.ledgers[dir] = l
 	}
+	if l.idle != nil {
+		l.idle.Stop() // in use again; retire checks that under s.mu too
+		l.idle = nil
+	}
 	var b strings.Builder
 	for _, d := range made {
 		fmt.Fprintf(&b, "dir %s\n", d)
@@ -270,8 +292,8 @@ func (s *Solver) record(dir string, made []string, token string) error {
 	return nil
 }
 
-// settle marks token cleaned up; a ledger with nothing pending is removed
-// (the directories it lists are then removeCreatedDirs's).
+// settle marks token cleaned up; a ledger with nothing pending is retired
+// after Linger unless a challenge comes first.
 func (s *Solver) settle(dir, token string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -280,11 +302,24 @@ func (s *Solver) settle(dir, token string) {
 		return
 	}
 	delete(l.pending, token)
-	if len(l.pending) == 0 {
-		os.Remove(l.f.Name())
-		l.f.Close()
-		delete(s.ledgers, dir)
+	if len(l.pending) == 0 && l.idle == nil {
+		l.idle = time.AfterFunc(Linger, func() { s.retire(dir, l) })
 	}
+}
+
+// retire removes the ledger l of dir if nothing is pending in it, then the
+// directories this process created that are empty.
+func (s *Solver) retire(dir string, l *ledger) {
+	s.mu.Lock()
+	if s.ledgers[dir] != l || len(l.pending) > 0 {
+		s.mu.Unlock()
+		return // closed, or in use again
+	}
+	os.Remove(l.f.Name())
+	l.f.Close()
+	delete(s.ledgers, dir)
+	s.mu.Unlock()
+	s.removeCreatedDirs()
 }
 
 // maxLedger bounds what sweep reads of a ledger.

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/plugin/sdk"
@@ -91,12 +92,66 @@ func TestPresentCleanUp(t *testing.T) {
 	if _, err := s.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c2}); err != nil {
 		t.Fatalf("CleanUp = %v", err)
 	}
-	if got := listTree(t, root); len(got) != 1 {
-		t.Errorf("tree after CleanUp = %q, want the root alone (created directories removed)", got)
-	}
 	// Cleaning up twice is not an error.
 	if _, err := s.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c2}); err != nil {
 		t.Errorf("second CleanUp = %v", err)
+	}
+	// The directories and the ledger wait for the next challenge for
+	// Linger (TestLinger); Close removes them.
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if got := listTree(t, root); len(got) != 1 {
+		t.Errorf("tree after CleanUp and Close = %q, want the root alone (created directories removed)", got)
+	}
+}
+
+// TestLinger: after the last CleanUp in a directory, its ledger and the
+// directories the plugin made stay for Linger; a Present meanwhile uses
+// them again (nothing is created: the same ledger); once Linger has passed
+// with nothing presented they are removed, without Close.
+func TestLinger(t *testing.T) {
+	defer func(d time.Duration) { Linger = d }(Linger)
+	Linger = 300 * time.Millisecond
+	root := t.TempDir()
+	s := configured(t, map[string]any{"root": root})
+	defer s.Close()
+	ctx := context.Background()
+	tree := func() string { return strings.Join(listTree(t, root), " ") }
+	c := challenge("example.com", token, keyAuth)
+	if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	first := tree()
+	if !ledgerName.MatchString(first) || ledgerName.ReplaceAllString(first, "LEDGER") != ". .well-known .well-known/acme-challenge .well-known/acme-challenge/LEDGER" {
+		t.Fatalf("tree right after the last CleanUp = %q, want the directories and the ledger", first)
+	}
+	c2 := challenge("www.example.com", token2, keyAuth2)
+	if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c2}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.CleanUp(ctx, &sdk.CleanUpRequest{Challenge: c2}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(); got != first {
+		t.Errorf("tree after a second challenge within Linger = %q, want %q (the same ledger)", got, first)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for tree() != "." {
+		if time.Now().After(deadline) {
+			t.Fatalf("tree 10 s after the last CleanUp = %q, want the root alone", tree())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	// And the next challenge makes them again.
+	if _, err := s.Present(ctx, &sdk.PresentRequest{Challenge: c}); err != nil {
+		t.Fatal(err)
+	}
+	if got := tree(); !strings.Contains(got, ".well-known/acme-challenge/"+token) {
+		t.Errorf("tree after Present = %q", got)
 	}
 }
 
@@ -114,8 +169,9 @@ func TestExistingDirectoriesKept(t *testing.T) {
 	if _, err := s.CleanUp(context.Background(), &sdk.CleanUpRequest{Challenge: c}); err != nil {
 		t.Fatal(err)
 	}
+	s.Close()
 	if got := listTree(t, root); len(got) != 3 {
-		t.Errorf("tree after CleanUp = %q, want the existing directories kept", got)
+		t.Errorf("tree after CleanUp and Close = %q, want the existing directories kept", got)
 	}
 }
 
@@ -154,8 +210,9 @@ func TestLeadingDashToken(t *testing.T) {
 	if _, err := s.CleanUp(context.Background(), &sdk.CleanUpRequest{Challenge: c}); err != nil {
 		t.Fatalf("CleanUp = %v", err)
 	}
+	s.Close()
 	if got := listTree(t, root); len(got) != 1 {
-		t.Errorf("tree after CleanUp = %q, want the root alone", got)
+		t.Errorf("tree after CleanUp and Close = %q, want the root alone", got)
 	}
 }
 
@@ -245,8 +302,9 @@ func TestConcurrentChallenges(t *testing.T) {
 	for err := range errs {
 		t.Error(err)
 	}
+	s.Close()
 	if got := listTree(t, root); len(got) != 1 {
-		t.Errorf("tree after every CleanUp = %q, want the root alone", got)
+		t.Errorf("tree after every CleanUp and Close = %q, want the root alone", got)
 	}
 }
 
