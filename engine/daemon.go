@@ -135,8 +135,9 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 		runs++
 		e := eng
 		ro := RunOptions{
-			Names: names,
-			take:  func(name string) bool { return work.take(id, name) },
+			Names:  names,
+			urgent: runs > 1, // started beside a run in progress
+			take:   func(name string) bool { return work.take(id, name) },
 			ended: func(name string, r Result) {
 				var at time.Time
 				if r.Action == ActionBusy {

@@ -124,9 +124,9 @@ type Engine struct {
 	metrics metrics.Recorder
 	coord   Coordinator
 	claims  sync.Map // certificate name -> *store.Store fenced by its claim
-	// sem holds a token per certificate in progress, shared by the
-	// engine's runs (the daemon's may overlap): Config.Concurrency.
-	sem chan struct{}
+	// workers bound the certificates in progress to Config.Concurrency,
+	// across the engine's runs (the daemon's may overlap: workers.go).
+	workers *workers
 	// termsMu keeps two overlapping runs from comparing the CA's terms
 	// at once (checkTerms).
 	termsMu sync.Mutex
@@ -217,7 +217,7 @@ func New(opts Options) (*Engine, error) {
 		metrics:       rec,
 		dryRun:        opts.dryRun,
 		coord:         opts.Coordinator,
-		sem:           make(chan struct{}, max(opts.Config.Concurrency, 1)),
+		workers:       newWorkers(opts.Config.Concurrency),
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)
@@ -362,13 +362,16 @@ type RunOptions struct {
 	// (acmehook issue NAME).
 	Force bool
 
-	// take and ended are the daemon's (daemon.go). take is asked right
+	// urgent, take and ended are the daemon's (daemon.go). An urgent
+	// run's certificates get the next free worker before those of the
+	// engine's other runs (workers.go). take is asked right
 	// before a certificate's job runs; false leaves the certificate out of
 	// this run (a newer run of the daemon has it). ended is told each
 	// job's result when it ends (its lock released), on the job's
 	// goroutine.
-	take  func(name string) bool
-	ended func(name string, r Result)
+	urgent bool
+	take   func(name string) bool
+	ended  func(name string, r Result)
 }
 
 // Run processes the selected certificates concurrently, at most
@@ -397,13 +400,15 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	started := e.now()
 	res := &RunResult{Results: make([]Result, len(certs))}
 	jobs := make([]*job, len(certs))
-	sem := e.sem
 	var pwg sync.WaitGroup
 	for i, c := range certs {
+		if err := e.workers.acquire(ctx, opts.urgent); err != nil {
+			jobs[i] = &job{cert: c, log: e.log.With("cert", c.Name), status: Status{Name: c.Name, Domains: c.Domains, Err: err}}
+			continue
+		}
 		pwg.Add(1)
-		sem <- struct{}{}
 		go func() {
-			defer func() { <-sem; pwg.Done() }()
+			defer func() { e.workers.release(); pwg.Done() }()
 			jobs[i] = e.prepare(ctx, c, loadOptions{force: opts.Force, fetchARI: true})
 		}()
 	}
@@ -418,15 +423,13 @@ func (e *Engine) Run(ctx context.Context, opts RunOptions) (*RunResult, error) {
 	skipped := make([]bool, len(jobs))
 	var wg sync.WaitGroup
 	for i, j := range jobs {
-		select {
-		case sem <- struct{}{}:
-		case <-ctx.Done():
-			res.Results[i] = Result{Name: j.cert.Name, Action: ActionFailed, Err: ctx.Err()}
+		if err := e.workers.acquire(ctx, opts.urgent); err != nil {
+			res.Results[i] = Result{Name: j.cert.Name, Action: ActionFailed, Err: err}
 			continue
 		}
 		wg.Add(1)
 		go func() {
-			defer func() { <-sem; wg.Done() }()
+			defer func() { e.workers.release(); wg.Done() }()
 			if opts.take != nil && !opts.take(j.cert.Name) {
 				skipped[i] = true
 				return
