@@ -89,9 +89,21 @@ const (
 // on the first call and caching it. Every URL in it must be https unless
 // AllowInsecureHTTP is set.
 func (c *Client) Directory(ctx context.Context) (Directory, error) {
+	return c.directory(ctx, false)
+}
+
+// RefreshDirectory fetches the directory again and caches it in place of
+// the one Directory fetched first, for a long-lived client that looks at
+// the server's terms of service (RFC 8555 §7.3.3) or its resources anew.
+// When the fetch fails the cached directory stays.
+func (c *Client) RefreshDirectory(ctx context.Context) (Directory, error) {
+	return c.directory(ctx, true)
+}
+
+func (c *Client) directory(ctx context.Context, fresh bool) (Directory, error) {
 	c.dirMu.Lock()
 	defer c.dirMu.Unlock()
-	if c.dir != nil {
+	if c.dir != nil && !fresh {
 		return *c.dir, nil
 	}
 	if c.DirectoryURL == "" {

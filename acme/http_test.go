@@ -489,6 +489,13 @@ func TestDirectoryFetchedOnce(t *testing.T) {
 	if n != 1 {
 		t.Errorf("directory fetched %d times, want 1", n)
 	}
+	if d, err := c.RefreshDirectory(ctxT(t)); err != nil || d.Meta.TermsOfService != "https://x.example/tos" {
+		t.Fatalf("RefreshDirectory = %+v, %v", d.Meta, err)
+	}
+	c.Directory(ctxT(t))
+	if n != 2 {
+		t.Errorf("directory fetched %d times after RefreshDirectory and Directory, want 2 (the refreshed one cached)", n)
+	}
 }
 
 func TestNewAuthorization(t *testing.T) {

@@ -56,6 +56,34 @@ func (e *Engine) withAccount(ctx context.Context, f func(acme.Account) error) (a
 	return acct, f(acct)
 }
 
+// lockAccount returns the store to write the account info through while
+// reading, deciding on and writing it, and the function that ends that.
+// In a fleet (a coordinator) it takes the account's lock, without waiting,
+// and the returned store's writes are fenced by it: another node holding
+// it fails this with an error wrapping store.ErrLocked. Without a
+// coordinator the storage lock already keeps other processes out.
+func (e *Engine) lockAccount(ctx context.Context) (*store.Store, func(), error) {
+	if e.coord == nil {
+		return e.store, func() {}, nil
+	}
+	l, err := e.store.Backend().Lock(ctx, AccountLock(e.cfg.CA.Directory))
+	if err != nil {
+		return nil, nil, err
+	}
+	return e.store.WithFence(l), func() {
+		if err := l.Unlock(context.WithoutCancel(ctx)); err != nil {
+			e.log.Warn("releasing the account's lock", "error", err)
+		}
+	}, nil
+}
+
+// AccountLock is the name of the storage lock of the account for the CA
+// directory URL, which a fleet node holds while it looks at the CA's terms
+// of service for it (checkTerms).
+func AccountLock(directory string) string {
+	return "accounts/" + store.AccountDirName(directory)
+}
+
 // reregister registers the stored account key again after the CA answered
 // a request signed with acct with accountDoesNotExist (err), and returns
 // the account to retry with. Any other error is returned as it is.

@@ -270,6 +270,84 @@ func TestTOSChanged(t *testing.T) {
 	}
 }
 
+// TestTOSChangedCachedDirectory: the directory a long-lived engine (a
+// daemon) fetched when it first ordered is only a hint. Days old, it names
+// the terms agreed to while another node of the fleet has announced new
+// ones: an ordering run neither undoes that announcement nor asks the CA.
+// Fresh, it names terms neither agreed to nor announced: the run looks at
+// the directory afresh (one request) and announces them at once, before
+// the daily look.
+func TestTOSChangedCachedDirectory(t *testing.T) {
+	e := newEnv(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
+	cfg := e.write("[[certificate]]\nname = \"cached\"\ndomains = [\"cached.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+	const newTerms = "https://ca.example/terms/cached.pdf"
+	start := time.Now()
+	now := start
+	e.now = func() time.Time { return now }
+	event := filepath.Join(e.work.Events, "run.tos-changed.json")
+	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
+		ctx := context.Background()
+		if res, err := eng.Run(ctx, RunOptions{}); err != nil || res.Results[0].Action != ActionIssued {
+			t.Fatalf("first run = %+v, %v", res, err)
+		}
+		p.Add(pebbletest.Fault{Kind: "GET /dir", Rewrite: pebbletest.EditJSON(func(m map[string]any) {
+			m["meta"].(map[string]any)["termsOfService"] = newTerms
+		})})
+		// Another node looked an hour later and announced the new terms.
+		a, err := st.LoadAccount(ctx, cfg.CA.Directory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Info.TermsAnnounced, a.Info.TermsCheckedAt = newTerms, start.Add(time.Hour)
+		if err := st.SaveAccountInfo(ctx, cfg.CA.Directory, a.Info); err != nil {
+			t.Fatal(err)
+		}
+		now = start.Add(2 * time.Hour)
+		dirs := p.Count("GET /dir")
+		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
+			t.Fatalf("forced run = %+v, %v", res, err)
+		}
+		if got := p.Count("GET /dir") - dirs; got != 0 {
+			t.Errorf("the forced run fetched the directory %d times, want none (its copy names the agreed terms)", got)
+		}
+		if b, err := st.LoadAccount(ctx, cfg.CA.Directory); err != nil || b.Info.TermsAnnounced != newTerms || !b.Info.TermsCheckedAt.Equal(start.Add(time.Hour)) {
+			t.Errorf("account info after the run with a days-old directory = %+v (%v), want the other node's announcement and look kept", b.Info, err)
+		}
+		if _, err := os.Stat(event); err == nil {
+			t.Errorf("tos-changed raised from a days-old directory")
+		}
+	})
+
+	// A new engine's copy is fresh and names terms nobody announced yet.
+	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
+		ctx := context.Background()
+		a, err := st.LoadAccount(ctx, cfg.CA.Directory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a.Info.TermsAnnounced = ""
+		if err := st.SaveAccountInfo(ctx, cfg.CA.Directory, a.Info); err != nil {
+			t.Fatal(err)
+		}
+		now = start.Add(3 * time.Hour)
+		dirs := p.Count("GET /dir")
+		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
+			t.Fatalf("forced run = %+v, %v", res, err)
+		}
+		if got := p.Count("GET /dir") - dirs; got != 2 {
+			t.Errorf("the forced run fetched the directory %d times, want 2 (to order, then afresh to look at the terms)", got)
+		}
+		if ev := e.event("run.tos-changed"); ev["terms_of_service"] != newTerms {
+			t.Errorf("tos-changed = %v, want %s announced by the ordering run", ev, newTerms)
+		}
+		if b, _ := st.LoadAccount(ctx, cfg.CA.Directory); b.Info.TermsAnnounced != newTerms || !b.Info.TermsCheckedAt.Equal(start.Add(3*time.Hour)) {
+			t.Errorf("account info = %+v, want %s announced, looked at now", b.Info, newTerms)
+		}
+	})
+}
+
 // TestTOSChangedIdleDaemon: a daemon with nothing due, waking hourly, looks
 // at the CA's terms once a day: the changed terms are announced at the
 // first wake a day after the last look, not before.

@@ -17,13 +17,19 @@ const TermsCheckInterval = 24 * time.Hour
 
 // checkTerms compares the terms of service the CA's directory names with
 // those the stored account agreed to (RFC 8555 §7.3.3), at the end of a
-// run: with a directory fetched afresh when the last look is
-// TermsCheckInterval old, else, when the run ordered (fetched has the
-// client's directory at hand), with that one; otherwise not at all, so a
-// run with nothing to do makes no request. New terms are logged at WARN
-// and raised as tos-changed to every script once per change; with
-// ca.agree_tos_changes acmehook agrees to them. Nothing here fails the
-// run: errors are logged.
+// run, with the directory fetched afresh (the engine's client's copy
+// refreshed): when the last look is TermsCheckInterval old, or when the
+// run ordered (fetched: the client has the directory at hand) and that
+// copy names terms other than those agreed to and those announced. A copy
+// is only a hint, never decided on: a long-lived client's (the daemon's)
+// may be weeks old. Otherwise nothing is asked, so a run with nothing to
+// do makes no request. New terms are logged at WARN and raised as
+// tos-changed to every script once per change; with ca.agree_tos_changes
+// acmehook agrees to them. In a fleet one node looks at a time, under the
+// account's lock, and decides on the account info read under it
+// (lockAccount): the fleet raises tos-changed once per change and writes
+// the account info once per look. Nothing here fails the run: errors are
+// logged.
 func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 	if ctx.Err() != nil {
 		return
@@ -37,35 +43,34 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 		e.log.Warn("checking the CA's terms of service: loading account", "error", err)
 		return
 	}
+	if !e.termsLookDue(ctx, a.Info, fetched) {
+		return
+	}
+	st, unlock, err := e.lockAccount(ctx)
+	if errors.Is(err, store.ErrLocked) {
+		e.log.Debug("another node is looking at the CA's terms of service", "error", err)
+		return
+	}
+	if err != nil {
+		e.log.Warn("checking the CA's terms of service: taking the account's lock", "error", err)
+		return
+	}
+	defer unlock()
+	// Read again under the lock: another node may have just looked.
+	if a, err = st.LoadAccount(ctx, dirURL); err != nil {
+		e.log.Warn("checking the CA's terms of service: loading account", "error", err)
+		return
+	}
 	info := a.Info
-	if info.URL == "" {
+	if !e.termsLookDue(ctx, info, fetched) {
 		return
 	}
-	now := e.now()
-	fresh := now.Sub(info.TermsCheckedAt) >= TermsCheckInterval
-	var dir acme.Directory
-	switch {
-	case fresh:
-		// A client of its own: the engine's caches its directory for
-		// its lifetime (the daemon's for weeks).
-		c := &acme.Client{DirectoryURL: dirURL, HTTPClient: e.client.HTTPClient, UserAgent: e.client.UserAgent, RequestTimeout: e.client.RequestTimeout}
-		dir, err = c.Directory(ctx)
-	case fetched:
-		dir, err = e.client.Directory(ctx)
-	default:
-		return
-	}
+	dir, err := e.client.RefreshDirectory(ctx)
 	if err != nil {
 		e.log.Warn("checking the CA's terms of service", "error", err)
 		return
 	}
 	terms := dir.Meta.TermsOfService
-	type termsState struct {
-		agreed, announced string
-		checked           time.Time
-	}
-	state := func() termsState { return termsState{info.TermsOfService, info.TermsAnnounced, info.TermsCheckedAt} }
-	before := state()
 	switch {
 	case info.TermsOfService == "" && info.TermsCheckedAt.IsZero():
 		// Stored before the terms were recorded: take the current ones
@@ -78,15 +83,32 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 		// until it succeeds.
 		e.termsChanged(ctx, &info, terms)
 	}
-	if fresh {
-		info.TermsCheckedAt = now
-	}
-	if state() == before {
-		return
-	}
-	if err := e.store.SaveAccountInfo(context.WithoutCancel(ctx), dirURL, info); err != nil {
+	info.TermsCheckedAt = e.now()
+	if err := st.SaveAccountInfo(context.WithoutCancel(ctx), dirURL, info); err != nil {
 		e.log.Warn("checking the CA's terms of service: saving account", "error", err)
 	}
+}
+
+// termsLookDue reports whether checkTerms should fetch the directory for
+// the account info: its last look is TermsCheckInterval old, or the run
+// ordered and the client's copy of the directory names terms that are
+// neither those agreed to nor those announced.
+func (e *Engine) termsLookDue(ctx context.Context, info store.AccountInfo, fetched bool) bool {
+	if info.URL == "" {
+		return false
+	}
+	if e.now().Sub(info.TermsCheckedAt) >= TermsCheckInterval {
+		return true
+	}
+	if !fetched {
+		return false
+	}
+	dir, err := e.client.Directory(ctx)
+	if err != nil {
+		return false
+	}
+	t := dir.Meta.TermsOfService
+	return t != info.TermsOfService && t != info.TermsAnnounced
 }
 
 // termsChanged handles the CA's new terms for the account in info: it
@@ -95,10 +117,10 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 func (e *Engine) termsChanged(ctx context.Context, info *store.AccountInfo, terms string) {
 	previous, agreed := info.TermsOfService, false
 	if e.cfg.CA.AgreeTOSChanges {
-		acct, err := e.Account(ctx)
-		if err == nil {
-			_, err = e.client.AgreeToTerms(ctx, acct)
-		}
+		_, err := e.withAccount(ctx, func(acct acme.Account) error {
+			_, err := e.client.AgreeToTerms(ctx, acct)
+			return err
+		})
 		if err != nil {
 			e.log.Error("the CA's terms of service changed; agreeing to them (ca.agree_tos_changes) failed", "terms", terms, "agreed", previous, "error", err)
 		} else {
