@@ -38,15 +38,23 @@ func (e *Engine) Account(ctx context.Context) (acme.Account, error) {
 	return e.register(ctx, key, info)
 }
 
-// withAccount runs f with the account and, when the CA answers that it
-// does not know the account, once more after registering it again. It
-// returns the account f last ran with.
+// withAccount runs f with the account and, when the CA refuses it, once
+// more: with the stored account if it changed meanwhile (another process
+// rolled the key over: reload), else, when the CA answers that it does not
+// know the account, after registering it again. It returns the account f
+// last ran with.
 func (e *Engine) withAccount(ctx context.Context, f func(acme.Account) error) (acme.Account, error) {
 	acct, err := e.Account(ctx)
 	if err != nil {
 		return acme.Account{}, err
 	}
 	err = f(acct)
+	if err == nil {
+		return acct, nil
+	}
+	if stored, ok := e.reload(ctx, acct, err); ok {
+		return stored, f(stored)
+	}
 	if !errors.Is(err, acme.ErrAccountDoesNotExist) {
 		return acct, err
 	}
@@ -54,6 +62,67 @@ func (e *Engine) withAccount(ctx context.Context, f func(acme.Account) error) (a
 		return acme.Account{}, err
 	}
 	return acct, f(acct)
+}
+
+// reload returns the stored account, and true, when the CA refused a
+// request signed with acct (err) and the stored account is not acct:
+// `acmehook account rollover` on another node of a fleet (or beside it)
+// changed the key, or another node registered the account again. The
+// engine uses the stored one from then on. It costs one store read, on
+// that error path only; the CA is not asked. A rollover that is still
+// pending is left alone: it is the business of the process doing it (or,
+// after a crash, of the next start: resolveRollover).
+func (e *Engine) reload(ctx context.Context, acct acme.Account, err error) (acme.Account, bool) {
+	if !keyRefused(err) {
+		return acme.Account{}, false
+	}
+	e.acctMu.Lock()
+	defer e.acctMu.Unlock()
+	if e.acct != nil && !sameAccount(*e.acct, acct) {
+		return *e.acct, true // another certificate's job reloaded it meanwhile
+	}
+	a, lerr := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	if lerr != nil {
+		e.log.Warn("the CA refused the account; reading the stored one again", "account", acct.URL, "error", lerr)
+		return acme.Account{}, false
+	}
+	key, kerr := parseKeyPEM(a.KeyPEM)
+	if kerr != nil || a.Info.URL == "" {
+		return acme.Account{}, false
+	}
+	stored := acme.Account{Key: key, URL: a.Info.URL, Contact: a.Info.Contact, TermsOfServiceAgreed: a.Info.TermsOfServiceAgreed}
+	if sameAccount(stored, acct) {
+		return acme.Account{}, false
+	}
+	e.log.Info("the stored account changed (a key rollover or a registration by another process); using it", "account", stored.URL, "previous", acct.URL)
+	e.acct = &stored
+	return stored, true
+}
+
+// keyRefused reports whether err is a refusal of the CA that a changed
+// account key or URL explains: the signature does not verify with the
+// account's key (malformed, as Pebble and Boulder answer a key rolled
+// over), unauthorized, or accountDoesNotExist.
+func keyRefused(err error) bool {
+	var p *acme.Problem
+	if !errors.As(err, &p) {
+		return false
+	}
+	switch p.Type {
+	case acme.ProblemMalformed, acme.ProblemUnauthorized, acme.ProblemAccountDoesNotExist:
+		return true
+	}
+	return false
+}
+
+// sameAccount reports whether a and b are the same account URL with the
+// same key.
+func sameAccount(a, b acme.Account) bool {
+	if a.URL != b.URL || a.Key == nil || b.Key == nil {
+		return false
+	}
+	pub, ok := a.Key.Public().(interface{ Equal(crypto.PublicKey) bool })
+	return ok && pub.Equal(b.Key.Public())
 }
 
 // lockAccount returns the store to write the account info through while

@@ -328,6 +328,11 @@ func (e *Engine) newOrder(ctx context.Context, j *job, acct acme.Account, o acme
 		return e.client.NewOrder(ctx, acct, o)
 	}
 	created, err := place(o)
+	if _, changed := e.reload(ctx, acct, err); err != nil && changed {
+		// Refused for the account's key, which another process rolled
+		// over: withAccount orders again with the stored account.
+		return acme.Order{}, err
+	}
 	if err != nil && o.Replaces != "" && replacesRefused(err) {
 		log.Warn("the CA refused the replaces field; ordering again without it", "replaces", o.Replaces, "error", err)
 		// Forced (issue NAME) or with no certificate in service, the guard

@@ -143,3 +143,70 @@ func TestE2EFleetTOSChangedOnce(t *testing.T) {
 		t.Errorf("the fleet fetched the directory %d times, want once (one look)", got)
 	}
 }
+
+// TestE2EFleetAccountRollover: two daemons on etcd have issued a
+// certificate that is due again 2 s after it was issued (renew_before;
+// the daemon looks again a minute later at the soonest).
+// `acmehook account rollover`, run with node a's configuration beside
+// them, changes the fleet's account key at the CA, which refuses the old
+// key from then on. Then the other node stops: its owner looks at every
+// certificate again at once (membership changed) and renews it: its first
+// request, signed with the key the daemon had cached, is refused; the
+// daemon reads the stored account again and orders with the new key. No
+// account is registered anew and the account URL stays.
+func TestE2EFleetAccountRollover(t *testing.T) {
+	c := testetcd.Start(t, testetcd.Options{})
+	// The default profile is 90 days: due 2 s after notBefore.
+	const cert = "[[certificate]]\nname = \"roll\"\ndomains = [\"roll.fleet.example.com\"]\nsolver = \"webroot\"\nscripts = [\"deploys.lua\"]\nprofile = \"default\"\nrenew_before = \"2159h59m57s\"\n"
+	nodes := newFleet(t, c, 2, func(string) string { return cert })
+	for _, n := range nodes {
+		n.start(t)
+	}
+	for _, n := range nodes {
+		waitFor(t, "node "+n.name+" to deploy the first version", func() bool { v, _ := n.deployed(t); return v >= 1 }, n.out)
+	}
+	issued := time.Now()
+	owner, other := nodes[0], nodes[1]
+	if !owner.ordering("roll") {
+		owner, other = other, owner
+	}
+	keyOf := func() string {
+		resp, err := c.Client(t).Get(t.Context(), accountKey(pebble.DirectoryURL, "key.pem"))
+		if err != nil || len(resp.Kvs) != 1 {
+			t.Fatalf("reading the account key from etcd: %v %v", resp, err)
+		}
+		return string(resp.Kvs[0].Value)
+	}
+	before, _ := fleetAccount(t, c, pebble.DirectoryURL)
+	sealedKey := keyOf()
+	counts, _ := pebble.Counter().Snapshot()
+	registered, finalizedBefore := counts["POST /sign-me-up"], finalized()
+
+	if o := nodes[0].site.acmehook("account", "rollover"); o.code != 0 || !strings.Contains(o.stdout, "new key in place") {
+		t.Fatalf("account rollover beside the daemons: %s", o)
+	}
+	if keyOf() == sealedKey {
+		t.Fatal("the account key in etcd did not change")
+	}
+	time.Sleep(time.Until(issued.Add(3 * time.Second)))
+	other.cmd.Process.Signal(syscall.SIGTERM)
+	waitFor(t, "node "+owner.name+" to deploy the version renewed after the rollover", func() bool { v, _ := owner.deployed(t); return v >= 2 }, owner.out)
+	log := owner.out.String()
+	if !strings.Contains(log, `msg="the stored account changed`) {
+		t.Errorf("node %s did not log that it took up the stored account's new key:\n%s", owner.name, log)
+	}
+	if strings.Contains(log, "level=ERROR") || strings.Contains(log, "refused the replaces field") {
+		t.Errorf("node %s logged an error, or took the refusal for one of replaces:\n%s", owner.name, log)
+	}
+	if got := finalized() - finalizedBefore; got != 1 {
+		t.Errorf("Pebble finalized %d orders after the rollover, want 1", got)
+	}
+	after, _ := fleetAccount(t, c, pebble.DirectoryURL)
+	if after["url"] != before["url"] {
+		t.Errorf("account URL %v after the rollover, want %v", after["url"], before["url"])
+	}
+	counts, _ = pebble.Counter().Snapshot()
+	if got := counts["POST /sign-me-up"] - registered; got != 0 {
+		t.Errorf("%d newAccount requests after the rollover, want none", got)
+	}
+}
