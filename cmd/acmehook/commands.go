@@ -357,8 +357,9 @@ func (c *cli) accountCommand() *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "account show|update|rollover|deactivate",
 		Short: "Show the account, set its contacts, change its key, or deactivate it",
-		Long: `Manages the ACME account of [ca] in the configuration. Every subcommand needs the
-storage lock (stop acmehook daemon first).`,
+		Long: `Manages the ACME account of [ca] in the configuration. On the file storage every
+subcommand needs the storage lock (stop acmehook daemon first); on etcd they work beside
+the fleet's daemons, which take up a new account key by themselves (docs/fleet.md).`,
 		DisableFlagsInUseLine: true,
 		Example:               "  acmehook account show\n  acmehook account deactivate --yes",
 		// Only a subcommand runs; without one (or with an unknown one)
