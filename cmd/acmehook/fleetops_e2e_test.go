@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/engine"
+	"github.com/acmehook/acmehook/engine/fleet"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testetcd"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
@@ -210,3 +211,70 @@ func TestE2EFleetAccountRollover(t *testing.T) {
 		t.Errorf("%d newAccount requests after the rollover, want none", got)
 	}
 }
+
+// TestE2EDaemonStopsWithoutEtcd: a daemon on etcd whose cluster is gone
+// stops within daemonStopBound of SIGTERM, idle or in the middle of an
+// order (its validation held): nothing it does on the way out (releasing
+// the certificate's lock, revoking its leases, the relay, the
+// coordinator) waits for etcd longer than the documented bound.
+func TestE2EDaemonStopsWithoutEtcd(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		midRun bool
+	}{
+		{"idle", false},
+		{"mid-order", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			c := testetcd.Start(t, testetcd.Options{})
+			host := "stop-" + tt.name + ".fleet.example.com"
+			certs := "[[certificate]]\nname = \"first\"\ndomains = [\"first-" + tt.name + ".fleet.example.com\"]\nsolver = \"webroot\"\n"
+			nodes := newFleet(t, c, 1, func(string) string { return certs })
+			n := nodes[0]
+			// The default lease TTL: a lease that is not revoked outlives
+			// the stop by 15 s.
+			n.site.text = strings.Replace(n.site.text, `lease_ttl = "2s"`, `lease_ttl = "15s"`, 1)
+			if err := os.WriteFile(n.conf, []byte(n.site.text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			n.start(t)
+			exited := make(chan error, 1)
+			go func() { exited <- n.cmd.Wait() }()
+			waitFor(t, "the first certificate", func() bool { return strings.Contains(n.out.String(), `msg="next check"`) }, n.out)
+			if tt.midRun {
+				hd := holds.hold(t, host)
+				n.site.text += "[[certificate]]\nname = \"held\"\ndomains = [\"" + host + "\"]\nsolver = \"webroot\"\nself_check = false\n"
+				if err := os.WriteFile(n.conf, []byte(n.site.text), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				n.cmd.Process.Signal(syscall.SIGHUP)
+				select {
+				case <-hd.arrived:
+				case <-time.After(30 * time.Second):
+					t.Fatalf("the held validation never arrived; log:\n%s", n.out)
+				}
+			}
+			c.Close()
+			time.Sleep(500 * time.Millisecond)
+			mark := len(n.out.String())
+			start := time.Now()
+			n.cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-exited:
+			case <-time.After(60 * time.Second):
+				t.Fatalf("the daemon did not stop within 60 s of SIGTERM without etcd; log:\n%s", n.out.String()[mark:])
+			}
+			took := time.Since(start)
+			t.Logf("stopped %s after SIGTERM without etcd (%s)", took.Round(10*time.Millisecond), tt.name)
+			if took > daemonStopBound {
+				t.Errorf("the daemon took %s to stop on SIGTERM without etcd, want at most %s; log after SIGTERM:\n%s", took.Round(10*time.Millisecond), daemonStopBound, n.out.String()[mark:])
+			}
+		})
+	}
+}
+
+// daemonStopBound is how long a daemon whose etcd is unreachable takes at
+// most to stop on SIGTERM: fleet.StopTimeout (docs/fleet.md, "Running a
+// fleet"), and the rest of the way out (its plugin, the process exit)
+// within 2 s more.
+const daemonStopBound = fleet.StopTimeout + 2*time.Second

@@ -63,6 +63,7 @@ type RelayOptions struct {
 type Relay struct {
 	cli      *clientv3.Client
 	closeCli func() error
+	disarm   func() // of the abort StopTimeout after StartRelay's context ends
 	prefix   string
 	node     string
 	ttl      int
@@ -159,7 +160,9 @@ func StartRelay(ctx context.Context, s config.Storage, opts RelayOptions) (*Rela
 		return nil, err
 	}
 	r.cli, r.closeCli = b.Client(), b.Close
+	r.disarm = abortAfterStop(ctx, b, r.log, "relay")
 	if _, err := r.session(ctx); err != nil {
+		r.disarm()
 		r.closeCli()
 		return nil, err
 	}
@@ -236,11 +239,12 @@ func (r *Relay) Close() error {
 	r.sessMu.Unlock()
 	var err error
 	if s != nil {
-		err = s.Close()
+		err = etcd.CloseSession(s)
 	}
 	if cerr := r.closeCli(); err == nil {
 		err = cerr
 	}
+	r.disarm()
 	return err
 }
 

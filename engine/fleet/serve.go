@@ -3,11 +3,15 @@ package fleet
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
+	"time"
 
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/engine/store/etcd"
 )
 
 // Serve runs run on the storage s describes, for as long as ctx lasts, as
@@ -22,6 +26,9 @@ func Serve(ctx context.Context, s config.Storage, opts StoreOptions, run func(co
 	st, coord, closeAll, err := OpenNode(ctx, s, opts, true)
 	if err != nil {
 		return fmt.Errorf("opening storage: %w", err)
+	}
+	if eb, err := EtcdBackend(st.Backend()); err == nil {
+		defer abortAfterStop(ctx, eb, opts.logger(), "storage")()
 	}
 	defer closeAll()
 	if c, ok := coord.(*Coordinator); ok {
@@ -61,4 +68,44 @@ func OpenNode(ctx context.Context, s config.Storage, opts StoreOptions, split bo
 		return nil, nil, nil, err
 	}
 	return st, coord, func() { coord.Close(); st.Close() }, nil
+}
+
+// StopTimeout is how long a stopping daemon (its Serve or relay context
+// done: SIGTERM) waits for etcd. What it gives back on the way out —
+// challenges withdrawn, certificate locks released, its leases revoked —
+// normally takes milliseconds; past StopTimeout its connections to etcd
+// are closed (etcd.Backend.Abort), every etcd request still waiting fails
+// at once, and its leases expire by themselves after lease_ttl. A daemon
+// whose cluster is gone thus stops within StopTimeout of SIGTERM, plus its
+// plugins' own cleanup of the challenges in flight.
+const StopTimeout = 3 * time.Second
+
+// abortAfterStop aborts b's connection StopTimeout after ctx ends, unless
+// the returned function is called first (the close finished in time).
+func abortAfterStop(ctx context.Context, b *etcd.Backend, log *slog.Logger, what string) (disarm func()) {
+	var (
+		mu       sync.Mutex
+		t        *time.Timer
+		disarmed bool
+	)
+	stop := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		if disarmed {
+			return
+		}
+		t = time.AfterFunc(StopTimeout, func() {
+			log.Warn("stopping: etcd did not answer in time; closing the connection, the node's lease and locks expire by themselves (lease_ttl)", "connection", what, "waited", StopTimeout)
+			b.Abort()
+		})
+	})
+	return func() {
+		stop()
+		mu.Lock()
+		defer mu.Unlock()
+		disarmed = true
+		if t != nil {
+			t.Stop()
+		}
+	}
 }

@@ -43,7 +43,26 @@ const (
 	DefaultLeaseTTL       = 15 * time.Second
 	DefaultDialTimeout    = 5 * time.Second
 	DefaultRequestTimeout = 10 * time.Second
+	// ReleaseTimeout bounds the requests a process makes only to give
+	// up what it holds when it stops: revoking its lease (CloseSession),
+	// which deletes its session's keys and locks at once. When etcd does
+	// not answer within it (the cluster is gone), the lease expires by
+	// itself after its TTL: nothing waits for that.
+	ReleaseTimeout = 2 * time.Second
 )
+
+// CloseSession ends s: its keep-alive stops and its lease is revoked
+// within ReleaseTimeout (concurrency.Session.Close would wait up to the
+// lease's TTL for a cluster that does not answer).
+func CloseSession(s *concurrency.Session) error {
+	s.Orphan()
+	ctx, cancel := context.WithTimeout(context.Background(), ReleaseTimeout)
+	defer cancel()
+	if _, err := s.Client().Revoke(ctx, s.Lease()); err != nil {
+		return fmt.Errorf("etcd: revoking lease %x (it expires by itself): %w", int64(s.Lease()), err)
+	}
+	return nil
+}
 
 // Config says how to reach the cluster and how to name this node.
 type Config struct {
@@ -85,6 +104,7 @@ type Backend struct {
 	cfg    Config
 	log    *slog.Logger
 	closed atomic.Bool
+	abort  context.CancelFunc // ends every request (Abort)
 
 	mu    sync.Mutex
 	sess  *concurrency.Session
@@ -143,7 +163,9 @@ func Open(ctx context.Context, cfg Config) (*Backend, error) {
 	if err != nil {
 		return nil, fmt.Errorf("etcd: connecting to %s: %w", strings.Join(cfg.Endpoints, ", "), err)
 	}
-	b := &Backend{cli: cli, cfg: cfg, log: cfg.Logger, locks: map[string]*lock{}}
+	actx, abort := context.WithCancel(context.Background())
+	cli.KV, cli.Lease = abortableKV{cli.KV, actx}, abortableLease{cli.Lease, actx}
+	b := &Backend{cli: cli, cfg: cfg, log: cfg.Logger, locks: map[string]*lock{}, abort: abort}
 	if b.log == nil {
 		b.log = slog.New(slog.DiscardHandler)
 	}
@@ -658,13 +680,21 @@ func (b *Backend) Close() error {
 	b.mu.Unlock()
 	var err error
 	if s != nil {
-		err = s.Close() // revokes the lease, bounded by the client's request timeout
+		err = CloseSession(s)
 	}
 	if cerr := b.cli.Close(); err == nil {
 		err = cerr
 	}
+	b.abort()
 	return err
 }
+
+// Abort closes the connection to etcd at once: the requests in flight and
+// every later one fail. A stopping process whose cluster does not answer
+// uses it so as to wait no longer (fleet.StopTimeout); Close afterwards
+// revokes nothing, and the lease, with the session's keys and locks,
+// expires by itself after its TTL.
+func (b *Backend) Abort() { b.abort() }
 
 // Session is a live session of the storage: a node's process, its lease
 // and the locks it holds.
