@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -217,9 +218,7 @@ func (f *Fleet) StartNode(n *Node) error {
 	n.cmd = exec.Command(filepath.Join(f.opts.Bin, "acmehook"), "--config", n.Config, "daemon")
 	n.cmd.Dir = n.Dir
 	n.cmd.Stdout, n.cmd.Stderr = w, w
-	// Its own process group: Kill takes the daemon's plugin with it, as
-	// when a machine dies.
-	n.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	n.cmd.SysProcAttr = daemonAttr()
 	if err := n.cmd.Start(); err != nil {
 		logf.Close()
 		return fmt.Errorf("starting node %s: %w", n.Name, err)
@@ -267,17 +266,21 @@ func (n *Node) Kill() {
 	<-n.exited
 }
 
-// Stop stops n's daemon with SIGTERM and waits up to 10 s.
+// Stop stops n's daemon with SIGTERM and waits up to 10 s (it stops
+// within fleet.StopTimeout, 3 s, even with etcd gone), then kills what is
+// left of its process group.
 func (n *Node) Stop() {
-	if !n.Running() {
+	if n.cmd == nil || n.cmd.Process == nil {
 		return
 	}
-	n.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-n.exited:
-	case <-time.After(10 * time.Second):
-		n.Kill()
+	if n.Running() {
+		n.cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-n.exited:
+		case <-time.After(10 * time.Second):
+		}
 	}
+	n.Kill()
 }
 
 // Reload sends n's daemon SIGHUP.
@@ -407,11 +410,14 @@ func contains(s []string, v string) bool {
 	return false
 }
 
-// Close stops the daemons, the front, Pebble and etcd.
+// Close stops the daemons (at once, each within 10 s), then the front,
+// Pebble and etcd.
 func (f *Fleet) Close() {
+	var wg sync.WaitGroup
 	for _, n := range f.Nodes {
-		n.Stop()
+		wg.Go(n.Stop)
 	}
+	wg.Wait()
 	if f.Front != nil {
 		f.Front.Close()
 	}

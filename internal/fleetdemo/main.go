@@ -29,8 +29,15 @@ func main() {
 	dir := flag.String("dir", "demo/fleet-run", "working `directory` (emptied first)")
 	certs := flag.Int("certificates", 5, "certificates to issue")
 	flag.Parse()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	// Ctrl-C, SIGTERM, a closed terminal, or the death of the parent
+	// (`go run` killed) stop the fleet; should this process itself be
+	// killed, its daemons die with it (daemonAttr).
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
 	defer stop()
+	if dieWithParent() {
+		fmt.Fprintln(os.Stderr, "fleet-demo: the parent process is gone")
+		os.Exit(1)
+	}
 	if err := run(ctx, Options{Bin: *bin, Dir: *dir, Nodes: 3, Members: 3, Certificates: *certs,
 		LeaseTTL: 2 * time.Second, Concurrency: 4, Random: true}); err != nil {
 		fmt.Fprintln(os.Stderr, "fleet-demo:", err)

@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -180,4 +181,85 @@ func peakRSS(pid int) string {
 		}
 	}
 	return "?"
+}
+
+// TestFleetDemoDiesWithParent: nothing of the demo's fleet outlives it.
+// The demo binary runs with 200 certificates (more than it issues in the
+// test's time) until its 3 daemons and their plugins run, then is killed
+// with SIGKILL (its daemons get the parent-death signal), or its parent
+// is (the demo then gets SIGTERM and stops its fleet as on Ctrl-C).
+// Within 10 s no process of the fleet is left.
+func TestFleetDemoDiesWithParent(t *testing.T) {
+	bin := t.TempDir()
+	build(t, bin)
+	if out, err := exec.Command("go", "build", "-o", filepath.Join(bin, "fleetdemo"), "github.com/acmehook/acmehook/internal/fleetdemo").CombinedOutput(); err != nil {
+		t.Fatalf("building the demo: %v\n%s", err, out)
+	}
+	for _, tt := range []struct {
+		name string
+		// viaShell runs the demo under a shell that waits for it; the
+		// shell is the process killed.
+		viaShell bool
+	}{
+		{"demo killed", false},
+		{"parent killed", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			args := []string{filepath.Join(bin, "fleetdemo"), "-bin", bin, "-dir", t.TempDir(), "-certificates", "200"}
+			if tt.viaShell {
+				args = append([]string{"sh", "-c", `"$0" "$@"; echo shell done`}, args...)
+			}
+			cmd := exec.Command(args[0], args[1:]...)
+			var out strings.Builder
+			cmd.Stdout, cmd.Stderr = &out, &out
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				cmd.Process.Kill()
+				cmd.Wait()
+				for _, p := range fleetProcesses(bin) {
+					syscall.Kill(p, syscall.SIGKILL)
+				}
+			})
+			// The demo, its 3 daemons and their 3 plugins.
+			deadline := time.Now().Add(time.Minute)
+			for len(fleetProcesses(bin)) < 7 {
+				if time.Now().After(deadline) {
+					t.Fatalf("%d processes of the fleet run after a minute, want 7 (the demo, 3 daemons, 3 plugins)", len(fleetProcesses(bin)))
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			running := fleetProcesses(bin)
+			// Reaped without closing the demo's output (a closed pipe
+			// would kill it with SIGPIPE).
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Process.Wait()
+			deadline = time.Now().Add(10 * time.Second)
+			for len(fleetProcesses(bin)) > 0 {
+				if time.Now().After(deadline) {
+					t.Fatalf("10 s after the kill, processes of the fleet still run: %v (were %v)", fleetProcesses(bin), running)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}
+
+// fleetProcesses returns the live processes (not zombies) whose
+// executable is in dir: the daemons and their plugins, and the demo.
+func fleetProcesses(dir string) []int {
+	var pids []int
+	exes, _ := filepath.Glob("/proc/[0-9]*/exe")
+	for _, exe := range exes {
+		target, err := os.Readlink(exe)
+		if err != nil || !strings.HasPrefix(target, dir+string(filepath.Separator)) {
+			continue
+		}
+		pid, _ := strconv.Atoi(filepath.Base(filepath.Dir(exe)))
+		if stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid)); err == nil && !strings.Contains(string(stat), ") Z ") {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
 }
