@@ -240,6 +240,7 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			schedule()
 		case <-changed:
 			names, all := eng.coord.TakeChanges()
+			eng.forgetStatus(names, all)
 			switch {
 			case all && runs == 0:
 				next = newSchedule(eng.names())

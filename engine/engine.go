@@ -130,6 +130,7 @@ type Engine struct {
 	// termsMu keeps two overlapping runs from comparing the CA's terms
 	// at once (checkTerms).
 	termsMu sync.Mutex
+	status  *statusCache
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -218,6 +219,7 @@ func New(opts Options) (*Engine, error) {
 		dryRun:        opts.dryRun,
 		coord:         opts.Coordinator,
 		workers:       newWorkers(opts.Config.Concurrency),
+		status:        newStatusCache(),
 	}
 	e.plugins.metrics = rec
 	rec.SetSource(e)

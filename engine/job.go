@@ -60,6 +60,7 @@ type job struct {
 // A state that cannot be read leaves the job's status with Err set.
 func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOptions) *job {
 	j := &job{cert: cert, force: opts.force, log: e.log.With("cert", cert.Name)}
+	gen := e.status.generation(cert.Name)
 	fail := func(err error) *job {
 		j.status = Status{Name: cert.Name, Domains: cert.Domains, Err: err}
 		return j
@@ -88,6 +89,7 @@ func (e *Engine) load(ctx context.Context, cert *config.Certificate, opts loadOp
 		}
 		j.status = e.decide(cert, v, aside, meta, false)
 	}
+	e.cacheStatus(gen, j)
 	return j
 }
 

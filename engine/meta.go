@@ -158,6 +158,7 @@ func (e *Engine) saveMeta(ctx context.Context, name string, m *Meta) error {
 	if err != nil {
 		return err
 	}
+	defer e.status.forget(name)
 	return e.storeFor(name).SaveState(ctx, name, b)
 }
 
@@ -178,6 +179,7 @@ func (e *Engine) encodeMeta(m *Meta) ([]byte, error) {
 // previous version with its metadata or v with m. If withID is not nil, it
 // completes m with v's new version ID first.
 func (e *Engine) commit(ctx context.Context, name string, v *store.Version, m *Meta, withID func(id string)) error {
+	defer e.status.forget(name)
 	return e.storeFor(name).CommitFunc(ctx, name, v, func(id string) ([]byte, error) {
 		if withID != nil {
 			withID(id)

@@ -53,11 +53,22 @@ func timeHooks(hooks map[string]event.Hook, cfg *config.Config, rec metrics.Reco
 
 // CertificateMetrics implements metrics.Source: every configured
 // certificate's Status (what list and explain show) as the metrics report
-// it.
+// it. What the engine read since it last wrote a certificate's state is
+// reported as read (statusCache); the rest is read now.
 func (e *Engine) CertificateMetrics(ctx context.Context) []metrics.Certificate {
 	out := make([]metrics.Certificate, len(e.cfg.Certificates))
 	now := e.now()
-	e.loadEach(ctx, e.cfg.Certificates, func(i int, j *job) { out[i] = certificateMetrics(j.status, j.meta, now) })
+	var missing []*config.Certificate
+	var at []int
+	for i, c := range e.cfg.Certificates {
+		owned := e.coord == nil || e.coord.Owns(c.Name)
+		if m, ok := e.status.get(c.Name, now, owned); ok {
+			out[i] = m
+			continue
+		}
+		missing, at = append(missing, c), append(at, i)
+	}
+	e.loadEach(ctx, missing, func(i int, j *job) { out[at[i]] = certificateMetrics(j.status, j.meta, now) })
 	return out
 }
 

@@ -212,6 +212,7 @@ func (e *Engine) recordDeploy(ctx context.Context, name string, v *store.Version
 	if err != nil {
 		rec.Result, rec.Error = "error", store.CapText(err.Error())
 	}
+	defer e.status.forget(name) // the deploy pending it reports
 	if rerr := e.coord.RecordDeploy(ctx, name, rec); rerr != nil {
 		return fmt.Errorf("recording the deploy of %s on node %s: %w", name, rec.Node, rerr)
 	}

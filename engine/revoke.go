@@ -145,7 +145,9 @@ func (e *Engine) Revoke(ctx context.Context, name string, opts RevokeOptions) (R
 		return res, fmt.Errorf("recording the revocation of %s: %w", name, err)
 	}
 	if opts.Reason == acme.ReasonKeyCompromise && v.KeyPEM != nil {
-		if res.KeyMovedTo, err = e.storeFor(name).MoveKeyAside(ctx, name); err != nil {
+		res.KeyMovedTo, err = e.storeFor(name).MoveKeyAside(ctx, name)
+		e.status.forget(name)
+		if err != nil {
 			return res, fmt.Errorf("moving the key of %s aside: %w", name, err)
 		}
 	}
