@@ -36,7 +36,7 @@ func (m *Metrics) Handler(log *slog.Logger) http.Handler {
 		log = slog.New(slog.DiscardHandler)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{
+	mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer{m}, promhttp.HandlerOpts{
 		ErrorLog:      slogPrinter{log},
 		ErrorHandling: promhttp.ContinueOnError,
 		Timeout:       SourceTimeout + 5*time.Second,
@@ -90,7 +90,7 @@ func (m *Metrics) Serve(ctx context.Context, ln net.Listener, log *slog.Logger) 
 // path (mode 0644), so node_exporter's textfile collector never reads a
 // partial file.
 func (m *Metrics) WriteFile(path string) (err error) {
-	mfs, gerr := m.reg.Gather()
+	mfs, gerr := gatherer{m}.Gather()
 	if gerr != nil && len(mfs) == 0 {
 		return fmt.Errorf("gathering metrics: %w", gerr)
 	}
