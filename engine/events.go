@@ -174,6 +174,7 @@ func (e *Engine) runEnd(ctx context.Context, jobs []*job, res *RunResult, starte
 				if rerr := e.coord.RecordDeploy(sctx, name, rec); rerr != nil {
 					r.Err = errors.Join(r.Err, fmt.Errorf("recording the deploy: %w", rerr))
 				}
+				e.status.forget(name)
 				continue
 			}
 			j.meta.PendingDeploy = true
