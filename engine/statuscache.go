@@ -25,6 +25,8 @@ import (
 // versions the coordinator reports (forget). Anything else another
 // process writes beside a fleet (a run's failed order) is seen within
 // MaxStatusAge.
+//
+// A nil *statusCache keeps nothing (an Engine not made by New).
 type statusCache struct {
 	mu      sync.Mutex
 	entries map[string]cachedStatus
@@ -52,6 +54,9 @@ func newStatusCache() *statusCache {
 
 // generation returns the write generation of name, to pass to fill.
 func (c *statusCache) generation(name string) cacheGen {
+	if c == nil {
+		return cacheGen{}
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return cacheGen{c.epoch, c.gens[name]}
@@ -60,6 +65,9 @@ func (c *statusCache) generation(name string) cacheGen {
 // fill records m for name, read at generation g, valid before until;
 // nothing when name was written (or everything forgotten) since g.
 func (c *statusCache) fill(name string, g cacheGen, m metrics.Certificate, until time.Time, owned bool) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if g != (cacheGen{c.epoch, c.gens[name]}) {
@@ -71,6 +79,9 @@ func (c *statusCache) fill(name string, g cacheGen, m metrics.Certificate, until
 // get returns the entry of name if it is still valid at now for a node
 // that owns the certificate now (owned).
 func (c *statusCache) get(name string, now time.Time, owned bool) (metrics.Certificate, bool) {
+	if c == nil {
+		return metrics.Certificate{}, false
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	s, ok := c.entries[name]
@@ -82,6 +93,9 @@ func (c *statusCache) get(name string, now time.Time, owned bool) (metrics.Certi
 
 // forget drops the entries of names, whose state was written.
 func (c *statusCache) forget(names ...string) {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, n := range names {
@@ -92,6 +106,9 @@ func (c *statusCache) forget(names ...string) {
 
 // forgetAll drops every entry.
 func (c *statusCache) forgetAll() {
+	if c == nil {
+		return
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	clear(c.entries)
@@ -101,7 +118,7 @@ func (c *statusCache) forgetAll() {
 // cacheStatus records j, read at generation g, for the metrics: unless
 // its state could not be read (an error is read again at each scrape).
 func (e *Engine) cacheStatus(g cacheGen, j *job) {
-	if j.status.Err != nil || j.meta == nil {
+	if e.status == nil || j.status.Err != nil || j.meta == nil {
 		return
 	}
 	now := e.now()
