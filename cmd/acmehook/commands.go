@@ -8,7 +8,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"text/tabwriter"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -131,7 +130,7 @@ func (c *cli) dryRunEngine(ctx context.Context, opts engine.RunOptions) error {
 // report prints one line per certificate of res, and on stderr which
 // ones need attention.
 func (c *cli) report(res *engine.RunResult) error {
-	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	tw, flush := newTable(c.stdout)
 	fmt.Fprintln(tw, "CERTIFICATE\tRESULT\tSERIAL\tNOT AFTER\tDETAIL")
 	for _, r := range res.Results {
 		detail := r.Reason
@@ -140,7 +139,7 @@ func (c *cli) report(res *engine.RunResult) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", r.Name, resultWord(r), orDash(r.Serial), fmtTime(r.NotAfter), oneLine(detail))
 	}
-	tw.Flush()
+	flush()
 	if !res.OK() {
 		failed := res.Failed()
 		names := make([]string, len(failed))

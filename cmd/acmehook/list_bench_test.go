@@ -22,8 +22,9 @@ import (
 // seconds without a CA (internal/scalefixture: every certificate current,
 // issued an hour ago):
 //
-//   - list-s, list-cpu-ms: one `acmehook list` (process start, config
-//     load, every certificate's state, the table), wall and CPU time;
+//   - list-s, list-cpu-ms, list-peak-RSS-MiB: one `acmehook list` (process
+//     start, config load, every certificate's state, the table), wall and
+//     CPU time, peak RSS;
 //   - list-json-s: `acmehook list --json`;
 //   - scrape-ms, scrape-cpu-ms: one GET /metrics of `acmehook daemon`
 //     (started on that storage, after its first check), wall time and
@@ -66,6 +67,7 @@ func BenchmarkListScale(b *testing.B) {
 		}
 		report(o.elapsed.Seconds(), "list-s")
 		report(float64(cpuOf(o.rusage).Milliseconds()), "list-cpu-ms")
+		report(float64(o.rusage.Maxrss)/1024, "list-peak-RSS-MiB")
 		o = s.acmehook("list", "--json")
 		if o.code != 0 || !strings.Contains(o.stdout, scalefixture.Domain(n-1)) {
 			b.Fatalf("acmehook list --json: %s", o)

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -242,10 +244,19 @@ func fmtTimePtr(t *time.Time) string {
 	return fmtTime(*t)
 }
 
+// newTable returns a tabwriter for w, buffered: a tabwriter writes each
+// cell on its own, which for 10,000 certificates was 60,000 write(2)
+// calls to the terminal or pipe. flush ends the table.
+func newTable(w io.Writer) (tw *tabwriter.Writer, flush func() error) {
+	bw := bufio.NewWriterSize(w, 64<<10)
+	tw = tabwriter.NewWriter(bw, 0, 0, 2, ' ', 0)
+	return tw, func() error { return errors.Join(tw.Flush(), bw.Flush()) }
+}
+
 // writeTable prints the listing as the table of `acmehook list`.
 // On a fleet (fleet set) it has a DEPLOYED column last.
 func (l *ListOutput) writeTable(w io.Writer, fleet bool) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw, flush := newTable(w)
 	head := "NAME\tNAMES\tISSUER\tNOT AFTER\tNEXT RENEWAL\tLAST RESULT"
 	if fleet {
 		head += "\tDEPLOYED"
@@ -273,7 +284,7 @@ func (l *ListOutput) writeTable(w io.Writer, fleet bool) error {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s%s\n", s.Name, strings.Join(s.Domains, ","), issuer, notAfter, s.nextRenewal(), last, deployed)
 	}
-	return tw.Flush()
+	return flush()
 }
 
 // nextRenewal is list's NEXT RENEWAL column: when a run orders next.
@@ -291,7 +302,7 @@ func (s *CertificateStatus) nextRenewal() string {
 
 // writeTable prints the plugins as the table of `acmehook plugins`.
 func (p *PluginsOutput) writeTable(w io.Writer) {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw, flush := newTable(w)
 	fmt.Fprintln(tw, "PLUGIN\tREPORTS\tVERSION\tCHALLENGES\tIDENTIFIERS\tWAITS FOR PROPAGATION\tPATH")
 	for _, s := range p.Plugins {
 		if s.Error != "" {
@@ -300,5 +311,5 @@ func (p *PluginsOutput) writeTable(w io.Writer) {
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%t\t%s\n", s.Name, s.Reports, s.Version, strings.Join(s.ChallengeTypes, ","), strings.Join(s.IdentifierTypes, ","), s.WaitsForPropagation, s.Path)
 	}
-	tw.Flush()
+	flush()
 }
