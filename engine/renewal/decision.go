@@ -24,10 +24,32 @@ type Decision struct {
 	FetchARI bool
 
 	now   time.Time
-	facts [][2]string
+	facts []fact
 }
 
-func (d *Decision) fact(label, text string) { d.facts = append(d.facts, [2]string{label, text}) }
+// fact is one line of Explain. Its text may be made only when asked for
+// (lazy): `acmehook list` decides for every certificate and shows none of
+// them, and formatting their times was a tenth of deciding.
+type fact struct {
+	label, text string
+	lazy        func() string
+}
+
+func (f fact) line() [2]string {
+	if f.lazy != nil {
+		return [2]string{f.label, f.lazy()}
+	}
+	return [2]string{f.label, f.text}
+}
+
+func (d *Decision) fact(label, text string) {
+	d.facts = append(d.facts, fact{label: label, text: text})
+}
+
+// factf records a fact whose text is made by text when it is shown.
+func (d *Decision) factf(label string, text func() string) {
+	d.facts = append(d.facts, fact{label: label, lazy: text})
+}
 
 // String is the decision in one line, as `acmehook list` shows it.
 func (d Decision) String() string {
@@ -49,7 +71,8 @@ type Fact struct {
 func (d Decision) Facts() []Fact {
 	out := make([]Fact, len(d.facts))
 	for i, f := range d.facts {
-		out[i] = Fact{Label: f[0], Text: f[1]}
+		l := f.line()
+		out[i] = Fact{Label: l[0], Text: l[1]}
 	}
 	return out
 }
@@ -70,7 +93,10 @@ func (d Decision) Explain() string {
 	if d.FetchARI {
 		next = "now, to fetch renewal information"
 	}
-	lines := append([][2]string{{"renewal", when}, {"reason", d.Reason}}, d.facts...)
+	lines := [][2]string{{"renewal", when}, {"reason", d.Reason}}
+	for _, f := range d.facts {
+		lines = append(lines, f.line())
+	}
 	lines = append(lines, [2]string{"next check", next})
 	width := 0
 	for _, l := range lines {

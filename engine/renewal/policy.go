@@ -111,7 +111,7 @@ type Certificate struct {
 // [State.RecordARIError] and decides again; either moves ARINextFetch
 // forward, so a daemon never spins on a failing fetch.
 func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
-	d := Decision{now: now}
+	d := Decision{now: now, facts: make([]fact, 0, 6)}
 
 	at, reason := p.schedule(st, c, now, &d)
 
@@ -121,7 +121,9 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 		if st.LastProblemType == ProblemRateLimited {
 			what = fmt.Sprintf("rate limited by the CA, waiting after %s until %s", failures, fmtTime(st.RetryAt))
 		}
-		d.fact("last error", fmt.Sprintf("%s (%s) at %s", st.LastError, orNone(st.LastProblemType), fmtTime(st.LastFailure)))
+		d.factf("last error", func() string {
+			return fmt.Sprintf("%s (%s) at %s", st.LastError, orNone(st.LastProblemType), fmtTime(st.LastFailure))
+		})
 		if !st.RetryAt.After(now) {
 			what = fmt.Sprintf("retrying after %s, backoff ended at %s", failures, fmtTime(st.RetryAt))
 		}
@@ -141,7 +143,9 @@ func (p Policy) Decide(st State, c Certificate, now time.Time) Decision {
 			at, reason = free, "reissue guard: "+what
 		}
 	} else {
-		d.fact("reissue guard", fmt.Sprintf("%d of %d orders in the last %s", count, limit, fmtWindow(window)))
+		d.factf("reissue guard", func() string {
+			return fmt.Sprintf("%d of %d orders in the last %s", count, limit, fmtWindow(window))
+		})
 	}
 
 	d.At, d.Reason = at, reason
@@ -171,10 +175,12 @@ func (p Policy) schedule(st State, c Certificate, now time.Time, d *Decision) (t
 	}
 	// RFC 5280 §4.1.2.5: both bounds are inclusive.
 	life := c.NotAfter.Sub(c.NotBefore) + time.Second
-	d.fact("certificate", fmt.Sprintf("valid %s – %s (%s lifetime)", c.NotBefore.UTC().Format(timeLayout), fmtTime(c.NotAfter), fmtLife(life)))
+	d.factf("certificate", func() string {
+		return fmt.Sprintf("valid %s – %s (%s lifetime)", c.NotBefore.UTC().Format(timeLayout), fmtTime(c.NotAfter), fmtLife(life))
+	})
 
 	lifeAt, lifeReason := p.lifetimeRule(c, life)
-	d.fact("lifetime rule", fmt.Sprintf("%s → %s", lifeReason, fmtTime(lifeAt)))
+	d.factf("lifetime rule", func() string { return fmt.Sprintf("%s → %s", lifeReason, fmtTime(lifeAt)) })
 	at, reason := lifeAt, lifeReason
 
 	if ari, ok := ariRule(st, c, d); ok {
@@ -184,7 +190,8 @@ func (p Policy) schedule(st State, c Certificate, now time.Time, d *Decision) (t
 		d.fact("ARI error", st.ARIError)
 	}
 	if c.ARI && !st.ARINextFetch.IsZero() {
-		d.fact("ARI next fetch", fmtTime(st.ARINextFetch))
+		next := st.ARINextFetch
+		d.factf("ARI next fetch", func() string { return fmtTime(next) })
 	}
 	if !now.Before(c.NotAfter) {
 		at, reason = minTime(at, now), "certificate expired at "+fmtTime(c.NotAfter)
