@@ -165,12 +165,37 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			}
 		}
 	}
+	// reloadNow makes the engine of the configuration loaded again (no run
+	// is in progress).
+	reloadNow := func() {
+		neng, err := reload(opts, eo, eng.cfg)
+		if err != nil {
+			log.Error("reloading the configuration failed; keeping the previous one", "error", err)
+			return
+		}
+		if err := eng.Close(); err != nil {
+			log.Warn("stopping plugins", "error", err)
+		}
+		eng, next = neng, newSchedule(neng.names())
+		if fleet {
+			clear(owned)
+			for _, n := range eng.names() {
+				owned[n] = eng.coord.Owns(n)
+			}
+		}
+		log.Info("configuration reloaded", "certificates", len(eng.cfg.Certificates))
+	}
 	var timer <-chan time.Time
 	var timerAt time.Time
-	idle := false    // woken by the timer
-	drained := false // the last run in progress just ended
+	idle := false          // woken by the timer
+	drained := false       // the last run in progress just ended
+	reloadPending := false // in a fleet: SIGHUP came during a run
 	for {
-		if runs == 0 || fleet {
+		if reloadPending && runs == 0 {
+			reloadPending = false
+			reloadNow()
+		}
+		if (runs == 0 || fleet) && !reloadPending {
 			if due := next.due(clock.Now()); len(due) > 0 {
 				start(due)
 			} else if idle && runs == 0 {
@@ -209,8 +234,8 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 			changed, ended = eng.coord.Changed(), work.signal
 		}
 		reloads := opts.Reload
-		if runs > 0 {
-			reloads = nil // a new engine once the runs are done
+		if runs > 0 && !fleet {
+			reloads = nil // a new engine once the run is done
 		}
 		select {
 		case <-ctx.Done():
@@ -265,22 +290,13 @@ func Daemon(ctx context.Context, opts DaemonOptions) error {
 				}
 			}
 		case <-reloads:
-			neng, err := reload(opts, eo, eng.cfg)
-			if err != nil {
-				log.Error("reloading the configuration failed; keeping the previous one", "error", err)
+			if runs > 0 {
+				// In a fleet: once the runs in progress end; no new
+				// one starts meanwhile.
+				reloadPending = true
 				continue
 			}
-			if err := eng.Close(); err != nil {
-				log.Warn("stopping plugins", "error", err)
-			}
-			eng, next = neng, newSchedule(neng.names())
-			if fleet {
-				clear(owned)
-				for _, n := range eng.names() {
-					owned[n] = eng.coord.Owns(n)
-				}
-			}
-			log.Info("configuration reloaded", "certificates", len(eng.cfg.Certificates))
+			reloadNow()
 		case <-timer:
 			timer, idle = nil, true
 		}

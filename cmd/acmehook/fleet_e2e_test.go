@@ -541,8 +541,9 @@ func ownedBy(nodes []string, node, prefix string) string {
 // node's new version is deployed at once, with its own run-end; and when
 // that node is killed (SIGKILL) mid-order, the certificate it was ordering
 // is started within the lease TTL and a check interval of the kill, and
-// stored, while the first run is still in progress. Every certificate is
-// finalized once, and deployed once.
+// stored, while the first run is still in progress; a SIGHUP then waits
+// for the runs to end. Every certificate is finalized once, and deployed
+// once.
 func TestE2EFleetMidRun(t *testing.T) {
 	c := testetcd.Start(t, testetcd.Options{})
 	members := []string{"a", "b"}
@@ -623,8 +624,19 @@ func TestE2EFleetMidRun(t *testing.T) {
 	waitFor(t, "a to store and deploy "+taken, func() bool { return deployedOn(t, a, taken) }, a.out)
 	inProgress("after the takeover of " + taken)
 
+	// A SIGHUP in the middle of a run takes effect once the runs in
+	// progress have ended.
+	reloaded := func() int { return strings.Count(a.out.String(), `msg="configuration reloaded"`) }
+	a.cmd.Process.Signal(syscall.SIGHUP)
+	time.Sleep(200 * time.Millisecond)
+	if reloaded() != 1 {
+		t.Errorf("node a reloaded its configuration %d times during its run, want once (the SIGHUP before it)", reloaded())
+	}
+	inProgress("after the SIGHUP")
+
 	holdLong.Release()
 	waitFor(t, "a to finish its run", func() bool { return deployedOn(t, a, long) }, a.out)
+	waitFor(t, "a to reload once its run ended", func() bool { return reloaded() == 2 }, a.out)
 	if v, again := a.deployed(t); v != 4 || again != 0 {
 		t.Errorf("node a deployed %d versions, %d twice; want 4 once each", v, again)
 	}
