@@ -348,6 +348,49 @@ func TestTOSChangedCachedDirectory(t *testing.T) {
 	})
 }
 
+// TestTOSAgreeRetried: with agree_tos_changes, an agreement the CA
+// refused is tried again by the next run that orders (its directory names
+// the new terms), not a day later.
+func TestTOSAgreeRetried(t *testing.T) {
+	e := newEnv(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
+	e.caExtra = "agree_tos_changes = true"
+	cfg := e.write("[[certificate]]\nname = \"agree\"\ndomains = [\"agree.example.com\"]\nsolver = \"webroot\"\nscripts = [\"events.lua\"]\n")
+	const newTerms = "https://ca.example/terms/agree.pdf"
+	start := time.Now()
+	now := start
+	e.now = func() time.Time { return now }
+	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
+		ctx := context.Background()
+		if res, err := eng.Run(ctx, RunOptions{}); err != nil || res.Results[0].Action != ActionIssued {
+			t.Fatalf("first run = %+v, %v", res, err)
+		}
+		p.Add(pebbletest.Fault{Kind: "GET /dir", Rewrite: pebbletest.EditJSON(func(m map[string]any) {
+			m["meta"].(map[string]any)["termsOfService"] = newTerms
+		})})
+		p.Add(pebbletest.Fault{Kind: "POST /my-account/", Times: 1, Status: http.StatusBadRequest, Detail: "agreement refused (injected)"})
+		now = start.Add(25 * time.Hour)
+		if _, err := eng.Run(ctx, RunOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		if a, _ := st.LoadAccount(ctx, cfg.CA.Directory); a.Info.TermsAnnounced != newTerms || a.Info.TermsOfService == newTerms {
+			t.Fatalf("after the refused agreement: account info %+v, want %s announced, not agreed", a.Info, newTerms)
+		}
+		updates := p.Count("POST /my-account/")
+		now = start.Add(26 * time.Hour)
+		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
+			t.Fatalf("forced run = %+v, %v", res, err)
+		}
+		if got := p.Count("POST /my-account/") - updates; got != 1 {
+			t.Errorf("%d account updates by the ordering run an hour later, want 1 (the agreement tried again)", got)
+		}
+		if a, _ := st.LoadAccount(ctx, cfg.CA.Directory); a.Info.TermsOfService != newTerms {
+			t.Errorf("account info %+v, want %s agreed to by the ordering run", a.Info, newTerms)
+		}
+	})
+}
+
 // TestTOSChangedIdleDaemon: a daemon with nothing due, waking hourly, looks
 // at the CA's terms once a day: the changed terms are announced at the
 // first wake a day after the last look, not before.

@@ -92,7 +92,8 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 // termsLookDue reports whether checkTerms should fetch the directory for
 // the account info: its last look is TermsCheckInterval old, or the run
 // ordered and the client's copy of the directory names terms that are
-// neither those agreed to nor those announced.
+// neither those agreed to nor (unless ca.agree_tos_changes, whose
+// agreement is tried again until it succeeds) those announced.
 func (e *Engine) termsLookDue(ctx context.Context, info store.AccountInfo, fetched bool) bool {
 	if info.URL == "" {
 		return false
@@ -108,7 +109,7 @@ func (e *Engine) termsLookDue(ctx context.Context, info store.AccountInfo, fetch
 		return false
 	}
 	t := dir.Meta.TermsOfService
-	return t != info.TermsOfService && t != info.TermsAnnounced
+	return t != info.TermsOfService && (t != info.TermsAnnounced || e.cfg.CA.AgreeTOSChanges)
 }
 
 // termsChanged handles the CA's new terms for the account in info: it
