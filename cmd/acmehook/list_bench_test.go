@@ -17,7 +17,7 @@ import (
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
 
-// BenchmarkListScale times the reads of 10,000 certificates (1,000 with
+// BenchmarkListBinary times the reads of 10,000 certificates (1,000 with
 // -short) end to end with the real binary, on a storage laid out in
 // seconds without a CA (internal/scalefixture: every certificate current,
 // issued an hour ago):
@@ -33,8 +33,8 @@ import (
 // BenchmarkScale measures the same after issuing the certificates through
 // Pebble, which takes minutes.
 //
-//	go test -run '^$' -bench ListScale -benchtime 1x ./cmd/acmehook/
-func BenchmarkListScale(b *testing.B) {
+//	go test -run '^$' -bench ListBinary -benchtime 1x ./cmd/acmehook/
+func BenchmarkListBinary(b *testing.B) {
 	n := 10000
 	if testing.Short() {
 		n = 1000
