@@ -138,18 +138,7 @@ func (c *Client) GetAccount(ctx context.Context, acct Account) (Account, error) 
 // UpdateAccount replaces the account's contacts with acct.Contact, RFC
 // 8555 §7.3.2. An empty list removes them all.
 func (c *Client) UpdateAccount(ctx context.Context, acct Account) (Account, error) {
-	s, err := accountSigner(acct)
-	if err != nil {
-		return Account{}, err
-	}
-	contact := acct.Contact
-	if contact == nil {
-		contact = []string{}
-	}
-	req := struct {
-		Contact []string `json:"contact"`
-	}{contact}
-	return c.accountRequest(ctx, "updating account", s, acct.URL, req, acct.Key)
+	return c.postAccount(ctx, "updating account", acct, false)
 }
 
 // AgreeToTerms tells the server that the account's holder agrees to its
@@ -159,6 +148,13 @@ func (c *Client) UpdateAccount(ctx context.Context, acct Account) (Account, erro
 // changes nothing it keeps (Pebble does), so pass the account's current
 // contacts.
 func (c *Client) AgreeToTerms(ctx context.Context, acct Account) (Account, error) {
+	return c.postAccount(ctx, "agreeing to the terms of service", acct, true)
+}
+
+// postAccount sends an account update with acct.Contact (an empty list
+// when nil: every contact removed) and, when agree is set,
+// termsOfServiceAgreed.
+func (c *Client) postAccount(ctx context.Context, what string, acct Account, agree bool) (Account, error) {
 	s, err := accountSigner(acct)
 	if err != nil {
 		return Account{}, err
@@ -169,9 +165,9 @@ func (c *Client) AgreeToTerms(ctx context.Context, acct Account) (Account, error
 	}
 	req := struct {
 		Contact              []string `json:"contact"`
-		TermsOfServiceAgreed bool     `json:"termsOfServiceAgreed"`
-	}{contact, true}
-	return c.accountRequest(ctx, "agreeing to the terms of service", s, acct.URL, req, acct.Key)
+		TermsOfServiceAgreed bool     `json:"termsOfServiceAgreed,omitempty"`
+	}{contact, agree}
+	return c.accountRequest(ctx, what, s, acct.URL, req, acct.Key)
 }
 
 // DeactivateAccount deactivates the account, RFC 8555 §7.3.6. The server
