@@ -84,6 +84,20 @@ type hold struct {
 // Release lets the held requests through; calling it again does nothing.
 func (hd *hold) Release() { hd.freed.Do(func() { close(hd.release) }) }
 
+// holdArrival bounds how long a test waits for the held request.
+const holdArrival = 30 * time.Second
+
+// Arrived waits, at most holdArrival, for the first held request, and
+// reports whether it came.
+func (hd *hold) Arrived() bool {
+	select {
+	case <-hd.arrived:
+		return true
+	case <-time.After(holdArrival):
+		return false
+	}
+}
+
 // hold makes validation requests for host wait; the returned hold says
 // when the first one arrived, and Release (at the latest when t ends)
 // lets them through.
@@ -679,9 +693,7 @@ solver = "webroot"
 	if err := first.Start(); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case <-hd.arrived:
-	case <-time.After(30 * time.Second):
+	if !hd.Arrived() {
 		t.Fatal("the first acmehook never fetched its http-01 response")
 	}
 	second := s.acmehook("run")
