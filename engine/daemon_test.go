@@ -331,19 +331,11 @@ func TestDaemonReadsOnlyDue(t *testing.T) {
 			t.Fatalf("%s: first run = %s %v, want issued", n, r.Action, r.Err)
 		}
 	}
-	fb, err := store.OpenFileBackend(cfg.Storage, store.FileOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := fb.Lock(context.Background(), store.StorageLock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	counter := &readCounter{Backend: fb, reads: map[string]int{}}
-	st, err := store.New(counter, store.Options{Fence: lock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var counter *readCounter
+	st := openThrough(t, cfg, func(fb store.Backend) store.Backend {
+		counter = &readCounter{Backend: fb, reads: map[string]int{}}
+		return counter
+	})
 	defer st.Close()
 	clock := newFakeClock(time.Now())
 	runs := make(chan *RunResult, 4)

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 )
 
@@ -51,19 +52,11 @@ domains = ["copied.quiet.example.com"]
 solver = "webroot"
 output.fullchain = "copied-fullchain.pem"
 `)
-	fb, err := store.OpenFileBackend(cfg.Storage, store.FileOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := fb.Lock(context.Background(), store.StorageLock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mw := &metaWrites{Backend: fb, writes: map[string]int{}}
-	st, err := store.New(mw, store.Options{Fence: lock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	var mw *metaWrites
+	st := openThrough(t, cfg, func(fb store.Backend) store.Backend {
+		mw = &metaWrites{Backend: fb, writes: map[string]int{}}
+		return mw
+	})
 	eng, err := New(Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Now: e.now})
 	if err != nil {
 		t.Fatal(err)
@@ -100,4 +93,23 @@ output.fullchain = "copied-fullchain.pem"
 	if out, err := os.ReadFile(cfg.Certificates[1].Output.Fullchain); err != nil || len(out) == 0 {
 		t.Errorf("output copy of copied: %v", err)
 	}
+}
+
+// openThrough opens cfg's file storage, holding its lock, with every
+// backend request going through the Backend wrap returns (a counter).
+func openThrough(t *testing.T, cfg *config.Config, wrap func(store.Backend) store.Backend) *store.Store {
+	t.Helper()
+	fb, err := store.OpenFileBackend(cfg.Storage, store.FileOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lock, err := fb.Lock(context.Background(), store.StorageLock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.New(wrap(fb), store.Options{Fence: lock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st
 }
