@@ -315,11 +315,53 @@ func (f *Fleet) Issued(ctx context.Context) (int, error) {
 	return n, nil
 }
 
+// Deployed counts the deploys that every node recorded of its
+// certificates' current versions (3 per certificate when 3 nodes have
+// deployed each).
+func (f *Fleet) Deployed(ctx context.Context) (int, error) {
+	certs, err := f.cli.Get(ctx, f.prefix+"certificates/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	current := map[string]string{} // name -> version
+	for _, kv := range certs.Kvs {
+		k := strings.TrimPrefix(string(kv.Key), f.prefix+"certificates/")
+		if name, ok := strings.CutSuffix(k, "/current"); ok && !strings.Contains(name, "/") {
+			current[name] = strings.TrimPrefix(string(kv.Value), "versions/")
+		}
+	}
+	deploys, err := f.cli.Get(ctx, f.prefix+".deploys/", clientv3.WithPrefix())
+	if err != nil {
+		return 0, err
+	}
+	n := 0
+	for _, kv := range deploys.Kvs {
+		name, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), f.prefix+".deploys/"), "/")
+		var rec struct{ Version, Result string }
+		if json.Unmarshal(kv.Value, &rec) == nil && rec.Result == "ok" && rec.Version == current[name] {
+			n++
+		}
+	}
+	return n, nil
+}
+
 // WaitIssued waits until want certificates are issued, or timeout.
 func (f *Fleet) WaitIssued(ctx context.Context, want int, timeout time.Duration) error {
+	return f.wait(ctx, "certificates issued", f.Issued, want, timeout)
+}
+
+// WaitDeployed waits until want deploys of current versions are recorded
+// (Deployed), or timeout.
+func (f *Fleet) WaitDeployed(ctx context.Context, want int, timeout time.Duration) error {
+	return f.wait(ctx, "deploys recorded", f.Deployed, want, timeout)
+}
+
+// wait polls count every 200 ms until it reaches want, every daemon
+// exited, or timeout.
+func (f *Fleet) wait(ctx context.Context, what string, count func(context.Context) (int, error), want int, timeout time.Duration) error {
 	deadline := time.Now().Add(timeout)
 	for {
-		n, err := f.Issued(ctx)
+		n, err := count(ctx)
 		if err == nil && n >= want {
 			return nil
 		}
@@ -333,7 +375,7 @@ func (f *Fleet) WaitIssued(ctx context.Context, want int, timeout time.Duration)
 			return fmt.Errorf("every daemon exited; see their logs in %s", f.opts.Dir)
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("%d of %d certificates issued after %s (%v); see the daemons' logs in %s", n, want, timeout, err, f.opts.Dir)
+			return fmt.Errorf("%d of %d %s after %s (%v); see the daemons' logs in %s", n, want, what, timeout, err, f.opts.Dir)
 		}
 		select {
 		case <-ctx.Done():
