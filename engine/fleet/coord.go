@@ -89,7 +89,24 @@ type Coordinator struct {
 	names   map[string]bool
 	all     bool
 	changed chan struct{}
+	holds   map[string]*hold // this node's last claim of each certificate
 }
+
+// hold is this node's claim of a certificate, held or the last one it
+// released, so that the watch tells the node's own writes from other
+// nodes': the lock is this node's from revision from (its token) on, so
+// whatever was written to the certificate after from, up to the last
+// write the lock fenced (to, once released), was written by this node.
+// While the claim is held, the watch keeps the revisions it sees in
+// pending until the release decides.
+type hold struct {
+	from, to int64
+	held     bool
+	pending  []int64
+}
+
+// ours reports whether a write at revision rev was this node's under h.
+func (h *hold) ours(rev int64) bool { return h != nil && !h.held && h.from < rev && rev <= h.to }
 
 var _ engine.Coordinator = (*Coordinator)(nil)
 
@@ -112,6 +129,7 @@ func NewCoordinator(ctx context.Context, b store.Backend, base *store.Store, opt
 		done:     make(chan struct{}),
 		names:    map[string]bool{},
 		changed:  make(chan struct{}, 1),
+		holds:    map[string]*hold{},
 	}
 	if _, err := eb.Session(ctx); err != nil {
 		return nil, err
@@ -178,6 +196,11 @@ func (c *Coordinator) Claim(ctx context.Context, name string) (*engine.Claim, er
 	if h, ok := l.(interface{ Held(context.Context) error }); ok {
 		held = h.Held
 	}
+	h := &hold{from: int64(l.Token()), held: true}
+	c.mu.Lock()
+	c.holds[name] = h
+	c.mu.Unlock()
+	var once sync.Once
 	return &engine.Claim{
 		Lock:  CertificateLock(name),
 		Store: c.base.WithFence(l),
@@ -187,8 +210,48 @@ func (c *Coordinator) Claim(ctx context.Context, name string) (*engine.Claim, er
 			if err := l.Unlock(context.Background()); err != nil {
 				c.log.Warn("releasing a certificate's lock; its lease frees it", "cert", name, "error", err)
 			}
+			once.Do(func() { c.released(name, h, l) })
 		},
 	}, nil
+}
+
+// released ends this node's hold h of certificate name under lock l: the
+// versions the watch saw stored meanwhile that this node did not write
+// are noted as changes.
+func (c *Coordinator) released(name string, h *hold, l store.Lock) {
+	var last int64
+	if lw, ok := l.(interface{ LastWrite() int64 }); ok {
+		last = lw.LastWrite()
+	}
+	c.mu.Lock()
+	h.to, h.held = last, false
+	pending := h.pending
+	h.pending = nil
+	c.mu.Unlock()
+	for _, rev := range pending {
+		if !h.ours(rev) {
+			c.note(name)
+			return
+		}
+	}
+}
+
+// seen notes that another node stored a version of certificate name (its
+// current pointer written at revision rev), unless this node wrote it.
+func (c *Coordinator) seen(name string, rev int64) {
+	c.mu.Lock()
+	h := c.holds[name]
+	switch {
+	case h != nil && h.held:
+		h.pending = append(h.pending, rev)
+		c.mu.Unlock()
+		return
+	case h.ours(rev):
+		c.mu.Unlock()
+		return
+	}
+	c.mu.Unlock()
+	c.note(name)
 }
 
 // Changed is signalled when TakeChanges has something.
@@ -328,7 +391,7 @@ func (c *Coordinator) watch(ctx context.Context, rev int64) {
 			for _, ev := range resp.Events {
 				k := string(ev.Kv.Key)
 				if name, ok := strings.CutSuffix(strings.TrimPrefix(k, certs), "/current"); ok && !strings.Contains(name, "/") {
-					c.note(name)
+					c.seen(name, ev.Kv.ModRevision)
 				}
 			}
 		}

@@ -178,3 +178,87 @@ func eventually(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestOwnWritesNotNoted: a node is not told of the versions it stored
+// itself, whether the watch brings them while it still holds the
+// certificate's lock or after it released it, and it is told of the next
+// version another node stores. A version stored by another node is the
+// barrier: each watch delivers in revision order, so once a node was told
+// of a later write it has seen its own earlier one.
+func TestOwnWritesNotNoted(t *testing.T) {
+	ctx := t.Context()
+	c := testetcd.Start(t, testetcd.Options{})
+	s1 := etcdStorage(t, c, "n1")
+	s2 := s1
+	s2.Node = "n2"
+	_, co1, close1, err := OpenNode(ctx, s1, StoreOptions{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close1()
+	_, co2, close2, err := OpenNode(ctx, s2, StoreOptions{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer close2()
+	c1, c2 := co1.(*Coordinator), co2.(*Coordinator)
+	eventually(t, "both daemons to see both", func() bool {
+		return slices.Equal(c1.Nodes(), []string{"n1", "n2"}) && slices.Equal(c2.Nodes(), []string{"n1", "n2"})
+	})
+	serial := 0
+	commit := func(co *Coordinator, name string) engine.Claim {
+		t.Helper()
+		cl, err := co.Claim(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		serial++
+		s := fmt.Sprintf("%02x", serial)
+		v := &store.Version{KeyPEM: keyPEM(t), CertPEM: []byte("-----BEGIN CERTIFICATE-----\n" + s + "\n"), Info: store.VersionInfo{Serial: s, IssuedAt: time.Now()}}
+		if err := cl.Store.Commit(ctx, name, v, []byte("{}")); err != nil {
+			t.Fatalf("%s committing %s: %v", co.Node(), name, err)
+		}
+		return *cl
+	}
+	// told waits until co was told of name, and returns every name it
+	// was told of.
+	told := func(co *Coordinator, name string) []string {
+		t.Helper()
+		var seen []string
+		eventually(t, co.Node()+" to be told of "+name, func() bool {
+			names, _ := co.TakeChanges()
+			seen = append(seen, names...)
+			return slices.Contains(seen, name)
+		})
+		return seen
+	}
+	c1.TakeChanges()
+	c2.TakeChanges()
+	for i, tt := range []struct {
+		name         string
+		releaseFirst bool // n2 releases before its watch has brought its write
+	}{
+		{"released at once", true},
+		{"seen while held", false},
+	} {
+		own, barrier := fmt.Sprintf("own%d", i), fmt.Sprintf("barrier%d", i)
+		cl := commit(c2, own)
+		if tt.releaseFirst {
+			cl.Release()
+		}
+		commit(c1, barrier).Release()
+		if seen := told(c2, barrier); slices.Contains(seen, own) {
+			t.Errorf("%s: n2 was told of its own version of %s (told of %v)", tt.name, own, seen)
+		}
+		if !tt.releaseFirst {
+			cl.Release()
+		}
+		if names, _ := c2.TakeChanges(); slices.Contains(names, own) {
+			t.Errorf("%s: n2 was told of its own version of %s once it released the lock", tt.name, own)
+		}
+		told(c1, own)
+		// Another node's next version of the same certificate is news.
+		commit(c1, own).Release()
+		told(c2, own)
+	}
+}

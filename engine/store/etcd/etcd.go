@@ -438,6 +438,9 @@ type lock struct {
 	done     chan struct{}
 	unlocked chan struct{}
 	once     sync.Once
+	// lastWrite is the revision of the last transaction the lock fenced
+	// (LastWrite).
+	lastWrite atomic.Int64
 }
 
 // Held asks etcd whether the lock is still held: its key is there, taken
@@ -461,6 +464,11 @@ func (l *lock) Held(ctx context.Context) error {
 	}
 	return nil
 }
+
+// LastWrite returns the etcd revision of the last write the lock fenced
+// that etcd applied, 0 before the first. Every key that write put or
+// deleted has that revision as its ModRevision (as a watch reports it).
+func (l *lock) LastWrite() int64 { return l.lastWrite.Load() }
 
 func (l *lock) Name() string          { return l.name }
 func (l *lock) Token() uint64         { return l.token }
@@ -643,6 +651,9 @@ func (b *Backend) Apply(ctx context.Context, lk store.Lock, ops []store.Op) erro
 		return fmt.Errorf("etcd: applying %d operations: %w", len(ops), tooLarge(err))
 	}
 	if resp.Succeeded {
+		if l != nil {
+			l.lastWrite.Store(resp.Header.Revision)
+		}
 		return nil
 	}
 	if l != nil {
