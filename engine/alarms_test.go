@@ -430,3 +430,56 @@ func TestTOSChangedIdleDaemon(t *testing.T) {
 		t.Errorf("tos-changed = %v, want the proxied terms", ev)
 	}
 }
+
+// TestTermsLookRemembered: a long-lived engine (a daemon's) remembers the
+// last look at the CA's terms, so a run within a day of it reads nothing
+// of the account (a fleet's daemons end a run for every few certificates
+// that another node stored); a day later the run reads the account and
+// looks (one directory fetch), and the next run reads nothing again.
+func TestTermsLookRemembered(t *testing.T) {
+	e := newEnv(t)
+	p := pebbletest.NewFaultProxy(t, pebble)
+	e.srv = proxied(p)
+	cfg := e.write("[[certificate]]\nname = \"remembered\"\ndomains = [\"remembered.example.com\"]\nsolver = \"webroot\"\n")
+	var counter *readCounter
+	st := openThrough(t, cfg, func(fb store.Backend) store.Backend {
+		counter = &readCounter{Backend: fb, reads: map[string]int{}}
+		return counter
+	})
+	defer st.Close()
+	start := time.Now()
+	now := start
+	eng, err := New(Options{Config: cfg, Store: st, Logger: slog.New(slog.NewTextHandler(t.Output(), nil)), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer eng.Close()
+	ctx := context.Background()
+	if res, err := eng.Run(ctx, RunOptions{}); err != nil || res.Results[0].Action != ActionIssued {
+		t.Fatalf("first run = %+v, %v", res, err)
+	}
+	counter.take()
+	for _, tt := range []struct {
+		name         string
+		after        time.Duration
+		wantReads    bool // of the account's files
+		wantDirFetch int
+	}{
+		{"an hour later", time.Hour, false, 0},
+		{"a day later", 25 * time.Hour, true, 1},
+		{"an hour after that", 26 * time.Hour, false, 0},
+	} {
+		now = start.Add(tt.after)
+		dirs := p.Count("GET /dir")
+		res, err := eng.Run(ctx, RunOptions{})
+		if err != nil || res.Results[0].Action != ActionNone {
+			t.Fatalf("%s: run = %+v, %v; want nothing to do", tt.name, res, err)
+		}
+		if got := counter.take()["account"]; (got > 0) != tt.wantReads {
+			t.Errorf("%s: %d reads of the account's files, want some: %t", tt.name, got, tt.wantReads)
+		}
+		if got := p.Count("GET /dir") - dirs; got != tt.wantDirFetch {
+			t.Errorf("%s: directory fetched %d times, want %d", tt.name, got, tt.wantDirFetch)
+		}
+	}
+}

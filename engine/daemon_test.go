@@ -296,12 +296,16 @@ type readCounter struct {
 	reads map[string]int
 }
 
+// Get counts the reads of each certificate's metadata by name, and those
+// of the account's files as "account".
 func (b *readCounter) Get(ctx context.Context, key string) ([]byte, error) {
+	b.mu.Lock()
 	if rest, ok := strings.CutPrefix(key, "certificates/"); ok && strings.HasSuffix(key, "/meta.json") {
-		b.mu.Lock()
 		b.reads[rest[:strings.IndexByte(rest, '/')]]++
-		b.mu.Unlock()
+	} else if strings.HasPrefix(key, "accounts/") {
+		b.reads["account"]++
 	}
+	b.mu.Unlock()
 	return b.Backend.Get(ctx, key)
 }
 
@@ -315,7 +319,8 @@ func (b *readCounter) take() map[string]int {
 
 // TestDaemonReadsOnlyDue: the daemon's work follows the certificates that
 // are due. At start it reads each certificate's state once (the run's
-// decision also gives the next check); at the next wake, for the one
+// decision also gives the next check, and so does the issuance of the one
+// not issued yet); at the next wake, for the one
 // 6-day certificate whose renewal information is due first, it reads only
 // that certificate, and runs only it.
 func TestDaemonReadsOnlyDue(t *testing.T) {
@@ -331,6 +336,8 @@ func TestDaemonReadsOnlyDue(t *testing.T) {
 			t.Fatalf("%s: first run = %s %v, want issued", n, r.Action, r.Err)
 		}
 	}
+	// One more, issued by the daemon's first cycle.
+	cfg = e.write(certs.String() + "[[certificate]]\nname = \"fresh\"\ndomains = [\"fresh.rd.example.com\"]\nsolver = \"webroot\"\nprofile = \"default\"\n")
 	var counter *readCounter
 	st := openThrough(t, cfg, func(fb store.Backend) store.Backend {
 		counter = &readCounter{Backend: fb, reads: map[string]int{}}
@@ -360,8 +367,8 @@ func TestDaemonReadsOnlyDue(t *testing.T) {
 			return nil
 		}
 	}
-	if r := run(); len(r.Results) != 11 {
-		t.Fatalf("first cycle checked %d certificates, want 11", len(r.Results))
+	if r := run(); len(r.Results) != 12 || r.Results[11].Action != ActionIssued {
+		t.Fatalf("first cycle = %+v, want 12 certificates checked, fresh issued", r.Results)
 	}
 	w := clock.next(t)
 	first := counter.take()
@@ -370,13 +377,19 @@ func TestDaemonReadsOnlyDue(t *testing.T) {
 			t.Errorf("metadata reads of rd%d in the first cycle = %d, want 1", i, n)
 		}
 	}
+	// Issued and deployed: its next check comes from what the job wrote.
+	if n := first["fresh"]; n != 1 {
+		t.Errorf("metadata reads of fresh, issued in the first cycle = %d, want 1", n)
+	}
 	clock.elapse(w)
 	r := run()
 	if len(r.Results) != 1 || r.Results[0].Name != "short" || r.Results[0].Err != nil {
 		t.Fatalf("second cycle = %+v, want only short, checked", r.Results)
 	}
 	clock.next(t)
-	if reads := counter.take(); len(reads) != 1 || reads["short"] == 0 {
+	reads := counter.take()
+	delete(reads, "account") // two days later: the daily look at the CA's terms
+	if len(reads) != 1 || reads["short"] == 0 {
 		t.Errorf("metadata reads in the second cycle = %v, want short's only", reads)
 	}
 	cancel()

@@ -128,9 +128,12 @@ type Engine struct {
 	// across the engine's runs (the daemon's may overlap: workers.go).
 	workers *workers
 	// termsMu keeps two overlapping runs from comparing the CA's terms
-	// at once (checkTerms).
-	termsMu sync.Mutex
-	status  *statusCache
+	// at once (checkTerms), and guards termsSeen: the account info as
+	// checkTerms last read or wrote it, so that a run finds out without
+	// reading the account that no look is due.
+	termsMu   sync.Mutex
+	termsSeen *store.AccountInfo
+	status    *statusCache
 
 	acctMu sync.Mutex
 	acct   *acme.Account
@@ -327,9 +330,11 @@ type Result struct {
 	Err      error
 	Duration time.Duration
 
-	// nextCheck is the decision's next check when the run left the
-	// certificate's state as it found it (ActionNone, ActionHeld), so the
-	// daemon need not read it again; zero otherwise.
+	// nextCheck is the decision's next check when the run knows the
+	// certificate's state as it left it, so the daemon need not read it
+	// again: the run left it as it found it (ActionNone, ActionHeld), or
+	// stored and deployed a version with every write done (afterDeploy);
+	// zero otherwise.
 	nextCheck time.Time
 }
 

@@ -195,6 +195,7 @@ func (e *Engine) obtain(ctx context.Context, j *job, res Result) Result {
 	j.log.Info("certificate stored", "version", v.ID, "serial", v.Info.Serial, "not_after", v.Info.NotAfter, "issuer", v.Info.Issuer)
 	if recorded {
 		j.log.Info("certificate deployed", "event", string(t), "version", v.ID)
+		res.nextCheck = e.afterDeploy(j, v, meta)
 		return res
 	}
 	if err := ctx.Err(); err != nil {
@@ -430,13 +431,23 @@ func (e *Engine) deploy(ctx context.Context, j *job, v *store.Version, leaf *x50
 	if rerr := e.recordDeploy(sctx, j.cert.Name, v, err); rerr != nil {
 		res.Err = errors.Join(res.Err, rerr)
 	}
-	if j.owner != "" {
-		return res
+	if j.owner == "" {
+		if serr := e.saveMeta(sctx, j.cert.Name, meta); serr != nil {
+			res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
+		}
 	}
-	if serr := e.saveMeta(sctx, j.cert.Name, meta); serr != nil {
-		res.Err = errors.Join(res.Err, fmt.Errorf("saving metadata: %w", serr))
+	if res.Err == nil {
+		res.nextCheck = e.afterDeploy(j, v, meta)
 	}
 	return res
+}
+
+// afterDeploy is the next check of j's certificate once version v is
+// stored and deployed and every write of the job is done, meta being its
+// metadata as written: what reading the state back would decide, without
+// the reads.
+func (e *Engine) afterDeploy(j *job, v *store.Version, meta *Meta) time.Time {
+	return e.decide(j.cert, v, false, meta, false).NextCheck
 }
 
 // versionFiles returns the files of version id of name, or empty paths for

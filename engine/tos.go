@@ -34,6 +34,13 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 	if ctx.Err() != nil {
 		return
 	}
+	// The account info last seen is as old as the stored one or older
+	// (the look time only moves on), so when it says no look is due, the
+	// stored one does too: nothing is read. Otherwise the stored one
+	// decides.
+	if e.termsSeen != nil && e.termsSeen.URL != "" && !e.termsLookDue(ctx, *e.termsSeen, fetched) {
+		return
+	}
 	dirURL := e.cfg.CA.Directory
 	a, err := e.store.LoadAccount(ctx, dirURL)
 	if errors.Is(err, store.ErrNotFound) {
@@ -43,6 +50,7 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 		e.log.Warn("checking the CA's terms of service: loading account", "error", err)
 		return
 	}
+	e.termsSeen = &a.Info
 	if !e.termsLookDue(ctx, a.Info, fetched) {
 		return
 	}
@@ -62,6 +70,7 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 		return
 	}
 	info := a.Info
+	e.termsSeen = &a.Info
 	if !e.termsLookDue(ctx, info, fetched) {
 		return
 	}
@@ -86,7 +95,9 @@ func (e *Engine) checkTerms(ctx context.Context, fetched bool) {
 	info.TermsCheckedAt = e.now()
 	if err := st.SaveAccountInfo(context.WithoutCancel(ctx), dirURL, info); err != nil {
 		e.log.Warn("checking the CA's terms of service: saving account", "error", err)
+		return
 	}
+	e.termsSeen = &info
 }
 
 // termsLookDue reports whether checkTerms should fetch the directory for
