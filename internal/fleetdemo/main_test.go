@@ -57,7 +57,9 @@ func TestFleetDemo(t *testing.T) {
 // received on streams) until every node recorded its deploy of every
 // certificate, and the unary ones until all were issued; each daemon's
 // peak RSS; and the takeover time after SIGKILL of the node doing the
-// work. Run it with make fleet-bench.
+// work. It fails unless Pebble finalized exactly one order per
+// certificate and each node logged exactly one deploy of each. Run it
+// with make fleet-bench.
 func BenchmarkFleet(b *testing.B) {
 	const certs = 1000
 	bin := b.TempDir()
@@ -106,6 +108,19 @@ func benchFleet(b *testing.B, bin string, certs int) {
 	}
 	issuedUnary, _, _ := perCert(issuedReqs)
 	unary, streamed, byMethod := perCert(after)
+	// Exactly once: one order finalized per certificate, one deploy per
+	// node and certificate.
+	acme, _ := f.Pebble.Counter().Snapshot()
+	if got := acme["POST /finalize-order/"]; got != certs {
+		b.Errorf("Pebble finalized %d orders for %d certificates", got, certs)
+	}
+	deploys := 0
+	for _, n := range f.Nodes {
+		deploys += countLines(filepath.Join(n.Dir, "daemon.log"), `msg="certificate deployed"`)
+	}
+	if deploys != len(f.Nodes)*certs {
+		b.Errorf("the daemons logged %d deploys of %d certificates on %d nodes, want one each", deploys, certs, len(f.Nodes))
+	}
 	var rss []string
 	for _, n := range f.Nodes {
 		rss = append(rss, fmt.Sprintf("%s %s", n.Name, peakRSS(n.PID())))
@@ -128,6 +143,7 @@ func benchFleet(b *testing.B, bin string, certs int) {
 	b.Logf("fleet of 3 daemons, 3 etcd members, %d certificates, %d CPU cores, GOMAXPROCS %d", certs, runtime.NumCPU(), runtime.GOMAXPROCS(0))
 	b.Logf("wall time to issue all: %s (%.1f certificates/s); to deploy all on every node: %s", wall.Round(10*time.Millisecond), float64(certs)/wall.Seconds(), deployWall.Round(10*time.Millisecond))
 	b.Logf("etcd requests per certificate, issued and deployed on every node: %.1f unary, %.1f stream messages (%s); %.1f unary by the time all were issued", unary, streamed, strings.Join(byMethod, ", "), issuedUnary)
+	b.Logf("exactly once: %d orders finalized, %d deploys logged (one per node and certificate)", acme["POST /finalize-order/"], deploys)
 	b.Logf("peak RSS per daemon: %s", strings.Join(rss, ", "))
 	b.Logf("http-01 connections by node (validations and self-checks): %v", counts)
 	b.Logf("takeover after SIGKILL of %s: %s (lease_ttl %s)", victim.Name, takeover.Round(10*time.Millisecond), o.LeaseTTL)
