@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/acmehook/acmehook/engine"
+	"github.com/acmehook/acmehook/engine/config"
 	"github.com/acmehook/acmehook/engine/store"
 	"github.com/acmehook/acmehook/internal/testetcd"
 )
@@ -56,29 +57,13 @@ func TestOwner(t *testing.T) {
 // deploy records are per node.
 func TestCoordinator(t *testing.T) {
 	ctx := t.Context()
-	c := testetcd.Start(t, testetcd.Options{})
-	s1 := etcdStorage(t, c, "n1")
-	s2 := s1
-	s2.Node = "n2"
-	st1, co1, close1, err := OpenNode(ctx, s1, StoreOptions{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer close1()
-	_, co2, close2, err := OpenNode(ctx, s2, StoreOptions{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st1, s1, c1, c2, close2 := twoDaemons(t)
 	closed2 := false
 	defer func() {
 		if !closed2 {
 			close2()
 		}
 	}()
-	c1, c2 := co1.(*Coordinator), co2.(*Coordinator)
-	eventually(t, "both daemons to see both", func() bool {
-		return slices.Equal(c1.Nodes(), []string{"n1", "n2"}) && slices.Equal(c2.Nodes(), []string{"n1", "n2"})
-	})
 	if _, all := c1.TakeChanges(); !all {
 		t.Error("n1 was not told the membership changed when n2 came")
 	}
@@ -169,6 +154,32 @@ func TestCoordinator(t *testing.T) {
 	}
 }
 
+// twoDaemons starts an etcd and the daemon coordinators of nodes n1 and
+// n2 on it, and waits until each sees both. It returns n1's store and
+// storage configuration, both coordinators, and what stops n2 (n1 stops
+// with the test).
+func twoDaemons(t *testing.T) (st1 *store.Store, s1 config.Storage, c1, c2 *Coordinator, close2 func()) {
+	t.Helper()
+	c := testetcd.Start(t, testetcd.Options{})
+	s1 = etcdStorage(t, c, "n1")
+	s2 := s1
+	s2.Node = "n2"
+	st1, co1, close1, err := OpenNode(t.Context(), s1, StoreOptions{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(close1)
+	_, co2, close2, err := OpenNode(t.Context(), s2, StoreOptions{}, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c1, c2 = co1.(*Coordinator), co2.(*Coordinator)
+	eventually(t, "both daemons to see both", func() bool {
+		return slices.Equal(c1.Nodes(), []string{"n1", "n2"}) && slices.Equal(c2.Nodes(), []string{"n1", "n2"})
+	})
+	return st1, s1, c1, c2, close2
+}
+
 // eventually waits, up to 10 s, for cond.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
@@ -187,24 +198,8 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // of a later write it has seen its own earlier one.
 func TestOwnWritesNotNoted(t *testing.T) {
 	ctx := t.Context()
-	c := testetcd.Start(t, testetcd.Options{})
-	s1 := etcdStorage(t, c, "n1")
-	s2 := s1
-	s2.Node = "n2"
-	_, co1, close1, err := OpenNode(ctx, s1, StoreOptions{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer close1()
-	_, co2, close2, err := OpenNode(ctx, s2, StoreOptions{}, true)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, _, c1, c2, close2 := twoDaemons(t)
 	defer close2()
-	c1, c2 := co1.(*Coordinator), co2.(*Coordinator)
-	eventually(t, "both daemons to see both", func() bool {
-		return slices.Equal(c1.Nodes(), []string{"n1", "n2"}) && slices.Equal(c2.Nodes(), []string{"n1", "n2"})
-	})
 	serial := 0
 	commit := func(co *Coordinator, name string) engine.Claim {
 		t.Helper()
