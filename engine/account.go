@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/acmehook/acmehook/acme"
 	"github.com/acmehook/acmehook/engine/store"
@@ -146,9 +147,38 @@ func (e *Engine) lockAccount(ctx context.Context) (*store.Store, func(), error) 
 	}, nil
 }
 
+// AccountLockWait bounds how long `acmehook account update` and `account
+// rollover` wait, in a fleet, for the account's lock (waitAccountLock):
+// another node holds it while it looks at the CA's terms (one directory
+// fetch) or runs one of these commands.
+const AccountLockWait = 10 * time.Second
+
+// waitAccountLock is lockAccount, waiting up to AccountLockWait (polling
+// every 100 ms) while another node holds the lock.
+func (e *Engine) waitAccountLock(ctx context.Context) (*store.Store, func(), error) {
+	deadline := time.Now().Add(AccountLockWait)
+	for logged := false; ; logged = true {
+		st, unlock, err := e.lockAccount(ctx)
+		if !errors.Is(err, store.ErrLocked) {
+			return st, unlock, err
+		}
+		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("taking the account's lock (waited %s): %w", AccountLockWait, err)
+		}
+		if !logged {
+			e.log.Info("waiting for the account's lock", "lock", AccountLock(e.cfg.CA.Directory), "reason", err)
+		}
+		select {
+		case <-ctx.Done():
+			return nil, nil, fmt.Errorf("taking the account's lock: %w", context.Cause(ctx))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
 // AccountLock is the name of the storage lock of the account for the CA
 // directory URL, which a fleet node holds while it looks at the CA's terms
-// of service for it (checkTerms).
+// of service for it (checkTerms), or updates or rolls over the account.
 func AccountLock(directory string) string {
 	return "accounts/" + store.AccountDirName(directory)
 }
@@ -329,7 +359,15 @@ func (e *Engine) ShowAccount(ctx context.Context) (AccountInfo, error) {
 }
 
 // UpdateAccount sets the account's contacts to ca.email (RFC 8555 §7.3.2).
+// In a fleet it works under the account's lock (waitAccountLock), so the
+// account info it writes is not a copy another node's look at the CA's
+// terms is writing meanwhile.
 func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
+	st, unlock, err := e.waitAccountLock(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	defer unlock()
 	var up acme.Account
 	acct, err := e.withAccount(ctx, func(acct acme.Account) (err error) {
 		acct.Contact = e.cfg.CA.Contact()
@@ -339,13 +377,13 @@ func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("updating account %s: %w", acct.URL, err)
 	}
-	a, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	a, err := st.LoadAccount(ctx, e.cfg.CA.Directory)
 	if err != nil {
 		return up, fmt.Errorf("loading account: %w", err)
 	}
 	a.Info.Contact = up.Contact
 	a.Info.UpdatedAt = e.now()
-	if err := e.store.SaveAccountInfo(ctx, e.cfg.CA.Directory, a.Info); err != nil {
+	if err := st.SaveAccountInfo(ctx, e.cfg.CA.Directory, a.Info); err != nil {
 		return up, fmt.Errorf("saving account: %w", err)
 	}
 	return up, nil
@@ -355,13 +393,19 @@ func (e *Engine) UpdateAccount(ctx context.Context) (acme.Account, error) {
 // ca.account_key_type (RFC 8555 §7.3.5). The new key is stored first (the
 // old one is kept beside it); if the CA refuses the change or offers no
 // keyChange, the new key, which it never registered, is dropped and the
-// old one stays.
+// old one stays. In a fleet it works under the account's lock
+// (waitAccountLock), as UpdateAccount does.
 func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
+	st, unlock, err := e.waitAccountLock(ctx)
+	if err != nil {
+		return acme.Account{}, err
+	}
+	defer unlock()
 	acct, err := e.Account(ctx)
 	if err != nil {
 		return acme.Account{}, err
 	}
-	old, err := e.store.LoadAccount(ctx, e.cfg.CA.Directory)
+	old, err := st.LoadAccount(ctx, e.cfg.CA.Directory)
 	if err != nil {
 		return acme.Account{}, fmt.Errorf("loading account: %w", err)
 	}
@@ -373,7 +417,7 @@ func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 	if err != nil {
 		return acme.Account{}, err
 	}
-	if err := e.store.BeginRollover(ctx, e.cfg.CA.Directory, newPEM); err != nil {
+	if err := st.BeginRollover(ctx, e.cfg.CA.Directory, newPEM); err != nil {
 		return acme.Account{}, fmt.Errorf("storing new account key: %w", err)
 	}
 	// The client's errors say "changing account key" already.
@@ -387,17 +431,17 @@ func (e *Engine) RolloverAccount(ctx context.Context) (acme.Account, error) {
 		}
 		// Refused, or the CA has no keyChange: the new key was never
 		// registered and is dropped.
-		if rerr := e.store.AbortRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); rerr != nil {
+		if rerr := st.AbortRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); rerr != nil {
 			return acme.Account{}, fmt.Errorf("%w (and undoing the rollover: %v)", err, rerr)
 		}
 		return acme.Account{}, err
 	}
-	if err := e.store.FinishRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); err != nil {
+	if err := st.FinishRollover(context.WithoutCancel(ctx), e.cfg.CA.Directory); err != nil {
 		return rolled, fmt.Errorf("the CA changed the account key, but storing it: %w (the next run finishes it)", err)
 	}
 	old.Info.KeyType = string(keyType(newKey.Public()))
 	old.Info.UpdatedAt = e.now()
-	if err := e.store.SaveAccountInfo(ctx, e.cfg.CA.Directory, old.Info); err != nil {
+	if err := st.SaveAccountInfo(ctx, e.cfg.CA.Directory, old.Info); err != nil {
 		return rolled, fmt.Errorf("saving account: %w", err)
 	}
 	e.acctMu.Lock()

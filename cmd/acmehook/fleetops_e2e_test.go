@@ -14,6 +14,7 @@ import (
 	"github.com/acmehook/acmehook/engine"
 	"github.com/acmehook/acmehook/engine/fleet"
 	"github.com/acmehook/acmehook/engine/store"
+	"github.com/acmehook/acmehook/engine/store/etcd"
 	"github.com/acmehook/acmehook/internal/testetcd"
 	"github.com/acmehook/acmehook/plugin/sdk/sdktest/pebbletest"
 )
@@ -149,8 +150,9 @@ func TestE2EFleetTOSChangedOnce(t *testing.T) {
 // certificate that is due again 2 s after it was issued (renew_before;
 // the daemon looks again a minute later at the soonest).
 // `acmehook account rollover`, run with node a's configuration beside
-// them, changes the fleet's account key at the CA, which refuses the old
-// key from then on. Then the other node stops: its owner looks at every
+// them, waits for the account's lock that another process holds for a
+// second, then changes the fleet's account key at the CA, which refuses
+// the old key from then on. Then the other node stops: its owner looks at every
 // certificate again at once (membership changed) and renews it: its first
 // request, signed with the key the daemon had cached, is refused; the
 // daemon reads the stored account again and orders with the new key. No
@@ -183,8 +185,26 @@ func TestE2EFleetAccountRollover(t *testing.T) {
 	counts, _ := pebble.Counter().Snapshot()
 	registered, finalizedBefore := counts["POST /sign-me-up"], finalized()
 
-	if o := nodes[0].site.acmehook("account", "rollover"); o.code != 0 || !strings.Contains(o.stdout, "new key in place") {
+	// Another process holds the account's lock for a second (as a node
+	// looking at the CA's terms does): the rollover waits for it.
+	holder, err := etcd.Open(t.Context(), etcd.Config{Endpoints: c.Endpoints, Node: "holder", LeaseTTL: 2 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Close()
+	l, err := holder.Lock(t.Context(), engine.AccountLock(pebble.DirectoryURL))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const held = time.Second
+	locked := time.Now()
+	go func() { time.Sleep(held); l.Unlock(t.Context()) }()
+	o := nodes[0].site.acmehook("account", "rollover")
+	if o.code != 0 || !strings.Contains(o.stdout, "new key in place") {
 		t.Fatalf("account rollover beside the daemons: %s", o)
+	}
+	if waited := time.Since(locked); waited < held || !strings.Contains(o.stderr, `msg="waiting for the account's lock"`) {
+		t.Errorf("account rollover returned %s after another process took the account's lock for %s; want it to wait, saying so:\n%s", waited.Round(time.Millisecond), held, o.stderr)
 	}
 	if keyOf() == sealedKey {
 		t.Fatal("the account key in etcd did not change")
