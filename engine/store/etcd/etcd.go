@@ -482,23 +482,71 @@ func (l *lock) Unlock(ctx context.Context) error {
 	if !first {
 		return nil
 	}
+	<-l.done
+	select {
+	case <-l.sess.Done():
+		l.forget()
+		return nil
+	default:
+	}
+	rctx, cancel := l.b.ctx(ctx)
+	defer cancel()
+	if err := l.mu.Unlock(rctx); err != nil {
+		// Until its key is gone the lock stays this process's: a new
+		// Lock of the name on the same session would take the same key,
+		// which the retry would then delete.
+		go l.releaseLater()
+		return fmt.Errorf("etcd: releasing lock %s (tried again in the background): %w", l.name, err)
+	}
+	l.forget()
+	return nil
+}
+
+// forget drops l from the locks this process holds.
+func (l *lock) forget() {
 	l.b.mu.Lock()
 	if l.b.locks[l.name] == l {
 		delete(l.b.locks, l.name)
 	}
 	l.b.mu.Unlock()
-	<-l.done
-	select {
-	case <-l.sess.Done():
-		return nil
-	default:
+}
+
+// Releasing a lock whose first delete failed.
+const (
+	// ReleaseRetries is how many times releaseLater tries, ReleaseRetry
+	// apart.
+	ReleaseRetries = 10
+	ReleaseRetry   = time.Second
+)
+
+// releaseLater deletes the lock's key after Unlock failed to (a request
+// that timed out), so the lock does not stay held as long as the session
+// lives (the node's whole life: another node that comes to own the
+// certificate would find it busy until then). It tries ReleaseRetries
+// times, ReleaseRetry apart, each bounded by the request timeout, and
+// stops early when the session or the backend ends (the lease takes the
+// key then, or already did). Until it ends, the process holds the lock.
+func (l *lock) releaseLater() {
+	defer l.forget()
+	for range ReleaseRetries {
+		select {
+		case <-l.sess.Done():
+			return
+		case <-time.After(ReleaseRetry):
+		}
+		if l.b.closed.Load() {
+			return
+		}
+		ctx, cancel := l.b.ctx(context.Background())
+		err := l.mu.Unlock(ctx)
+		cancel()
+		if err == nil {
+			l.b.log.Info("released a lock after a failed first attempt", "lock", l.name)
+			return
+		}
+		l.b.log.Debug("releasing a lock again", "lock", l.name, "error", err)
 	}
-	ctx, cancel := l.b.ctx(ctx)
-	defer cancel()
-	if err := l.mu.Unlock(ctx); err != nil {
-		return fmt.Errorf("etcd: releasing lock %s: %w", l.name, err)
-	}
-	return nil
+	l.b.log.Warn("could not release a lock; it is held until this node's session ends", "lock", l.name, "tries", ReleaseRetries)
 }
 
 func (b *Backend) lockPrefix(name string) string {
@@ -519,7 +567,8 @@ func (b *Backend) Lock(ctx context.Context, name string) (store.Lock, error) {
 	_, held := b.locks[name]
 	b.mu.Unlock()
 	if held {
-		// The mutex would let the same session in again.
+		// The mutex would let the same session in again. (Or its
+		// release failed and is being tried again: releaseLater.)
 		return nil, fmt.Errorf("lock %s is held by this process (node %s): %w", name, b.cfg.Node, store.ErrLocked)
 	}
 	sess, err := b.session(ctx)

@@ -232,3 +232,56 @@ func TestTLSAndAuth(t *testing.T) {
 		t.Error("Open without the client certificate succeeded")
 	}
 }
+
+// TestReleaseRetried: a lock whose release fails (here its request's
+// context was cancelled; in production a request that timed out) is
+// released again in the background, and until then this process holds it:
+// a new Lock of the name here would take the very key the retry deletes.
+// Another node gets the lock once it is released, not when the session
+// ends.
+func TestReleaseRetried(t *testing.T) {
+	ctx := t.Context()
+	prefix := testPrefix(t)
+	logs := &logBuffer{}
+	a := open(t, cluster, prefix, "node-a", func(c *Config) {
+		c.LeaseTTL = time.Minute
+		c.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	})
+	b := open(t, cluster, prefix, "node-b", nil)
+	l, err := a.Lock(ctx, "certificates/r")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(ctx)
+	cancel()
+	if err := l.Unlock(cancelled); err == nil {
+		t.Fatal("Unlock with a cancelled context succeeded")
+	}
+	for _, tt := range []struct {
+		who string
+		be  *Backend
+	}{{"this process", a}, {"another node", b}} {
+		if _, err := tt.be.Lock(ctx, "certificates/r"); !errors.Is(err, store.ErrLocked) {
+			t.Errorf("Lock by %s while the release is retried = %v, want ErrLocked", tt.who, err)
+		}
+	}
+	start := time.Now()
+	for {
+		lb, err := b.Lock(ctx, "certificates/r")
+		if err == nil {
+			t.Logf("released %s after the failed Unlock", time.Since(start).Round(time.Millisecond))
+			lb.Unlock(ctx)
+			break
+		}
+		if !errors.Is(err, store.ErrLocked) || time.Since(start) > 3*ReleaseRetry {
+			t.Fatalf("another node's Lock %s after the failed Unlock = %v, want it to succeed within %s", time.Since(start).Round(time.Millisecond), err, 3*ReleaseRetry)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(logs.String(), "released a lock after a failed first attempt") {
+		t.Errorf("the retried release was not logged:\n%s", logs)
+	}
+	if _, err := a.Lock(ctx, "certificates/r"); err != nil {
+		t.Errorf("this process's Lock once released = %v", err)
+	}
+}
