@@ -57,9 +57,23 @@ type Client struct {
 	// (WaitOrder, WaitAuthorization, FinalizeOrder's polling); the
 	// caller's context may end it sooner. Zero means DefaultPollTimeout.
 	PollTimeout time.Duration
+	// Streams, when set, returns how many independent sequences of
+	// requests the caller has under way (the certificates it works on at
+	// once, say). Each request needs a nonce (RFC 8555 §6.5), and answers
+	// bring the next ones; while fewer nonces than that are in flight, a
+	// request that finds the pool empty asks newNonce (still one at a
+	// time) instead of waiting for an answer, so the pool grows until the
+	// sequences no longer wait for each other's nonces. Requests fanned
+	// out within one sequence (an order's authorizations) still wait for
+	// the nonces their answers bring. Nil counts one sequence: the fewest
+	// newNonce requests, but concurrent requests then go one after the
+	// other.
+	Streams func() int
 
 	// transientBackoff replaces the first transient retry backoff (tests).
 	transientBackoff time.Duration
+	// nonceWait replaces nonceGrace (tests).
+	nonceWait time.Duration
 
 	initOnce sync.Once
 	hc       *http.Client

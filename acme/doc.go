@@ -46,7 +46,10 @@
 // the pool empty waits for a nonce from an answer in flight, or for the
 // one newNonce request in flight, and asks newNonce itself only when
 // neither is coming (or after waiting a second), so an order of 20 names
-// costs one newNonce in all; badNonce
+// costs one newNonce in all. A caller that runs several sequences of
+// requests at once (certificates) says how many with Client.Streams: the
+// pool then grows to that many nonces, one newNonce at a time, so the
+// sequences do not wait for each other's answers; badNonce
 // answers are retried with a fresh nonce and signature up to
 // Client.MaxRetries; 5xx answers to GETs and POST-as-GET are retried up to
 // 3 times; a 429 or 5xx answer to newAccount, newOrder, finalize or a

@@ -378,15 +378,20 @@ const nonceGrace = time.Second
 // nonce takes a nonce from the pool (RFC 8555 §7.2), single-flight: when
 // the pool is empty it waits for the nonce of a response in flight or of
 // the one newNonce request the client sends at a time, and asks newNonce
-// itself only when no request that will bring a nonce is in flight (or
-// it has waited nonceGrace). A nonce handed out counts as in flight until
-// the caller's release.
+// itself only when fewer requests that will bring a nonce are in flight
+// than the caller has Streams (none, without Streams), or it has waited
+// nonceGrace. A nonce handed out counts as in flight until the caller's
+// release.
 func (c *Client) nonce(ctx context.Context) (string, error) {
 	// The directory first (cached after the first call): a server that
 	// sends a Replay-Nonce with it saves the HEAD below.
 	dir, err := c.Directory(ctx)
 	if err != nil {
 		return "", err
+	}
+	grace := nonceGrace
+	if c.nonceWait > 0 {
+		grace = c.nonceWait
 	}
 	var waitStart time.Time
 	c.mu.Lock()
@@ -402,7 +407,7 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 		if !waitStart.IsZero() {
 			waited = time.Since(waitStart)
 		}
-		if !c.nonceFetching && (c.nonceHolders == 0 || waited >= nonceGrace) {
+		if !c.nonceFetching && (c.nonceHolders < c.streams() || waited >= grace) {
 			c.nonceFetching = true
 			c.mu.Unlock()
 			n, err := c.fetchNonce(ctx, dir.NewNonce)
@@ -423,15 +428,15 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 		}
 		ready := c.nonceReady
 		c.mu.Unlock()
-		var grace <-chan time.Time
+		var graceOver <-chan time.Time
 		var t *time.Timer
-		if waited < nonceGrace {
-			t = time.NewTimer(nonceGrace - waited)
-			grace = t.C
+		if waited < grace {
+			t = time.NewTimer(grace - waited)
+			graceOver = t.C
 		}
 		select {
 		case <-ready:
-		case <-grace:
+		case <-graceOver:
 		case <-ctx.Done():
 		}
 		if t != nil {
@@ -442,6 +447,15 @@ func (c *Client) nonce(ctx context.Context) (string, error) {
 		}
 		c.mu.Lock()
 	}
+}
+
+// streams is how many nonces the pool grows to while they are in flight:
+// the caller's Streams, at least one.
+func (c *Client) streams() int {
+	if c.Streams == nil {
+		return 1
+	}
+	return max(c.Streams(), 1)
 }
 
 // releaseNonce ends the flight of a nonce handed out by nonce: its request

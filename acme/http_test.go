@@ -134,6 +134,67 @@ func TestNonceSingleFlight(t *testing.T) {
 	}
 }
 
+// TestNonceStreams: with Streams, a request that finds the pool empty asks
+// newNonce (one at a time) while fewer nonces than the caller's streams
+// are in flight, instead of waiting for an answer. The server answers the
+// requests only once all of them are at the server at once, which
+// without Streams (and with an hour's grace before a waiting request may
+// ask newNonce) they never are; the count of newNonce requests is the
+// streams', one per nonce the pool grew by.
+func TestNonceStreams(t *testing.T) {
+	const streams = 4
+	f := newFakeCA(t)
+	acct := f.account()
+	var mu sync.Mutex
+	arrived := 0
+	all := make(chan struct{})
+	f.handle("/order/1", func(w http.ResponseWriter, req fakeRequest) {
+		mu.Lock()
+		if arrived++; arrived == streams {
+			close(all)
+		}
+		mu.Unlock()
+		select {
+		case <-all:
+		case <-time.After(10 * time.Second): // bounded: fail, do not hang
+			t.Errorf("the %d requests were never in flight at once", streams)
+		}
+		writeJSON(w, 200, orderJSON(f, StatusPending))
+	})
+	c := f.client()
+	c.nonceWait = time.Hour
+	c.Streams = func() int { return streams }
+	errs := make(chan error, streams)
+	for range streams {
+		go func() {
+			_, err := c.GetOrder(ctxT(t), acct, f.url("/order/1"))
+			errs <- err
+		}()
+	}
+	for range streams {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	f.mu.Lock()
+	heads := f.heads
+	f.mu.Unlock()
+	if heads != streams {
+		t.Errorf("newNonce HEADs = %d, want %d", heads, streams)
+	}
+	// The pool holds the four nonces the answers brought: four more
+	// requests need no newNonce.
+	for range streams {
+		if _, err := c.GetOrder(ctxT(t), acct, f.url("/order/1")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if f.mu.Lock(); f.heads != streams {
+		t.Errorf("newNonce HEADs after %d more requests = %d, want %d", streams, f.heads, streams)
+	}
+	f.mu.Unlock()
+}
+
 // TestNonceWaitCanceled: a request waiting for a nonce gives up with its
 // context.
 func TestNonceWaitCanceled(t *testing.T) {

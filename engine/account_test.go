@@ -80,26 +80,37 @@ func TestStoredAccount(t *testing.T) {
 // dnsexec): one name with a new account is 10 requests (directory,
 // newNonce, newAccount, newOrder, authorization, challenge, one
 // authorization poll, finalize, one order poll, certificate), and 9 with
-// the account stored; no renewalInfo request in either run.
+// the account stored; no renewalInfo request in either run. A run of 8
+// certificates at concurrency 4 sends the 7 requests of each and at most
+// one newNonce per certificate worked on at once: the nonce pool grows to
+// the certificates in progress (acme.Client.Streams), no further.
 func TestRequestCount(t *testing.T) {
 	srv := pebbletest.Start(t, pebbletest.Options{Strict: true})
 	e := newEnv(t)
 	e.srv = srv
-	cfg := e.write("[[certificate]]\nname = \"c1\"\ndomains = [\"c1.count.example.com\"]\nsolver = \"dnsexec\"\n" +
-		"[[certificate]]\nname = \"c2\"\ndomains = [\"c2.count.example.com\"]\nsolver = \"dnsexec\"\n")
-	base := map[string]int{
-		"GET /dir": 1, "HEAD /nonce-plz": 1, "POST /order-plz": 1, "POST /authZ/": 2, "POST /chalZ/": 1,
-		"POST /finalize-order/": 1, "POST /my-order/": 1, "POST /certZ/": 1,
+	var certs strings.Builder
+	var many []string
+	for _, name := range []string{"c1", "c2", "m0", "m1", "m2", "m3", "m4", "m5", "m6", "m7"} {
+		fmt.Fprintf(&certs, "[[certificate]]\nname = %q\ndomains = [\"%s.count.example.com\"]\nsolver = \"dnsexec\"\n", name, name)
+		if name[0] == 'm' {
+			many = append(many, name)
+		}
 	}
+	cfg := e.write(certs.String())
 	for _, tt := range []struct {
-		name       string
+		names      []string
 		newAccount int
-		want       int
+		maxNonces  int // HEAD newNonce: at most the concurrency (4)
 	}{
-		{"c1", 1, 10},
-		{"c2", 0, 9},
+		{[]string{"c1"}, 1, 1},
+		{[]string{"c2"}, 0, 1},
+		{many, 0, 4},
 	} {
-		want := maps.Clone(base)
+		n := len(tt.names)
+		want := map[string]int{
+			"GET /dir": 1, "POST /order-plz": n, "POST /authZ/": 2 * n, "POST /chalZ/": n,
+			"POST /finalize-order/": n, "POST /my-order/": n, "POST /certZ/": n,
+		}
 		if tt.newAccount > 0 {
 			want["POST /sign-me-up"] = tt.newAccount
 		}
@@ -110,13 +121,22 @@ func TestRequestCount(t *testing.T) {
 			eng.client.PollInterval = 300 * time.Millisecond
 			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 			defer cancel()
-			res, err := eng.Run(ctx, RunOptions{Names: []string{tt.name}})
-			if err != nil || res.Results[0].Action != ActionIssued || res.Results[0].Err != nil {
-				t.Fatalf("run %s = %+v %v, want issued", tt.name, res, err)
+			res, err := eng.Run(ctx, RunOptions{Names: tt.names})
+			if err != nil || len(res.Results) != n {
+				t.Fatalf("run %v = %+v %v, want %d issued", tt.names, res, err, n)
+			}
+			for _, r := range res.Results {
+				if r.Action != ActionIssued || r.Err != nil {
+					t.Fatalf("run %v: %s = %s %v, want issued", tt.names, r.Name, r.Action, r.Err)
+				}
 			}
 		})
-		if got, total := srv.Counter().Snapshot(); !maps.Equal(got, want) || total != tt.want {
-			t.Errorf("%s: requests = %v (%d), want %v (%d)", tt.name, got, total, want, tt.want)
+		got, total := srv.Counter().Snapshot()
+		heads := got["HEAD /nonce-plz"]
+		delete(got, "HEAD /nonce-plz")
+		wantTotal := 7*n + 1 + tt.newAccount + heads
+		if !maps.Equal(got, want) || heads < 1 || heads > tt.maxNonces || total != wantTotal {
+			t.Errorf("%v: requests = %v and %d newNonce (%d), want %v and 1 to %d newNonce (%d)", tt.names, got, heads, total, want, tt.maxNonces, wantTotal)
 		}
 	}
 }

@@ -224,6 +224,10 @@ func New(opts Options) (*Engine, error) {
 		workers:       newWorkers(opts.Config.Concurrency),
 		status:        newStatusCache(),
 	}
+	// Each certificate in progress is a sequence of requests: the nonce
+	// pool grows to one nonce for each, so they do not wait for each
+	// other's (docs/operations.md, At scale).
+	e.client.Streams = e.workers.busy
 	e.plugins.metrics = rec
 	rec.SetSource(e)
 	return e, nil

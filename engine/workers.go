@@ -15,11 +15,20 @@ import (
 // worker to finish, not for its turn behind the long run's queue.
 type workers struct {
 	mu      sync.Mutex
+	n       int
 	free    int
 	waiting [2][]chan struct{} // [0] urgent, [1] the others
 }
 
-func newWorkers(n int) *workers { return &workers{free: max(n, 1)} }
+func newWorkers(n int) *workers { return &workers{n: max(n, 1), free: max(n, 1)} }
+
+// busy is how many workers are taken: the certificates being worked on,
+// each a sequence of ACME requests (the client's Streams).
+func (w *workers) busy() int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.n - w.free
+}
 
 // acquire takes a worker, waiting until one is free or ctx is done.
 func (w *workers) acquire(ctx context.Context, urgent bool) error {

@@ -9,12 +9,17 @@ import (
 // TestWorkers: with every worker busy, a freed worker goes to the urgent
 // waiter (a run the daemon started beside another) before a waiter that
 // came first; a waiter whose ctx ends gives up its place; and the bound
-// holds throughout.
+// holds throughout, and busy (the acme client's Streams) counts the
+// workers taken, a worker handed from one certificate to the next
+// included.
 func TestWorkers(t *testing.T) {
 	w := newWorkers(1)
 	ctx := context.Background()
 	if err := w.acquire(ctx, false); err != nil {
 		t.Fatal(err)
+	}
+	if b := w.busy(); b != 1 {
+		t.Errorf("busy = %d with the only worker taken, want 1", b)
 	}
 	got := make(chan string, 3)
 	waiter := func(name string, ctx context.Context, urgent bool) {
@@ -65,10 +70,13 @@ func TestWorkers(t *testing.T) {
 	}
 	w.release()
 	next("urgent")
+	if b := w.busy(); b != 1 {
+		t.Errorf("busy = %d with the worker handed on, want 1", b)
+	}
 	w.release()
 	next("first")
 	w.release()
-	if w.free != 1 {
-		t.Errorf("free = %d after every worker came back, want 1", w.free)
+	if w.free != 1 || w.busy() != 0 {
+		t.Errorf("free = %d, busy = %d after every worker came back, want 1 and 0", w.free, w.busy())
 	}
 }

@@ -28,7 +28,8 @@ import (
 // `acmehook list`. It reports:
 //
 //   - run-s, requests/cert: the run's wall time and the requests Pebble
-//     served per certificate;
+//     served per certificate; ca-requests-in-flight: how many Pebble
+//     worked on at once, on average over the run;
 //   - run-peak-RSS-MiB (rusage Maxrss: the largest of the process and its
 //     reaped children, the plugin), run-peak-goroutines, run-peak-fds,
 //     run-cpu-s (user+system of acmehook and its plugin);
@@ -97,9 +98,11 @@ func benchmarkScale(b *testing.B, n int) {
 		b.Fatalf("acmehook run of %d certificates: %v\n%s", n, err, run.tail())
 	}
 	_, reqs := pebble.Counter().Snapshot()
+	inFlight, _ := pebble.Counter().InFlight()
 	ru := run.cmd.ProcessState.SysUsage().(*syscall.Rusage)
 	report(run.elapsed.Seconds(), "run-s")
 	report(float64(reqs)/float64(n), "requests/cert")
+	report(inFlight, "ca-requests-in-flight")
 	report(float64(ru.Maxrss)/1024, "run-peak-RSS-MiB")
 	report(float64(run.peakGoroutines()), "run-peak-goroutines")
 	report(float64(run.peakFDs()), "run-peak-fds")

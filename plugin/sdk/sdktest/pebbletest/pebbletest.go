@@ -334,11 +334,19 @@ func avoidAuthzDeadlock(h http.Handler) http.Handler {
 	})
 }
 
-// Counter counts ACME API requests by method and path prefix.
+// Counter counts ACME API requests by method and path prefix, and how
+// many were in flight at once.
 type Counter struct {
 	mu     sync.Mutex
 	counts map[string]int
 	total  atomic.Int64
+
+	// Requests in flight: now, the most at once, and their integral over
+	// time since since, up to at.
+	flight    int
+	peak      int
+	integral  time.Duration
+	since, at time.Time
 }
 
 func (c *Counter) wrap(h http.Handler) http.Handler {
@@ -349,10 +357,45 @@ func (c *Counter) wrap(h http.Handler) http.Handler {
 			c.counts = map[string]int{}
 		}
 		c.counts[key]++
+		c.inFlightLocked(1)
 		c.mu.Unlock()
 		c.total.Add(1)
+		defer func() {
+			c.mu.Lock()
+			c.inFlightLocked(-1)
+			c.mu.Unlock()
+		}()
 		h.ServeHTTP(w, r)
 	})
+}
+
+// inFlightLocked adds d to the requests in flight. c.mu is held.
+func (c *Counter) inFlightLocked(d int) {
+	now := time.Now()
+	if c.since.IsZero() {
+		c.since = now
+	} else {
+		c.integral += time.Duration(c.flight) * now.Sub(c.at)
+	}
+	c.at = now
+	c.flight += d
+	c.peak = max(c.peak, c.flight)
+}
+
+// InFlight returns how many requests the server worked on at once since
+// the last Reset (or the first request): on average over that time, and
+// at the most.
+func (c *Counter) InFlight() (avg float64, peak int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.since.IsZero() {
+		return 0, 0
+	}
+	c.inFlightLocked(0)
+	if d := c.at.Sub(c.since); d > 0 {
+		avg = float64(c.integral) / float64(d)
+	}
+	return avg, c.peak
 }
 
 // pathKind reduces a Pebble URL path to its resource kind: "/my-order/abc"
@@ -380,6 +423,11 @@ func (c *Counter) Reset() {
 	c.mu.Lock()
 	c.counts = nil
 	c.total.Store(0)
+	c.integral, c.peak = 0, c.flight
+	c.since, c.at = time.Time{}, time.Time{}
+	if c.flight > 0 {
+		c.since, c.at = time.Now(), time.Now()
+	}
 	c.mu.Unlock()
 }
 
