@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -469,6 +470,11 @@ challenge = "http-01"
 	}
 	n2.relay = r2
 	waitFor(t, "restarted n2 to present the published challenge", func() bool { return serves(t, n2.httpAddr, ch.Token) })
+	// Withdraw waits for the nodes that acknowledged the challenge: n2
+	// serves it a moment before its acknowledgement is written.
+	waitFor(t, "restarted n2 to acknowledge the published challenge", func() bool {
+		return slices.Contains(f.relayKeys(t), f.prefix+".relay/acks/"+ch.Token+"/n2")
+	})
 
 	if err := n1.relay.Withdraw(ctx, ch); err != nil {
 		t.Fatal(err)
