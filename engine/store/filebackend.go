@@ -70,8 +70,13 @@ type FileBackend struct {
 
 	mu     sync.RWMutex // shared by operations, exclusive by Close
 	closed bool
-	lmu    sync.Mutex // guards locks
-	locks  map[*fileLock]struct{}
+	// dirs is shared by a write from making (or opening) its directory
+	// to its rename into it, and exclusive by removeEmpty, so this
+	// process's own Deletes never remove a directory between the two
+	// (another process's still may: the write then starts again).
+	dirs  sync.RWMutex
+	lmu   sync.Mutex // guards locks
+	locks map[*fileLock]struct{}
 }
 
 var _ Backend = (*FileBackend)(nil)
@@ -857,41 +862,49 @@ func (b *FileBackend) place(key string, value []byte, create bool) (int, error) 
 	}
 	segs, base := split(key)
 	var err error
-	// A concurrent Delete that empties a directory removes it, possibly
-	// between this write making (or finding) it and renaming into it:
-	// then the write starts again from the root, a bounded number of times.
+	// A Delete of another process that empties a directory removes it,
+	// possibly between this write making (or finding) it and renaming
+	// into it: then the write starts again from the root, a bounded
+	// number of times. This process's own Deletes wait (dirs).
 	for range 10 {
 		var dfd int
-		if dfd, err = b.openDir(segs, true); errors.Is(err, ErrNotFound) {
-			continue
-		} else if err != nil {
-			unix.Unlinkat(b.tmp, tmp, 0)
-			return -1, err
+		var hit bool // a fault injected before the rename
+		b.dirs.RLock()
+		dfd, err = b.openDir(segs, true)
+		if err == nil {
+			if err = b.hit("rename", key); err != nil {
+				hit = true
+			} else if create {
+				err = unix.Linkat(b.tmp, tmp, dfd, base, 0)
+				if errors.Is(err, unix.EEXIST) {
+					err = ErrExists
+				}
+				if err == nil {
+					unix.Unlinkat(b.tmp, tmp, 0) // linked: the name in .tmp/ goes
+				}
+			} else {
+				err = unix.Renameat(b.tmp, tmp, dfd, base)
+			}
+			if err != nil {
+				unix.Close(dfd)
+			}
 		}
-		if err = b.hit("rename", key); err != nil {
-			unix.Close(dfd)
+		b.dirs.RUnlock()
+		switch {
+		case err == nil:
+			return dfd, nil
+		case hit:
 			unix.Unlinkat(b.tmp, tmp, 0)
 			b.removeEmpty(segs)
 			return -1, err
+		case errors.Is(err, ErrNotFound) && dfd < 0, errors.Is(err, unix.ENOENT):
+			continue
 		}
-		if create {
-			err = unix.Linkat(b.tmp, tmp, dfd, base, 0)
-			if errors.Is(err, unix.EEXIST) {
-				err = ErrExists
-			}
-			if err == nil {
-				unix.Unlinkat(b.tmp, tmp, 0) // linked: the name in .tmp/ goes
-			}
-		} else {
-			err = unix.Renameat(b.tmp, tmp, dfd, base)
+		if dfd < 0 {
+			unix.Unlinkat(b.tmp, tmp, 0)
+			return -1, err
 		}
-		if err == nil {
-			return dfd, nil
-		}
-		unix.Close(dfd)
-		if !errors.Is(err, unix.ENOENT) {
-			break
-		}
+		break
 	}
 	unix.Unlinkat(b.tmp, tmp, 0)
 	b.removeEmpty(segs) // what this write may have created in vain
@@ -974,6 +987,8 @@ func (b *FileBackend) unlink(key string) (int, []string, error) {
 // removeEmpty removes the directory segs and its parents while they are
 // empty, so that a prefix without keys is not listed.
 func (b *FileBackend) removeEmpty(segs []string) {
+	b.dirs.Lock()
+	defer b.dirs.Unlock()
 	for i := len(segs); i > 0; i-- {
 		pfd, err := b.openDir(segs[:i-1], false)
 		if err != nil {
