@@ -287,6 +287,27 @@ func TestTOSChangedCachedDirectory(t *testing.T) {
 	now := start
 	e.now = func() time.Time { return now }
 	event := filepath.Join(e.work.Events, "run.tos-changed.json")
+	// laterForcedRun edits the stored account info as another node would,
+	// moves the clock to at, runs eng forced (a renewal) and returns how
+	// many times the run fetched the directory.
+	laterForcedRun := func(eng *Engine, st *store.Store, edit func(*store.AccountInfo), at time.Time) int {
+		t.Helper()
+		ctx := context.Background()
+		a, err := st.LoadAccount(ctx, cfg.CA.Directory)
+		if err != nil {
+			t.Fatal(err)
+		}
+		edit(&a.Info)
+		if err := st.SaveAccountInfo(ctx, cfg.CA.Directory, a.Info); err != nil {
+			t.Fatal(err)
+		}
+		now = at
+		dirs := p.Count("GET /dir")
+		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
+			t.Fatalf("forced run = %+v, %v", res, err)
+		}
+		return p.Count("GET /dir") - dirs
+	}
 	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
 		ctx := context.Background()
 		if res, err := eng.Run(ctx, RunOptions{}); err != nil || res.Results[0].Action != ActionIssued {
@@ -296,20 +317,10 @@ func TestTOSChangedCachedDirectory(t *testing.T) {
 			m["meta"].(map[string]any)["termsOfService"] = newTerms
 		})})
 		// Another node looked an hour later and announced the new terms.
-		a, err := st.LoadAccount(ctx, cfg.CA.Directory)
-		if err != nil {
-			t.Fatal(err)
+		announced := func(info *store.AccountInfo) {
+			info.TermsAnnounced, info.TermsCheckedAt = newTerms, start.Add(time.Hour)
 		}
-		a.Info.TermsAnnounced, a.Info.TermsCheckedAt = newTerms, start.Add(time.Hour)
-		if err := st.SaveAccountInfo(ctx, cfg.CA.Directory, a.Info); err != nil {
-			t.Fatal(err)
-		}
-		now = start.Add(2 * time.Hour)
-		dirs := p.Count("GET /dir")
-		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
-			t.Fatalf("forced run = %+v, %v", res, err)
-		}
-		if got := p.Count("GET /dir") - dirs; got != 0 {
+		if got := laterForcedRun(eng, st, announced, start.Add(2*time.Hour)); got != 0 {
 			t.Errorf("the forced run fetched the directory %d times, want none (its copy names the agreed terms)", got)
 		}
 		if b, err := st.LoadAccount(ctx, cfg.CA.Directory); err != nil || b.Info.TermsAnnounced != newTerms || !b.Info.TermsCheckedAt.Equal(start.Add(time.Hour)) {
@@ -323,20 +334,8 @@ func TestTOSChangedCachedDirectory(t *testing.T) {
 	// A new engine's copy is fresh and names terms nobody announced yet.
 	e.withEngine(cfg, Options{}, func(eng *Engine, st *store.Store) {
 		ctx := context.Background()
-		a, err := st.LoadAccount(ctx, cfg.CA.Directory)
-		if err != nil {
-			t.Fatal(err)
-		}
-		a.Info.TermsAnnounced = ""
-		if err := st.SaveAccountInfo(ctx, cfg.CA.Directory, a.Info); err != nil {
-			t.Fatal(err)
-		}
-		now = start.Add(3 * time.Hour)
-		dirs := p.Count("GET /dir")
-		if res, err := eng.Run(ctx, RunOptions{Force: true}); err != nil || res.Results[0].Action != ActionRenewed {
-			t.Fatalf("forced run = %+v, %v", res, err)
-		}
-		if got := p.Count("GET /dir") - dirs; got != 2 {
+		unannounced := func(info *store.AccountInfo) { info.TermsAnnounced = "" }
+		if got := laterForcedRun(eng, st, unannounced, start.Add(3*time.Hour)); got != 2 {
 			t.Errorf("the forced run fetched the directory %d times, want 2 (to order, then afresh to look at the terms)", got)
 		}
 		if ev := e.event("run.tos-changed"); ev["terms_of_service"] != newTerms {

@@ -91,19 +91,10 @@ func newCacheFixture(t *testing.T, n int) *cacheFixture {
 	if err := scalefixture.Populate(cfg.Storage, n, f.notBefore, f.notAfter, state); err != nil {
 		t.Fatal(err)
 	}
-	fb, err := store.OpenFileBackend(cfg.Storage, store.FileOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	lock, err := fb.Lock(context.Background(), store.StorageLock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	f.counter = &readCounter{Backend: fb, reads: map[string]int{}}
-	st, err := store.New(f.counter, store.Options{Fence: lock})
-	if err != nil {
-		t.Fatal(err)
-	}
+	st := openThrough(t, cfg, func(fb store.Backend) store.Backend {
+		f.counter = &readCounter{Backend: fb, reads: map[string]int{}}
+		return f.counter
+	})
 	t.Cleanup(func() { st.Close() })
 	f.opts = Options{Config: cfg, Store: st, Now: f.now, Logger: slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	return f

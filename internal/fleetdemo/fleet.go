@@ -302,34 +302,42 @@ func (f *Fleet) Acmehook(ctx context.Context, n *Node, args ...string) (string, 
 
 // Issued counts the certificates with a current version in etcd.
 func (f *Fleet) Issued(ctx context.Context) (int, error) {
-	resp, err := f.cli.Get(ctx, f.prefix+"certificates/", clientv3.WithPrefix(), clientv3.WithKeysOnly())
+	current, err := f.current(ctx, clientv3.WithKeysOnly())
+	return len(current), err
+}
+
+// current returns each certificate's current version in etcd, by name:
+// one read of every key below certificates/, with opts added
+// (WithKeysOnly spares the values, the versions are then empty).
+func (f *Fleet) current(ctx context.Context, opts ...clientv3.OpOption) (map[string]string, error) {
+	certs := f.prefix + "certificates/"
+	resp, err := f.cli.Get(ctx, certs, append([]clientv3.OpOption{clientv3.WithPrefix()}, opts...)...)
 	if err != nil {
-		return 0, err
+		return nil, err
 	}
-	n := 0
+	current := map[string]string{}
 	for _, kv := range resp.Kvs {
-		if strings.HasSuffix(string(kv.Key), "/current") {
-			n++
+		if name, ok := strings.CutSuffix(strings.TrimPrefix(string(kv.Key), certs), "/current"); ok && !strings.Contains(name, "/") {
+			current[name] = strings.TrimPrefix(string(kv.Value), "versions/")
 		}
 	}
-	return n, nil
+	return current, nil
 }
 
 // Deployed counts the deploys that every node recorded of its
 // certificates' current versions (3 per certificate when 3 nodes have
-// deployed each).
+// deployed each). It reads every key below certificates/ with its value.
 func (f *Fleet) Deployed(ctx context.Context) (int, error) {
-	certs, err := f.cli.Get(ctx, f.prefix+"certificates/", clientv3.WithPrefix())
+	current, err := f.current(ctx)
 	if err != nil {
 		return 0, err
 	}
-	current := map[string]string{} // name -> version
-	for _, kv := range certs.Kvs {
-		k := strings.TrimPrefix(string(kv.Key), f.prefix+"certificates/")
-		if name, ok := strings.CutSuffix(k, "/current"); ok && !strings.Contains(name, "/") {
-			current[name] = strings.TrimPrefix(string(kv.Value), "versions/")
-		}
-	}
+	return f.deploysOK(ctx, current)
+}
+
+// deploysOK counts the deploy records that say ok, of the versions in
+// current (of any version when current is nil).
+func (f *Fleet) deploysOK(ctx context.Context, current map[string]string) (int, error) {
 	deploys, err := f.cli.Get(ctx, f.prefix+".deploys/", clientv3.WithPrefix())
 	if err != nil {
 		return 0, err
@@ -338,7 +346,7 @@ func (f *Fleet) Deployed(ctx context.Context) (int, error) {
 	for _, kv := range deploys.Kvs {
 		name, _, _ := strings.Cut(strings.TrimPrefix(string(kv.Key), f.prefix+".deploys/"), "/")
 		var rec struct{ Version, Result string }
-		if json.Unmarshal(kv.Value, &rec) == nil && rec.Result == "ok" && rec.Version == current[name] {
+		if json.Unmarshal(kv.Value, &rec) == nil && rec.Result == "ok" && (current == nil || rec.Version == current[name]) {
 			n++
 		}
 	}
@@ -351,9 +359,16 @@ func (f *Fleet) WaitIssued(ctx context.Context, want int, timeout time.Duration)
 }
 
 // WaitDeployed waits until want deploys of current versions are recorded
-// (Deployed), or timeout.
+// (Deployed), or timeout. It polls the deploy records alone, and reads the
+// current versions (every certificate's files) only once there are want
+// records that say ok.
 func (f *Fleet) WaitDeployed(ctx context.Context, want int, timeout time.Duration) error {
-	return f.wait(ctx, "deploys recorded", f.Deployed, want, timeout)
+	return f.wait(ctx, "deploys recorded", func(ctx context.Context) (int, error) {
+		if n, err := f.deploysOK(ctx, nil); err != nil || n < want {
+			return n, err
+		}
+		return f.Deployed(ctx)
+	}, want, timeout)
 }
 
 // wait polls count every 200 ms until it reaches want, every daemon
